@@ -1,0 +1,163 @@
+// Plain HTTP on the reflector port, and detection of WebSocket upgrades.
+#include "http/routes.hpp"
+#include "server/internal.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <optional>
+
+namespace lockstep {
+namespace {
+
+constexpr std::size_t max_header_bytes = 16 * 1024;
+constexpr std::size_t max_plain_body_bytes = 64 * 1024;
+
+class http_session : public std::enable_shared_from_this<http_session> {
+public:
+    http_session(server_state& st, worker& w, tcp::socket sock) : st_(st), w_(w), stream_(std::move(sock)) {}
+
+    void
+    start()
+    {
+        do_read();
+    }
+
+private:
+    void
+    do_read()
+    {
+        header_.emplace();
+        header_->header_limit(max_header_bytes);
+        header_->body_limit(boost::none);
+        stream_.expires_after(std::chrono::seconds(30));
+        http::async_read_header(stream_, buf_, *header_,
+                                [self = shared_from_this()](error_code ec, std::size_t) { self->on_header(ec); });
+    }
+
+    void
+    on_header(error_code ec)
+    {
+        if (ec) {
+            if (ec != http::error::end_of_stream && ec != beast::error::timeout && ec != net::error::eof &&
+                ec != net::error::connection_reset)
+                return bad_request(ec.message());
+            return shutdown();
+        }
+        auto& h = header_->get();
+        if (websocket::is_upgrade(h))
+            return upgrade();
+        std::string_view target(h.target().data(), h.target().size());
+        bool is_put = h.method() == http::verb::put && target.rfind("/files/", 0) == 0;
+        std::size_t limit = is_put ? st_.cfg.max_blob_bytes : max_plain_body_bytes;
+        if (auto len = header_->content_length(); len && *len > limit) {
+            spdlog::info("http: {} body of {} bytes over the limit of {}", std::string(target.substr(0, 200)), *len,
+                         limit);
+            return fail_status(http::status::payload_too_large, "body too large", false);
+        }
+        if (h[http::field::expect] == "100-continue") {
+            auto cont = std::make_shared<http::response<http::empty_body>>(http::status::continue_, h.version());
+            http::async_write(stream_, *cont, [self = shared_from_this(), cont, limit](error_code ec, std::size_t) {
+                if (ec)
+                    return self->shutdown();
+                self->read_body(limit);
+            });
+            return;
+        }
+        read_body(limit);
+    }
+
+    void
+    read_body(std::size_t limit)
+    {
+        body_.emplace(std::move(*header_));
+        body_->body_limit(limit);
+        stream_.expires_after(std::chrono::seconds(120));
+        http::async_read(stream_, buf_, *body_,
+                         [self = shared_from_this()](error_code ec, std::size_t) { self->on_body(ec); });
+    }
+
+    void
+    on_body(error_code ec)
+    {
+        if (ec == http::error::body_limit)
+            return fail_status(http::status::payload_too_large, "body too large", false);
+        if (ec)
+            return shutdown();
+        stream_.expires_never();
+        auto self = shared_from_this();
+        http_routes::handle(st_, w_, body_->release(), [self](http::message_generator msg) mutable {
+            // Routes may answer from another thread (disk pool, other workers).
+            net::dispatch(self->stream_.get_executor(),
+                          [self, msg = std::move(msg)]() mutable { self->write(std::move(msg)); });
+        });
+    }
+
+    void
+    write(http::message_generator msg)
+    {
+        bool keep = msg.keep_alive();
+        stream_.expires_after(std::chrono::seconds(120));
+        beast::async_write(stream_, std::move(msg), [self = shared_from_this(), keep](error_code ec, std::size_t) {
+            if (ec || !keep)
+                return self->shutdown();
+            self->do_read();
+        });
+    }
+
+    void
+    fail_status(http::status status, std::string const& msg, bool keep)
+    {
+        http_routes::request req;
+        req.version(11);
+        req.keep_alive(keep);
+        write(http_routes::json_error(req, status, msg));
+    }
+
+    void
+    bad_request(std::string const& why)
+    {
+        spdlog::debug("http: bad request: {}", why);
+        fail_status(http::status::bad_request, "bad request: " + why, false);
+    }
+
+    void
+    upgrade()
+    {
+        auto hreq = header_->release();
+        http::request<http::string_body> req;
+        req.base() = std::move(hreq.base());
+        std::string_view target(req.target().data(), req.target().size());
+        target = target.substr(0, target.find_first_of("?#"));
+        // Only the last path segment names the session: "/<id>" and "/reflector/<id>".
+        auto id = std::string(target.substr(target.rfind('/') + 1));
+        if (st_.draining.load()) {
+            return fail_status(http::status::service_unavailable, "draining", false);
+        }
+        stream_.expires_never();
+        start_websocket(st_, w_, stream_.release_socket(), std::move(req), std::move(id));
+    }
+
+    void
+    shutdown()
+    {
+        error_code ec;
+        stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    }
+
+    server_state& st_;
+    worker& w_;
+    beast::tcp_stream stream_;
+    beast::flat_buffer buf_;
+    std::optional<http::request_parser<http::empty_body>> header_;
+    std::optional<http::request_parser<http::string_body>> body_;
+};
+
+}  // namespace
+
+void
+start_http(server_state& st, worker& w, tcp::socket sock)
+{
+    std::make_shared<http_session>(st, w, std::move(sock))->start();
+}
+
+}  // namespace lockstep

@@ -1,0 +1,220 @@
+#include "http/routes.hpp"
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <filesystem>
+#include <mutex>
+
+namespace lockstep::http_routes {
+namespace {
+
+void
+common_headers(http::fields& f)
+{
+    f.set(http::field::server, "lockstep-reflector");
+    // Browser apps served from another origin upload snapshots here.
+    f.set(http::field::access_control_allow_origin, "*");
+}
+
+std::string_view
+path_of(request const& req)
+{
+    std::string_view t(req.target().data(), req.target().size());
+    return t.substr(0, t.find_first_of("?#"));
+}
+
+http::message_generator
+method_not_allowed(request const& req, char const* allow)
+{
+    http::response<http::string_body> res{http::status::method_not_allowed, req.version()};
+    common_headers(res);
+    res.set(http::field::allow, allow);
+    res.set(http::field::content_type, "application/json");
+    res.body() = nlohmann::json{{"error", "method not allowed"}}.dump();
+    res.keep_alive(req.keep_alive());
+    res.prepare_payload();
+    return res;
+}
+
+void
+sessions(server_state& st, request&& req, reply_fn reply)
+{
+    struct gather {
+        std::mutex mu;
+        nlohmann::json list = nlohmann::json::array();
+        std::size_t left;
+        reply_fn reply;
+        request req;
+    };
+    auto g = std::make_shared<gather>();
+    g->left = st.workers.size();
+    g->reply = std::move(reply);
+    g->req = std::move(req);
+    for (auto& wp : st.workers) {
+        worker& wk = *wp;
+        net::post(wk.ioc, [g, &wk] {
+            nlohmann::json mine = nlohmann::json::array();
+            for (auto const& [id, slot] : wk.sessions) {
+                auto const& s = slot->s;
+                if (!s.created())
+                    continue;
+                mine.push_back({{"id", id},
+                                {"name", s.name()},
+                                {"clients", s.client_count()},
+                                {"active", s.active_count()},
+                                {"time", s.current_time_ms()},
+                                {"seq", s.seq()},
+                                {"log", s.log_size()},
+                                {"tick_ms", s.tick_ms()},
+                                {"timeline", s.timeline()},
+                                {"worker", wk.index}});
+            }
+            std::lock_guard lock(g->mu);
+            for (auto& e : mine)
+                g->list.push_back(std::move(e));
+            if (--g->left == 0)
+                g->reply(text_response(g->req, http::status::ok, g->list.dump(), "application/json"));
+        });
+    }
+}
+
+void
+files(server_state& st, request&& req, std::string_view rest, reply_fn reply)
+{
+    std::string why;
+    auto rel = store::blob_path(rest, why);
+    if (!rel) {
+        spdlog::info("files: rejected path '{}': {}", std::string(rest.substr(0, 200)), why);
+        reply(json_error(req, http::status::bad_request, "bad path: " + why));
+        return;
+    }
+    if (req.method() == http::verb::put) {
+        auto r = std::make_shared<request>(std::move(req));
+        net::post(st.disk, [&st, r, rel = std::move(*rel), reply = std::move(reply)]() mutable {
+            auto ec = st.files.put(rel, r->body());
+            if (ec) {
+                spdlog::error("files: cannot store {}: {}", rel, ec.message());
+                reply(json_error(*r, http::status::internal_server_error, "cannot store blob"));
+                return;
+            }
+            spdlog::debug("files: stored {} ({} bytes)", rel, r->body().size());
+            reply(text_response(*r, http::status::created, ""));
+        });
+        return;
+    }
+    if (req.method() != http::verb::get && req.method() != http::verb::head) {
+        reply(method_not_allowed(req, "GET, HEAD, PUT, OPTIONS"));
+        return;
+    }
+    auto path = st.files.file_of(*rel);
+    std::error_code fec;
+    if (!std::filesystem::is_regular_file(path, fec)) {
+        reply(json_error(req, http::status::not_found, "no such blob"));
+        return;
+    }
+    http::file_body::value_type body;
+    error_code ec;
+    body.open(path.c_str(), beast::file_mode::scan, ec);
+    if (ec) {
+        reply(json_error(req, ec == beast::errc::no_such_file_or_directory ? http::status::not_found
+                                                                            : http::status::internal_server_error,
+                         "cannot read blob"));
+        return;
+    }
+    auto size = body.size();
+    if (req.method() == http::verb::head) {
+        http::response<http::empty_body> res{http::status::ok, req.version()};
+        common_headers(res);
+        res.set(http::field::content_type, "application/octet-stream");
+        res.content_length(size);
+        res.keep_alive(req.keep_alive());
+        reply(std::move(res));
+        return;
+    }
+    http::response<http::file_body> res{std::piecewise_construct, std::make_tuple(std::move(body)),
+                                        std::make_tuple(http::status::ok, req.version())};
+    common_headers(res);
+    res.set(http::field::content_type, "application/octet-stream");
+    res.content_length(size);
+    res.keep_alive(req.keep_alive());
+    reply(std::move(res));
+}
+
+}  // namespace
+
+http::message_generator
+text_response(request const& req, http::status status, std::string body, std::string_view content_type)
+{
+    http::response<http::string_body> res{status, req.version()};
+    common_headers(res);
+    res.set(http::field::content_type, content_type);
+    res.body() = std::move(body);
+    res.keep_alive(req.keep_alive());
+    res.prepare_payload();
+    return res;
+}
+
+http::message_generator
+json_error(request const& req, http::status status, std::string const& message)
+{
+    return text_response(req, status, nlohmann::json{{"error", message}}.dump(), "application/json");
+}
+
+void
+handle(server_state& st, worker& w, request&& req, reply_fn reply)
+{
+    st.http_requests.fetch_add(1, std::memory_order_relaxed);
+    auto path = path_of(req);
+    auto method = req.method();
+
+    if (method == http::verb::options) {
+        http::response<http::empty_body> res{http::status::no_content, req.version()};
+        common_headers(res);
+        res.set(http::field::access_control_allow_methods, "GET, HEAD, PUT, POST, OPTIONS");
+        res.set(http::field::access_control_allow_headers, "Content-Type, Authorization");
+        res.set(http::field::access_control_max_age, "86400");
+        res.keep_alive(req.keep_alive());
+        reply(std::move(res));
+        return;
+    }
+    if (path.rfind("/files/", 0) == 0) {
+        auto rest = path.substr(7);
+        std::string copy(rest);
+        files(st, std::move(req), copy, std::move(reply));
+        return;
+    }
+    bool get = method == http::verb::get || method == http::verb::head;
+    if (path == "/health/live") {
+        if (!get)
+            return reply(method_not_allowed(req, "GET, HEAD"));
+        return reply(text_response(req, http::status::ok, "ok\n"));
+    }
+    if (path == "/health/ready") {
+        if (!get)
+            return reply(method_not_allowed(req, "GET, HEAD"));
+        bool draining = st.draining.load();
+        return reply(text_response(req, draining ? http::status::service_unavailable : http::status::ok,
+                                   draining ? "draining\n" : "ready\n"));
+    }
+    if (path == "/metrics") {
+        if (!get)
+            return reply(method_not_allowed(req, "GET, HEAD"));
+        return reply(text_response(req, http::status::ok,
+                                   render_metrics(st.metrics(), st.closes, st.http_requests.load(), st.draining.load()),
+                                   "text/plain; version=0.0.4; charset=utf-8"));
+    }
+    if (path == "/sessions") {
+        if (!get)
+            return reply(method_not_allowed(req, "GET, HEAD"));
+        return sessions(st, std::move(req), std::move(reply));
+    }
+    if (path == "/" || path == "/healthz") {
+        return reply(text_response(req, http::status::ok,
+                                   "lockstep-reflector: a Croquet/Multisynq-compatible reflector\n"));
+    }
+    (void)w;
+    reply(json_error(req, http::status::not_found, "not found"));
+}
+
+}  // namespace lockstep::http_routes

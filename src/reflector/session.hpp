@@ -1,0 +1,225 @@
+// One reflector session: the sequencer, the session clock, ticks, the message log,
+// users batching, TUTTI tallies and SEND debounce. Pure logic: no sockets, no Asio.
+//
+// The owner (a worker thread in the server, a test on a manual clock) calls the
+// handlers below, then `next_deadline_us()`, and calls `on_timer()` once that time has
+// come. Output goes to `peer`s.
+//
+// @par Thread safety
+// None: a session and all of its peers belong to one thread. That is what makes
+// "build SYNC + mark the client active" atomic with respect to broadcasts: both happen
+// inside one call on the owning thread.
+#pragma once
+
+#include "protocol/codec.hpp"
+#include "protocol/frame.hpp"
+#include "reflector/clock.hpp"
+
+#include <lockstep/protocol/constants.hpp>
+
+#include <cstdint>
+#include <deque>
+#include <limits>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace lockstep {
+
+struct worker_metrics;
+
+/// A connection as a session sees it.
+class peer {
+public:
+    virtual ~peer() = default;
+    /// Queues a message. Never drops it: a peer that cannot keep up closes itself.
+    virtual void deliver(out_ptr const& m) = 0;
+    /// True while bytes are queued or in flight (ticks are skipped then).
+    virtual bool backlogged() const noexcept = 0;
+    /// Closes the connection with a WebSocket close code.
+    virtual void close(protocol::close_code code, std::string_view reason) = 0;
+    /// Short text for logs ("c17 127.0.0.1:5555").
+    virtual std::string const& tag() const noexcept = 0;
+};
+
+/// Where SAVE records live: (appId, persistentId) -> URL of the persistent data.
+class persistence_index {
+public:
+    virtual ~persistence_index() = default;
+    virtual std::optional<std::string> lookup(std::string const& app_id, std::string const& persistent_id) = 0;
+    virtual void record(std::string const& app_id, std::string const& persistent_id, std::string const& url) = 0;
+};
+
+/// Per-session limits and timings (reference values; see docs/protocol.md).
+struct session_options {
+    std::uint32_t linger_ms = 10000;          // kept after the last client left
+    std::uint32_t requ_threshold = 60000;     // log length from which REQU is sent
+    std::uint32_t log_max = 100000;           // log length at which client SENDs are refused
+    std::uint32_t default_tick_ms = 200;      // JOIN without a usable `ticks`
+    std::uint32_t users_batch_ms = 200;       // joins/leaves gathered into one users event
+    std::uint32_t tally_window_ms = 1000;     // TUTTI waits at most this long for votes
+    std::uint32_t tally_history_ms = 60000;   // completed tally keys remembered this long
+    std::uint32_t tally_history_keys = 20;    // and at most this many
+    std::string reflector_name = "local";     // SYNC "reflector"
+};
+
+class session {
+public:
+    session(std::string id, clock_source const& clock, session_options const& opts,
+            persistence_index* persistence = nullptr, worker_metrics* metrics = nullptr);
+    session(session const&) = delete;
+    session& operator=(session const&) = delete;
+
+    // ---- client actions (args are the raw JSON of the frame's "args") ----
+
+    /// JOIN. Creates the session state on the first JOIN; answers SYNC and marks the
+    /// client active in the same call. Closes the peer on invalid arguments.
+    /// Returns true when the peer was synced (it is then a member until disconnect()).
+    bool join(peer& p, std::string_view args);
+    /// SEND: reflect to every active client. `tags` may be empty.
+    void send(peer& p, std::string_view args, std::string_view tags);
+    void tutti(peer& p, std::string_view args);
+    void snap(peer& p, std::string_view args);
+    void save(peer& p, std::string_view args);
+    void ticks(peer& p, std::string_view args);
+    /// PING -> PONG (with rawTime when the session has the rawtime flag).
+    void ping(peer& p, std::string_view args);
+    /// The peer's connection is gone. Its leave is announced after leaveDelay.
+    void disconnect(peer& p);
+
+    // ---- timers ----
+
+    /// Earliest time (clock µs) at which on_timer() has work; max() if none.
+    std::int64_t next_deadline_us() const noexcept;
+    /// Runs everything due at the current clock time.
+    void on_timer();
+    /// True once the session has had no clients for linger_ms: the owner deletes it.
+    bool expired() const noexcept;
+
+    /// Closes every peer (drain/shutdown).
+    void close_all(protocol::close_code code, std::string_view reason);
+
+    // ---- introspection (/sessions, tests) ----
+    std::string const& id() const noexcept { return id_; }
+    std::string const& name() const noexcept { return name_; }
+    bool created() const noexcept { return created_; }
+    std::int64_t time_ms() const noexcept { return time_; }
+    /// Session time now, without sampling it (reporting only).
+    std::int64_t current_time_ms() const noexcept;
+    std::uint32_t seq() const noexcept { return seq_; }
+    std::size_t log_size() const noexcept { return log_.size(); }
+    std::size_t client_count() const noexcept { return clients_.size(); }
+    std::size_t active_count() const noexcept;
+    std::uint32_t tick_ms() const noexcept { return tick_ms_; }
+    std::string const& timeline() const noexcept { return timeline_; }
+    /// Connected peers that joined (for router membership).
+    std::vector<std::string> users() const;
+
+private:
+    struct client {
+        peer* p = nullptr;            // null once disconnected (leave pending)
+        std::uint64_t serial = 0;     // identity for non-string users
+        std::string user;             // raw JSON of `user`; empty when falsy
+        bool user_is_string = false;
+        bool active = false;
+        std::int64_t leave_due_us = 0;  // when p == null: when the leave is processed
+    };
+    struct user_ref {
+        std::string json;
+        std::uint64_t serial;
+        bool is_string;
+        bool
+        same(user_ref const& o) const
+        {
+            return is_string ? (o.is_string && json == o.json) : serial == o.serial;
+        }
+    };
+    struct log_entry {
+        std::uint32_t seq;
+        out_ptr msg;  // the RECV as broadcast; element() is `[time,seq,...]`
+    };
+    struct tally {
+        std::string send_time;        // raw JSON number
+        double send_time_num = 0;
+        std::int64_t expecting = 0;
+        std::vector<std::pair<std::string, std::int64_t>> payloads;  // insertion order
+        std::int64_t deadline_us = 0;
+        bool wants_vote = false;
+        std::string target;           // raw JSON; empty = absent
+        std::string key;              // raw JSON; empty = absent
+    };
+
+    std::int64_t sample_time();
+    void start_ticker();
+    void reflect(std::string_view rest, bool client_event);
+    void reflect_now(std::string_view rest);
+    void reflect_object(std::string const& object_json);
+    void send_tick(std::int64_t scheduled_us);
+    void send_sync(peer& p);
+    void announce_joined(client& c);
+    void announce_left(client& c);
+    void schedule_users();
+    void flush_users();
+    void complete_tally(std::string const& key);
+    double cleanup_completed_tallies();
+    void process_leaves(std::int64_t now);
+    void broadcast_active(out_ptr const& m);
+    void broadcast_all(out_ptr const& m);
+    void check_log_growth();
+    client* find(peer& p);
+
+    std::string id_;
+    clock_source const& clock_;
+    session_options opts_;
+    persistence_index* persistence_;
+    worker_metrics* metrics_;
+
+    bool created_ = false;
+    std::string name_, app_id_, persistent_id_;
+    std::string timeline_;
+    std::string tove_;                 // raw JSON; empty = absent
+    std::string flags_ = "{}";         // raw JSON of the last JOIN's flags
+    bool rawtime_ = false;
+    std::uint32_t leave_delay_ms_ = 0;
+    std::string persisted_url_;
+
+    // clock
+    double scaled_start_us_ = 0;
+    double scale_ = 1.0;
+    std::int64_t start_us_ = 0;
+    std::int64_t time_ = 0;
+    std::int64_t last_tick_time_ = -1000;
+
+    // sequencer and log
+    std::uint32_t seq_ = protocol::seq_start;
+    std::deque<log_entry> log_;
+    std::string snapshot_url_;
+    std::int64_t snapshot_time_ = -1;
+    std::uint32_t snapshot_seq_ = 0;
+    std::string snapshot_time_raw_;
+
+    // ticks
+    std::uint32_t tick_ms_ = 0;
+    std::uint32_t delay_ms_ = 0;
+    std::int64_t next_tick_us_ = std::numeric_limits<std::int64_t>::max();
+    std::vector<std::string> delayed_;  // args rests held back by ticks.delay
+    std::int64_t delayed_until_us_ = std::numeric_limits<std::int64_t>::max();
+    bool delaying_ = false;
+
+    // clients and users
+    std::vector<client> clients_;
+    std::uint64_t next_serial_ = 1;
+    std::vector<user_ref> users_joined_, users_left_;
+    std::int64_t users_due_us_ = std::numeric_limits<std::int64_t>::max();
+    std::int64_t empty_since_us_ = -1;  // -1 while clients exist
+
+    // tallies and debounce
+    std::map<std::string, tally> tallies_;
+    std::map<std::string, double> completed_tallies_;  // key -> sendTime; "sentinel" special
+    std::map<std::string, std::int64_t> debounce_;     // msgID -> clock µs
+};
+
+}  // namespace lockstep

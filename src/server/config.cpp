@@ -1,0 +1,160 @@
+#include "server/config.hpp"
+
+#include <charconv>
+#include <functional>
+#include <map>
+#include <thread>
+
+namespace lockstep {
+
+std::string
+usage()
+{
+    return R"(lockstep-reflector: a Croquet/Multisynq-compatible reflector
+
+Usage: lockstep-reflector [options]
+
+Network
+  --bind ADDR               listen address (default 127.0.0.1)
+  --port N                  WebSocket + HTTP port (default 9090)
+  --public-url URL          URL clients use to reach this reflector
+                            (default ws://BIND:PORT)
+  --region NAME             region name reported to clients (default local)
+  --threads N               worker threads, sessions are sharded over them
+                            (default: number of cores)
+Storage
+  --data-dir DIR            snapshots, persistent data (default ./data)
+  --max-blob-bytes N        largest PUT /files/... body (default 268435456)
+Limits
+  --max-frame-bytes N       largest client frame; larger closes with 1009
+                            (default 4194304)
+  --max-queue-bytes N       unsent bytes per client; more closes it with
+                            1013 and the client rejoins (default 8388608)
+  --join-timeout-ms N       close sockets that send no JOIN with 4121
+                            (default 30000)
+  --session-linger-ms N     keep a session after its last client left
+                            (default 10000)
+  --log-requ-threshold N    message-log length from which clients are asked
+                            for a snapshot (REQU, INFO) (default 60000)
+  --log-max N               message-log length at which new events are
+                            refused until a snapshot arrives (default 100000)
+  --default-tick-ms N       tick interval for a session whose creating JOIN
+                            names none (default 200)
+  --drain-timeout-ms N      on SIGTERM/SIGINT, time given to clients to leave
+                            before exit (default 5000)
+Logging
+  --log-level LEVEL         trace|debug|info|warn|error|critical|off (default info)
+  --log-format FMT          text|json (default text)
+  --help                    show this text
+
+HTTP on the same port: /health/live, /health/ready, /metrics, /sessions,
+PUT/GET /files/<path>. WebSocket: ws://HOST:PORT/<sessionId> or any
+prefix, e.g. ws://HOST:PORT/reflector/<sessionId>.
+)";
+}
+
+namespace {
+
+template <class T>
+bool
+parse_uint(std::string const& s, T& out)
+{
+    unsigned long long v = 0;
+    auto r = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (r.ec != std::errc{} || r.ptr != s.data() + s.size())
+        return false;
+    if (v > static_cast<unsigned long long>(std::numeric_limits<T>::max()))
+        return false;
+    out = static_cast<T>(v);
+    return true;
+}
+
+}  // namespace
+
+std::optional<config>
+parse_config(int argc, char const* const* argv, std::string& message, bool& help)
+{
+    config c;
+    help = false;
+    using setter = std::function<bool(std::string const&)>;
+    auto str = [](std::string& f) { return setter([&f](std::string const& v) { f = v; return !v.empty(); }); };
+    auto num = [](auto& f) { return setter([&f](std::string const& v) { return parse_uint(v, f); }); };
+    std::map<std::string, setter> flags = {
+        {"--bind", str(c.bind)},
+        {"--port", num(c.port)},
+        {"--data-dir", str(c.data_dir)},
+        {"--threads", num(c.threads)},
+        {"--region", str(c.region)},
+        {"--public-url", str(c.public_url)},
+        {"--log-level", str(c.log_level)},
+        {"--log-format", str(c.log_format)},
+        {"--max-frame-bytes", num(c.max_frame_bytes)},
+        {"--max-queue-bytes", num(c.max_queue_bytes)},
+        {"--max-blob-bytes", num(c.max_blob_bytes)},
+        {"--join-timeout-ms", num(c.join_timeout_ms)},
+        {"--session-linger-ms", num(c.session_linger_ms)},
+        {"--log-requ-threshold", num(c.log_requ_threshold)},
+        {"--log-max", num(c.log_max)},
+        {"--default-tick-ms", num(c.default_tick_ms)},
+        {"--drain-timeout-ms", num(c.drain_timeout_ms)},
+    };
+    for (int i = 1; i < argc; ++i) {
+        std::string arg = argv[i];
+        if (arg == "--help" || arg == "-h") {
+            help = true;
+            message = usage();
+            return std::nullopt;
+        }
+        std::string value;
+        bool has_value = false;
+        if (auto eq = arg.find('='); eq != std::string::npos) {
+            value = arg.substr(eq + 1);
+            arg = arg.substr(0, eq);
+            has_value = true;
+        }
+        auto it = flags.find(arg);
+        if (it == flags.end()) {
+            message = "unknown option " + arg + " (see --help)";
+            return std::nullopt;
+        }
+        if (!has_value) {
+            if (i + 1 >= argc) {
+                message = "option " + arg + " needs a value";
+                return std::nullopt;
+            }
+            value = argv[++i];
+        }
+        if (!it->second(value)) {
+            message = "bad value for " + arg + ": '" + value + "'";
+            return std::nullopt;
+        }
+    }
+    if (c.threads == 0)
+        c.threads = std::max(1u, std::thread::hardware_concurrency());
+    if (c.log_format != "text" && c.log_format != "json") {
+        message = "--log-format must be text or json";
+        return std::nullopt;
+    }
+    static char const* const levels[] = {"trace", "debug", "info", "warn", "error", "critical", "off"};
+    if (std::find(std::begin(levels), std::end(levels), c.log_level) == std::end(levels)) {
+        message = "--log-level must be one of trace|debug|info|warn|error|critical|off";
+        return std::nullopt;
+    }
+    if (c.log_max == 0 || c.log_requ_threshold == 0 || c.log_requ_threshold > c.log_max) {
+        message = "--log-requ-threshold must be between 1 and --log-max";
+        return std::nullopt;
+    }
+    if (c.max_frame_bytes < 1024) {
+        message = "--max-frame-bytes must be at least 1024";
+        return std::nullopt;
+    }
+    if (c.default_tick_ms == 0) {
+        message = "--default-tick-ms must be positive";
+        return std::nullopt;
+    }
+    if (c.public_url.empty())
+        c.public_url = "ws://" + c.bind + ":" + std::to_string(c.port);
+    return c;
+}
+
+}  // namespace lockstep

@@ -1,0 +1,60 @@
+// Reflector configuration: one plain struct, defaults in class, parsed and validated once.
+//
+// | flag                     | field                | default      |
+// |--------------------------|----------------------|--------------|
+// | --bind ADDR              | bind                 | 127.0.0.1    |
+// | --port N                 | port                 | 9090         |
+// | --data-dir DIR           | data_dir             | ./data       |
+// | --threads N              | threads              | cores        |
+// | --region NAME            | region               | local        |
+// | --public-url URL         | public_url           | ws://bind:port |
+// | --log-level LEVEL        | log_level            | info         |
+// | --log-format text|json   | log_format           | text         |
+// | --max-frame-bytes N      | max_frame_bytes      | 4 MiB        |
+// | --max-queue-bytes N      | max_queue_bytes      | 8 MiB        |
+// | --max-blob-bytes N       | max_blob_bytes       | 256 MiB      |
+// | --join-timeout-ms N      | join_timeout_ms      | 30000        |
+// | --session-linger-ms N    | session_linger_ms    | 10000        |
+// | --log-requ-threshold N   | log_requ_threshold   | 60000        |
+// | --log-max N              | log_max              | 100000       |
+// | --default-tick-ms N      | default_tick_ms      | 200          |
+// | --drain-timeout-ms N     | drain_timeout_ms     | 5000         |
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace lockstep {
+
+struct config {
+    std::string bind = "127.0.0.1";       // listen address; 0.0.0.0 to serve other hosts
+    std::uint16_t port = 9090;            // one port serves WebSocket and HTTP
+    std::string data_dir = "./data";      // blobs (files/) and persistence records (persist/)
+    unsigned threads = 0;                 // worker threads; 0 = number of cores
+    std::string region = "local";         // reported in SYNC "reflector" and /sessions
+    std::string public_url;               // how clients reach this reflector (router answers)
+    std::string log_level = "info";       // trace|debug|info|warn|error|critical|off
+    std::string log_format = "text";      // text for people, json (one object per line) for machines
+    std::size_t max_frame_bytes = 4u << 20;   // larger client frames close with 1009
+    std::size_t max_queue_bytes = 8u << 20;   // unsent bytes per client before 1013 close
+    std::size_t max_blob_bytes = 256u << 20;  // larger PUT /files bodies get 413
+    std::uint32_t join_timeout_ms = 30000;    // socket without JOIN is closed with 4121
+    std::uint32_t session_linger_ms = 10000;  // session kept after its last client left
+    std::uint32_t log_requ_threshold = 60000; // log length from which REQU/INFO are sent
+    std::uint32_t log_max = 100000;           // log length at which SENDs are refused
+    std::uint32_t default_tick_ms = 200;      // tick of a session whose JOIN had no ticks
+    std::uint32_t drain_timeout_ms = 5000;    // SIGTERM: time given to clients to go
+};
+
+/// Parses argv. Returns nullopt and fills `message` for --help (exit 0) or an error
+/// (exit 2); `help` tells which.
+std::optional<config>
+parse_config(int argc, char const* const* argv, std::string& message, bool& help);
+
+/// The --help text.
+std::string
+usage();
+
+}  // namespace lockstep

@@ -1,0 +1,124 @@
+// The next layer under Beast's websocket::stream: a TCP socket whose writes are gated
+// so that Beast's own frames (handshake response, pong, close) and the reflector's
+// gathered raw writes of pre-encoded frames never interleave on the wire.
+//
+// Beast reads and writes control frames through async_read_some/async_write_some; the
+// connection's write loop uses raw_write(). At most one of the two kinds of write is
+// in flight; the other waits and starts when it completes. Each Beast write_some is
+// performed as a complete write, so a frame is never split by a raw write.
+//
+// @par Thread safety
+// Single-threaded: used only from the owning worker's io_context thread.
+#pragma once
+
+#include "server/internal.hpp"
+#include "server/unique_function.hpp"
+
+#include <vector>
+
+namespace lockstep {
+
+class gated_stream {
+public:
+    using executor_type = tcp::socket::executor_type;
+
+    explicit gated_stream(tcp::socket s) : sock_(std::move(s)) {}
+
+    executor_type get_executor() noexcept { return sock_.get_executor(); }
+    tcp::socket& next_layer() noexcept { return sock_; }
+    tcp::socket const& next_layer() const noexcept { return sock_; }
+    bool raw_busy() const noexcept { return raw_busy_; }
+
+    template <class MutableBuffers, class Token>
+    auto
+    async_read_some(MutableBuffers const& b, Token&& token)
+    {
+        return sock_.async_read_some(b, std::forward<Token>(token));
+    }
+
+    template <class ConstBuffers, class Token>
+    auto
+    async_write_some(ConstBuffers const& b, Token&& token)
+    {
+        return net::async_initiate<Token, void(error_code, std::size_t)>(
+            [this](auto handler, ConstBuffers const& buffers) {
+                std::vector<net::const_buffer> bufs(net::buffer_sequence_begin(buffers),
+                                                    net::buffer_sequence_end(buffers));
+                start_or_defer_beast(
+                    [this, bufs = std::move(bufs), h = std::move(handler)]() mutable {
+                        beast_busy_ = true;
+                        net::async_write(sock_, bufs, [this, h = std::move(h)](error_code ec, std::size_t n) mutable {
+                            beast_busy_ = false;
+                            // A waiting raw write keeps its connection (and so `this`)
+                            // alive; without one, `this` must not be touched after h().
+                            auto next = std::move(pending_raw_);
+                            pending_raw_.reset();
+                            h(ec, n);
+                            if (next) {
+                                if (beast_busy_)
+                                    pending_raw_ = std::move(next);
+                                else
+                                    next();
+                            }
+                        });
+                    });
+            },
+            token, b);
+    }
+
+    /// Writes all of `bufs` (which must stay valid until `done` runs).
+    void
+    raw_write(std::vector<net::const_buffer> const& bufs, unique_function<void(error_code, std::size_t)> done)
+    {
+        auto start = [this, &bufs, done = std::move(done)]() mutable {
+            raw_busy_ = true;
+            net::async_write(sock_, bufs, [this, done = std::move(done)](error_code ec, std::size_t n) mutable {
+                raw_busy_ = false;
+                // Control frames waiting behind us go first.
+                if (pending_beast_) {
+                    auto f = std::move(pending_beast_);
+                    pending_beast_.reset();
+                    f();
+                }
+                done(ec, n);
+            });
+        };
+        if (beast_busy_)
+            pending_raw_ = std::move(start);
+        else
+            start();
+    }
+
+private:
+    template <class F>
+    void
+    start_or_defer_beast(F&& f)
+    {
+        if (raw_busy_)
+            pending_beast_ = std::forward<F>(f);
+        else
+            f();
+    }
+
+    tcp::socket sock_;
+    bool raw_busy_ = false;
+    bool beast_busy_ = false;
+    unique_function<void()> pending_beast_;
+    unique_function<void()> pending_raw_;
+};
+
+// Beast tears down the next layer through these (found by argument-dependent lookup).
+inline void
+teardown(beast::role_type role, gated_stream& s, error_code& ec)
+{
+    websocket::teardown(role, s.next_layer(), ec);
+}
+
+template <class Handler>
+void
+async_teardown(beast::role_type role, gated_stream& s, Handler&& h)
+{
+    websocket::async_teardown(role, s.next_layer(), std::forward<Handler>(h));
+}
+
+}  // namespace lockstep

@@ -1,0 +1,98 @@
+// Server internals shared by the listener, HTTP sessions and WebSocket connections.
+// Includes Asio/Beast: only the networking translation units include this.
+#pragma once
+
+#include "reflector/clock.hpp"
+#include "reflector/session.hpp"
+#include "server/config.hpp"
+#include "server/metrics.hpp"
+#include "server/server.hpp"
+#include "store/file_store.hpp"
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+namespace lockstep {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace websocket = beast::websocket;
+using tcp = net::ip::tcp;
+using error_code = boost::system::error_code;
+
+class connection;
+struct worker;
+
+/// A session plus the timer that drives it, owned by one worker.
+struct session_slot {
+    session_slot(worker& w, std::string const& id);
+    worker& w;
+    session s;
+    net::steady_timer timer;
+    std::int64_t armed_us = std::numeric_limits<std::int64_t>::max();
+};
+
+/// One thread, one io_context; owns the sessions whose id hashes to it.
+struct worker {
+    worker(struct server_state& st, unsigned index);
+    server_state& st;
+    unsigned index;
+    net::io_context ioc{1};
+    worker_metrics metrics;
+    steady_clock_source clock;
+    std::unordered_map<std::string, std::unique_ptr<session_slot>> sessions;
+    std::unordered_map<connection*, std::weak_ptr<connection>> connections;
+    std::thread thread;
+
+    /// Finds or creates the session (creation only records the id; the first JOIN
+    /// sets it up).
+    session_slot& session_for(std::string const& id);
+    session_slot* find_session(std::string const& id);
+    /// Re-arms the session's timer and deletes it when it has expired. Call after
+    /// every call into the session.
+    void after(session_slot& slot);
+};
+
+/// State shared by all workers. Immutable after start except where noted.
+struct server_state {
+    config cfg;
+    session_options sopts;
+    store::file_store files;
+    store::file_persistence persistence;
+    std::vector<std::unique_ptr<worker>> workers;
+    net::thread_pool disk{1};                  // blocking file I/O off the event loops
+    close_counter closes;
+    std::atomic<std::uint64_t> http_requests{0};
+    std::atomic<bool> draining{false};
+    std::atomic<std::uint64_t> next_conn_id{1};
+
+    explicit server_state(config c);
+    worker& worker_for(std::string_view session_id);
+    std::vector<worker_metrics const*> metrics() const;
+};
+
+/// Starts serving a WebSocket upgrade on the worker that owns `session_id` (the
+/// socket is moved there if needed).
+void
+start_websocket(server_state& st, worker& from, tcp::socket sock, http::request<http::string_body> req,
+                std::string session_id);
+
+/// Closes every WebSocket connection of the worker (drain). Call on its thread.
+void
+close_all_connections(worker& w, protocol::close_code code, std::string_view reason);
+
+/// Serves plain HTTP on an accepted socket.
+void
+start_http(server_state& st, worker& w, tcp::socket sock);
+
+}  // namespace lockstep

@@ -1,0 +1,237 @@
+#include "server/server.hpp"
+
+#include "server/internal.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <condition_variable>
+#include <functional>
+
+namespace lockstep {
+
+// ------------------------------------------------------------------ sessions/workers
+
+session_slot::session_slot(worker& wk, std::string const& id)
+    : w(wk), s(id, wk.clock, wk.st.sopts, &wk.st.persistence, &wk.metrics), timer(wk.ioc)
+{
+}
+
+worker::worker(server_state& state, unsigned i) : st(state), index(i) {}
+
+session_slot&
+worker::session_for(std::string const& id)
+{
+    auto& slot = sessions[id];
+    if (!slot)
+        slot = std::make_unique<session_slot>(*this, id);
+    return *slot;
+}
+
+session_slot*
+worker::find_session(std::string const& id)
+{
+    auto it = sessions.find(id);
+    return it == sessions.end() ? nullptr : it->second.get();
+}
+
+void
+worker::after(session_slot& slot)
+{
+    if (slot.s.expired()) {
+        if (slot.s.created()) {
+            spdlog::info("session {} ended (no clients for {} ms)", slot.s.id(), st.sopts.linger_ms);
+            metrics.add(metrics.sessions, -1);
+        }
+        sessions.erase(slot.s.id());  // destroys slot (and cancels its timer)
+        return;
+    }
+    auto deadline = slot.s.next_deadline_us();
+    if (deadline == slot.armed_us)
+        return;
+    slot.armed_us = deadline;
+    if (deadline == std::numeric_limits<std::int64_t>::max()) {
+        slot.timer.cancel();
+        return;
+    }
+    slot.timer.expires_at(net::steady_timer::time_point(std::chrono::microseconds(deadline)));
+    // The handler finds the slot by id: it may have been deleted meanwhile.
+    slot.timer.async_wait([this, id = slot.s.id(), slotp = &slot](error_code ec) {
+        if (ec)
+            return;
+        auto* s = find_session(id);
+        if (s != slotp)
+            return;
+        s->armed_us = std::numeric_limits<std::int64_t>::max();
+        s->s.on_timer();
+        after(*s);
+    });
+}
+
+server_state::server_state(config c) : cfg(std::move(c)), files(cfg.data_dir), persistence(files)
+{
+    sopts.linger_ms = cfg.session_linger_ms;
+    sopts.requ_threshold = cfg.log_requ_threshold;
+    sopts.log_max = cfg.log_max;
+    sopts.default_tick_ms = cfg.default_tick_ms;
+    sopts.reflector_name = cfg.region;
+    for (unsigned i = 0; i < cfg.threads; ++i)
+        workers.push_back(std::make_unique<worker>(*this, i));
+}
+
+worker&
+server_state::worker_for(std::string_view session_id)
+{
+    return *workers[std::hash<std::string_view>{}(session_id) % workers.size()];
+}
+
+std::vector<worker_metrics const*>
+server_state::metrics() const
+{
+    std::vector<worker_metrics const*> v;
+    for (auto const& w : workers)
+        v.push_back(&w->metrics);
+    return v;
+}
+
+// ------------------------------------------------------------------ server
+
+struct server::impl {
+    server_state st;
+    tcp::acceptor acceptor;
+    std::size_t next_worker = 0;
+    std::atomic<bool> stopped{false};
+    std::mutex mu;
+    std::condition_variable cv;
+    bool drain_requested = false;
+    std::optional<net::executor_work_guard<net::io_context::executor_type>> guards[256];
+
+    explicit impl(config c) : st(std::move(c)), acceptor(st.workers[0]->ioc)
+    {
+        error_code ec;
+        auto addr = net::ip::make_address(st.cfg.bind, ec);
+        if (ec)
+            throw std::runtime_error("bad --bind address '" + st.cfg.bind + "': " + ec.message());
+        tcp::endpoint ep(addr, st.cfg.port);
+        acceptor.open(ep.protocol(), ec);
+        if (!ec)
+            acceptor.set_option(net::socket_base::reuse_address(true), ec);
+        if (!ec)
+            acceptor.bind(ep, ec);
+        if (!ec)
+            acceptor.listen(net::socket_base::max_listen_connections, ec);
+        if (ec)
+            throw std::runtime_error("cannot listen on " + st.cfg.bind + ":" + std::to_string(st.cfg.port) + ": " +
+                                     ec.message());
+    }
+
+    void
+    do_accept()
+    {
+        // Plain HTTP and upgrade requests are read on the workers in turn; a WebSocket
+        // then moves to the worker that owns its session.
+        worker& w = *st.workers[next_worker++ % st.workers.size()];
+        acceptor.async_accept(w.ioc, [this, &w](error_code ec, tcp::socket sock) {
+            if (ec) {
+                if (ec == net::error::operation_aborted || !acceptor.is_open())
+                    return;
+                spdlog::warn("accept: {}", ec.message());
+            } else {
+                net::post(w.ioc, [this, &w, s = std::move(sock)]() mutable {
+                    error_code ignored;
+                    s.set_option(tcp::no_delay(true), ignored);
+                    start_http(st, w, std::move(s));
+                });
+            }
+            do_accept();
+        });
+    }
+};
+
+server::server(config cfg) : impl_(std::make_unique<impl>(std::move(cfg))) {}
+
+server::~server()
+{
+    stop();
+}
+
+std::uint16_t
+server::port() const noexcept
+{
+    error_code ec;
+    return impl_->acceptor.local_endpoint(ec).port();
+}
+
+void
+server::run()
+{
+    auto& st = impl_->st;
+    spdlog::info("lockstep-reflector listening on {}:{} ({} worker threads, data in {}, region {})", st.cfg.bind,
+                 port(), st.workers.size(), st.cfg.data_dir, st.cfg.region);
+    for (std::size_t i = 0; i < st.workers.size(); ++i)
+        impl_->guards[i].emplace(st.workers[i]->ioc.get_executor());
+    impl_->do_accept();
+    for (std::size_t i = 1; i < st.workers.size(); ++i)
+        st.workers[i]->thread = std::thread([w = st.workers[i].get()] { w->ioc.run(); });
+    st.workers[0]->ioc.run();
+    for (std::size_t i = 1; i < st.workers.size(); ++i)
+        if (st.workers[i]->thread.joinable())
+            st.workers[i]->thread.join();
+    st.disk.join();
+    spdlog::info("lockstep-reflector stopped");
+}
+
+void
+server::drain()
+{
+    auto& st = impl_->st;
+    if (st.draining.exchange(true))
+        return;
+    spdlog::info("draining: refusing new connections, asking {} clients to reconnect elsewhere",
+                 [&] {
+                     long n = 0;
+                     for (auto const& w : st.workers)
+                         n += w->metrics.connections.load();
+                     return n;
+                 }());
+    net::post(st.workers[0]->ioc, [this] {
+        error_code ec;
+        impl_->acceptor.close(ec);
+    });
+    for (auto& w : st.workers)
+        net::post(w->ioc, [wp = w.get()] { close_all_connections(*wp, protocol::close_code::going_away, "reflector draining"); });
+    // Give clients the drain timeout to go, then stop.
+    auto timer = std::make_shared<net::steady_timer>(st.workers[0]->ioc);
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(st.cfg.drain_timeout_ms);
+    auto check = std::make_shared<std::function<void()>>();
+    *check = [this, timer, deadline, check] {
+        long n = 0;
+        for (auto const& w : impl_->st.workers)
+            n += w->metrics.connections.load();
+        if (n == 0 || std::chrono::steady_clock::now() >= deadline) {
+            if (n)
+                spdlog::warn("drain timeout: {} connections still open", n);
+            *check = nullptr;
+            stop();
+            return;
+        }
+        timer->expires_after(std::chrono::milliseconds(50));
+        timer->async_wait([check](error_code) {
+            if (*check)
+                (*check)();
+        });
+    };
+    net::post(st.workers[0]->ioc, [check] { (*check)(); });
+}
+
+void
+server::stop()
+{
+    if (impl_->stopped.exchange(true))
+        return;
+    for (auto& g : impl_->guards)
+        g.reset();
+    for (auto& w : impl_->st.workers)
+        w->ioc.stop();
+}
+
+}  // namespace lockstep

@@ -1,0 +1,219 @@
+#include "store/file_store.hpp"
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace fs = std::filesystem;
+
+namespace lockstep::store {
+namespace {
+
+int
+hexval(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+std::string
+hex_name(std::string_view s)
+{
+    static char const digits[] = "0123456789abcdef";
+    std::string out;
+    for (unsigned char c : s) {
+        out.push_back(digits[c >> 4]);
+        out.push_back(digits[c & 0xF]);
+    }
+    return out;
+}
+
+}  // namespace
+
+std::optional<std::string>
+blob_path(std::string_view url_path, std::string& why)
+{
+    if (auto q = url_path.find_first_of("?#"); q != std::string_view::npos)
+        url_path = url_path.substr(0, q);
+    std::string decoded;
+    decoded.reserve(url_path.size());
+    for (std::size_t i = 0; i < url_path.size(); ++i) {
+        char c = url_path[i];
+        if (c == '%') {
+            if (i + 2 >= url_path.size() || hexval(url_path[i + 1]) < 0 || hexval(url_path[i + 2]) < 0) {
+                why = "bad percent-encoding";
+                return std::nullopt;
+            }
+            c = static_cast<char>(hexval(url_path[i + 1]) * 16 + hexval(url_path[i + 2]));
+            i += 2;
+        }
+        decoded.push_back(c);
+    }
+    if (decoded.empty()) {
+        why = "empty path";
+        return std::nullopt;
+    }
+    if (decoded.size() > max_path_bytes) {
+        why = "path too long";
+        return std::nullopt;
+    }
+    if (decoded.front() == '/') {
+        why = "absolute path";
+        return std::nullopt;
+    }
+    for (unsigned char c : decoded) {
+        if (c == 0) {
+            why = "NUL in path";
+            return std::nullopt;
+        }
+        if (c < 0x20 || c == 0x7F || c == '\\') {
+            why = "control character or backslash in path";
+            return std::nullopt;
+        }
+    }
+    std::size_t start = 0;
+    while (start <= decoded.size()) {
+        auto end = decoded.find('/', start);
+        if (end == std::string::npos)
+            end = decoded.size();
+        auto seg = std::string_view(decoded).substr(start, end - start);
+        if (seg.empty()) {
+            why = "empty path segment";
+            return std::nullopt;
+        }
+        if (seg == "." || seg == "..") {
+            why = "'.' or '..' in path";
+            return std::nullopt;
+        }
+        if (seg.size() > max_segment_bytes) {
+            why = "path segment too long";
+            return std::nullopt;
+        }
+        if (seg.size() > 4 && seg.substr(seg.size() - 4) == ".tmp" && seg.find(".lockstep-") != std::string_view::npos) {
+            why = "reserved name";
+            return std::nullopt;
+        }
+        start = end + 1;
+        if (end == decoded.size())
+            break;
+    }
+    return decoded;
+}
+
+std::error_code
+atomic_write(std::string const& path, std::string_view data)
+{
+    static std::atomic<std::uint64_t> counter{0};
+    std::error_code ec;
+    fs::path target(path);
+    fs::create_directories(target.parent_path(), ec);
+    if (ec)
+        return ec;
+    auto tmp = target.parent_path() /
+               (target.filename().string() + ".lockstep-" + std::to_string(::getpid()) + "-" +
+                std::to_string(counter.fetch_add(1)) + ".tmp");
+    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return {errno, std::generic_category()};
+    std::size_t off = 0;
+    while (off < data.size()) {
+        auto n = ::write(fd, data.data() + off, data.size() - off);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            ec = {errno, std::generic_category()};
+            ::close(fd);
+            ::unlink(tmp.c_str());
+            return ec;
+        }
+        off += static_cast<std::size_t>(n);
+    }
+    if (::fsync(fd) != 0) {
+        ec = {errno, std::generic_category()};
+        ::close(fd);
+        ::unlink(tmp.c_str());
+        return ec;
+    }
+    ::close(fd);
+    if (::rename(tmp.c_str(), target.c_str()) != 0) {
+        ec = {errno, std::generic_category()};
+        ::unlink(tmp.c_str());
+        return ec;
+    }
+    return {};
+}
+
+file_store::file_store(std::string root) : root_(std::move(root))
+{
+    std::error_code ec;
+    fs::create_directories(fs::path(root_) / "files", ec);
+    if (!ec)
+        fs::create_directories(fs::path(root_) / "persist", ec);
+    if (ec)
+        throw std::runtime_error("cannot create data directory " + root_ + ": " + ec.message());
+}
+
+std::string
+file_store::file_of(std::string const& rel) const
+{
+    return (fs::path(root_) / "files" / rel).string();
+}
+
+std::error_code
+file_store::put(std::string const& rel, std::string_view data) const
+{
+    return atomic_write(file_of(rel), data);
+}
+
+file_persistence::file_persistence(file_store const& store) : store_(store)
+{
+    std::error_code ec;
+    for (auto const& e : fs::directory_iterator(fs::path(store_.root()) / "persist", ec)) {
+        if (e.path().extension() != ".json")
+            continue;
+        std::ifstream in(e.path());
+        std::stringstream ss;
+        ss << in.rdbuf();
+        auto j = nlohmann::json::parse(ss.str(), nullptr, false);
+        if (j.is_object() && j.contains("key") && j["key"].is_string() && j.contains("url") && j["url"].is_string())
+            urls_[j["key"].get<std::string>()] = j["url"].get<std::string>();
+        else
+            spdlog::warn("ignoring unreadable persistence record {}", e.path().string());
+    }
+}
+
+std::optional<std::string>
+file_persistence::lookup(std::string const& app_id, std::string const& persistent_id)
+{
+    std::lock_guard lock(mu_);
+    auto it = urls_.find(app_id + "/" + persistent_id);
+    if (it == urls_.end())
+        return std::nullopt;
+    return it->second;
+}
+
+void
+file_persistence::record(std::string const& app_id, std::string const& persistent_id, std::string const& url)
+{
+    auto key = app_id + "/" + persistent_id;
+    {
+        std::lock_guard lock(mu_);
+        urls_[key] = url;
+    }
+    nlohmann::json j = {{"key", key}, {"appId", app_id}, {"persistentId", persistent_id}, {"url", url}};
+    auto path = (fs::path(store_.root()) / "persist" / (hex_name(key).substr(0, 200) + ".json")).string();
+    // Small and rare: written synchronously so a SAVE survives a crash right after it.
+    if (auto ec = atomic_write(path, j.dump()))
+        spdlog::error("cannot write persistence record {}: {}", path, ec.message());
+}
+
+}  // namespace lockstep::store
