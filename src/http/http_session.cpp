@@ -71,7 +71,8 @@ private:
     {
         body_.emplace(std::move(*header_));
         body_->body_limit(limit);
-        stream_.expires_after(std::chrono::seconds(120));
+        // Large blobs over slow links: 10 minutes for the whole body.
+        stream_.expires_after(std::chrono::minutes(10));
         http::async_read(stream_, buf_, *body_,
                          [self = shared_from_this()](error_code ec, std::size_t) { self->on_body(ec); });
     }

@@ -146,6 +146,14 @@ files(server_state& st, request&& req, std::string_view rest, reply_fn reply)
 http::message_generator
 text_response(request const& req, http::status status, std::string body, std::string_view content_type)
 {
+    if (req.method() == http::verb::head) {
+        http::response<http::empty_body> res{status, req.version()};
+        common_headers(res);
+        res.set(http::field::content_type, content_type);
+        res.content_length(body.size());
+        res.keep_alive(req.keep_alive());
+        return res;
+    }
     http::response<http::string_body> res{status, req.version()};
     common_headers(res);
     res.set(http::field::content_type, content_type);

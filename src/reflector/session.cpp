@@ -195,7 +195,10 @@ session::join(peer& p, std::string_view args_raw)
 
     client* c = find(p);
     if (!c) {
-        clients_.push_back(client{&p, next_serial_++});
+        client fresh;
+        fresh.p = &p;
+        fresh.serial = next_serial_++;
+        clients_.push_back(std::move(fresh));
         c = &clients_.back();
     }
     if (auto u = args.find("user"); u != args.end() && truthy(*u)) {
@@ -254,7 +257,7 @@ session::send_sync(peer& p)
     buf += "}}";
     spdlog::debug("{} SYNC session {} time={} seq={} messages={} bytes={}", p.tag(), id_, time_, seq_,
                   log_.size(), buf.size() - out_message::header_room);
-    p.deliver(out_message::from_json(std::move(buf)));
+    p.deliver_sync(out_message::from_json(std::move(buf)));
 }
 
 // ---------------------------------------------------------------------------- users
@@ -428,7 +431,8 @@ session::reflect(std::string_view rest, bool client_event)
             if (!delaying_) {
                 delaying_ = true;
                 next_tick_us_ = never;  // ticker stopped while events are held
-                delayed_until_us_ = clock_.now_us() + std::max<std::int64_t>(1000, static_cast<std::int64_t>(wait * 1000));
+                // +1 ms: released events land strictly after lastTick + delay.
+                delayed_until_us_ = clock_.now_us() + static_cast<std::int64_t>(std::ceil(wait * 1000)) + 1000;
             }
             delayed_.emplace_back(rest);
             return;
@@ -443,10 +447,12 @@ session::reflect_now(std::string_view rest)
 {
     seq_ += 1;  // uint32: wraps from 0xFFFFFFFF to 0
     auto m = codec::make_recv(id_, time_, seq_, rest);
-    broadcast_active(m);
+    auto n = broadcast_active(m);
     log_.push_back({seq_, std::move(m)});
-    if (metrics_)
+    if (metrics_) {
         metrics_->add(metrics_->events_in);
+        metrics_->add(metrics_->events_out, n);
+    }
 }
 
 void
@@ -458,7 +464,7 @@ session::reflect_object(std::string const& object_json)
     reflect(rest, false);
 }
 
-void
+std::uint64_t
 session::broadcast_active(out_ptr const& m)
 {
     std::uint64_t n = 0;
@@ -467,8 +473,7 @@ session::broadcast_active(out_ptr const& m)
             c.p->deliver(m);
             ++n;
         }
-    if (metrics_)
-        metrics_->add(metrics_->events_out, n);
+    return n;
 }
 
 void

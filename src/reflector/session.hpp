@@ -37,6 +37,10 @@ public:
     virtual ~peer() = default;
     /// Queues a message. Never drops it: a peer that cannot keep up closes itself.
     virtual void deliver(out_ptr const& m) = 0;
+    /// Queues a SYNC. It is not counted against the peer's queue limit: a session's
+    /// log may legitimately be larger than the limit, and refusing it would make the
+    /// joiner reconnect forever.
+    virtual void deliver_sync(out_ptr const& m) { deliver(m); }
     /// True while bytes are queued or in flight (ticks are skipped then).
     virtual bool backlogged() const noexcept = 0;
     /// Closes the connection with a WebSocket close code.
@@ -166,7 +170,7 @@ private:
     void complete_tally(std::string const& key);
     double cleanup_completed_tallies();
     void process_leaves(std::int64_t now);
-    void broadcast_active(out_ptr const& m);
+    std::uint64_t broadcast_active(out_ptr const& m);
     void broadcast_all(out_ptr const& m);
     void check_log_growth();
     client* find(peer& p);

@@ -62,12 +62,26 @@ public:
     void
     deliver(out_ptr const& m) override
     {
+        enqueue(m, false);
+    }
+
+    void
+    deliver_sync(out_ptr const& m) override
+    {
+        enqueue(m, true);
+    }
+
+    void
+    enqueue(out_ptr const& m, bool exempt)
+    {
         if (close_requested_)
             return;
         queued_bytes_ += m->size();
+        if (exempt)
+            exempt_bytes_ += m->size();
         w_.metrics.add(w_.metrics.queue_bytes, static_cast<std::int64_t>(m->size()));
-        queue_.push_back(m);
-        if (queued_bytes_ > st_.cfg.max_queue_bytes) {
+        queue_.push_back({m, exempt});
+        if (queued_bytes_ - exempt_bytes_ > st_.cfg.max_queue_bytes) {
             spdlog::warn("{} outbound queue {} bytes over --max-queue-bytes: closing 1013 (client will rejoin)",
                          tag_, queued_bytes_);
             drop_queue();
@@ -254,23 +268,27 @@ private:
         inflight_.clear();
         bufs_.clear();
         std::size_t bytes = 0;
+        std::size_t exempt = 0;
         while (!queue_.empty() && inflight_.size() < max_write_frames && (bytes == 0 || bytes < max_write_bytes)) {
-            auto& m = queue_.front();
-            bytes += m->size();
-            bufs_.emplace_back(m->wire().data(), m->wire().size());
-            inflight_.push_back(std::move(m));
+            auto& q = queue_.front();
+            bytes += q.m->size();
+            if (q.exempt)
+                exempt += q.m->size();
+            bufs_.emplace_back(q.m->wire().data(), q.m->wire().size());
+            inflight_.push_back(std::move(q.m));
             queue_.pop_front();
         }
-        ws_.next_layer().raw_write(bufs_, [self = shared_from_this(), bytes](error_code ec, std::size_t n) {
-            self->on_write(ec, n, bytes);
+        ws_.next_layer().raw_write(bufs_, [self = shared_from_this(), bytes, exempt](error_code ec, std::size_t n) {
+            self->on_write(ec, n, bytes, exempt);
         });
     }
 
     void
-    on_write(error_code ec, std::size_t n, std::size_t bytes)
+    on_write(error_code ec, std::size_t n, std::size_t bytes, std::size_t exempt)
     {
         writing_ = false;
         queued_bytes_ -= bytes;
+        exempt_bytes_ -= exempt;
         w_.metrics.add(w_.metrics.queue_bytes, -static_cast<std::int64_t>(bytes));
         inflight_.clear();
         if (ec) {
@@ -293,8 +311,11 @@ private:
     drop_queue()
     {
         std::size_t bytes = 0;
-        for (auto const& m : queue_)
-            bytes += m->size();
+        for (auto const& q : queue_) {
+            bytes += q.m->size();
+            if (q.exempt)
+                exempt_bytes_ -= q.m->size();
+        }
         queue_.clear();
         queued_bytes_ -= bytes;
         w_.metrics.add(w_.metrics.queue_bytes, -static_cast<std::int64_t>(bytes));
@@ -342,10 +363,15 @@ private:
     net::steady_timer join_timer_;
     session_slot* slot_ = nullptr;  // set once a JOIN was answered with SYNC
 
-    std::deque<out_ptr> queue_;       // not yet handed to the socket
+    struct queued {
+        out_ptr m;
+        bool exempt;  // a SYNC: not counted against --max-queue-bytes
+    };
+    std::deque<queued> queue_;        // not yet handed to the socket
     std::vector<out_ptr> inflight_;   // owned by the write in flight
     std::vector<net::const_buffer> bufs_;
     std::size_t queued_bytes_ = 0;    // queue_ + inflight_
+    std::size_t exempt_bytes_ = 0;    // the SYNC part of queued_bytes_
 
     bool accepted_ = false;
     bool writing_ = false;

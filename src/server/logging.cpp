@@ -60,7 +60,7 @@ setup_logging(std::string const& level, std::string const& format)
     if (format == "json")
         logger->set_formatter(std::make_unique<json_formatter>());
     else if (format == "text")
-        logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%-5l%$ %v");
+        logger->set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %^%-5l%$ %v", spdlog::pattern_time_type::utc);
     else
         throw std::invalid_argument("unknown log format " + format);
     logger->set_level(spdlog::level::from_str(level));

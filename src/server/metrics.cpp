@@ -34,9 +34,9 @@ render_metrics(std::vector<worker_metrics const*> const& workers, close_counter 
     metric("lockstep_sessions", "gauge", "Live sessions.", sum(&worker_metrics::sessions));
     metric("lockstep_outbound_queue_bytes", "gauge", "Unsent outbound bytes over all connections.",
            sum(&worker_metrics::queue_bytes));
-    metric("lockstep_events_in_total", "counter", "Client events accepted (SEND, TUTTI first messages).",
+    metric("lockstep_events_in_total", "counter", "Events reflected: client SENDs and TUTTI first messages, plus reflector-generated users and tally events.",
            sum(&worker_metrics::events_in));
-    metric("lockstep_events_out_total", "counter", "RECV frames queued to clients.", sum(&worker_metrics::events_out));
+    metric("lockstep_events_out_total", "counter", "RECV frames queued to clients (one per event and recipient).", sum(&worker_metrics::events_out));
     metric("lockstep_frames_in_total", "counter", "Client frames read.", sum(&worker_metrics::frames_in));
     metric("lockstep_bytes_in_total", "counter", "Client frame bytes read.", sum(&worker_metrics::bytes_in));
     metric("lockstep_bytes_out_total", "counter", "Bytes written to client sockets.", sum(&worker_metrics::bytes_out));

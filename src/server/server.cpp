@@ -67,7 +67,9 @@ worker::after(session_slot& slot)
     });
 }
 
-server_state::server_state(config c) : cfg(std::move(c)), files(cfg.data_dir), persistence(files)
+server_state::server_state(config c)
+    : cfg(std::move(c)), files(cfg.data_dir),
+      persistence(files, [this](std::function<void()> f) { net::post(disk, std::move(f)); })
 {
     sopts.linger_ms = cfg.session_linger_ms;
     sopts.requ_threshold = cfg.log_requ_threshold;
@@ -103,7 +105,7 @@ struct server::impl {
     std::mutex mu;
     std::condition_variable cv;
     bool drain_requested = false;
-    std::optional<net::executor_work_guard<net::io_context::executor_type>> guards[256];
+    std::vector<std::optional<net::executor_work_guard<net::io_context::executor_type>>> guards;
 
     explicit impl(config c) : st(std::move(c)), acceptor(st.workers[0]->ioc)
     {
@@ -167,6 +169,7 @@ server::run()
     auto& st = impl_->st;
     spdlog::info("lockstep-reflector listening on {}:{} ({} worker threads, data in {}, region {})", st.cfg.bind,
                  port(), st.workers.size(), st.cfg.data_dir, st.cfg.region);
+    impl_->guards.resize(st.workers.size());
     for (std::size_t i = 0; i < st.workers.size(); ++i)
         impl_->guards[i].emplace(st.workers[i]->ioc.get_executor());
     impl_->do_accept();
@@ -193,10 +196,8 @@ server::drain()
                          n += w->metrics.connections.load();
                      return n;
                  }());
-    net::post(st.workers[0]->ioc, [this] {
-        error_code ec;
-        impl_->acceptor.close(ec);
-    });
+    // HTTP stays up (readiness answers 503, so load balancers move away); new
+    // WebSocket upgrades are refused with 503.
     for (auto& w : st.workers)
         net::post(w->ioc, [wp = w.get()] { close_all_connections(*wp, protocol::close_code::going_away, "reflector draining"); });
     // Give clients the drain timeout to go, then stop.
@@ -210,8 +211,8 @@ server::drain()
         if (n == 0 || std::chrono::steady_clock::now() >= deadline) {
             if (n)
                 spdlog::warn("drain timeout: {} connections still open", n);
-            *check = nullptr;
             stop();
+            *check = nullptr;  // breaks the self-reference; touch no capture after this
             return;
         }
         timer->expires_after(std::chrono::milliseconds(50));

@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <fcntl.h>
+#include <openssl/sha.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -25,16 +26,20 @@ hexval(char c)
     return -1;
 }
 
+/// File name of a persistence record: SHA-256 of the key, hex (the key itself is
+/// stored inside the file).
 std::string
-hex_name(std::string_view s)
+record_name(std::string_view key)
 {
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    SHA256(reinterpret_cast<unsigned char const*>(key.data()), key.size(), md);
     static char const digits[] = "0123456789abcdef";
     std::string out;
-    for (unsigned char c : s) {
+    for (unsigned char c : md) {
         out.push_back(digits[c >> 4]);
         out.push_back(digits[c & 0xF]);
     }
-    return out;
+    return out + ".json";
 }
 
 }  // namespace
@@ -174,7 +179,7 @@ file_store::put(std::string const& rel, std::string_view data) const
     return atomic_write(file_of(rel), data);
 }
 
-file_persistence::file_persistence(file_store const& store) : store_(store)
+file_persistence::file_persistence(file_store const& store, post_fn post) : store_(store), post_(std::move(post))
 {
     std::error_code ec;
     for (auto const& e : fs::directory_iterator(fs::path(store_.root()) / "persist", ec)) {
@@ -210,10 +215,16 @@ file_persistence::record(std::string const& app_id, std::string const& persisten
         urls_[key] = url;
     }
     nlohmann::json j = {{"key", key}, {"appId", app_id}, {"persistentId", persistent_id}, {"url", url}};
-    auto path = (fs::path(store_.root()) / "persist" / (hex_name(key).substr(0, 200) + ".json")).string();
-    // Small and rare: written synchronously so a SAVE survives a crash right after it.
-    if (auto ec = atomic_write(path, j.dump()))
-        spdlog::error("cannot write persistence record {}: {}", path, ec.message());
+    auto path = (fs::path(store_.root()) / "persist" / record_name(key)).string();
+    auto write = [path, data = j.dump()] {
+        if (auto ec = atomic_write(path, data))
+            spdlog::error("cannot write persistence record {}: {}", path, ec.message());
+    };
+    // Off the event loop when we can: fsync may take milliseconds.
+    if (post_)
+        post_(std::move(write));
+    else
+        write();
 }
 
 }  // namespace lockstep::store

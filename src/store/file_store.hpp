@@ -7,6 +7,7 @@
 
 #include "reflector/session.hpp"
 
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -47,12 +48,15 @@ private:
 /// file per appId/persistentId), so a restarted reflector still knows them.
 class file_persistence final : public persistence_index {
 public:
-    explicit file_persistence(file_store const& store);
+    /// Runs a blocking task somewhere else (the server's disk thread); default: inline.
+    using post_fn = std::function<void(std::function<void()>)>;
+    explicit file_persistence(file_store const& store, post_fn post = {});
     std::optional<std::string> lookup(std::string const& app_id, std::string const& persistent_id) override;
     void record(std::string const& app_id, std::string const& persistent_id, std::string const& url) override;
 
 private:
     file_store const& store_;
+    post_fn post_;
     std::mutex mu_;
     std::map<std::string, std::string> urls_;  // "appId/persistentId" -> url
 };

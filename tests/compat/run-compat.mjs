@@ -11,7 +11,7 @@
 //
 // Environment:
 //   LOCKSTEP_URL     (required) WebSocket URL of the reflector; the client appends /<sessionId>
-//   LOCKSTEP_FILES   (optional) file-server URL; without it the snapshot scenario is skipped
+//   LOCKSTEP_FILES   file-server URL, required by the snapshot scenario (missing = failure)
 //   COMPAT_LIBS      comma list of libraries to test (default "multisynq,croquet")
 //   COMPAT_SCENARIOS comma list of scenarios (default "replay,snapshot")
 //   COMPAT_LOG_DIR   where the per-process logs go (default: a fresh dir under the OS tmp dir)
@@ -368,9 +368,13 @@ for (const lib of LIBS) {
             const title = scenario === "snapshot"
                 ? "3 clients + drop/seamless rejoin + late joiner from a snapshot (files)"
                 : "3 clients + drop/seamless rejoin + late joiner replaying the log (no files)";
-            const skip = !REFLECTOR ? "LOCKSTEP_URL not set"
-                : scenario === "snapshot" && !FILES ? "LOCKSTEP_FILES not set" : false;
-            test(`${scenario}: ${title}`, { skip, timeout: SCENARIO_TIMEOUT + 20000 }, t => runScenario(t, lib, scenario));
+            test(`${scenario}: ${title}`, { timeout: SCENARIO_TIMEOUT + 20000 }, t => {
+                // A missing component is a failure, never a skip.
+                assert.ok(REFLECTOR, "LOCKSTEP_URL must name the reflector under test");
+                if (scenario === "snapshot")
+                    assert.ok(FILES, "LOCKSTEP_FILES must name the file endpoint for the snapshot scenario");
+                return runScenario(t, lib, scenario);
+            });
         }
     });
 }

@@ -1,0 +1,104 @@
+// A reflector running in-process on 127.0.0.1 with an ephemeral port and a fresh data
+// directory; stopped and cleaned up by the destructor.
+#pragma once
+
+#include "server/config.hpp"
+#include "server/server.hpp"
+
+#include "integration/ws_client.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <filesystem>
+#include <memory>
+#include <thread>
+
+namespace lockstep::test {
+
+inline config
+test_config()
+{
+    config c;
+    c.bind = "127.0.0.1";
+    c.port = 0;
+    c.threads = 2;
+    static int n = 0;
+    c.data_dir = (std::filesystem::temp_directory_path() /
+                  ("lockstep-it-" + std::to_string(::getpid()) + "-" + std::to_string(++n)))
+                     .string();
+    c.drain_timeout_ms = 1000;
+    return c;
+}
+
+class running_server {
+public:
+    explicit running_server(config c = test_config()) : cfg_(std::move(c))
+    {
+        spdlog::set_level(spdlog::level::warn);
+        srv_ = std::make_unique<server>(cfg_);
+        thread_ = std::thread([this] {
+            srv_->run();
+            stopped_ = true;
+        });
+    }
+    ~running_server()
+    {
+        srv_->stop();
+        if (thread_.joinable())
+            thread_.join();
+        std::error_code ec;
+        std::filesystem::remove_all(cfg_.data_dir, ec);
+    }
+    std::uint16_t port() const { return srv_->port(); }
+    server& get() { return *srv_; }
+    config const& cfg() const { return cfg_; }
+    /// Waits (bounded) for run() to return, e.g. after a drain.
+    bool
+    wait_stopped(std::chrono::milliseconds timeout)
+    {
+        auto deadline = std::chrono::steady_clock::now() + timeout;
+        while (std::chrono::steady_clock::now() < deadline) {
+            if (stopped_probe())
+                return true;
+            std::this_thread::sleep_for(20ms);
+        }
+        return false;
+    }
+
+private:
+    bool
+    stopped_probe()
+    {
+        return stopped_.load();
+    }
+    std::atomic<bool> stopped_{false};
+    config cfg_;
+    std::unique_ptr<server> srv_;
+    std::thread thread_;
+};
+
+inline nlohmann::json
+join_msg(std::string const& user, int tick = 50, int leave_delay = 300)
+{
+    return {{"id", "ignored"},
+            {"action", "JOIN"},
+            {"args",
+             {{"name", "it/demo"},
+              {"apiKey", "none"},
+              {"appId", "it"},
+              {"persistentId", "pid"},
+              {"version", 1},
+              {"user", user},
+              {"ticks", {{"tick", tick}, {"delay", 0}}},
+              {"tove", "tv"},
+              {"leaveDelay", leave_delay}}}};
+}
+
+inline nlohmann::json
+send_msg(std::string const& payload)
+{
+    return {{"id", "ignored"}, {"action", "SEND"}, {"args", {0, 0, payload, 5}}};
+}
+
+}  // namespace lockstep::test

@@ -1,0 +1,62 @@
+// Minimal blocking WebSocket and HTTP clients for integration tests, on raw sockets with
+// poll() timeouts, so tests can also send what a good client never would (binary
+// frames, oversized frames, invalid UTF-8, garbage).
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace lockstep::test {
+
+using namespace std::chrono_literals;
+
+class ws_client {
+public:
+    /// Connects to 127.0.0.1:port and performs the upgrade for `path`. Throws on failure.
+    ws_client(std::uint16_t port, std::string const& path);
+    ~ws_client();
+    ws_client(ws_client const&) = delete;
+    ws_client& operator=(ws_client const&) = delete;
+
+    void send_text(std::string const& text) { send_frame(0x1, text); }
+    void send_json(nlohmann::json const& j) { send_text(j.dump()); }
+    void send_frame(int opcode, std::string const& payload, bool fin = true);
+
+    /// Next text message (reassembling _CHUNK frames), or nullopt on timeout/close.
+    std::optional<std::string> recv_text(std::chrono::milliseconds timeout = 3000ms);
+    std::optional<nlohmann::json> recv(std::chrono::milliseconds timeout = 3000ms);
+    /// Next message with this action, skipping others (TICKs etc.).
+    std::optional<nlohmann::json> recv_action(std::string const& action, std::chrono::milliseconds timeout = 3000ms);
+    /// Reads until the server's close frame; returns its code, or -1 on timeout, 1006 if
+    /// the connection ended without one.
+    int wait_close(std::chrono::milliseconds timeout = 5000ms);
+    /// Closes the TCP connection without a closing handshake.
+    void drop();
+    bool closed() const { return close_code_ != 0; }
+    int close_code() const { return close_code_; }
+    int fd() const { return fd_; }
+
+private:
+    bool fill(std::chrono::steady_clock::time_point deadline);
+    bool take_frame(int& opcode, std::string& payload);
+    int fd_ = -1;
+    int close_code_ = 0;
+    std::string in_;  // bytes received, not yet taken as frames
+};
+
+struct http_response {
+    int status = 0;
+    std::string body;
+    std::string headers;
+};
+
+/// One request on a fresh connection (Connection: close).
+http_response
+http_request(std::uint16_t port, std::string const& method, std::string const& target, std::string const& body = "",
+             std::string const& extra_headers = "");
+
+}  // namespace lockstep::test

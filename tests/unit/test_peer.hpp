@@ -1,0 +1,101 @@
+// A peer that records what a session sends it, decoded from the WebSocket frames.
+#pragma once
+
+#include "reflector/session.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <string>
+#include <vector>
+
+namespace lockstep::test {
+
+/// Decodes concatenated unmasked server frames into their text payloads and
+/// reassembles _CHUNK sequences.
+inline std::vector<std::string>
+decode_frames(std::string_view wire)
+{
+    std::vector<std::string> out;
+    std::string chunked;
+    std::size_t p = 0;
+    while (p < wire.size()) {
+        auto b1 = static_cast<unsigned char>(wire[p + 1]);
+        std::size_t len = b1 & 0x7F;
+        std::size_t h = 2;
+        if (len == 126) {
+            len = (static_cast<unsigned char>(wire[p + 2]) << 8) | static_cast<unsigned char>(wire[p + 3]);
+            h = 4;
+        } else if (len == 127) {
+            len = 0;
+            for (int i = 0; i < 8; ++i)
+                len = (len << 8) | static_cast<unsigned char>(wire[p + 2 + i]);
+            h = 10;
+        }
+        std::string payload(wire.substr(p + h, len));
+        p += h + len;
+        if (payload.rfind("_CHUNK", 0) == 0) {
+            if (payload[6] == '1')
+                chunked.clear();
+            chunked += payload.substr(8);
+            if (payload[7] == '1')
+                out.push_back(std::move(chunked));
+            continue;
+        }
+        out.push_back(std::move(payload));
+    }
+    return out;
+}
+
+class test_peer final : public peer {
+public:
+    explicit test_peer(std::string name = "p") : tag_(std::move(name)) {}
+
+    void
+    deliver(out_ptr const& m) override
+    {
+        raw.push_back(m);
+        for (auto& text : decode_frames(m->wire()))
+            frames.push_back(nlohmann::json::parse(text));
+    }
+    bool backlogged() const noexcept override { return backlog; }
+    void
+    close(protocol::close_code code, std::string_view reason) override
+    {
+        closed = static_cast<int>(code);
+        close_reason = std::string(reason);
+    }
+    std::string const& tag() const noexcept override { return tag_; }
+
+    /// Frames with the given action, in order.
+    std::vector<nlohmann::json>
+    of(std::string const& action) const
+    {
+        std::vector<nlohmann::json> v;
+        for (auto const& f : frames)
+            if (f.value("action", "") == action)
+                v.push_back(f);
+        return v;
+    }
+    /// RECV frames whose payload is a reflector object with this `what`.
+    std::vector<nlohmann::json>
+    events(std::string const& what) const
+    {
+        std::vector<nlohmann::json> v;
+        for (auto const& f : of("RECV"))
+            if (f["args"][2].is_object() && f["args"][2].value("what", "") == what)
+                v.push_back(f["args"][2]);
+        return v;
+    }
+    void clear() { frames.clear(); raw.clear(); }
+
+    std::vector<nlohmann::json> frames;
+    std::vector<out_ptr> raw;
+    bool backlog = false;
+    int closed = 0;
+    std::string close_reason;
+
+private:
+    std::string tag_;
+};
+
+}  // namespace lockstep::test
