@@ -222,8 +222,9 @@ TEST(reflector, slow_consumer_is_closed_below_4100_and_nothing_is_lost_for_other
         }
         if ((*m)["action"] == "RECV") {
             auto seq = (*m)["args"][1].get<std::uint32_t>();
-            if (prev)
+            if (prev) {
                 EXPECT_EQ(seq, *prev + 1);
+            }
             prev = seq;
         }
     }

@@ -1,0 +1,672 @@
+// lockstep-bench: a load generator that speaks the reflector wire protocol
+// (JOIN/SYNC/SEND/RECV/TICK) to any reflector URL, so the same tool measures lockstep
+// and the reference reflector.
+//
+// Built for not being the bottleneck: epoll, non-blocking sockets, no JSON library on
+// the receive path (RECV frames are scanned for seq and payload only), masked frames
+// with a zero mask key (legal, and no XOR pass), one thread by default.
+//
+// Every client JOINs its session, then sends one SEND per 1/rate seconds with a payload
+// carrying its id and send time; its own echo gives the latency. Every RECV's seq is
+// checked against the previous one (gaps), TICK arrivals against the requested interval.
+// The last line of output is one JSON object.
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <charconv>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <queue>
+#include <random>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+std::int64_t
+now_ns()
+{
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(clock_type::now().time_since_epoch()).count();
+}
+
+struct options {
+    std::string host = "127.0.0.1";
+    std::uint16_t port = 9090;
+    std::string path_prefix = "/";   // from --url: ws://host:port/prefix
+    int sessions = 10;
+    int clients = 100;               // total, spread evenly over sessions
+    double rate = 1.0;               // SENDs per second per client
+    double seconds = 10;             // measured time
+    double warmup = 2;               // after all joined, before measuring
+    int payload = 120;               // bytes of the SEND payload string
+    int tps = 20;                    // ticks per second requested in JOIN
+    int threads = 1;
+    std::string run_id;              // session name prefix (fresh sessions per run)
+    double join_timeout = 30;
+};
+
+void
+usage()
+{
+    std::puts(R"(lockstep-bench: load generator for Croquet/Multisynq-protocol reflectors
+
+Usage: lockstep-bench [options]
+  --url URL         reflector WebSocket URL, e.g. ws://127.0.0.1:9090/reflector
+                    (the session id is appended as the last path segment)
+  --sessions N      number of sessions (default 10)
+  --clients N       total clients, spread evenly over the sessions (default 100)
+  --rate R          SENDs per second per client (default 1; 0 = idle clients)
+  --seconds S       measured duration (default 10)
+  --warmup S        time after all clients joined before measuring (default 2)
+  --payload B       bytes of each SEND payload (default 120)
+  --tps N           ticks per second requested in JOIN (default 20)
+  --threads N       generator threads (default 1)
+  --run-id ID       prefix of the session ids (default: random)
+  --join-timeout S  give up joining after S seconds (default 30)
+  --help            this text
+
+Output: progress on stderr; the last line on stdout is one JSON object with joined,
+errors, gaps, deliveries_per_s, sent_per_s, p50_ms, p99_ms, p999_ms, max_ms,
+ticks_per_s, tick_late_p99_ms and the generator's own cpu_s.)");
+}
+
+bool
+parse_args(int argc, char** argv, options& o)
+{
+    for (int i = 1; i < argc; ++i) {
+        std::string a = argv[i];
+        auto next = [&]() -> std::string {
+            if (i + 1 >= argc) {
+                std::fprintf(stderr, "%s needs a value\n", a.c_str());
+                std::exit(2);
+            }
+            return argv[++i];
+        };
+        if (a == "--help" || a == "-h") {
+            usage();
+            std::exit(0);
+        } else if (a == "--url") {
+            std::string u = next();
+            if (u.rfind("ws://", 0) != 0) {
+                std::fprintf(stderr, "--url must start with ws://\n");
+                return false;
+            }
+            u = u.substr(5);
+            auto slash = u.find('/');
+            std::string hostport = u.substr(0, slash);
+            o.path_prefix = slash == std::string::npos ? "/" : u.substr(slash);
+            if (o.path_prefix.back() != '/')
+                o.path_prefix += '/';
+            auto colon = hostport.rfind(':');
+            if (colon != std::string::npos) {
+                o.host = hostport.substr(0, colon);
+                o.port = static_cast<std::uint16_t>(std::stoi(hostport.substr(colon + 1)));
+            } else {
+                o.host = hostport;
+                o.port = 80;
+            }
+        } else if (a == "--sessions") o.sessions = std::stoi(next());
+        else if (a == "--clients") o.clients = std::stoi(next());
+        else if (a == "--rate") o.rate = std::stod(next());
+        else if (a == "--seconds") o.seconds = std::stod(next());
+        else if (a == "--warmup") o.warmup = std::stod(next());
+        else if (a == "--payload") o.payload = std::stoi(next());
+        else if (a == "--tps") o.tps = std::stoi(next());
+        else if (a == "--threads") o.threads = std::stoi(next());
+        else if (a == "--run-id") o.run_id = next();
+        else if (a == "--join-timeout") o.join_timeout = std::stod(next());
+        else {
+            std::fprintf(stderr, "unknown option %s (see --help)\n", a.c_str());
+            return false;
+        }
+    }
+    if (o.sessions < 1 || o.clients < o.sessions || o.payload < 40 || o.tps < 1 || o.threads < 1) {
+        std::fprintf(stderr, "need sessions >= 1, clients >= sessions, payload >= 40, tps >= 1, threads >= 1\n");
+        return false;
+    }
+    return true;
+}
+
+// Shared phase, set by the main thread.
+enum phase : int { joining = 0, warming = 1, measuring = 2, done = 3 };
+std::atomic<int> g_phase{joining};
+
+struct client {
+    int fd = -1;
+    int index = 0;
+    int session = 0;
+    enum { connecting, upgrading, syncing, joined, dead } state = connecting;
+    std::string in;
+    std::string out;
+    std::size_t out_off = 0;
+    std::string chunk;             // _CHUNK reassembly
+    std::uint32_t last_seq = 0;
+    bool have_seq = false;
+    std::int64_t last_msg_ns = 0;  // last RECV or TICK arrival
+    std::int64_t next_send_ns = 0;
+    char id[12] = {};
+    std::size_t id_len = 0;
+};
+
+struct thread_stats {
+    std::uint64_t joined = 0, errors = 0, gaps = 0, deliveries = 0, sent = 0, ticks = 0;
+    std::vector<std::uint32_t> latency_us;
+    std::vector<std::uint32_t> tick_late_us;
+};
+
+class worker {
+public:
+    worker(options const& o, int first, int count, std::string const& run_id)
+        : o_(o), run_id_(run_id), clients_(static_cast<std::size_t>(count))
+    {
+        for (int i = 0; i < count; ++i) {
+            auto& c = clients_[static_cast<std::size_t>(i)];
+            c.index = first + i;
+            c.session = c.index % o.sessions;
+            c.id_len = static_cast<std::size_t>(std::snprintf(c.id, sizeof c.id, "c%d", c.index));
+        }
+        stats_.latency_us.reserve(1 << 20);
+        padding_.assign(static_cast<std::size_t>(o.payload), 'x');
+    }
+
+    void
+    run()
+    {
+        ep_ = epoll_create1(EPOLL_CLOEXEC);
+        resolve();
+        for (auto& c : clients_)
+            start(c);
+        std::vector<epoll_event> events(1024);
+        while (g_phase.load(std::memory_order_relaxed) != done) {
+            auto now = now_ns();
+            send_due(now);
+            int timeout_ms = 1;
+            int n = epoll_wait(ep_, events.data(), static_cast<int>(events.size()), timeout_ms);
+            for (int i = 0; i < n; ++i) {
+                auto& c = clients_[events[static_cast<std::size_t>(i)].data.u32];
+                if (events[static_cast<std::size_t>(i)].events & (EPOLLERR | EPOLLHUP)) {
+                    fail(c);
+                    continue;
+                }
+                if (events[static_cast<std::size_t>(i)].events & EPOLLOUT)
+                    on_writable(c);
+                if (events[static_cast<std::size_t>(i)].events & EPOLLIN)
+                    on_readable(c);
+            }
+        }
+        for (auto& c : clients_)
+            if (c.fd >= 0)
+                ::close(c.fd);
+        ::close(ep_);
+    }
+
+    thread_stats stats_;
+    std::atomic<int> joined_count{0};
+
+private:
+    void
+    resolve()
+    {
+        addrinfo hints{};
+        hints.ai_family = AF_INET;
+        hints.ai_socktype = SOCK_STREAM;
+        addrinfo* res = nullptr;
+        if (getaddrinfo(o_.host.c_str(), nullptr, &hints, &res) != 0 || !res) {
+            std::fprintf(stderr, "cannot resolve %s\n", o_.host.c_str());
+            std::exit(1);
+        }
+        addr_ = *reinterpret_cast<sockaddr_in*>(res->ai_addr);
+        addr_.sin_port = htons(o_.port);
+        freeaddrinfo(res);
+    }
+
+    void
+    start(client& c)
+    {
+        c.fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        int one = 1;
+        ::setsockopt(c.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        int r = ::connect(c.fd, reinterpret_cast<sockaddr*>(&addr_), sizeof addr_);
+        if (r != 0 && errno != EINPROGRESS) {
+            fail(c);
+            return;
+        }
+        epoll_event ev{};
+        ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP;
+        ev.data.u32 = static_cast<std::uint32_t>(&c - clients_.data());
+        epoll_ctl(ep_, EPOLL_CTL_ADD, c.fd, &ev);
+        c.state = client::upgrading;
+        std::string path = o_.path_prefix + session_id(c.session);
+        c.out = "GET " + path + " HTTP/1.1\r\nHost: " + o_.host + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+                "Sec-WebSocket-Key: bG9ja3N0ZXBiZW5jaDEyMw==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    }
+
+    std::string
+    session_id(int s) const
+    {
+        return run_id_ + "-s" + std::to_string(s);
+    }
+
+    void
+    fail(client& c)
+    {
+        if (c.state == client::dead)
+            return;
+        if (g_phase.load() != done)
+            ++stats_.errors;
+        if (c.state == client::joined)
+            joined_count.fetch_sub(1);
+        c.state = client::dead;
+        if (c.fd >= 0) {
+            epoll_ctl(ep_, EPOLL_CTL_DEL, c.fd, nullptr);
+            ::close(c.fd);
+            c.fd = -1;
+        }
+    }
+
+    void
+    queue_frame(client& c, std::string_view payload)
+    {
+        // Masked (clients must mask) with a zero key: the payload goes out as is.
+        std::size_t n = payload.size();
+        char h[14];
+        std::size_t hl = 0;
+        h[hl++] = static_cast<char>(0x81);
+        if (n < 126) {
+            h[hl++] = static_cast<char>(0x80 | n);
+        } else if (n <= 0xFFFF) {
+            h[hl++] = static_cast<char>(0x80 | 126);
+            h[hl++] = static_cast<char>(n >> 8);
+            h[hl++] = static_cast<char>(n & 0xFF);
+        } else {
+            h[hl++] = static_cast<char>(0x80 | 127);
+            for (int i = 7; i >= 0; --i)
+                h[hl++] = static_cast<char>((static_cast<std::uint64_t>(n) >> (8 * i)) & 0xFF);
+        }
+        std::memset(h + hl, 0, 4);
+        hl += 4;
+        if (c.out_off == c.out.size()) {
+            c.out.clear();
+            c.out_off = 0;
+        }
+        c.out.append(h, hl);
+        c.out.append(payload);
+        flush(c);
+    }
+
+    void
+    flush(client& c)
+    {
+        while (c.out_off < c.out.size()) {
+            auto n = ::send(c.fd, c.out.data() + c.out_off, c.out.size() - c.out_off, MSG_NOSIGNAL);
+            if (n < 0) {
+                if (errno == EAGAIN || errno == EWOULDBLOCK)
+                    return;
+                fail(c);
+                return;
+            }
+            c.out_off += static_cast<std::size_t>(n);
+        }
+    }
+
+    void
+    on_writable(client& c)
+    {
+        if (c.fd < 0)
+            return;
+        flush(c);
+    }
+
+    void
+    on_readable(client& c)
+    {
+        char buf[65536];
+        for (;;) {
+            if (c.fd < 0)
+                return;
+            auto n = ::recv(c.fd, buf, sizeof buf, 0);
+            if (n == 0) {
+                fail(c);
+                return;
+            }
+            if (n < 0) {
+                if (errno != EAGAIN && errno != EWOULDBLOCK)
+                    fail(c);
+                break;
+            }
+            c.in.append(buf, static_cast<std::size_t>(n));
+            if (static_cast<std::size_t>(n) < sizeof buf)
+                break;
+        }
+        process_input(c);
+    }
+
+    void
+    process_input(client& c)
+    {
+        if (c.state == client::upgrading) {
+            auto end = c.in.find("\r\n\r\n");
+            if (end == std::string::npos)
+                return;
+            if (c.in.rfind("HTTP/1.1 101", 0) != 0) {
+                fail(c);
+                return;
+            }
+            c.in.erase(0, end + 4);
+            c.state = client::syncing;
+            std::string join = R"({"id":")" + session_id(c.session) +
+                               R"(","action":"JOIN","args":{"name":"bench/)" + session_id(c.session) +
+                               R"(","apiKey":"bench","appId":"bench","persistentId":"bench","version":1,"user":")" +
+                               std::string(c.id, c.id_len) + R"(","ticks":{"tick":)" + std::to_string(1000 / o_.tps) +
+                               R"(,"delay":0},"leaveDelay":1250}})";
+            queue_frame(c, join);
+        }
+        std::size_t pos = 0;
+        auto now = now_ns();
+        while (c.fd >= 0) {
+            if (c.in.size() - pos < 2)
+                break;
+            auto const* h = reinterpret_cast<unsigned char const*>(c.in.data() + pos);
+            std::uint64_t len = h[1] & 0x7F;
+            std::size_t hl = 2;
+            if (len == 126) {
+                if (c.in.size() - pos < 4)
+                    break;
+                len = (static_cast<std::uint64_t>(h[2]) << 8) | h[3];
+                hl = 4;
+            } else if (len == 127) {
+                if (c.in.size() - pos < 10)
+                    break;
+                len = 0;
+                for (int i = 0; i < 8; ++i)
+                    len = (len << 8) | h[2 + i];
+                hl = 10;
+            }
+            if (c.in.size() - pos < hl + len)
+                break;
+            int opcode = h[0] & 0x0F;
+            std::string_view payload(c.in.data() + pos + hl, len);
+            pos += hl + len;
+            if (opcode == 0x9) {
+                // ping -> pong (with zero mask)
+                std::string pong;
+                pong.push_back(static_cast<char>(0x8A));
+                pong.push_back(static_cast<char>(0x80 | payload.size()));
+                pong.append(4, '\0');
+                pong.append(payload);
+                c.out.append(pong);
+                flush(c);
+                continue;
+            }
+            if (opcode == 0x8) {
+                fail(c);
+                return;
+            }
+            if (opcode != 0x1)
+                continue;
+            on_message(c, payload, now);
+        }
+        c.in.erase(0, pos);
+    }
+
+    static bool
+    parse_uint(std::string_view s, std::size_t& p, std::uint64_t& v)
+    {
+        auto r = std::from_chars(s.data() + p, s.data() + s.size(), v);
+        if (r.ec != std::errc{})
+            return false;
+        p = static_cast<std::size_t>(r.ptr - s.data());
+        return true;
+    }
+
+    void
+    on_message(client& c, std::string_view m, std::int64_t now)
+    {
+        if (m.rfind("_CHUNK", 0) == 0) {
+            if (m.size() < 8)
+                return;
+            if (m[6] == '1')
+                c.chunk.clear();
+            c.chunk.append(m.substr(8));
+            if (m[7] != '1')
+                return;
+            std::string whole = std::move(c.chunk);
+            c.chunk.clear();
+            on_message(c, whole, now);
+            return;
+        }
+        auto a = m.find(R"("action":")");
+        if (a == std::string_view::npos)
+            return;
+        auto act = m.substr(a + 10, 4);
+        if (act == "RECV") {
+            on_recv(c, m, now);
+        } else if (act == "TICK") {
+            if (g_phase.load(std::memory_order_relaxed) == measuring) {
+                ++stats_.ticks;
+                if (c.last_msg_ns) {
+                    double gap_ms = static_cast<double>(now - c.last_msg_ns) / 1e6;
+                    double late = std::max(0.0, gap_ms - 1000.0 / o_.tps);
+                    stats_.tick_late_us.push_back(static_cast<std::uint32_t>(late * 1000));
+                }
+            }
+            c.last_msg_ns = now;
+        } else if (act == "SYNC" && c.state == client::syncing) {
+            // "seq":N in the SYNC: the next RECV must be N+1.
+            auto s = m.rfind(R"("seq":)");
+            std::uint64_t seq = 0;
+            std::size_t p = s + 6;
+            if (s != std::string_view::npos && parse_uint(m, p, seq)) {
+                c.last_seq = static_cast<std::uint32_t>(seq);
+                c.have_seq = true;
+            }
+            c.state = client::joined;
+            ++stats_.joined;
+            joined_count.fetch_add(1);
+            c.last_msg_ns = now;
+            if (o_.rate > 0) {
+                // Random phase so sends spread evenly over time.
+                static thread_local std::mt19937_64 rng{std::random_device{}()};
+                auto period = static_cast<std::int64_t>(1e9 / o_.rate);
+                c.next_send_ns = now + static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(period));
+                sends_.push({c.next_send_ns, static_cast<std::uint32_t>(&c - clients_.data())});
+            }
+        }
+    }
+
+    void
+    on_recv(client& c, std::string_view m, std::int64_t now)
+    {
+        c.last_msg_ns = now;
+        auto a = m.find(R"("args":[)");
+        if (a == std::string_view::npos)
+            return;
+        std::size_t p = a + 8;
+        std::uint64_t t = 0, seq = 0;
+        if (!parse_uint(m, p, t) || p >= m.size() || m[p] != ',')
+            return;
+        ++p;
+        if (!parse_uint(m, p, seq))
+            return;
+        auto s = static_cast<std::uint32_t>(seq);
+        bool measuring_now = g_phase.load(std::memory_order_relaxed) == measuring;
+        if (c.have_seq && s != static_cast<std::uint32_t>(c.last_seq + 1))
+            ++stats_.gaps;
+        c.last_seq = s;
+        c.have_seq = true;
+        if (measuring_now)
+            ++stats_.deliveries;
+        // Own echo: payload starts with "<id>:<send ns>:"
+        if (p + 2 + c.id_len < m.size() && m[p] == ',' && m[p + 1] == '"' &&
+            m.compare(p + 2, c.id_len, std::string_view(c.id, c.id_len)) == 0 && m[p + 2 + c.id_len] == ':') {
+            std::size_t q = p + 3 + c.id_len;
+            std::uint64_t sent = 0;
+            if (parse_uint(m, q, sent) && measuring_now) {
+                auto us = (now - static_cast<std::int64_t>(sent)) / 1000;
+                stats_.latency_us.push_back(static_cast<std::uint32_t>(std::max<std::int64_t>(0, us)));
+            }
+        }
+    }
+
+    void
+    send_due(std::int64_t now)
+    {
+        auto period = static_cast<std::int64_t>(o_.rate > 0 ? 1e9 / o_.rate : 0);
+        int ph = g_phase.load(std::memory_order_relaxed);
+        while (!sends_.empty() && sends_.top().first <= now) {
+            auto [due, idx] = sends_.top();
+            sends_.pop();
+            auto& c = clients_[idx];
+            if (c.state != client::joined)
+                continue;
+            if (ph == warming || ph == measuring) {
+                // {"id":"..","action":"SEND","args":[0,0,"<id>:<ns>:xxxx",0]}
+                std::string& f = scratch_;
+                f.assign(R"({"action":"SEND","args":[0,0,")");
+                std::size_t start = f.size();
+                f.append(c.id, c.id_len);
+                f.push_back(':');
+                char num[24];
+                auto r = std::to_chars(num, num + sizeof num, now);
+                f.append(num, r.ptr);
+                f.push_back(':');
+                std::size_t used = f.size() - start;
+                if (used < static_cast<std::size_t>(o_.payload))
+                    f.append(padding_.data(), static_cast<std::size_t>(o_.payload) - used);
+                f.append(R"(",0]})");
+                queue_frame(c, f);
+                if (ph == measuring)
+                    ++stats_.sent;
+            }
+            // Next send on the fixed schedule (no catch-up bursts if we fell behind).
+            c.next_send_ns = std::max(due + period, now);
+            sends_.push({c.next_send_ns, idx});
+        }
+    }
+
+    options const& o_;
+    std::string run_id_;
+    std::vector<client> clients_;
+    int ep_ = -1;
+    sockaddr_in addr_{};
+    using entry = std::pair<std::int64_t, std::uint32_t>;
+    std::priority_queue<entry, std::vector<entry>, std::greater<>> sends_;
+    std::string scratch_;
+    std::string padding_;
+};
+
+double
+percentile_ms(std::vector<std::uint32_t>& v, double q)
+{
+    if (v.empty())
+        return 0;
+    auto k = static_cast<std::size_t>(std::min<double>(static_cast<double>(v.size() - 1), std::floor(q * static_cast<double>(v.size()))));
+    std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(k), v.end());
+    return v[k] / 1000.0;
+}
+
+double
+cpu_seconds()
+{
+    rusage ru{};
+    getrusage(RUSAGE_SELF, &ru);
+    return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+}  // namespace
+
+int
+main(int argc, char** argv)
+{
+    options o;
+    if (!parse_args(argc, argv, o))
+        return 2;
+    rlimit rl{};
+    getrlimit(RLIMIT_NOFILE, &rl);
+    if (rl.rlim_cur < static_cast<rlim_t>(o.clients + 64)) {
+        rl.rlim_cur = std::min<rlim_t>(rl.rlim_max, static_cast<rlim_t>(o.clients + 1024));
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (o.run_id.empty())
+        o.run_id = "bench" + std::to_string(std::random_device{}() % 1000000);
+
+    std::vector<std::unique_ptr<worker>> workers;
+    int per = o.clients / o.threads, extra = o.clients % o.threads, first = 0;
+    for (int t = 0; t < o.threads; ++t) {
+        int n = per + (t < extra ? 1 : 0);
+        workers.push_back(std::make_unique<worker>(o, first, n, o.run_id));
+        first += n;
+    }
+    std::vector<std::thread> threads;
+    for (auto& w : workers)
+        threads.emplace_back([&w] { w->run(); });
+
+    auto joined = [&] {
+        int n = 0;
+        for (auto& w : workers)
+            n += w->joined_count.load();
+        return n;
+    };
+    auto t0 = clock_type::now();
+    while (joined() < o.clients &&
+           clock_type::now() - t0 < std::chrono::duration<double>(o.join_timeout))
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    double join_s = std::chrono::duration<double>(clock_type::now() - t0).count();
+    std::fprintf(stderr, "joined %d/%d clients in %.2f s\n", joined(), o.clients, join_s);
+    g_phase = warming;
+    std::this_thread::sleep_for(std::chrono::duration<double>(o.warmup));
+    double cpu0 = cpu_seconds();
+    g_phase = measuring;
+    auto m0 = clock_type::now();
+    std::this_thread::sleep_for(std::chrono::duration<double>(o.seconds));
+    g_phase = done;
+    double elapsed = std::chrono::duration<double>(clock_type::now() - m0).count();
+    for (auto& t : threads)
+        t.join();
+    double cpu = cpu_seconds() - cpu0;
+
+    thread_stats all;
+    for (auto& w : workers) {
+        auto& s = w->stats_;
+        all.joined += s.joined;
+        all.errors += s.errors;
+        all.gaps += s.gaps;
+        all.deliveries += s.deliveries;
+        all.sent += s.sent;
+        all.ticks += s.ticks;
+        all.latency_us.insert(all.latency_us.end(), s.latency_us.begin(), s.latency_us.end());
+        all.tick_late_us.insert(all.tick_late_us.end(), s.tick_late_us.begin(), s.tick_late_us.end());
+    }
+    if (all.joined < static_cast<std::uint64_t>(o.clients))
+        all.errors += static_cast<std::uint64_t>(o.clients) - all.joined;
+    double max_ms = all.latency_us.empty() ? 0 : *std::max_element(all.latency_us.begin(), all.latency_us.end()) / 1000.0;
+    std::printf(
+        "{\"sessions\":%d,\"clients\":%d,\"rate\":%g,\"payload\":%d,\"tps\":%d,\"seconds\":%.2f,"
+        "\"joined\":%llu,\"join_s\":%.2f,\"errors\":%llu,\"gaps\":%llu,\"deliveries_per_s\":%.0f,\"sent_per_s\":%.0f,"
+        "\"offered_per_s\":%.0f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"p999_ms\":%.3f,\"max_ms\":%.3f,\"ticks_per_s\":%.0f,"
+        "\"tick_late_p99_ms\":%.3f,\"latency_samples\":%zu,\"cpu_s\":%.2f,\"cpu_util\":%.2f}\n",
+        o.sessions, o.clients, o.rate, o.payload, o.tps, elapsed, static_cast<unsigned long long>(all.joined), join_s,
+        static_cast<unsigned long long>(all.errors), static_cast<unsigned long long>(all.gaps),
+        static_cast<double>(all.deliveries) / elapsed, static_cast<double>(all.sent) / elapsed, o.clients * o.rate,
+        percentile_ms(all.latency_us, 0.5), percentile_ms(all.latency_us, 0.99), percentile_ms(all.latency_us, 0.999),
+        max_ms, static_cast<double>(all.ticks) / elapsed, percentile_ms(all.tick_late_us, 0.99), all.latency_us.size(), cpu,
+        cpu / elapsed);
+    return all.errors == 0 ? 0 : 1;
+}

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# make bench: the scenario matrix of docs/performance.md, plus microbenchmarks.
+# Reflector pinned to core 0 (--threads 1), load generator pinned to core 1.
+# Every run prints one JSON line; all lines go to bench/results/latest.jsonl and the
+# summary table in docs/performance.md is rewritten from them.
+#
+# Environment: BENCH_QUICK=1 for a short smoke run (fewer steps, 3 s each).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=build/bin
+out=bench/results
+mkdir -p "$out"
+res="$out/latest.jsonl"
+: >"$res"
+quick=${BENCH_QUICK:-0}
+secs=8; warm=2
+[ "$quick" = 1 ] && { secs=3; warm=1; }
+ulimit -n 65536 2>/dev/null || true
+
+ncores=$(nproc)
+pin_refl="taskset -c 0"; pin_gen="taskset -c 1"
+if [ "$ncores" -lt 2 ]; then pin_refl=""; pin_gen=""; fi
+
+refl_pid=""
+start_reflector() {  # $1 = threads
+  local log; log=$(mktemp)
+  rm -rf "$out/data"
+  $pin_refl "$BIN/lockstep-reflector" --port 0 --threads "$1" --data-dir "$out/data" --log-level warn \
+      --max-queue-bytes 67108864 >"$log" 2>&1 &
+  refl_pid=$!
+  # --log-level warn hides the "listening" line: find the port from /proc.
+  port=""
+  for _ in $(seq 1 100); do
+    port=$(ss -ltnpH 2>/dev/null | awk -v p="pid=$refl_pid," '$0 ~ p {split($4,a,":"); print a[length(a)]; exit}')
+    [ -n "$port" ] && break
+    sleep 0.05
+  done
+  [ -n "$port" ] || { echo "reflector did not start"; cat "$log"; exit 1; }
+}
+stop_reflector() {
+  [ -n "$refl_pid" ] && kill -KILL "$refl_pid" 2>/dev/null || true
+  wait "$refl_pid" 2>/dev/null || true
+  refl_pid=""
+}
+trap stop_reflector EXIT
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+
+run() {  # scenario label, then lockstep-bench args
+  local label=$1; shift
+  local line
+  line=$($pin_gen "$BIN/lockstep-bench" --url "ws://127.0.0.1:$port/reflector" --seconds "$secs" --warmup "$warm" "$@" 2>/dev/null | tail -n1) || true
+  [ -n "$line" ] || line='{"errors":-1}'
+  line="{\"scenario\":\"$label\",\"reflector_threads\":$threads,${line#\{}"
+  echo "$line" | tee -a "$res"
+}
+
+# 1. Fan-out: sessions of 20 clients, 120-byte payloads, stepping the send rate.
+threads=1
+start_reflector 1
+rates="5 10 15 20 25 30 40"; [ "$quick" = 1 ] && rates="10 20"
+for r in $rates; do run fanout --sessions 50 --clients 1000 --rate "$r" --payload 120 --tps 20; done
+stop_reflector
+
+# 2. Scale: 10,000 clients in 200 sessions of 50 at 20 ticks/s, one event per 5 s each.
+start_reflector 1
+run scale --sessions 200 --clients 10000 --rate 0.2 --payload 120 --tps 20 --join-timeout 120
+stop_reflector
+
+# 3. Memory: RSS per idle connection (10,000 joined, idle clients).
+start_reflector 1
+sleep 0.5
+base=$(rss_kb "$refl_pid")
+$pin_gen "$BIN/lockstep-bench" --url "ws://127.0.0.1:$port/reflector" --sessions 200 --clients 10000 --rate 0 \
+    --tps 1 --seconds 3 --warmup 1 --join-timeout 120 >/dev/null 2>&1 &
+gen=$!
+sleep 2.5
+loaded=$(rss_kb "$refl_pid")
+wait "$gen" || true
+echo "{\"scenario\":\"memory\",\"reflector_threads\":1,\"clients\":10000,\"rss_empty_kb\":$base,\"rss_loaded_kb\":$loaded,\"bytes_per_connection\":$(( (loaded - base) * 1024 / 10000 ))}" | tee -a "$res"
+stop_reflector
+
+# 4. Ticks: lateness with many tick-driven sessions (events rare), stepping the load.
+start_reflector 1
+counts="2000 5000 10000"; [ "$quick" = 1 ] && counts="2000"
+for n in $counts; do run ticks --sessions $((n / 50)) --clients "$n" --rate 0.2 --payload 120 --tps 20 --join-timeout 120; done
+stop_reflector
+
+# 5. Threads: fan-out with --threads 2 (reflector unpinned: it shares the cores with the generator).
+threads=2
+pin_refl=""
+start_reflector 2
+rates="20 30 40"; [ "$quick" = 1 ] && rates="20"
+for r in $rates; do run fanout-threads2 --sessions 50 --clients 1000 --rate "$r" --payload 120 --tps 20 --threads 1; done
+stop_reflector
+
+# 6. Microbenchmarks (one JSON line each).
+"$BIN/lockstep-microbench" --benchmark_format=json --benchmark_min_time=0.2 2>/dev/null \
+  | python3 -c '
+import json,sys
+d=json.load(sys.stdin)
+for b in d["benchmarks"]:
+    o={"scenario":"micro","name":b["name"],"ns_per_op":round(b["real_time"],1)}
+    if "deliveries/s" in b: o["deliveries_per_s"]=round(b["deliveries/s"])
+    if "bytes_per_second" in b: o["mb_per_s"]=round(b["bytes_per_second"]/1e6,1)
+    print(json.dumps(o))' | tee -a "$res"
+
+python3 scripts/perf_table.py "$res" docs/performance.md
+echo "results: $res; table written to docs/performance.md"
