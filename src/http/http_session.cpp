@@ -97,7 +97,8 @@ private:
     write(http::message_generator msg)
     {
         bool keep = msg.keep_alive();
-        stream_.expires_after(std::chrono::seconds(120));
+        // Blob downloads may be large: same window as uploads.
+        stream_.expires_after(std::chrono::minutes(10));
         beast::async_write(stream_, std::move(msg), [self = shared_from_this(), keep](error_code ec, std::size_t) {
             if (ec || !keep)
                 return self->shutdown();

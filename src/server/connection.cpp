@@ -130,6 +130,7 @@ private:
         accepted_ = true;
         spdlog::debug("{} connected", tag_);
         if (session_id_.empty()) {
+            spdlog::info("{} no session id in the URL path: closing 4100", tag_);
             close(close_code::outdated_protocol, "outdated protocol");
         } else if (!close_requested_) {
             join_timer_.expires_after(std::chrono::milliseconds(st_.cfg.join_timeout_ms));

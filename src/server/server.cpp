@@ -189,7 +189,7 @@ server::drain()
     auto& st = impl_->st;
     if (st.draining.exchange(true))
         return;
-    spdlog::info("draining: refusing new connections, asking {} clients to reconnect elsewhere",
+    spdlog::info("draining: not ready, refusing new WebSocket sessions, asking {} clients to reconnect elsewhere",
                  [&] {
                      long n = 0;
                      for (auto const& w : st.workers)

@@ -25,8 +25,9 @@ public:
     std::uint16_t port() const noexcept;
     /// Serves until stop() or the end of a drain. Blocks.
     void run();
-    /// Graceful: readiness goes to 503, new connections are refused, clients are asked
-    /// to reconnect elsewhere (close 1001), then run() returns within drain_timeout_ms.
+    /// Graceful: readiness goes to 503, new WebSocket upgrades get 503 (plain HTTP keeps
+    /// working), clients are asked to reconnect elsewhere (close 1001), then run()
+    /// returns once they are gone or after drain_timeout_ms.
     void drain();
     /// Immediate stop.
     void stop();

@@ -42,6 +42,13 @@ record_name(std::string_view key)
     return out + ".json";
 }
 
+/// Unambiguous key: an appId may itself contain '/'.
+std::string
+record_key(std::string const& app_id, std::string const& persistent_id)
+{
+    return nlohmann::json::array({app_id, persistent_id}).dump();
+}
+
 }  // namespace
 
 std::optional<std::string>
@@ -200,7 +207,7 @@ std::optional<std::string>
 file_persistence::lookup(std::string const& app_id, std::string const& persistent_id)
 {
     std::lock_guard lock(mu_);
-    auto it = urls_.find(app_id + "/" + persistent_id);
+    auto it = urls_.find(record_key(app_id, persistent_id));
     if (it == urls_.end())
         return std::nullopt;
     return it->second;
@@ -209,7 +216,7 @@ file_persistence::lookup(std::string const& app_id, std::string const& persisten
 void
 file_persistence::record(std::string const& app_id, std::string const& persistent_id, std::string const& url)
 {
-    auto key = app_id + "/" + persistent_id;
+    auto key = record_key(app_id, persistent_id);
     {
         std::lock_guard lock(mu_);
         urls_[key] = url;

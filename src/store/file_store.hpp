@@ -58,7 +58,7 @@ private:
     file_store const& store_;
     post_fn post_;
     std::mutex mu_;
-    std::map<std::string, std::string> urls_;  // "appId/persistentId" -> url
+    std::map<std::string, std::string> urls_;  // JSON ["appId","persistentId"] -> url
 };
 
 /// Atomically writes `data` to `path` (temp + fsync + rename). Creates parent dirs.

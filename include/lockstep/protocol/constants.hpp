@@ -19,10 +19,11 @@ seq_before(std::uint32_t a, std::uint32_t b) noexcept
     return d != 0 && d < (1u << 27);
 }
 
-/// Reflector messages longer than this many characters are sent as _CHUNK frames.
+/// Reflector messages longer than this many bytes are sent as _CHUNK frames (the
+/// reference counts UTF-16 units; bytes are never fewer, so we chunk no later).
 inline constexpr std::size_t chunk_threshold = 1'000'000;
 
-/// Close codes (section 10 of docs/protocol.md). Clients reconnect on codes below 4100.
+/// Close codes (docs/protocol.md, "Close codes"). Clients reconnect on codes below 4100.
 enum class close_code : std::uint16_t {
     normal = 1000,
     going_away = 1001,          // reflector shutting down / draining: reconnect elsewhere
