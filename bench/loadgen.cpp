@@ -162,6 +162,7 @@ struct client {
     std::int64_t next_send_ns = 0;
     char id[12] = {};
     std::size_t id_len = 0;
+    bool want_out = true;          // EPOLLOUT registered (only while output is pending)
 };
 
 struct thread_stats {
@@ -316,13 +317,32 @@ private:
         while (c.out_off < c.out.size()) {
             auto n = ::send(c.fd, c.out.data() + c.out_off, c.out.size() - c.out_off, MSG_NOSIGNAL);
             if (n < 0) {
-                if (errno == EAGAIN || errno == EWOULDBLOCK)
+                if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                    want_out(c, true);
                     return;
+                }
+                if (errno == ENOTCONN && c.state == client::upgrading)
+                    return;  // still connecting: EPOLLOUT tells when
                 fail(c);
                 return;
             }
             c.out_off += static_cast<std::size_t>(n);
         }
+        want_out(c, false);
+    }
+
+    // Level-triggered EPOLLOUT only while there is something to write, else epoll
+    // would report every idle socket as writable on every wait.
+    void
+    want_out(client& c, bool on)
+    {
+        if (c.want_out == on || c.fd < 0)
+            return;
+        c.want_out = on;
+        epoll_event ev{};
+        ev.events = EPOLLIN | EPOLLRDHUP | (on ? EPOLLOUT : 0u);
+        ev.data.u32 = static_cast<std::uint32_t>(&c - clients_.data());
+        epoll_ctl(ep_, EPOLL_CTL_MOD, c.fd, &ev);
     }
 
     void

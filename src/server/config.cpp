@@ -42,6 +42,11 @@ Limits
                             names none (default 200)
   --drain-timeout-ms N      on SIGTERM/SIGINT, time given to clients to leave
                             before exit (default 5000)
+Performance
+  --max-coalesce-us N       while a worker thread is busy (>60% CPU), output to
+                            each client is gathered for up to this long so one
+                            system call carries many frames; idle workers write
+                            at once. 0 disables it (default 20000)
 Logging
   --log-level LEVEL         trace|debug|info|warn|error|critical|off (default info)
   --log-format FMT          text|json (default text)
@@ -97,6 +102,7 @@ parse_config(int argc, char const* const* argv, std::string& message, bool& help
         {"--log-max", num(c.log_max)},
         {"--default-tick-ms", num(c.default_tick_ms)},
         {"--drain-timeout-ms", num(c.drain_timeout_ms)},
+        {"--max-coalesce-us", num(c.max_coalesce_us)},
     };
     for (int i = 1; i < argc; ++i) {
         std::string arg = argv[i];

@@ -19,6 +19,7 @@
 // | --log-max N              | log_max              | 100000       |
 // | --default-tick-ms N      | default_tick_ms      | 200          |
 // | --drain-timeout-ms N     | drain_timeout_ms     | 5000         |
+// | --max-coalesce-us N      | max_coalesce_us      | 20000        |
 #pragma once
 
 #include <cstdint>
@@ -46,6 +47,7 @@ struct config {
     std::uint32_t log_max = 100000;           // log length at which SENDs are refused
     std::uint32_t default_tick_ms = 200;      // tick of a session whose JOIN had no ticks
     std::uint32_t drain_timeout_ms = 5000;    // SIGTERM: time given to clients to go
+    std::uint32_t max_coalesce_us = 20000;    // upper bound of adaptive write coalescing; 0 = off
 };
 
 /// Parses argv. Returns nullopt and fills `message` for --help (exit 0) or an error

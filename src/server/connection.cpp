@@ -24,7 +24,7 @@ constexpr std::size_t max_write_bytes = 1u << 20;
 
 }  // namespace
 
-class connection final : public peer, public std::enable_shared_from_this<connection> {
+class connection final : public peer, public flushable, public std::enable_shared_from_this<connection> {
 public:
     connection(server_state& st, worker& w, tcp::socket sock, std::string session_id)
         : st_(st), w_(w), ws_(std::move(sock)), session_id_(std::move(session_id)), join_timer_(w.ioc)
@@ -88,8 +88,23 @@ public:
             close(close_code::try_again_later, "outbound queue full");
             return;
         }
-        if (!writing_ && accepted_)
+        if (!writing_ && !flush_scheduled_ && accepted_) {
+            flush_scheduled_ = true;
+            w_.schedule_flush(shared_from_this());
+        }
+    }
+
+    /// Called by the worker at the end of the current batch of handlers.
+    void
+    flush() override
+    {
+        flush_scheduled_ = false;
+        if (writing_ || close_started_)
+            return;
+        if (!queue_.empty())
             do_write();
+        else if (close_requested_)
+            do_close();
     }
 
     bool
@@ -302,10 +317,15 @@ private:
         }
         w_.metrics.add(w_.metrics.bytes_out, n);
         w_.metrics.add(w_.metrics.writes);
-        if (!queue_.empty())
-            do_write();
-        else if (close_requested_)
+        if (!queue_.empty()) {
+            // Gather what else arrives in this turn of the loop into the next write.
+            if (!flush_scheduled_) {
+                flush_scheduled_ = true;
+                w_.schedule_flush(shared_from_this());
+            }
+        } else if (close_requested_) {
             do_close();
+        }
     }
 
     void
@@ -376,6 +396,7 @@ private:
 
     bool accepted_ = false;
     bool writing_ = false;
+    bool flush_scheduled_ = false;
     bool joined_ = false;
     bool close_requested_ = false;
     bool close_started_ = false;

@@ -42,6 +42,13 @@ struct session_slot {
     std::int64_t armed_us = std::numeric_limits<std::int64_t>::max();
 };
 
+/// Something with queued output to write at the end of the current batch of handlers.
+class flushable {
+public:
+    virtual ~flushable() = default;
+    virtual void flush() = 0;
+};
+
 /// One thread, one io_context; owns the sessions whose id hashes to it.
 struct worker {
     worker(struct server_state& st, unsigned index);
@@ -53,6 +60,24 @@ struct worker {
     std::unordered_map<std::string, std::unique_ptr<session_slot>> sessions;
     std::unordered_map<connection*, std::weak_ptr<connection>> connections;
     std::thread thread;
+
+    /// Corking: connections with new output register here and are written once, after
+    /// every handler that was ready in this turn of the event loop has run, so frames
+    /// for one socket from many events go out in one system call.
+    std::vector<std::shared_ptr<flushable>> to_flush;
+    bool flush_posted = false;
+    void schedule_flush(std::shared_ptr<flushable> f);
+
+    /// Adaptive coalescing: while this worker is busy, output is written at most once
+    /// per `coalesce_us` per connection (all pending connections on one timer), so
+    /// each write carries more frames; idle, it is written at once (no added latency).
+    std::int64_t coalesce_us = 0;
+    std::vector<std::shared_ptr<flushable>> deferred;
+    net::steady_timer coalesce_timer{ioc};
+    bool coalesce_armed = false;
+    net::steady_timer load_timer{ioc};
+    std::int64_t load_cpu_ns = 0, load_wall_ns = 0;
+    void start_load_sampling();
 
     /// Finds or creates the session (creation only records the id; the first JOIN
     /// sets it up).

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 namespace lockstep {
 
 void
@@ -34,6 +36,13 @@ render_metrics(std::vector<worker_metrics const*> const& workers, close_counter 
     metric("lockstep_sessions", "gauge", "Live sessions.", sum(&worker_metrics::sessions));
     metric("lockstep_outbound_queue_bytes", "gauge", "Unsent outbound bytes over all connections.",
            sum(&worker_metrics::queue_bytes));
+    {
+        long double mx = 0;
+        for (auto const* w : workers)
+            mx = std::max<long double>(mx, static_cast<long double>(w->coalesce_us.load(std::memory_order_relaxed)));
+        metric("lockstep_write_coalesce_us", "gauge",
+               "Largest current write-coalescing interval over the workers (0 = write at once).", mx);
+    }
     metric("lockstep_events_in_total", "counter", "Events reflected: client SENDs and TUTTI first messages, plus reflector-generated users and tally events.",
            sum(&worker_metrics::events_in));
     metric("lockstep_events_out_total", "counter", "RECV frames queued to clients (one per event and recipient).", sum(&worker_metrics::events_out));

@@ -22,6 +22,7 @@ struct alignas(64) worker_metrics {
     gauge connections{0};        // open WebSocket connections
     gauge sessions{0};           // live sessions
     gauge queue_bytes{0};        // unsent outbound bytes over all connections
+    gauge coalesce_us{0};        // current write-coalescing interval
     counter events_in{0};        // SEND/TUTTI-first messages accepted
     counter events_out{0};       // RECV frames queued to clients
     counter frames_in{0};        // client frames read

@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <condition_variable>
+#include <ctime>
 #include <functional>
 
 namespace lockstep {
@@ -17,6 +18,79 @@ session_slot::session_slot(worker& wk, std::string const& id)
 }
 
 worker::worker(server_state& state, unsigned i) : st(state), index(i) {}
+
+void
+worker::schedule_flush(std::shared_ptr<flushable> f)
+{
+    if (coalesce_us > 0) {
+        deferred.push_back(std::move(f));
+        if (coalesce_armed)
+            return;
+        coalesce_armed = true;
+        coalesce_timer.expires_after(std::chrono::microseconds(coalesce_us));
+        coalesce_timer.async_wait([this](error_code ec) {
+            coalesce_armed = false;
+            auto list = std::move(deferred);
+            deferred.clear();
+            for (auto& c : list)
+                c->flush();
+            (void)ec;
+        });
+        return;
+    }
+    to_flush.push_back(std::move(f));
+    if (flush_posted)
+        return;
+    flush_posted = true;
+    net::post(ioc, [this] {
+        flush_posted = false;
+        auto list = std::move(to_flush);
+        to_flush.clear();
+        for (auto& c : list)
+            c->flush();
+    });
+}
+
+namespace {
+
+std::int64_t
+thread_cpu_ns()
+{
+    timespec ts{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+std::int64_t
+wall_ns()
+{
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+
+}  // namespace
+
+void
+worker::start_load_sampling()
+{
+    // Runs on the worker's own thread (the CPU clock is per thread).
+    load_cpu_ns = thread_cpu_ns();
+    load_wall_ns = wall_ns();
+    load_timer.expires_after(std::chrono::milliseconds(100));
+    load_timer.async_wait([this](error_code ec) {
+        if (ec)
+            return;
+        double busy = static_cast<double>(thread_cpu_ns() - load_cpu_ns) /
+                      static_cast<double>(std::max<std::int64_t>(1, wall_ns() - load_wall_ns));
+        auto max_us = static_cast<std::int64_t>(st.cfg.max_coalesce_us);
+        if (busy > 0.6 && coalesce_us < max_us)
+            coalesce_us = std::min(max_us, coalesce_us ? coalesce_us * 2 : 1000);
+        else if (busy < 0.3 && coalesce_us > 0)
+            coalesce_us = coalesce_us >= 2000 ? coalesce_us / 2 : 0;
+        metrics.coalesce_us.store(coalesce_us, std::memory_order_relaxed);
+        start_load_sampling();
+    });
+}
 
 session_slot&
 worker::session_for(std::string const& id)
@@ -173,6 +247,9 @@ server::run()
     for (std::size_t i = 0; i < st.workers.size(); ++i)
         impl_->guards[i].emplace(st.workers[i]->ioc.get_executor());
     impl_->do_accept();
+    for (auto& w : st.workers)
+        if (st.cfg.max_coalesce_us > 0)
+            net::post(w->ioc, [wp = w.get()] { wp->start_load_sampling(); });
     for (std::size_t i = 1; i < st.workers.size(); ++i)
         st.workers[i]->thread = std::thread([w = st.workers[i].get()] { w->ioc.run(); });
     st.workers[0]->ioc.run();
@@ -231,6 +308,11 @@ server::stop()
         return;
     for (auto& g : impl_->guards)
         g.reset();
+    for (auto& w : impl_->st.workers)
+        net::post(w->ioc, [wp = w.get()] {
+            wp->load_timer.cancel();
+            wp->coalesce_timer.cancel();
+        });
     for (auto& w : impl_->st.workers)
         w->ioc.stop();
 }
