@@ -83,9 +83,11 @@ worker::start_load_sampling()
         double busy = static_cast<double>(thread_cpu_ns() - load_cpu_ns) /
                       static_cast<double>(std::max<std::int64_t>(1, wall_ns() - load_wall_ns));
         auto max_us = static_cast<std::int64_t>(st.cfg.max_coalesce_us);
-        if (busy > 0.6 && coalesce_us < max_us)
-            coalesce_us = std::min(max_us, coalesce_us ? coalesce_us * 2 : 1000);
-        else if (busy < 0.3 && coalesce_us > 0)
+        // Grow gently while saturated, back off fast when there is headroom: the
+        // interval settles where the worker just keeps up, and adds no latency idle.
+        if (busy > 0.85 && coalesce_us < max_us)
+            coalesce_us = std::min(max_us, coalesce_us + 1000);
+        else if (busy < 0.6 && coalesce_us > 0)
             coalesce_us = coalesce_us >= 2000 ? coalesce_us / 2 : 0;
         metrics.coalesce_us.store(coalesce_us, std::memory_order_relaxed);
         start_load_sampling();
