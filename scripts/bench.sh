@@ -61,6 +61,13 @@ rates="5 10 15 20 25 30 40"; [ "$quick" = 1 ] && rates="10 20"
 for r in $rates; do run fanout --sessions 50 --clients 1000 --rate "$r" --payload 120 --tps 20; done
 stop_reflector
 
+# 1b. The same deliveries from fewer, busier clients (400 in 20 sessions of 20; the JS
+# client allows up to 60 events/s): more frames per connection per write.
+start_reflector 1
+rates="25 37.5 50 60"; [ "$quick" = 1 ] && rates="50"
+for r in $rates; do run fanout-400c --sessions 20 --clients 400 --rate "$r" --payload 120 --tps 20; done
+stop_reflector
+
 # 2. Scale: 10,000 clients in 200 sessions of 50 at 20 ticks/s, one event per 5 s each.
 start_reflector 1
 run scale --sessions 200 --clients 10000 --rate 0.2 --payload 120 --tps 20 --join-timeout 120
@@ -81,7 +88,7 @@ stop_reflector
 
 # 4. Ticks: lateness with many tick-driven sessions (events rare), stepping the load.
 start_reflector 1
-counts="2000 5000 10000"; [ "$quick" = 1 ] && counts="2000"
+counts="1000 2000 5000 10000"; [ "$quick" = 1 ] && counts="2000"
 for n in $counts; do run ticks --sessions $((n / 50)) --clients "$n" --rate 0.2 --payload 120 --tps 20 --join-timeout 120; done
 stop_reflector
 

@@ -820,7 +820,7 @@ session::send_tick(std::int64_t scheduled_us)
     std::uint64_t n = 0;
     for (auto& c : clients_)
         if (c.active && c.p && !c.p->backlogged()) {
-            c.p->deliver(m);
+            c.p->deliver_tick(m);
             ++n;
         }
     if (metrics_) {

@@ -41,6 +41,9 @@ public:
     /// log may legitimately be larger than the limit, and refusing it would make the
     /// joiner reconnect forever.
     virtual void deliver_sync(out_ptr const& m) { deliver(m); }
+    /// Queues a TICK: a time beacon is worth little late, so it is written at the end
+    /// of the current loop turn even while output is being coalesced.
+    virtual void deliver_tick(out_ptr const& m) { deliver(m); }
     /// True while bytes are queued or in flight (ticks are skipped then).
     virtual bool backlogged() const noexcept = 0;
     /// Closes the connection with a WebSocket close code.

@@ -72,7 +72,13 @@ public:
     }
 
     void
-    enqueue(out_ptr const& m, bool exempt)
+    deliver_tick(out_ptr const& m) override
+    {
+        enqueue(m, false, true);
+    }
+
+    void
+    enqueue(out_ptr const& m, bool exempt, bool urgent = false)
     {
         if (close_requested_)
             return;
@@ -88,9 +94,10 @@ public:
             close(close_code::try_again_later, "outbound queue full");
             return;
         }
-        if (!writing_ && !flush_scheduled_ && accepted_) {
+        if (!writing_ && accepted_ && (!flush_scheduled_ || (urgent && !urgent_scheduled_))) {
             flush_scheduled_ = true;
-            w_.schedule_flush(shared_from_this());
+            urgent_scheduled_ = urgent_scheduled_ || urgent;
+            w_.schedule_flush(shared_from_this(), urgent);
         }
     }
 
@@ -99,6 +106,7 @@ public:
     flush() override
     {
         flush_scheduled_ = false;
+        urgent_scheduled_ = false;
         if (writing_ || close_started_)
             return;
         if (!queue_.empty())
@@ -397,6 +405,7 @@ private:
     bool accepted_ = false;
     bool writing_ = false;
     bool flush_scheduled_ = false;
+    bool urgent_scheduled_ = false;
     bool joined_ = false;
     bool close_requested_ = false;
     bool close_started_ = false;

@@ -66,7 +66,8 @@ struct worker {
     /// for one socket from many events go out in one system call.
     std::vector<std::shared_ptr<flushable>> to_flush;
     bool flush_posted = false;
-    void schedule_flush(std::shared_ptr<flushable> f);
+    /// `urgent`: at the end of this loop turn even while coalescing (ticks).
+    void schedule_flush(std::shared_ptr<flushable> f, bool urgent = false);
 
     /// Adaptive coalescing: while this worker is busy, output is written at most once
     /// per `coalesce_us` per connection (all pending connections on one timer), so

@@ -20,9 +20,9 @@ session_slot::session_slot(worker& wk, std::string const& id)
 worker::worker(server_state& state, unsigned i) : st(state), index(i) {}
 
 void
-worker::schedule_flush(std::shared_ptr<flushable> f)
+worker::schedule_flush(std::shared_ptr<flushable> f, bool urgent)
 {
-    if (coalesce_us > 0) {
+    if (coalesce_us > 0 && !urgent) {
         deferred.push_back(std::move(f));
         if (coalesce_armed)
             return;
