@@ -3,6 +3,8 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <mutex>
 
@@ -141,6 +143,167 @@ files(server_state& st, request&& req, std::string_view rest, reply_fn reply)
     reply(std::move(res));
 }
 
+// ---- router API (docs/router.md) ----
+
+std::string
+percent_decode(std::string_view s, bool& ok)
+{
+    std::string out;
+    ok = true;
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        if (s[i] == '%') {
+            if (i + 2 >= s.size() || !std::isxdigit(static_cast<unsigned char>(s[i + 1])) ||
+                !std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
+                ok = false;
+                return {};
+            }
+            out.push_back(static_cast<char>(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16)));
+            i += 2;
+        } else {
+            out.push_back(s[i]);
+        }
+    }
+    return out;
+}
+
+http::message_generator
+field_error(request const& req, int status, std::string const& message, std::string const& field)
+{
+    return text_response(req, static_cast<http::status>(status),
+                         nlohmann::json{{"error", message}, {"field", field}}.dump(), "application/json");
+}
+
+/// A name from the URL path: non-empty, at most 128 bytes, no control characters.
+bool
+valid_name(std::string const& s)
+{
+    if (s.empty() || s.size() > 128)
+        return false;
+    return std::none_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7F; });
+}
+
+/// Parses the JSON body as an object; on failure answers 400 and returns nullopt.
+std::optional<nlohmann::json>
+body_object(request const& req, reply_fn& reply)
+{
+    auto j = nlohmann::json::parse(req.body().empty() ? std::string("{}") : req.body(), nullptr, false);
+    if (!j.is_object()) {
+        reply(field_error(req, 400, "body must be a JSON object", "body"));
+        return std::nullopt;
+    }
+    return j;
+}
+
+/// Optional string field; answers 400 if present but not a string.
+bool
+string_field(nlohmann::json const& j, char const* name, std::string& out, bool required, std::size_t max,
+             request const& req, reply_fn& reply)
+{
+    auto it = j.find(name);
+    if (it == j.end() || it->is_null()) {
+        if (required) {
+            reply(field_error(req, 400, std::string("missing ") + name, name));
+            return false;
+        }
+        return true;
+    }
+    if (!it->is_string() || it->get_ref<std::string const&>().size() > max ||
+        (required && it->get_ref<std::string const&>().empty())) {
+        reply(field_error(req, 400, std::string(name) + " must be a non-empty string of at most " + std::to_string(max) + " bytes", name));
+        return false;
+    }
+    out = it->get<std::string>();
+    return true;
+}
+
+void
+router_api(server_state& st, request&& req, std::string_view path, reply_fn reply)
+{
+    // Segments after /v1/
+    std::vector<std::string> seg;
+    std::string_view rest = path.substr(4);
+    while (!rest.empty()) {
+        auto slash = rest.find('/');
+        bool ok = true;
+        seg.push_back(percent_decode(rest.substr(0, slash), ok));
+        if (!ok)
+            return reply(field_error(req, 400, "bad percent-encoding in path", "path"));
+        if (slash == std::string_view::npos)
+            break;
+        rest = rest.substr(slash + 1);
+    }
+    auto method = req.method();
+    auto& rt = *st.rtr;
+    if (seg.size() == 1 && seg[0] == "reflectors") {
+        if (method != http::verb::get && method != http::verb::head)
+            return reply(method_not_allowed(req, "GET, HEAD"));
+        return reply(text_response(req, http::status::ok, rt.reflectors().dump(), "application/json"));
+    }
+    if (seg.size() >= 2 && seg[0] == "rooms") {
+        auto const& room = seg[1];
+        if (!valid_name(room))
+            return reply(field_error(req, 400, "room name must be 1-128 bytes without control characters", "room"));
+        if (seg.size() == 2) {
+            if (method != http::verb::get && method != http::verb::head)
+                return reply(method_not_allowed(req, "GET, HEAD"));
+            auto info = rt.room_info(room);
+            if (!info)
+                return reply(field_error(req, 404, "unknown room", "room"));
+            return reply(text_response(req, http::status::ok, info->dump(), "application/json"));
+        }
+        if (seg.size() == 3 && (seg[2] == "join" || seg[2] == "leave")) {
+            if (method != http::verb::post)
+                return reply(method_not_allowed(req, "POST"));
+            auto body = body_object(req, reply);
+            if (!body)
+                return;
+            std::string user, region;
+            if (!string_field(*body, "user", user, true, 256, req, reply))
+                return;
+            if (seg[2] == "leave") {
+                bool had = rt.leave(room, user);
+                return reply(text_response(req, http::status::ok,
+                                           nlohmann::json{{"room", room}, {"user", user}, {"freed", had}}.dump(),
+                                           "application/json"));
+            }
+            if (!string_field(*body, "region", region, false, 64, req, reply))
+                return;
+            router::api_error err;
+            auto seat = rt.join(room, user, region, err);
+            if (!seat)
+                return reply(field_error(req, err.status, err.message, err.field));
+            return reply(text_response(req, http::status::ok, seat->to_json().dump(), "application/json"));
+        }
+    }
+    if (seg.size() == 3 && seg[0] == "sessions" && seg[2] == "children") {
+        auto const& parent = seg[1];
+        if (!valid_name(parent))
+            return reply(field_error(req, 400, "session name must be 1-128 bytes without control characters", "name"));
+        if (method == http::verb::get || method == http::verb::head)
+            return reply(text_response(req, http::status::ok,
+                                       nlohmann::json{{"parent", parent}, {"children", rt.children(parent)}}.dump(),
+                                       "application/json"));
+        if (method != http::verb::post)
+            return reply(method_not_allowed(req, "GET, HEAD, POST"));
+        auto body = body_object(req, reply);
+        if (!body)
+            return;
+        std::string purpose, region;
+        if (!string_field(*body, "purpose", purpose, true, 64, req, reply))
+            return;
+        if (purpose.find('/') != std::string::npos || !valid_name(purpose))
+            return reply(field_error(req, 400, "purpose must not contain '/' or control characters", "purpose"));
+        if (!string_field(*body, "region", region, false, 64, req, reply))
+            return;
+        router::api_error err;
+        auto child = rt.create_child(parent, purpose, region, err);
+        if (!child)
+            return reply(field_error(req, err.status, err.message, err.field));
+        return reply(text_response(req, http::status::created, child->dump(), "application/json"));
+    }
+    reply(json_error(req, http::status::not_found, "not found"));
+}
+
 }  // namespace
 
 http::message_generator
@@ -216,6 +379,10 @@ handle(server_state& st, worker& w, request&& req, reply_fn reply)
         if (!get)
             return reply(method_not_allowed(req, "GET, HEAD"));
         return sessions(st, std::move(req), std::move(reply));
+    }
+    if (path.rfind("/v1/", 0) == 0) {
+        std::string copy(path);
+        return router_api(st, std::move(req), copy, std::move(reply));
     }
     if (path == "/" || path == "/healthz") {
         return reply(text_response(req, http::status::ok,

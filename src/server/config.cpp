@@ -1,6 +1,7 @@
 #include "server/config.hpp"
 
 #include <charconv>
+#include <cstdlib>
 #include <functional>
 #include <map>
 #include <thread>
@@ -42,6 +43,17 @@ Limits
                             names none (default 200)
   --drain-timeout-ms N      on SIGTERM/SIGINT, time given to clients to leave
                             before exit (default 5000)
+Router (docs/router.md)
+  --reflector-id ID         this reflector's id (default REGION-PORT)
+  --room-capacity N         seats per room shard (default 50)
+  --room-overflow F         open a new shard when every shard is this full,
+                            0 < F <= 1 (default 0.8)
+  --seat-ttl-ms N           a reserved seat is held this long for its user to
+                            join (default 30000)
+  --shard-retire-ms N       an empty overflow shard is removed after this long
+                            (default 60000)
+  --room-policy P=C[:F]     capacity C (and overflow F) for rooms whose name
+                            matches the glob P; repeatable, first match wins
 Performance
   --max-coalesce-us N       while a worker thread is busy (>60% CPU), output to
                             each client is gathered for up to this long so one
@@ -103,6 +115,23 @@ parse_config(int argc, char const* const* argv, std::string& message, bool& help
         {"--default-tick-ms", num(c.default_tick_ms)},
         {"--drain-timeout-ms", num(c.drain_timeout_ms)},
         {"--max-coalesce-us", num(c.max_coalesce_us)},
+        {"--reflector-id", str(c.reflector_id)},
+        {"--room-capacity", num(c.room_capacity)},
+        {"--room-overflow", setter([&c](std::string const& v) {
+             char* end = nullptr;
+             double d = std::strtod(v.c_str(), &end);
+             c.room_overflow = d;
+             return end && *end == '\0' && d > 0 && d <= 1;
+         })},
+        {"--seat-ttl-ms", num(c.seat_ttl_ms)},
+        {"--shard-retire-ms", num(c.shard_retire_ms)},
+        {"--room-policy", setter([&c](std::string const& v) {
+             auto eq = v.find('=');
+             if (eq == std::string::npos || eq == 0 || eq + 1 == v.size())
+                 return false;
+             c.room_policies.push_back(v);
+             return true;
+         })},
     };
     for (int i = 1; i < argc; ++i) {
         std::string arg = argv[i];
@@ -157,6 +186,27 @@ parse_config(int argc, char const* const* argv, std::string& message, bool& help
     if (c.default_tick_ms == 0) {
         message = "--default-tick-ms must be positive";
         return std::nullopt;
+    }
+    if (c.room_capacity == 0) {
+        message = "--room-capacity must be positive";
+        return std::nullopt;
+    }
+    for (auto const& p : c.room_policies) {
+        auto rest = p.substr(p.find('=') + 1);
+        char* end = nullptr;
+        auto cap = std::strtoul(rest.c_str(), &end, 10);
+        bool ok = end != rest.c_str() && cap > 0;
+        if (ok && *end == ':') {
+            char* end2 = nullptr;
+            double f = std::strtod(end + 1, &end2);
+            ok = end2 && *end2 == '\0' && f > 0 && f <= 1;
+        } else if (ok) {
+            ok = *end == '\0';
+        }
+        if (!ok) {
+            message = "bad --room-policy '" + p + "' (want PATTERN=CAPACITY[:OVERFLOW])";
+            return std::nullopt;
+        }
     }
     if (c.public_url.empty())
         c.public_url = "ws://" + c.bind + ":" + std::to_string(c.port);

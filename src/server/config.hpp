@@ -20,6 +20,12 @@
 // | --default-tick-ms N      | default_tick_ms      | 200          |
 // | --drain-timeout-ms N     | drain_timeout_ms     | 5000         |
 // | --max-coalesce-us N      | max_coalesce_us      | 20000        |
+// | --reflector-id ID        | reflector_id         | REGION-PORT  |
+// | --room-capacity N        | room_capacity        | 50           |
+// | --room-overflow F        | room_overflow        | 0.8          |
+// | --seat-ttl-ms N          | seat_ttl_ms          | 30000        |
+// | --shard-retire-ms N      | shard_retire_ms      | 60000        |
+// | --room-policy P=C[:F]    | room_policies        | (none)       |
 #pragma once
 
 #include <cstdint>
@@ -48,6 +54,13 @@ struct config {
     std::uint32_t default_tick_ms = 200;      // tick of a session whose JOIN had no ticks
     std::uint32_t drain_timeout_ms = 5000;    // SIGTERM: time given to clients to go
     std::uint32_t max_coalesce_us = 20000;    // upper bound of adaptive write coalescing; 0 = off
+    // Router (docs/router.md)
+    std::string reflector_id;                 // this reflector's id in the router; default region-port
+    std::uint32_t room_capacity = 50;         // seats per room shard
+    double room_overflow = 0.8;               // open a new shard when all are this full
+    std::uint32_t seat_ttl_ms = 30000;        // reserved seat held this long for its user
+    std::uint32_t shard_retire_ms = 60000;    // empty overflow shard removed after this long
+    std::vector<std::string> room_policies;   // "PATTERN=CAPACITY[:OVERFLOW]" per room-name glob
 };
 
 /// Parses argv. Returns nullopt and fills `message` for --help (exit 0) or an error

@@ -41,6 +41,7 @@ public:
     void
     start(http::request<http::string_body> req)
     {
+        seat_token_ = router::router::token_from_path(std::string_view(req.target().data(), req.target().size()));
         w_.connections[this] = weak_from_this();
         w_.metrics.add(w_.metrics.connections, 1);
         ws_.next_layer().next_layer().set_option(tcp::no_delay(true));
@@ -238,8 +239,14 @@ private:
             joined_ = true;
             join_timer_.cancel();
             auto& slot = w_.session_for(session_id_);
-            if (slot.s.join(*this, f.args.empty() ? std::string_view("null") : f.args))
+            if (slot.s.join(*this, f.args.empty() ? std::string_view("null") : f.args)) {
                 slot_ = &slot;
+                if (!seat_token_.empty() && !seat_confirmed_) {
+                    // Came through a router seat: real membership confirms it.
+                    st_.rtr->member_joined(seat_token_, slot.s.name());
+                    seat_confirmed_ = true;
+                }
+            }
             w_.after(slot);
             return;
         }
@@ -377,6 +384,8 @@ private:
             s->s.disconnect(*this);
             w_.after(*s);
         }
+        if (seat_confirmed_)
+            st_.rtr->member_left(seat_token_);
         w_.connections.erase(this);
         w_.metrics.add(w_.metrics.connections, -1);
         spdlog::debug("{} disconnected", tag_);
@@ -391,6 +400,8 @@ private:
     std::vector<json_scan::member> scratch_;
     net::steady_timer join_timer_;
     session_slot* slot_ = nullptr;  // set once a JOIN was answered with SYNC
+    std::string seat_token_;         // router seat from the URL path (/r/<token>/<id>)
+    bool seat_confirmed_ = false;
 
     struct queued {
         out_ptr m;

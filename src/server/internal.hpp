@@ -3,6 +3,7 @@
 #pragma once
 
 #include "reflector/clock.hpp"
+#include "router/router.hpp"
 #include "reflector/session.hpp"
 #include "server/config.hpp"
 #include "server/metrics.hpp"
@@ -101,8 +102,12 @@ struct server_state {
     std::atomic<std::uint64_t> http_requests{0};
     std::atomic<bool> draining{false};
     std::atomic<std::uint64_t> next_conn_id{1};
+    steady_clock_source router_clock;
+    std::unique_ptr<router::router> rtr;  // embedded directory (docs/router.md)
 
     explicit server_state(config c);
+    /// Registers this reflector with the router and refreshes its load (heartbeat).
+    void heartbeat(std::uint16_t port);
     worker& worker_for(std::string_view session_id);
     std::vector<worker_metrics const*> metrics() const;
 };

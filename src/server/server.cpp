@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <condition_variable>
+#include <cstdlib>
 #include <ctime>
 #include <functional>
 
@@ -154,6 +155,44 @@ server_state::server_state(config c)
     sopts.reflector_name = cfg.region;
     for (unsigned i = 0; i < cfg.threads; ++i)
         workers.push_back(std::make_unique<worker>(*this, i));
+    router::options ro;
+    ro.defaults.capacity = cfg.room_capacity;
+    ro.defaults.overflow = cfg.room_overflow;
+    ro.defaults.seat_ttl_ms = cfg.seat_ttl_ms;
+    ro.defaults.retire_ms = cfg.shard_retire_ms;
+    for (auto const& p : cfg.room_policies) {
+        // Validated by parse_config: PATTERN=CAPACITY[:OVERFLOW]
+        auto eq = p.find('=');
+        router::policy pol = ro.defaults;
+        char* end = nullptr;
+        pol.capacity = static_cast<std::uint32_t>(std::strtoul(p.c_str() + eq + 1, &end, 10));
+        if (end && *end == ':')
+            pol.overflow = std::strtod(end + 1, nullptr);
+        ro.patterns.emplace_back(p.substr(0, eq), pol);
+    }
+    rtr = std::make_unique<router::router>(router_clock, std::move(ro));
+}
+
+void
+server_state::heartbeat(std::uint16_t port)
+{
+    router::reflector_info r;
+    r.id = cfg.reflector_id.empty() ? cfg.region + "-" + std::to_string(port) : cfg.reflector_id;
+    r.region = cfg.region;
+    auto pub = cfg.public_url;
+    if (pub.empty() || (cfg.port == 0 && pub == "ws://" + cfg.bind + ":0"))
+        pub = "ws://" + cfg.bind + ":" + std::to_string(port);
+    r.url = pub;
+    auto http = pub.rfind("wss://", 0) == 0 ? "https://" + pub.substr(6)
+                                             : (pub.rfind("ws://", 0) == 0 ? "http://" + pub.substr(5) : pub);
+    while (!http.empty() && http.back() == '/')
+        http.pop_back();
+    r.files_url = http + "/files";
+    long load = 0;
+    for (auto const& w : workers)
+        load += w->metrics.connections.load(std::memory_order_relaxed);
+    r.load = static_cast<double>(load);
+    rtr->register_reflector(std::move(r));
 }
 
 worker&
@@ -182,6 +221,20 @@ struct server::impl {
     std::condition_variable cv;
     bool drain_requested = false;
     std::vector<std::optional<net::executor_work_guard<net::io_context::executor_type>>> guards;
+
+    net::steady_timer hb_timer{st.workers[0]->ioc};
+
+    void
+    arm_heartbeat(std::uint16_t port)
+    {
+        hb_timer.expires_after(std::chrono::seconds(2));
+        hb_timer.async_wait([this, port](error_code ec) {
+            if (ec || stopped)
+                return;
+            st.heartbeat(port);
+            arm_heartbeat(port);
+        });
+    }
 
     explicit impl(config c) : st(std::move(c)), acceptor(st.workers[0]->ioc)
     {
@@ -249,6 +302,9 @@ server::run()
     for (std::size_t i = 0; i < st.workers.size(); ++i)
         impl_->guards[i].emplace(st.workers[i]->ioc.get_executor());
     impl_->do_accept();
+    // Register with the router now and refresh every 2 s (load and heartbeat).
+    st.heartbeat(port());
+    impl_->arm_heartbeat(port());
     for (auto& w : st.workers)
         if (st.cfg.max_coalesce_us > 0)
             net::post(w->ioc, [wp = w.get()] { wp->start_load_sampling(); });
@@ -315,6 +371,7 @@ server::stop()
             wp->load_timer.cancel();
             wp->coalesce_timer.cancel();
         });
+    net::post(impl_->st.workers[0]->ioc, [this] { impl_->hb_timer.cancel(); });
     for (auto& w : impl_->st.workers)
         w->ioc.stop();
 }

@@ -1,0 +1,367 @@
+#include "router/router.hpp"
+
+#include <fnmatch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+
+namespace lockstep::router {
+
+using nlohmann::json;
+
+json
+seat_answer::to_json() const
+{
+    return {{"room", room},           {"session", session}, {"shard", shard},
+            {"reflector", reflector}, {"files", files},     {"expires_in_ms", expires_in_ms}};
+}
+
+router::router(clock_source const& clock, options opts, std::uint32_t heartbeat_ttl_ms)
+    : clock_(clock), opts_(std::move(opts)), heartbeat_ttl_us_(static_cast<std::int64_t>(heartbeat_ttl_ms) * 1000)
+{
+}
+
+policy
+router::policy_for(std::string const& room) const
+{
+    for (auto const& [pattern, pol] : opts_.patterns)
+        if (fnmatch(pattern.c_str(), room.c_str(), 0) == 0)
+            return pol;
+    return opts_.defaults;
+}
+
+std::string
+router::new_token()
+{
+    // Unguessable: a seat token lets its holder take the seat.
+    thread_local std::mt19937_64 rng{std::random_device{}()};
+    static char const digits[] = "0123456789abcdefghijklmnopqrstuvwxyz";
+    std::string t;
+    for (int i = 0; i < 22; ++i)
+        t.push_back(digits[rng() % 36]);
+    return t + std::to_string(++token_counter_);
+}
+
+std::string
+router::seat_url(std::string const& reflector_url, std::string const& token)
+{
+    auto base = reflector_url;
+    while (!base.empty() && base.back() == '/')
+        base.pop_back();
+    return base + "/r/" + token;
+}
+
+std::string
+router::token_from_path(std::string_view path)
+{
+    path = path.substr(0, path.find_first_of("?#"));
+    // .../r/<token>/<sessionId>
+    auto last = path.rfind('/');
+    if (last == std::string_view::npos || last == 0)
+        return {};
+    auto prev = path.rfind('/', last - 1);
+    if (prev == std::string_view::npos || prev < 2)
+        return {};
+    if (path.substr(prev - 2, 3) != "/r/")
+        return {};
+    return std::string(path.substr(prev + 1, last - prev - 1));
+}
+
+void
+router::sweep(room& r, std::int64_t now)
+{
+    for (auto& sh : r.shards) {
+        for (auto it = sh.seats.begin(); it != sh.seats.end();) {
+            if (!it->second.confirmed && it->second.expires_us <= now) {
+                tokens_.erase(it->second.token);
+                it = sh.seats.erase(it);
+            } else {
+                ++it;
+            }
+        }
+        if (sh.seats.empty() && sh.empty_since_us == 0)
+            sh.empty_since_us = now;
+        else if (!sh.seats.empty())
+            sh.empty_since_us = 0;
+    }
+    // Retire empty overflow shards (never the first) after the grace period, but keep
+    // headroom: one empty shard stays if every other one is at the threshold.
+    auto threshold = [&r](shard const& s) {
+        return static_cast<double>(s.seats.size()) >= std::ceil(r.pol.capacity * r.pol.overflow);
+    };
+    for (std::size_t i = r.shards.size(); i-- > 1;) {
+        auto& sh = r.shards[i];
+        if (!sh.seats.empty() || now - sh.empty_since_us < static_cast<std::int64_t>(r.pol.retire_ms) * 1000)
+            continue;
+        bool others_full = std::all_of(r.shards.begin(), r.shards.end(),
+                                       [&](shard const& o) { return &o == &sh || threshold(o); });
+        if (others_full)
+            continue;
+        r.shards.erase(r.shards.begin() + static_cast<std::ptrdiff_t>(i));
+    }
+}
+
+reflector_info const*
+router::reflector_by_id(std::string const& id) const
+{
+    auto it = reflectors_.find(id);
+    return it == reflectors_.end() ? nullptr : &it->second;
+}
+
+reflector_info const*
+router::place(std::string const& region)
+{
+    auto now = clock_.now_us();
+    reflector_info const* best = nullptr;
+    reflector_info const* best_any = nullptr;
+    for (auto const& [id, r] : reflectors_) {
+        if (now - r.heartbeat_us > heartbeat_ttl_us_)
+            continue;  // heartbeat expired: no new placements
+        if (!best_any || r.load < best_any->load)
+            best_any = &r;
+        if (!region.empty() && r.region == region && (!best || r.load < best->load))
+            best = &r;
+    }
+    return best ? best : best_any;
+}
+
+router::shard&
+router::spawn(std::string const& name, room& r, std::string const& region)
+{
+    shard sh;
+    sh.index = r.next_index++;
+    sh.session = sh.index == 1 ? name : name + "~" + std::to_string(sh.index);
+    if (auto const* refl = place(region))
+        sh.reflector_id = refl->id;
+    sh.empty_since_us = clock_.now_us();
+    r.shards.push_back(std::move(sh));
+    return r.shards.back();
+}
+
+std::optional<seat_answer>
+router::join(std::string const& name, std::string const& user, std::string const& region, api_error& err)
+{
+    std::lock_guard lock(mu_);
+    auto now = clock_.now_us();
+    if (reflectors_.empty() || !place(region)) {
+        err = {503, "no live reflector to place the session on", "region"};
+        return std::nullopt;
+    }
+    auto [it, created] = rooms_.try_emplace(name);
+    room& r = it->second;
+    if (created)
+        r.pol = policy_for(name);
+    sweep(r, now);
+
+    auto answer = [&](shard const& sh, seat const& st) {
+        seat_answer a;
+        a.room = name;
+        a.session = sh.session;
+        a.shard = sh.index;
+        auto const* refl = reflector_by_id(sh.reflector_id);
+        if (!refl || now - refl->heartbeat_us > heartbeat_ttl_us_)
+            refl = place(region);
+        a.reflector = refl ? seat_url(refl->url, st.token) : "";
+        a.files = refl ? refl->files_url : "";
+        a.expires_in_ms = st.confirmed ? 0 : std::max<std::int64_t>(0, (st.expires_us - now) / 1000);
+        return a;
+    };
+    // The same user asking twice gets the same seat.
+    for (auto& sh : r.shards) {
+        auto s = sh.seats.find(user);
+        if (s != sh.seats.end()) {
+            if (!s->second.confirmed)
+                s->second.expires_us = now + static_cast<std::int64_t>(r.pol.seat_ttl_ms) * 1000;
+            return answer(sh, s->second);
+        }
+    }
+    shard* target = nullptr;
+    for (auto& sh : r.shards)
+        if (sh.seats.size() < r.pol.capacity) {
+            target = &sh;
+            break;
+        }
+    if (!target)
+        target = &spawn(name, r, region);
+    seat st;
+    st.user = user;
+    st.token = new_token();
+    st.expires_us = now + static_cast<std::int64_t>(r.pol.seat_ttl_ms) * 1000;
+    auto& placed = target->seats.emplace(user, st).first->second;
+    target->empty_since_us = 0;
+    tokens_[st.token] = {name, user};
+    auto result = answer(*target, placed);
+    // Always keep headroom: when every shard is at the threshold, open the next one.
+    auto limit = std::ceil(r.pol.capacity * r.pol.overflow);
+    if (std::all_of(r.shards.begin(), r.shards.end(),
+                    [&](shard const& s) { return static_cast<double>(s.seats.size()) >= limit; }))
+        spawn(name, r, region);
+    return result;
+}
+
+bool
+router::leave(std::string const& name, std::string const& user)
+{
+    std::lock_guard lock(mu_);
+    auto it = rooms_.find(name);
+    if (it == rooms_.end())
+        return false;
+    for (auto& sh : it->second.shards) {
+        auto s = sh.seats.find(user);
+        if (s != sh.seats.end()) {
+            tokens_.erase(s->second.token);
+            sh.seats.erase(s);
+            if (sh.seats.empty())
+                sh.empty_since_us = clock_.now_us();
+            return true;
+        }
+    }
+    return false;
+}
+
+std::optional<json>
+router::room_info(std::string const& name)
+{
+    std::lock_guard lock(mu_);
+    auto it = rooms_.find(name);
+    if (it == rooms_.end())
+        return std::nullopt;
+    auto& r = it->second;
+    sweep(r, clock_.now_us());
+    json shards = json::array();
+    for (auto const& sh : r.shards) {
+        int members = 0, reserved = 0;
+        for (auto const& [u, s] : sh.seats)
+            (s.confirmed ? members : reserved) += 1;
+        auto const* refl = reflector_by_id(sh.reflector_id);
+        shards.push_back({{"session", sh.session},
+                          {"shard", sh.index},
+                          {"members", members},
+                          {"reserved", reserved},
+                          {"capacity", r.pol.capacity},
+                          {"reflector", refl ? refl->id : ""}});
+    }
+    return json{{"room", name}, {"capacity", r.pol.capacity}, {"overflow", r.pol.overflow}, {"shards", shards}};
+}
+
+std::optional<json>
+router::create_child(std::string const& parent, std::string const& purpose, std::string const& region,
+                     api_error& err)
+{
+    std::lock_guard lock(mu_);
+    auto& list = children_[parent];
+    for (auto const& c : list)
+        if (c.purpose == purpose) {
+            auto const* refl = reflector_by_id(c.reflector_id);
+            return json{{"parent", parent},
+                        {"session", c.session},
+                        {"purpose", purpose},
+                        {"reflector", refl ? refl->url : ""},
+                        {"files", refl ? refl->files_url : ""}};
+        }
+    auto const* refl = place(region);
+    if (!refl) {
+        err = {503, "no live reflector to place the session on", "region"};
+        return std::nullopt;
+    }
+    child c{parent + "/" + purpose, purpose, refl->id};
+    list.push_back(c);
+    return json{{"parent", parent},
+                {"session", c.session},
+                {"purpose", purpose},
+                {"reflector", refl->url},
+                {"files", refl->files_url}};
+}
+
+json
+router::children(std::string const& parent)
+{
+    std::lock_guard lock(mu_);
+    json out = json::array();
+    auto it = children_.find(parent);
+    if (it == children_.end())
+        return out;
+    for (auto const& c : it->second) {
+        auto const* refl = reflector_by_id(c.reflector_id);
+        out.push_back({{"session", c.session}, {"purpose", c.purpose}, {"reflector", refl ? refl->url : ""}});
+    }
+    return out;
+}
+
+void
+router::register_reflector(reflector_info r)
+{
+    std::lock_guard lock(mu_);
+    r.heartbeat_us = clock_.now_us();
+    reflectors_[r.id] = std::move(r);
+}
+
+json
+router::reflectors()
+{
+    std::lock_guard lock(mu_);
+    auto now = clock_.now_us();
+    json out = json::array();
+    for (auto const& [id, r] : reflectors_)
+        out.push_back({{"id", id},
+                       {"region", r.region},
+                       {"url", r.url},
+                       {"files", r.files_url},
+                       {"load", r.load},
+                       {"last_heartbeat_ms_ago", (now - r.heartbeat_us) / 1000},
+                       {"live", now - r.heartbeat_us <= heartbeat_ttl_us_}});
+    return out;
+}
+
+void
+router::member_joined(std::string const& token, std::string const& name)
+{
+    std::lock_guard lock(mu_);
+    auto t = tokens_.find(token);
+    if (t == tokens_.end())
+        return;
+    auto r = rooms_.find(t->second.first);
+    if (r == rooms_.end())
+        return;
+    for (auto& sh : r->second.shards) {
+        auto s = sh.seats.find(t->second.second);
+        if (s != sh.seats.end() && s->second.token == token) {
+            // JOIN names are "<appId>/<session>"; a seat only counts in its own session.
+            bool same = name == sh.session ||
+                        (name.size() > sh.session.size() && name.compare(name.size() - sh.session.size(), sh.session.size(), sh.session) == 0 &&
+                         name[name.size() - sh.session.size() - 1] == '/');
+            if (!same)
+                return;
+            s->second.confirmed = true;
+            ++s->second.connections;
+            return;
+        }
+    }
+}
+
+void
+router::member_left(std::string const& token)
+{
+    std::lock_guard lock(mu_);
+    auto t = tokens_.find(token);
+    if (t == tokens_.end())
+        return;
+    auto r = rooms_.find(t->second.first);
+    if (r == rooms_.end())
+        return;
+    for (auto& sh : r->second.shards) {
+        auto s = sh.seats.find(t->second.second);
+        if (s != sh.seats.end() && s->second.token == token) {
+            if (--s->second.connections <= 0) {
+                // Back to reserved: a reconnect within the TTL takes it again.
+                s->second.connections = 0;
+                s->second.confirmed = false;
+                s->second.expires_us = clock_.now_us() + static_cast<std::int64_t>(r->second.pol.seat_ttl_ms) * 1000;
+            }
+            return;
+        }
+    }
+}
+
+}  // namespace lockstep::router

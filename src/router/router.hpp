@@ -1,0 +1,140 @@
+// The session router: rooms of bounded size split into shards (sessions), seats with
+// an expiry that real membership confirms, overflow shards, child sessions, and
+// placement on reflectors by region and load.
+//
+// This is the embedded directory: all state in this process, one mutex. Every
+// operation is a short critical section, so concurrent joins from any thread never
+// over-fill a shard or create a shard twice.
+//
+// @par Thread safety
+// All public members may be called from any thread.
+#pragma once
+
+#include "reflector/clock.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace lockstep::router {
+
+struct policy {
+    std::uint32_t capacity = 50;        // seats per shard
+    double overflow = 0.8;              // spawn a new shard when every shard is this full
+    std::uint32_t seat_ttl_ms = 30000;  // a reserved seat is held this long for its user to join
+    std::uint32_t retire_ms = 60000;    // an empty overflow shard is removed after this long
+};
+
+struct options {
+    policy defaults;
+    /// Per room-name pattern (shell glob, first match wins).
+    std::vector<std::pair<std::string, policy>> patterns;
+};
+
+/// A reflector that sessions can be placed on.
+struct reflector_info {
+    std::string id;
+    std::string region;
+    std::string url;        // WebSocket base URL clients use, e.g. ws://host:9090
+    std::string files_url;  // e.g. http://host:9090/files
+    double load = 0;        // open connections
+    std::int64_t heartbeat_us = 0;
+};
+
+struct seat_answer {
+    std::string room, session, reflector, files;
+    std::uint32_t shard = 0;
+    std::int64_t expires_in_ms = 0;
+    nlohmann::json to_json() const;
+};
+
+/// An API error: HTTP status, message, and the offending field.
+struct api_error {
+    int status;
+    std::string message;
+    std::string field;
+};
+
+class router {
+public:
+    router(clock_source const& clock, options opts, std::uint32_t heartbeat_ttl_ms = 10000);
+
+    /// Reserves (or returns) `user`'s seat in `room`.
+    std::optional<seat_answer> join(std::string const& room, std::string const& user, std::string const& region,
+                                    api_error& err);
+    /// Frees `user`'s seat early. False if the user had none.
+    bool leave(std::string const& room, std::string const& user);
+    /// Shards of a room, or nullopt if the room is unknown.
+    std::optional<nlohmann::json> room_info(std::string const& room);
+
+    /// Creates (or returns, per purpose) a child session of `parent`.
+    std::optional<nlohmann::json> create_child(std::string const& parent, std::string const& purpose,
+                                               std::string const& region, api_error& err);
+    nlohmann::json children(std::string const& parent);
+
+    void register_reflector(reflector_info r);
+    nlohmann::json reflectors();
+
+    // ---- membership, reported by the reflector's connections ----
+    /// A connection that came through seat `token` joined the session named `name`
+    /// (JOIN's `appId/name`): if that is the seat's session, the seat is confirmed and
+    /// held while the connection is in.
+    void member_joined(std::string const& token, std::string const& name);
+    /// That connection is gone: the seat goes back to reserved with a fresh expiry, so a
+    /// reconnect can take it again, and is freed if nobody does.
+    void member_left(std::string const& token);
+
+    /// The reflector URL a seated user connects to: the seat token travels in the path
+    /// (`<reflector>/r/<token>`); the client appends `/<sessionId>`.
+    static std::string seat_url(std::string const& reflector_url, std::string const& token);
+    /// Extracts a seat token from a WebSocket path `.../r/<token>/<sessionId>`.
+    static std::string token_from_path(std::string_view path);
+
+private:
+    struct seat {
+        std::string user;
+        std::string token;
+        bool confirmed = false;
+        int connections = 0;
+        std::int64_t expires_us = 0;  // while not confirmed
+    };
+    struct shard {
+        std::uint32_t index = 0;
+        std::string session;
+        std::string reflector_id;
+        std::map<std::string, seat> seats;  // by user
+        std::int64_t empty_since_us = 0;
+    };
+    struct room {
+        policy pol;
+        std::vector<shard> shards;
+        std::uint32_t next_index = 1;
+    };
+    struct child {
+        std::string session, purpose, reflector_id;
+    };
+
+    policy policy_for(std::string const& room) const;
+    void sweep(room& r, std::int64_t now);
+    shard& spawn(std::string const& name, room& r, std::string const& region);
+    reflector_info const* place(std::string const& region);
+    reflector_info const* reflector_by_id(std::string const& id) const;
+    std::string new_token();
+
+    clock_source const& clock_;
+    options opts_;
+    std::int64_t heartbeat_ttl_us_;
+    mutable std::mutex mu_;
+    std::map<std::string, room> rooms_;
+    std::map<std::string, std::pair<std::string, std::string>> tokens_;  // token -> (room, user)
+    std::map<std::string, std::vector<child>> children_;
+    std::map<std::string, reflector_info> reflectors_;
+    std::uint64_t token_counter_ = 0;
+};
+
+}  // namespace lockstep::router

@@ -1,0 +1,110 @@
+// The router's HTTP API on a running reflector, and seat confirmation by a real
+// WebSocket JOIN through the seat URL.
+#include "integration/fixture.hpp"
+
+#include <gtest/gtest.h>
+
+using namespace lockstep;
+using namespace lockstep::test;
+using nlohmann::json;
+
+namespace {
+
+json
+post(std::uint16_t port, std::string const& target, json const& body, int expect = 200)
+{
+    auto r = http_request(port, "POST", target, body.dump(), "Content-Type: application/json\r\n");
+    EXPECT_EQ(r.status, expect) << target << " " << r.body;
+    return json::parse(r.body, nullptr, false);
+}
+
+}  // namespace
+
+TEST(router_api, join_room_leave)
+{
+    running_server srv;
+    auto a = post(srv.port(), "/v1/rooms/lobby/join", {{"user", "alice"}});
+    EXPECT_EQ(a["room"], "lobby");
+    EXPECT_EQ(a["session"], "lobby");
+    EXPECT_EQ(a["shard"], 1);
+    auto base = "ws://127.0.0.1:" + std::to_string(srv.port()) + "/r/";
+    EXPECT_EQ(a["reflector"].get<std::string>().rfind(base, 0), 0u) << a;
+    EXPECT_EQ(a["files"], "http://127.0.0.1:" + std::to_string(srv.port()) + "/files");
+    EXPECT_GT(a["expires_in_ms"].get<int>(), 0);
+    EXPECT_EQ(post(srv.port(), "/v1/rooms/lobby/join", {{"user", "alice"}})["reflector"], a["reflector"]);
+
+    auto info = http_request(srv.port(), "GET", "/v1/rooms/lobby");
+    ASSERT_EQ(info.status, 200);
+    auto j = json::parse(info.body);
+    EXPECT_EQ(j["shards"][0]["reserved"], 1);
+    EXPECT_EQ(j["shards"][0]["members"], 0);
+
+    EXPECT_EQ(post(srv.port(), "/v1/rooms/lobby/leave", {{"user", "alice"}})["freed"], true);
+    j = json::parse(http_request(srv.port(), "GET", "/v1/rooms/lobby").body);
+    EXPECT_EQ(j["shards"][0]["reserved"], 0);
+
+    auto refl = json::parse(http_request(srv.port(), "GET", "/v1/reflectors").body);
+    ASSERT_EQ(refl.size(), 1u);
+    EXPECT_EQ(refl[0]["region"], "local");
+    EXPECT_EQ(refl[0]["live"], true);
+}
+
+TEST(router_api, bad_requests_name_the_field)
+{
+    running_server srv;
+    auto e = post(srv.port(), "/v1/rooms/lobby/join", json::object(), 400);
+    EXPECT_EQ(e["field"], "user");
+    e = post(srv.port(), "/v1/rooms/lobby/join", {{"user", 5}}, 400);
+    EXPECT_EQ(e["field"], "user");
+    e = post(srv.port(), "/v1/rooms/lobby/join", {{"user", "u"}, {"region", 1}}, 400);
+    EXPECT_EQ(e["field"], "region");
+    auto r = http_request(srv.port(), "POST", "/v1/rooms/lobby/join", "{not json", "");
+    EXPECT_EQ(r.status, 400);
+    EXPECT_EQ(json::parse(r.body)["field"], "body");
+    r = http_request(srv.port(), "POST", "/v1/rooms/" + std::string(200, 'x') + "/join", R"({"user":"u"})");
+    EXPECT_EQ(r.status, 400);
+    EXPECT_EQ(json::parse(r.body)["field"], "room");
+    EXPECT_EQ(http_request(srv.port(), "GET", "/v1/rooms/unknown").status, 404);
+    EXPECT_EQ(http_request(srv.port(), "GET", "/v1/rooms/lobby/join").status, 405);
+    e = post(srv.port(), "/v1/sessions/lobby/children", {{"purpose", "a/b"}}, 400);
+    EXPECT_EQ(e["field"], "purpose");
+}
+
+TEST(router_api, children)
+{
+    running_server srv;
+    auto c = post(srv.port(), "/v1/sessions/lobby/children", {{"purpose", "chat"}}, 201);
+    EXPECT_EQ(c["session"], "lobby/chat");
+    auto list = json::parse(http_request(srv.port(), "GET", "/v1/sessions/lobby/children").body);
+    ASSERT_EQ(list["children"].size(), 1u);
+    EXPECT_EQ(list["children"][0]["purpose"], "chat");
+}
+
+TEST(router_api, a_real_join_through_the_seat_url_confirms_the_seat)
+{
+    running_server srv;
+    auto a = post(srv.port(), "/v1/rooms/game/join", {{"user", "alice"}});
+    auto url = a["reflector"].get<std::string>();
+    auto path = url.substr(url.find("/r/")) + "/SESSIONHASH";
+    {
+        ws_client c(srv.port(), path);
+        auto j = join_msg("view1");
+        j["args"]["name"] = "com.example/game";  // appId/session, as the JS client sends
+        c.send_json(j);
+        ASSERT_TRUE(c.recv_action("SYNC"));
+        auto info = json::parse(http_request(srv.port(), "GET", "/v1/rooms/game").body);
+        EXPECT_EQ(info["shards"][0]["members"], 1);
+        EXPECT_EQ(info["shards"][0]["reserved"], 0);
+        c.drop();
+    }
+    // The connection is gone: the seat waits for a reconnect (reserved again).
+    for (int i = 0; i < 50; ++i) {
+        auto info = json::parse(http_request(srv.port(), "GET", "/v1/rooms/game").body);
+        if (info["shards"][0]["reserved"] == 1)
+            break;
+        std::this_thread::sleep_for(20ms);
+    }
+    auto info = json::parse(http_request(srv.port(), "GET", "/v1/rooms/game").body);
+    EXPECT_EQ(info["shards"][0]["members"], 0);
+    EXPECT_EQ(info["shards"][0]["reserved"], 1);
+}
