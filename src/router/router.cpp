@@ -341,7 +341,7 @@ router::member_joined(std::string const& token, std::string const& name)
 }
 
 void
-router::member_left(std::string const& token)
+router::member_left(std::string const& token, bool left)
 {
     std::lock_guard lock(mu_);
     auto t = tokens_.find(token);
@@ -353,7 +353,14 @@ router::member_left(std::string const& token)
     for (auto& sh : r->second.shards) {
         auto s = sh.seats.find(t->second.second);
         if (s != sh.seats.end() && s->second.token == token) {
-            if (--s->second.connections <= 0) {
+            if (--s->second.connections <= 0 && left) {
+                tokens_.erase(t);
+                sh.seats.erase(s);
+                if (sh.seats.empty())
+                    sh.empty_since_us = clock_.now_us();
+                return;
+            }
+            if (s->second.connections <= 0) {
                 // Back to reserved: a reconnect within the TTL takes it again.
                 s->second.connections = 0;
                 s->second.confirmed = false;

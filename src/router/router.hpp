@@ -85,9 +85,10 @@ public:
     /// (JOIN's `appId/name`): if that is the seat's session, the seat is confirmed and
     /// held while the connection is in.
     void member_joined(std::string const& token, std::string const& name);
-    /// That connection is gone: the seat goes back to reserved with a fresh expiry, so a
+    /// That connection is gone. After a normal leave (`left` = close code 1000) the
+    /// seat is freed; after a drop it goes back to reserved with a fresh expiry, so a
     /// reconnect can take it again, and is freed if nobody does.
-    void member_left(std::string const& token);
+    void member_left(std::string const& token, bool left);
 
     /// The reflector URL a seated user connects to: the seat token travels in the path
     /// (`<reflector>/r/<token>`); the client appends `/<sessionId>`.

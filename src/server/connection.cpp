@@ -384,8 +384,12 @@ private:
             s->s.disconnect(*this);
             w_.after(*s);
         }
-        if (seat_confirmed_)
-            st_.rtr->member_left(seat_token_);
+        if (seat_confirmed_) {
+            // A normal leave (close 1000 from the client) frees the seat; a drop keeps
+            // it reserved for a reconnect.
+            bool left = ws_.reason().code == websocket::close_code::normal;
+            st_.rtr->member_left(seat_token_, left);
+        }
         w_.connections.erase(this);
         w_.metrics.add(w_.metrics.connections, -1);
         spdlog::debug("{} disconnected", tag_);

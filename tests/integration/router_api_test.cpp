@@ -107,4 +107,23 @@ TEST(router_api, a_real_join_through_the_seat_url_confirms_the_seat)
     auto info = json::parse(http_request(srv.port(), "GET", "/v1/rooms/game").body);
     EXPECT_EQ(info["shards"][0]["members"], 0);
     EXPECT_EQ(info["shards"][0]["reserved"], 1);
+    // The reconnect takes the seat again; a normal leave (close 1000) frees it.
+    {
+        ws_client c(srv.port(), path);
+        auto j = join_msg("view1");
+        j["args"]["name"] = "com.example/game";
+        c.send_json(j);
+        ASSERT_TRUE(c.recv_action("SYNC"));
+        EXPECT_EQ(json::parse(http_request(srv.port(), "GET", "/v1/rooms/game").body)["shards"][0]["members"], 1);
+        c.send_frame(0x8, std::string("\x03\xE8", 2));  // close 1000
+        c.wait_close();
+    }
+    for (int i = 0; i < 50; ++i) {
+        info = json::parse(http_request(srv.port(), "GET", "/v1/rooms/game").body);
+        if (info["shards"][0]["reserved"] == 0 && info["shards"][0]["members"] == 0)
+            break;
+        std::this_thread::sleep_for(20ms);
+    }
+    EXPECT_EQ(info["shards"][0]["members"], 0);
+    EXPECT_EQ(info["shards"][0]["reserved"], 0);
 }

@@ -86,7 +86,7 @@ TEST_F(router_fixture, seats_expire_unless_confirmed_and_leave_frees)
     EXPECT_EQ(info["shards"][0]["members"], 1);
     EXPECT_EQ(info["shards"][0]["reserved"], 0);  // bob's seat expired
     // Alice's connection drops: her seat is held for a reconnect, then freed.
-    r->member_left(token_of(a));
+    r->member_left(token_of(a), false);
     info = r->room_info("r").value();
     EXPECT_EQ(info["shards"][0]["reserved"], 1);
     r->member_joined(token_of(a), "com.example.app/r");
@@ -95,6 +95,13 @@ TEST_F(router_fixture, seats_expire_unless_confirmed_and_leave_frees)
     EXPECT_TRUE(r->leave("r", "alice"));
     EXPECT_FALSE(r->leave("r", "alice"));
     EXPECT_EQ(r->room_info("r").value()["shards"][0]["members"], 0);
+    // A normal leave (close 1000) frees the seat at once.
+    auto c = join("r", "carol");
+    r->member_joined(token_of(c), "app/r");
+    r->member_left(token_of(c), true);
+    info = r->room_info("r").value();
+    EXPECT_EQ(info["shards"][0]["members"], 0);
+    EXPECT_EQ(info["shards"][0]["reserved"], 0);
 }
 
 TEST_F(router_fixture, empty_overflow_shards_retire_after_grace)
