@@ -13,7 +13,7 @@
 //   LOCKSTEP_URL     (required) WebSocket URL of the reflector; the client appends /<sessionId>
 //   LOCKSTEP_FILES   file-server URL, required by the snapshot scenario (missing = failure)
 //   COMPAT_LIBS      comma list of libraries to test (default "multisynq,croquet")
-//   COMPAT_SCENARIOS comma list of scenarios (default "replay,snapshot")
+//   COMPAT_SCENARIOS comma list of scenarios (default "replay,snapshot,router")
 //   COMPAT_LOG_DIR   where the per-process logs go (default: a fresh dir under the OS tmp dir)
 //   COMPAT_TRACE     "1" to make the clients print every WebSocket frame into their logs
 //   COMPAT_SLOW      factor (>= 1) to stretch the timeouts on a slow machine (default 1)
@@ -26,6 +26,12 @@
 //             the winner of the snapshot vote uploads it (PUT <files>/apps/...) and sends
 //             SNAP; the late joiner starts after that and must start from the snapshot
 //             (its model init() must not run), C drops its connection after the snapshot.
+//   router:   the session router HTTP API on the reflector's port (http origin of
+//             LOCKSTEP_URL): 2 users get seats in a fresh room (POST /v1/rooms/<room>/join),
+//             connect through their seat URLs (ws://HOST:PORT/r/<token>, the client appends
+//             /<sessionId>) into the room's first shard; GET /v1/rooms/<room> must show the
+//             seats reserved before and confirmed (members 2, reserved 0) while they run, and
+//             freed (0/0) right after both called session.leave() (close 1000).
 
 import { test, describe, after } from "node:test";
 import assert from "node:assert/strict";
@@ -42,7 +48,7 @@ const APP_SCRIPT = join(HERE, "counter-app.mjs");
 const REFLECTOR = process.env.LOCKSTEP_URL || "";
 const FILES = (process.env.LOCKSTEP_FILES || "").replace(/\/+$/, "");
 const LIBS = (process.env.COMPAT_LIBS || "multisynq,croquet").split(",").map(s => s.trim()).filter(Boolean);
-const SCENARIOS = (process.env.COMPAT_SCENARIOS || "replay,snapshot").split(",").map(s => s.trim()).filter(Boolean);
+const SCENARIOS = (process.env.COMPAT_SCENARIOS || "replay,snapshot,router").split(",").map(s => s.trim()).filter(Boolean);
 const TRACE = process.env.COMPAT_TRACE === "1";
 const SLOW = Math.max(1, Number(process.env.COMPAT_SLOW) || 1);
 const LOG_DIR = process.env.COMPAT_LOG_DIR
@@ -62,6 +68,13 @@ const LATE = "L";
 const JOIN_TIMEOUT = 30000 * SLOW;
 const SNAP_TIMEOUT = 25000 * SLOW;
 const SCENARIO_TIMEOUT = 100000 * SLOW;
+const HTTP_TIMEOUT = 5000 * SLOW;
+
+// router workload: 2 seated users
+const ROUTER_USERS = ["A", "B"];
+const ROUTER_SENDS = 10;
+const ROUTER_RUN_MS = 4500;
+const ROUTER_FREE_MS = 3000;   // a left seat must be gone within this (and well within the seat TTL)
 
 // every variable counter-app.mjs reads: never inherited from the runner's environment
 const APP_ENV_VARS = ["LIB", "REFLECTOR", "FILES", "SESSION", "APP", "PASSWORD", "NAME", "SENDS", "SEND_MS",
@@ -170,6 +183,26 @@ function withTimeout(promise, ms, what) {
         promise.finally(() => clearTimeout(timer)),
         new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`timeout (${ms} ms): ${what}`)), ms); }),
     ]);
+}
+
+/** http(s) origin of the reflector (the router API shares its port), from LOCKSTEP_URL */
+function httpBase() {
+    const u = new URL(REFLECTOR);
+    return `${u.protocol === "wss:" ? "https:" : "http:"}//${u.host}`;
+}
+
+/** fetch JSON from the router API; asserts the status */
+async function api(method, path, body, expectStatus = 200) {
+    const url = `${httpBase()}${path}`;
+    const res = await fetch(url, {
+        method,
+        headers: body ? { "content-type": "application/json" } : {},
+        body: body ? JSON.stringify(body) : undefined,
+        signal: AbortSignal.timeout(HTTP_TIMEOUT),
+    });
+    const text = await res.text();
+    assert.equal(res.status, expectStatus, `${method} ${url}: status ${res.status} ${text.slice(0, 300)}`);
+    try { return JSON.parse(text); } catch (e) { throw new Error(`${method} ${url}: not JSON: ${text.slice(0, 300)}`); }
 }
 
 function checkReachable(urlString, timeoutMs = 3000) {
@@ -347,6 +380,124 @@ async function runScenario(t, lib, scenario) {
 }
 
 // ---------------------------------------------------------------------------
+// router scenario: seats from the HTTP API, confirmed by the clients' JOINs, freed on leave
+// ---------------------------------------------------------------------------
+async function runRouterScenario(t, lib) {
+    if (preflightError) throw new Error(`not run: ${preflightError} (see the preflight test)`);
+    const label = `${lib}-router`;
+    const room = `compat-${label}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 7)}`;
+    const roomPath = `/v1/rooms/${encodeURIComponent(room)}`;
+    const host = new URL(httpBase()).host;
+    const shardOf = (info, session) => {
+        const sh = info.shards.find(s => s.session === session);
+        assert.ok(sh, `GET ${roomPath}: no shard for session ${session}: ${JSON.stringify(info)}`);
+        return sh;
+    };
+
+    const started = performance.now();
+    const clients = [];
+    const phase = {};
+    const stamp = what => { phase[what] = Math.round(performance.now() - started); };
+    try {
+        // ---- seats ----
+        const seats = {};
+        for (const user of ROUTER_USERS) {
+            const a = await api("POST", `${roomPath}/join`, { user });
+            seats[user] = a;
+            assert.equal(a.room, room, `join ${user}: room`);
+            assert.equal(a.session, room, `join ${user}: the first shard's session is the room name`);
+            assert.equal(a.shard, 1, `join ${user}: shard`);
+            assert.ok(a.reflector.startsWith(`ws://${host}/r/`) && a.reflector.length > `ws://${host}/r/`.length,
+                `join ${user}: reflector ${a.reflector} must be ws://${host}/r/<seat-token>`);
+            assert.match(a.files, /^https?:\/\/.+\/files$/, `join ${user}: files`);
+            assert.ok(Number.isInteger(a.expires_in_ms) && a.expires_in_ms > 0, `join ${user}: expires_in_ms ${a.expires_in_ms}`);
+        }
+        const [ua, ub] = ROUTER_USERS.map(u => seats[u]);
+        assert.notEqual(ua.reflector, ub.reflector, "two users must get two seat tokens");
+        assert.equal(ua.session, ub.session, "both users must be seated in the same session");
+        const ttlMs = Math.min(ua.expires_in_ms, ub.expires_in_ms);
+        let info = await api("GET", roomPath);
+        assert.equal(info.room, room);
+        let sh = shardOf(info, ua.session);
+        assert.deepEqual([sh.members, sh.reserved], [0, ROUTER_USERS.length], `seats handed out, not yet confirmed: ${JSON.stringify(info)}`);
+        stamp("seated");
+
+        // ---- clients through their seat URLs ----
+        for (const user of ROUTER_USERS) {
+            const seat = seats[user];
+            clients.push(new Client(label, user, {
+                LIB: lib, REFLECTOR: seat.reflector, FILES: seat.files, SESSION: seat.session,
+                APP: "io.lockstep.compat", PASSWORD: "compat-password",
+                SENDS: String(ROUTER_SENDS), SEND_MS: String(SEND_MS), RUN_MS: String(ROUTER_RUN_MS),
+                EXPECT_COUNT: String(ROUTER_SENDS * ROUTER_USERS.length), SETTLE_MS: String(10000 * SLOW),
+                JOIN_TIMEOUT_MS: String(JOIN_TIMEOUT), HARD_TIMEOUT_MS: String(SCENARIO_TIMEOUT - 5000),
+                CLIENT_DEBUG: "session", TRACE_FRAMES: TRACE ? "1" : "0",
+            }));
+        }
+        // JOINED is printed after the SYNC, and the reflector confirms the seat before it sends the SYNC
+        await Promise.all(clients.map(c => c.waitUntil(() => c.marker("JOINED"), JOIN_TIMEOUT, "JOINED")));
+        stamp("joined");
+        info = await api("GET", roomPath);
+        sh = shardOf(info, ua.session);
+        assert.deepEqual([sh.members, sh.reserved], [ROUTER_USERS.length, 0], `both clients joined through their seats: ${JSON.stringify(info)}`);
+        const running = { members: sh.members, reserved: sh.reserved };
+
+        await withTimeout(Promise.all(clients.map(c => c.exited)), SCENARIO_TIMEOUT, "all clients to exit");
+        stamp("allExited");
+
+        // ---- seats freed by the clients' session.leave() ----
+        // Bounded by ROUTER_FREE_MS and by half the seat TTL counted from now, so that an
+        // expiring reservation (what a dropped connection leaves behind) cannot pass for a leave.
+        const pollStart = performance.now();
+        const deadline = pollStart + Math.max(200, Math.min(ROUTER_FREE_MS * SLOW, ttlMs / 2));
+        for (;;) {
+            info = await api("GET", roomPath);
+            sh = shardOf(info, ua.session);
+            if ((sh.members === 0 && sh.reserved === 0) || performance.now() >= deadline) break;
+            await sleep(100);
+        }
+        const freedMs = Math.round(performance.now() - pollStart);
+        assert.deepEqual([sh.members, sh.reserved], [0, 0],
+            `seats must be freed after session.leave() (waited ${freedMs} ms, seat TTL ${ttlMs} ms): ${JSON.stringify(info)}`);
+        stamp("seatsFreed");
+        const left = await api("POST", `${roomPath}/leave`, { user: ROUTER_USERS[0] });
+        assert.equal(left.freed, false, `the seat of ${ROUTER_USERS[0]} was still held: ${JSON.stringify(left)}`);
+
+        // ---- the replicas ----
+        for (const c of clients) {
+            assert.ok(c.result, `${c.name} printed no RESULT line (exit ${JSON.stringify(c.exit)}); log ${c.logFile}\n${c.tail()}`);
+            assert.equal(c.exit.code, 0, `${c.name} exit code ${JSON.stringify(c.exit)} error=${c.result.error}; log ${c.logFile}\n${c.tail()}`);
+            assert.equal(c.result.exitCode, 0, `${c.name} reported exitCode ${c.result.exitCode}: ${c.result.error}`);
+        }
+        const results = clients.map(c => c.result);
+        assert.equal(new Set(results.map(r => r.sessionId)).size, 1, `both clients must be in one session: ${results.map(r => r.sessionId)}`);
+        for (const r of results) {
+            const seat = seats[r.name];
+            assert.ok(r.sockets.length >= 1 && r.sockets[0].url.startsWith(`${seat.reflector}/`),
+                `${r.name} must connect through its seat URL ${seat.reflector}/<sessionId>: ${JSON.stringify(r.sockets.map(s => s.url))}`);
+            assert.equal(r.syncs.length, 1, `${r.name} reconnected unexpectedly: ${JSON.stringify(r.syncs)}`);
+            assert.equal(r.sendsDone, ROUTER_SENDS, `${r.name} did not publish all its events`);
+            assert.equal(r.count, ROUTER_SENDS * ROUTER_USERS.length, `${r.name}: count ${r.count} (perSender ${JSON.stringify(r.perSender)})`);
+            assert.equal(r.dups, 0, `${r.name}: duplicate events executed`);
+            for (const u of ROUTER_USERS) assert.equal(r.perSender[u], ROUTER_SENDS, `${r.name}: events from ${u}`);
+            assert.ok(r.checkpoints.length >= 2, `${r.name}: only ${r.checkpoints.length} checkpoints`);
+        }
+        const reference = assertCheckpointsAgree(results);
+
+        t.diagnostic(`${label}: room ${room}, session ${results[0].sessionId}, phases(ms) ${JSON.stringify(phase)}, ` +
+            `running ${JSON.stringify(running)}, seats freed ${freedMs} ms after exit (seat TTL ${ttlMs} ms), ` +
+            `checkpoints ${reference.length}, logs in ${LOG_DIR}`);
+    } catch (err) {
+        killAll();
+        const tails = clients.map(c => `--- ${c.name} (${c.logFile}) exit=${JSON.stringify(c.exit)}\n${c.tail(15)}`).join("\n");
+        err.message = `${err.message}\n${tails}`;
+        throw err;
+    } finally {
+        killAll();
+    }
+}
+
+// ---------------------------------------------------------------------------
 // tests
 // ---------------------------------------------------------------------------
 let preflightError = "preflight did not run";
@@ -367,12 +518,15 @@ for (const lib of LIBS) {
         for (const scenario of SCENARIOS) {
             const title = scenario === "snapshot"
                 ? "3 clients + drop/seamless rejoin + late joiner from a snapshot (files)"
-                : "3 clients + drop/seamless rejoin + late joiner replaying the log (no files)";
+                : scenario === "router"
+                    ? "2 users seated by /v1/rooms/<room>/join share the shard's session; seats confirmed by JOIN, freed by leave"
+                    : "3 clients + drop/seamless rejoin + late joiner replaying the log (no files)";
             test(`${scenario}: ${title}`, { timeout: SCENARIO_TIMEOUT + 20000 }, t => {
                 // A missing component is a failure, never a skip.
                 assert.ok(REFLECTOR, "LOCKSTEP_URL must name the reflector under test");
                 if (scenario === "snapshot")
                     assert.ok(FILES, "LOCKSTEP_FILES must name the file endpoint for the snapshot scenario");
+                if (scenario === "router") return runRouterScenario(t, lib);
                 return runScenario(t, lib, scenario);
             });
         }
