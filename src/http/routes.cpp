@@ -241,8 +241,10 @@ router_api(server_state& st, request&& req, std::string_view path, reply_fn repl
     }
     if (seg.size() >= 2 && seg[0] == "rooms") {
         auto const& room = seg[1];
-        if (!valid_name(room))
-            return reply(field_error(req, 400, "room name must be 1-128 bytes without control characters", "room"));
+        // '~' names overflow shards and '/' child sessions: not allowed in room names.
+        if (!valid_name(room) || room.find_first_of("~/") != std::string::npos)
+            return reply(field_error(req, 400, "room name must be 1-128 bytes without control characters, '~' or '/'",
+                                     "room"));
         if (seg.size() == 2) {
             if (method != http::verb::get && method != http::verb::head)
                 return reply(method_not_allowed(req, "GET, HEAD"));
@@ -268,6 +270,8 @@ router_api(server_state& st, request&& req, std::string_view path, reply_fn repl
             }
             if (!string_field(*body, "region", region, false, 64, req, reply))
                 return;
+            if (st.draining.load())
+                return reply(field_error(req, 503, "this reflector is draining", "region"));
             router::api_error err;
             auto seat = rt.join(room, user, region, err);
             if (!seat)

@@ -1,6 +1,7 @@
 #include "router/router.hpp"
 
 #include <fnmatch.h>
+#include <openssl/rand.h>
 
 #include <algorithm>
 #include <cmath>
@@ -9,6 +10,19 @@
 namespace lockstep::router {
 
 using nlohmann::json;
+
+namespace {
+
+/// Seats at which a shard counts as full for overflow: ceil(capacity * overflow),
+/// computed so that 50 * 0.56 is 28, not 29.
+std::size_t
+threshold_of(policy const& p)
+{
+    auto t = static_cast<std::size_t>(std::ceil(p.capacity * p.overflow - 1e-9));
+    return std::max<std::size_t>(1, t);
+}
+
+}  // namespace
 
 json
 seat_answer::to_json() const
@@ -34,13 +48,20 @@ router::policy_for(std::string const& room) const
 std::string
 router::new_token()
 {
-    // Unguessable: a seat token lets its holder take the seat.
-    thread_local std::mt19937_64 rng{std::random_device{}()};
-    static char const digits[] = "0123456789abcdefghijklmnopqrstuvwxyz";
+    // Unguessable: a seat token lets its holder take the seat. 128 random bits.
+    unsigned char raw[16];
+    if (RAND_bytes(raw, sizeof raw) != 1) {
+        std::random_device rd;
+        for (auto& b : raw)
+            b = static_cast<unsigned char>(rd());
+    }
+    static char const digits[] = "0123456789abcdef";
     std::string t;
-    for (int i = 0; i < 22; ++i)
-        t.push_back(digits[rng() % 36]);
-    return t + std::to_string(++token_counter_);
+    for (unsigned char b : raw) {
+        t.push_back(digits[b >> 4]);
+        t.push_back(digits[b & 0xF]);
+    }
+    return t;
 }
 
 std::string
@@ -87,9 +108,7 @@ router::sweep(room& r, std::int64_t now)
     }
     // Retire empty overflow shards (never the first) after the grace period, but keep
     // headroom: one empty shard stays if every other one is at the threshold.
-    auto threshold = [&r](shard const& s) {
-        return static_cast<double>(s.seats.size()) >= std::ceil(r.pol.capacity * r.pol.overflow);
-    };
+    auto threshold = [&r](shard const& s) { return s.seats.size() >= threshold_of(r.pol); };
     for (std::size_t i = r.shards.size(); i-- > 1;) {
         auto& sh = r.shards[i];
         if (!sh.seats.empty() || now - sh.empty_since_us < static_cast<std::int64_t>(r.pol.retire_ms) * 1000)
@@ -154,14 +173,18 @@ router::join(std::string const& name, std::string const& user, std::string const
         r.pol = policy_for(name);
     sweep(r, now);
 
-    auto answer = [&](shard const& sh, seat const& st) {
+    auto answer = [&](shard& sh, seat const& st) {
         seat_answer a;
         a.room = name;
         a.session = sh.session;
         a.shard = sh.index;
         auto const* refl = reflector_by_id(sh.reflector_id);
-        if (!refl || now - refl->heartbeat_us > heartbeat_ttl_us_)
+        if (!refl || now - refl->heartbeat_us > heartbeat_ttl_us_) {
+            // Its reflector is gone: move the shard, so all its users go to one place.
             refl = place(region);
+            if (refl)
+                sh.reflector_id = refl->id;
+        }
         a.reflector = refl ? seat_url(refl->url, st.token) : "";
         a.files = refl ? refl->files_url : "";
         a.expires_in_ms = st.confirmed ? 0 : std::max<std::int64_t>(0, (st.expires_us - now) / 1000);
@@ -193,9 +216,8 @@ router::join(std::string const& name, std::string const& user, std::string const
     tokens_[st.token] = {name, user};
     auto result = answer(*target, placed);
     // Always keep headroom: when every shard is at the threshold, open the next one.
-    auto limit = std::ceil(r.pol.capacity * r.pol.overflow);
-    if (std::all_of(r.shards.begin(), r.shards.end(),
-                    [&](shard const& s) { return static_cast<double>(s.seats.size()) >= limit; }))
+    auto limit = threshold_of(r.pol);
+    if (std::all_of(r.shards.begin(), r.shards.end(), [&](shard const& s) { return s.seats.size() >= limit; }))
         spawn(name, r, region);
     return result;
 }
@@ -314,30 +336,31 @@ router::reflectors()
     return out;
 }
 
-void
+bool
 router::member_joined(std::string const& token, std::string const& name)
 {
     std::lock_guard lock(mu_);
     auto t = tokens_.find(token);
     if (t == tokens_.end())
-        return;
+        return false;
     auto r = rooms_.find(t->second.first);
     if (r == rooms_.end())
-        return;
+        return false;
     for (auto& sh : r->second.shards) {
         auto s = sh.seats.find(t->second.second);
         if (s != sh.seats.end() && s->second.token == token) {
-            // JOIN names are "<appId>/<session>"; a seat only counts in its own session.
-            bool same = name == sh.session ||
-                        (name.size() > sh.session.size() && name.compare(name.size() - sh.session.size(), sh.session.size(), sh.session) == 0 &&
-                         name[name.size() - sh.session.size() - 1] == '/');
-            if (!same)
-                return;
+            // JOIN names are "<appId>/<session>" (an appId has no '/'); a seat only
+            // counts in its own session.
+            auto slash = name.find('/');
+            bool same = name == sh.session || (slash != std::string::npos && name.substr(slash + 1) == sh.session);
+            if (!same || (s->second.expires_us < clock_.now_us() && !s->second.confirmed))
+                return false;
             s->second.confirmed = true;
             ++s->second.connections;
-            return;
+            return true;
         }
     }
+    return false;
 }
 
 void

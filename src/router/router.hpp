@@ -84,7 +84,8 @@ public:
     /// A connection that came through seat `token` joined the session named `name`
     /// (JOIN's `appId/name`): if that is the seat's session, the seat is confirmed and
     /// held while the connection is in.
-    void member_joined(std::string const& token, std::string const& name);
+    /// Returns true when the seat was confirmed (the caller then reports the leave).
+    bool member_joined(std::string const& token, std::string const& name);
     /// That connection is gone. After a normal leave (`left` = close code 1000) the
     /// seat is freed; after a drop it goes back to reserved with a fresh expiry, so a
     /// reconnect can take it again, and is freed if nobody does.
@@ -135,7 +136,6 @@ private:
     std::map<std::string, std::pair<std::string, std::string>> tokens_;  // token -> (room, user)
     std::map<std::string, std::vector<child>> children_;
     std::map<std::string, reflector_info> reflectors_;
-    std::uint64_t token_counter_ = 0;
 };
 
 }  // namespace lockstep::router

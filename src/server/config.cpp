@@ -187,15 +187,15 @@ parse_config(int argc, char const* const* argv, std::string& message, bool& help
         message = "--default-tick-ms must be positive";
         return std::nullopt;
     }
-    if (c.room_capacity == 0) {
-        message = "--room-capacity must be positive";
+    if (c.room_capacity == 0 || c.room_capacity > 1'000'000) {
+        message = "--room-capacity must be between 1 and 1000000";
         return std::nullopt;
     }
     for (auto const& p : c.room_policies) {
         auto rest = p.substr(p.find('=') + 1);
         char* end = nullptr;
         auto cap = std::strtoul(rest.c_str(), &end, 10);
-        bool ok = end != rest.c_str() && cap > 0;
+        bool ok = end != rest.c_str() && rest[0] != '-' && cap > 0 && cap <= 1'000'000;
         if (ok && *end == ':') {
             char* end2 = nullptr;
             double f = std::strtod(end + 1, &end2);

@@ -241,11 +241,8 @@ private:
             auto& slot = w_.session_for(session_id_);
             if (slot.s.join(*this, f.args.empty() ? std::string_view("null") : f.args)) {
                 slot_ = &slot;
-                if (!seat_token_.empty() && !seat_confirmed_) {
-                    // Came through a router seat: real membership confirms it.
-                    st_.rtr->member_joined(seat_token_, slot.s.name());
-                    seat_confirmed_ = true;
-                }
+                if (!seat_token_.empty() && !seat_confirmed_)  // came through a router seat
+                    seat_confirmed_ = st_.rtr->member_joined(seat_token_, slot.s.name());
             }
             w_.after(slot);
             return;

@@ -176,6 +176,9 @@ server_state::server_state(config c)
 void
 server_state::heartbeat(std::uint16_t port)
 {
+    // A draining reflector stops beating, so it gets no new placements.
+    if (draining.load())
+        return;
     router::reflector_info r;
     r.id = cfg.reflector_id.empty() ? cfg.region + "-" + std::to_string(port) : cfg.reflector_id;
     r.region = cfg.region;
