@@ -1,11 +1,12 @@
 # lockstep: the two commands of the README, and a few more.
 #   make run    set up, build, start the reflector on ws://127.0.0.1:9090 (data in ./data)
 #   make test   set up, build, run every test (unit, integration, compatibility)
-#   make bench  set up, build, run the benchmarks
+#   make bench  set up, build, run the benchmarks (rewrites docs/performance.md)
+#   make test-asan, make fuzz: the same tests under sanitizers; the codec fuzzer
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 PORT ?= 9090
 
-.PHONY: all setup build run test bench clean compat-deps
+.PHONY: all setup build run test test-asan bench fuzz clean compat-deps
 
 all: build
 
@@ -25,8 +26,17 @@ compat-deps: setup
 test: build compat-deps
 	ctest --preset release -j 1
 
+# Every test against an ASan+UBSan (Debug) build in build-asan/, real clients included.
+test-asan: setup compat-deps
+	@cmake --preset asan >/dev/null
+	@cmake --build --preset asan -j $(JOBS)
+	ctest --preset asan -j 1
+
+fuzz: setup
+	bash scripts/fuzz.sh 60
+
 bench: build
 	@if [ -x scripts/bench.sh ]; then bash scripts/bench.sh; else echo "no benchmarks yet"; fi
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz

@@ -33,6 +33,20 @@ echo "reflector on port $port (log: $work/reflector.log)"
 status=0
 LOCKSTEP_URL="ws://127.0.0.1:$port/reflector" LOCKSTEP_FILES="http://127.0.0.1:$port/files" \
   COMPAT_LOG_DIR="$work/clients" node --test "$here/run-compat.mjs" || status=$?
+# The reflector must drain and exit cleanly (under sanitizers this also catches leaks).
+kill -TERM "$pid" 2>/dev/null || true
+rstatus=0
+for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$pid" 2>/dev/null; then
+  echo "reflector did not exit within 10 s of SIGTERM"; rstatus=1
+else
+  wait "$pid" || rstatus=$?
+fi
+pid=""
+if [ "$rstatus" -ne 0 ]; then
+  echo "reflector exited with status $rstatus"
+  [ "$status" -ne 0 ] || status=$rstatus
+fi
 if [ "$status" -ne 0 ]; then
   echo "---- reflector log (last 80 lines) ----"; tail -n 80 "$work/reflector.log"
   for f in "$work"/clients/*; do [ -f "$f" ] && { echo "---- $f (last 30 lines) ----"; tail -n 30 "$f"; }; done
