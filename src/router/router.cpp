@@ -232,14 +232,37 @@ router::leave(std::string const& name, std::string const& user)
     for (auto& sh : it->second.shards) {
         auto s = sh.seats.find(user);
         if (s != sh.seats.end()) {
-            tokens_.erase(s->second.token);
-            sh.seats.erase(s);
-            if (sh.seats.empty())
-                sh.empty_since_us = clock_.now_us();
+            free_seat(sh, s);
             return true;
         }
     }
     return false;
+}
+
+void
+router::free_seat(shard& sh, std::map<std::string, seat>::iterator s)
+{
+    tokens_.erase(s->second.token);
+    sh.seats.erase(s);
+    if (sh.seats.empty())
+        sh.empty_since_us = clock_.now_us();
+}
+
+std::optional<router::seat_ref>
+router::find_by_token(std::string const& token)
+{
+    auto t = tokens_.find(token);
+    if (t == tokens_.end())
+        return std::nullopt;
+    auto r = rooms_.find(t->second.first);
+    if (r == rooms_.end())
+        return std::nullopt;
+    for (auto& sh : r->second.shards) {
+        auto s = sh.seats.find(t->second.second);
+        if (s != sh.seats.end() && s->second.token == token)
+            return seat_ref{&r->second, &sh, s};
+    }
+    return std::nullopt;
 }
 
 std::optional<json>
@@ -340,58 +363,40 @@ bool
 router::member_joined(std::string const& token, std::string const& name)
 {
     std::lock_guard lock(mu_);
-    auto t = tokens_.find(token);
-    if (t == tokens_.end())
+    auto ref = find_by_token(token);
+    if (!ref)
         return false;
-    auto r = rooms_.find(t->second.first);
-    if (r == rooms_.end())
+    auto& st = ref->s->second;
+    // JOIN names are "<appId>/<session>" (an appId has no '/'); a seat only counts in
+    // its own session, and an expired reservation not yet swept does not count.
+    auto slash = name.find('/');
+    auto const& session = ref->sh->session;
+    bool same = name == session || (slash != std::string::npos && name.substr(slash + 1) == session);
+    if (!same || (!st.confirmed && st.expires_us < clock_.now_us()))
         return false;
-    for (auto& sh : r->second.shards) {
-        auto s = sh.seats.find(t->second.second);
-        if (s != sh.seats.end() && s->second.token == token) {
-            // JOIN names are "<appId>/<session>" (an appId has no '/'); a seat only
-            // counts in its own session.
-            auto slash = name.find('/');
-            bool same = name == sh.session || (slash != std::string::npos && name.substr(slash + 1) == sh.session);
-            if (!same || (s->second.expires_us < clock_.now_us() && !s->second.confirmed))
-                return false;
-            s->second.confirmed = true;
-            ++s->second.connections;
-            return true;
-        }
-    }
-    return false;
+    st.confirmed = true;
+    ++st.connections;
+    return true;
 }
 
 void
 router::member_left(std::string const& token, bool left)
 {
     std::lock_guard lock(mu_);
-    auto t = tokens_.find(token);
-    if (t == tokens_.end())
+    auto ref = find_by_token(token);
+    if (!ref)
         return;
-    auto r = rooms_.find(t->second.first);
-    if (r == rooms_.end())
+    auto& st = ref->s->second;
+    if (--st.connections > 0)
         return;
-    for (auto& sh : r->second.shards) {
-        auto s = sh.seats.find(t->second.second);
-        if (s != sh.seats.end() && s->second.token == token) {
-            if (--s->second.connections <= 0 && left) {
-                tokens_.erase(t);
-                sh.seats.erase(s);
-                if (sh.seats.empty())
-                    sh.empty_since_us = clock_.now_us();
-                return;
-            }
-            if (s->second.connections <= 0) {
-                // Back to reserved: a reconnect within the TTL takes it again.
-                s->second.connections = 0;
-                s->second.confirmed = false;
-                s->second.expires_us = clock_.now_us() + static_cast<std::int64_t>(r->second.pol.seat_ttl_ms) * 1000;
-            }
-            return;
-        }
+    if (left) {
+        free_seat(*ref->sh, ref->s);
+        return;
     }
+    // Back to reserved: a reconnect within the TTL takes it again.
+    st.connections = 0;
+    st.confirmed = false;
+    st.expires_us = clock_.now_us() + static_cast<std::int64_t>(ref->r->pol.seat_ttl_ms) * 1000;
 }
 
 }  // namespace lockstep::router

@@ -121,7 +121,15 @@ private:
         std::string session, purpose, reflector_id;
     };
 
+    struct seat_ref {
+        room* r;
+        shard* sh;
+        std::map<std::string, seat>::iterator s;
+    };
+
     policy policy_for(std::string const& room) const;
+    std::optional<seat_ref> find_by_token(std::string const& token);
+    void free_seat(shard& sh, std::map<std::string, seat>::iterator s);
     void sweep(room& r, std::int64_t now);
     shard& spawn(std::string const& name, room& r, std::string const& region);
     reflector_info const* place(std::string const& region);

@@ -4,6 +4,12 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
 using namespace lockstep;
 using namespace lockstep::test;
 using nlohmann::json;
@@ -126,4 +132,38 @@ TEST(router_api, a_real_join_through_the_seat_url_confirms_the_seat)
     }
     EXPECT_EQ(info["shards"][0]["members"], 0);
     EXPECT_EQ(info["shards"][0]["reserved"], 0);
+}
+
+TEST(router_api, concurrent_http_joins_fill_shards_without_overflowing)
+{
+    running_server srv;
+    constexpr int threads = 8, per = 50;  // 400 users over HTTP, capacity 50
+    std::vector<std::thread> ts;
+    std::mutex mu;
+    std::map<std::string, int> per_session;
+    std::set<std::string> seats;
+    std::atomic<int> failures{0};
+    for (int t = 0; t < threads; ++t)
+        ts.emplace_back([&, t] {
+            for (int i = 0; i < per; ++i) {
+                auto r = http_request(srv.port(), "POST", "/v1/rooms/crowd/join",
+                                      json{{"user", "u" + std::to_string(t) + "-" + std::to_string(i)}}.dump());
+                auto j = json::parse(r.body, nullptr, false);
+                if (r.status != 200 || !j.is_object()) {
+                    ++failures;
+                    continue;
+                }
+                std::lock_guard lock(mu);
+                ++per_session[j["session"].get<std::string>()];
+                seats.insert(j["reflector"].get<std::string>());
+            }
+        });
+    for (auto& t : ts)
+        t.join();
+    EXPECT_EQ(failures.load(), 0);
+    EXPECT_EQ(seats.size(), static_cast<std::size_t>(threads * per));
+    for (auto const& [s, n] : per_session)
+        EXPECT_LE(n, 50) << s;
+    auto info = json::parse(http_request(srv.port(), "GET", "/v1/rooms/crowd").body);
+    EXPECT_EQ(info["shards"].size(), 9u);  // 8 full shards + headroom
 }
