@@ -60,36 +60,57 @@ struct api_error {
     std::string field;
 };
 
-class router {
+/// Where router state lives: this process (`router`, the embedded default) or Redis
+/// (`redis_directory`, shared by a cluster of reflectors). Same rules either way.
+class directory {
 public:
-    router(clock_source const& clock, options opts, std::uint32_t heartbeat_ttl_ms = 10000);
+    virtual ~directory() = default;
 
     /// Reserves (or returns) `user`'s seat in `room`.
-    std::optional<seat_answer> join(std::string const& room, std::string const& user, std::string const& region,
-                                    api_error& err);
+    virtual std::optional<seat_answer> join(std::string const& room, std::string const& user,
+                                            std::string const& region, api_error& err) = 0;
     /// Frees `user`'s seat early. False if the user had none.
-    bool leave(std::string const& room, std::string const& user);
+    virtual bool leave(std::string const& room, std::string const& user) = 0;
     /// Shards of a room, or nullopt if the room is unknown.
-    std::optional<nlohmann::json> room_info(std::string const& room);
+    virtual std::optional<nlohmann::json> room_info(std::string const& room) = 0;
 
     /// Creates (or returns, per purpose) a child session of `parent`.
-    std::optional<nlohmann::json> create_child(std::string const& parent, std::string const& purpose,
-                                               std::string const& region, api_error& err);
-    nlohmann::json children(std::string const& parent);
+    virtual std::optional<nlohmann::json> create_child(std::string const& parent, std::string const& purpose,
+                                                       std::string const& region, api_error& err) = 0;
+    virtual nlohmann::json children(std::string const& parent) = 0;
 
-    void register_reflector(reflector_info r);
-    nlohmann::json reflectors();
+    /// Registers or refreshes (heartbeat) a reflector.
+    virtual void register_reflector(reflector_info r) = 0;
+    virtual nlohmann::json reflectors() = 0;
 
     // ---- membership, reported by the reflector's connections ----
     /// A connection that came through seat `token` joined the session named `name`
     /// (JOIN's `appId/name`): if that is the seat's session, the seat is confirmed and
     /// held while the connection is in.
     /// Returns true when the seat was confirmed (the caller then reports the leave).
-    bool member_joined(std::string const& token, std::string const& name);
+    virtual bool member_joined(std::string const& token, std::string const& name) = 0;
     /// That connection is gone. After a normal leave (`left` = close code 1000) the
     /// seat is freed; after a drop it goes back to reserved with a fresh expiry, so a
     /// reconnect can take it again, and is freed if nobody does.
-    void member_left(std::string const& token, bool left);
+    virtual void member_left(std::string const& token, bool left) = 0;
+};
+
+/// The embedded directory: all state in this process.
+class router final : public directory {
+public:
+    router(clock_source const& clock, options opts, std::uint32_t heartbeat_ttl_ms = 10000);
+
+    std::optional<seat_answer> join(std::string const& room, std::string const& user, std::string const& region,
+                                    api_error& err) override;
+    bool leave(std::string const& room, std::string const& user) override;
+    std::optional<nlohmann::json> room_info(std::string const& room) override;
+    std::optional<nlohmann::json> create_child(std::string const& parent, std::string const& purpose,
+                                               std::string const& region, api_error& err) override;
+    nlohmann::json children(std::string const& parent) override;
+    void register_reflector(reflector_info r) override;
+    nlohmann::json reflectors() override;
+    bool member_joined(std::string const& token, std::string const& name) override;
+    void member_left(std::string const& token, bool left) override;
 
     /// The reflector URL a seated user connects to: the seat token travels in the path
     /// (`<reflector>/r/<token>`); the client appends `/<sessionId>`.

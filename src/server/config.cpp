@@ -54,6 +54,12 @@ Router (docs/router.md)
                             (default 60000)
   --room-policy P=C[:F]     capacity C (and overflow F) for rooms whose name
                             matches the glob P; repeatable, first match wins
+  --redis URL               cluster mode: keep router state in the Redis at
+                            redis://HOST:PORT, shared by every reflector
+                            pointed at it (default: in this process)
+  --heartbeat-ttl-ms N      a reflector that has not refreshed its registration
+                            for this long gets no new sessions (default 10000;
+                            each reflector refreshes every TTL/5, at most 2 s)
 Performance
   --max-coalesce-us N       while a worker thread is busy (>60% CPU), output to
                             each client is gathered for up to this long so one
@@ -124,6 +130,8 @@ parse_config(int argc, char const* const* argv, std::string& message, bool& help
              return end && *end == '\0' && d > 0 && d <= 1;
          })},
         {"--seat-ttl-ms", num(c.seat_ttl_ms)},
+        {"--redis", str(c.redis)},
+        {"--heartbeat-ttl-ms", num(c.heartbeat_ttl_ms)},
         {"--shard-retire-ms", num(c.shard_retire_ms)},
         {"--room-policy", setter([&c](std::string const& v) {
              auto eq = v.find('=');
@@ -185,6 +193,14 @@ parse_config(int argc, char const* const* argv, std::string& message, bool& help
     }
     if (c.default_tick_ms == 0) {
         message = "--default-tick-ms must be positive";
+        return std::nullopt;
+    }
+    if (!c.redis.empty() && c.redis.rfind("redis://", 0) != 0) {
+        message = "--redis must look like redis://HOST:PORT";
+        return std::nullopt;
+    }
+    if (c.heartbeat_ttl_ms < 100) {
+        message = "--heartbeat-ttl-ms must be at least 100";
         return std::nullopt;
     }
     if (c.room_capacity == 0 || c.room_capacity > 1'000'000) {

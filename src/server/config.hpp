@@ -26,6 +26,8 @@
 // | --seat-ttl-ms N          | seat_ttl_ms          | 30000        |
 // | --shard-retire-ms N      | shard_retire_ms      | 60000        |
 // | --room-policy P=C[:F]    | room_policies        | (none)       |
+// | --redis URL              | redis                | (embedded)   |
+// | --heartbeat-ttl-ms N     | heartbeat_ttl_ms     | 10000        |
 #pragma once
 
 #include <cstdint>
@@ -61,6 +63,8 @@ struct config {
     std::uint32_t seat_ttl_ms = 30000;        // reserved seat held this long for its user
     std::uint32_t shard_retire_ms = 60000;    // empty overflow shard removed after this long
     std::vector<std::string> room_policies;   // "PATTERN=CAPACITY[:OVERFLOW]" per room-name glob
+    std::string redis;                        // redis://host:port: cluster mode (shared router state)
+    std::uint32_t heartbeat_ttl_ms = 10000;   // a reflector silent this long gets no placements
 };
 
 /// Parses argv. Returns nullopt and fills `message` for --help (exit 0) or an error

@@ -103,7 +103,7 @@ struct server_state {
     std::atomic<bool> draining{false};
     std::atomic<std::uint64_t> next_conn_id{1};
     steady_clock_source router_clock;
-    std::unique_ptr<router::router> rtr;  // embedded directory (docs/router.md)
+    std::unique_ptr<router::directory> rtr;  // embedded or Redis (docs/router.md)
 
     explicit server_state(config c);
     /// Registers this reflector with the router and refreshes its load (heartbeat).

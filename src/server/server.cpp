@@ -2,6 +2,8 @@
 
 #include "server/internal.hpp"
 
+#include "directory/redis_directory.hpp"
+
 #include <spdlog/spdlog.h>
 
 #include <condition_variable>
@@ -170,7 +172,10 @@ server_state::server_state(config c)
             pol.overflow = std::strtod(end + 1, nullptr);
         ro.patterns.emplace_back(p.substr(0, eq), pol);
     }
-    rtr = std::make_unique<router::router>(router_clock, std::move(ro));
+    if (cfg.redis.empty())
+        rtr = std::make_unique<router::router>(router_clock, std::move(ro), cfg.heartbeat_ttl_ms);
+    else
+        rtr = std::make_unique<router::redis_directory>(cfg.redis, std::move(ro), cfg.heartbeat_ttl_ms);
 }
 
 void
@@ -230,7 +235,7 @@ struct server::impl {
     void
     arm_heartbeat(std::uint16_t port)
     {
-        hb_timer.expires_after(std::chrono::seconds(2));
+        hb_timer.expires_after(std::chrono::milliseconds(std::min<std::uint32_t>(2000, st.cfg.heartbeat_ttl_ms / 5)));
         hb_timer.async_wait([this, port](error_code ec) {
             if (ec || stopped)
                 return;

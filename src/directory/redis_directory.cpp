@@ -1,0 +1,273 @@
+#include "directory/redis_directory.hpp"
+
+#include "directory/router_lua.hpp"
+
+#include <hiredis/hiredis.h>
+#include <openssl/rand.h>
+#include <spdlog/spdlog.h>
+
+#include <fnmatch.h>
+
+#include <random>
+#include <stdexcept>
+
+namespace lockstep::router {
+
+using nlohmann::json;
+
+namespace {
+
+std::string
+random_token()
+{
+    unsigned char raw[16];
+    if (RAND_bytes(raw, sizeof raw) != 1) {
+        std::random_device rd;
+        for (auto& b : raw)
+            b = static_cast<unsigned char>(rd());
+    }
+    static char const digits[] = "0123456789abcdef";
+    std::string t;
+    for (unsigned char b : raw) {
+        t.push_back(digits[b >> 4]);
+        t.push_back(digits[b & 0xF]);
+    }
+    return t;
+}
+
+/// cjson encodes an empty Lua table as {}: where a list is meant, make it [].
+json
+as_list(json j)
+{
+    if (j.is_object() && j.empty())
+        return json::array();
+    return j;
+}
+
+}  // namespace
+
+redis_directory::redis_directory(std::string const& url, options opts, std::uint32_t heartbeat_ttl_ms)
+    : opts_(std::move(opts)), heartbeat_ttl_ms_(heartbeat_ttl_ms)
+{
+    // redis://host[:port][/...]
+    if (url.rfind("redis://", 0) != 0)
+        throw std::runtime_error("--redis must be redis://host:port, not '" + url + "'");
+    auto rest = url.substr(8);
+    rest = rest.substr(0, rest.find('/'));
+    auto colon = rest.rfind(':');
+    host_ = colon == std::string::npos ? rest : rest.substr(0, colon);
+    if (colon != std::string::npos)
+        port_ = std::stoi(rest.substr(colon + 1));
+    if (host_.empty())
+        throw std::runtime_error("--redis has no host: '" + url + "'");
+    std::lock_guard lock(mu_);
+    if (!connect())
+        throw std::runtime_error("cannot connect to Redis at " + host_ + ":" + std::to_string(port_));
+}
+
+redis_directory::~redis_directory()
+{
+    if (ctx_)
+        redisFree(ctx_);
+}
+
+bool
+redis_directory::connect()
+{
+    if (ctx_)
+        redisFree(ctx_);
+    timeval tv{2, 0};
+    ctx_ = redisConnectWithTimeout(host_.c_str(), port_, tv);
+    if (!ctx_ || ctx_->err) {
+        spdlog::error("redis {}:{}: {}", host_, port_, ctx_ ? ctx_->errstr : "cannot allocate context");
+        if (ctx_) {
+            redisFree(ctx_);
+            ctx_ = nullptr;
+        }
+        return false;
+    }
+    redisSetTimeout(ctx_, tv);
+    return true;
+}
+
+bool
+redis_directory::eval(std::vector<std::string> const& args, std::string& out_str, long long& out_int, bool& is_nil)
+{
+    std::vector<char const*> argv{"EVAL", router_lua, "0"};
+    std::vector<std::size_t> lens{4, std::strlen(router_lua), 1};
+    std::string ttl = std::to_string(heartbeat_ttl_ms_);
+    argv.push_back(args[0].c_str());
+    lens.push_back(args[0].size());
+    argv.push_back(ttl.c_str());
+    lens.push_back(ttl.size());
+    for (std::size_t i = 1; i < args.size(); ++i) {
+        argv.push_back(args[i].c_str());
+        lens.push_back(args[i].size());
+    }
+    std::lock_guard lock(mu_);
+    for (int attempt = 0; attempt < 2; ++attempt) {
+        if (!ctx_ && !connect())
+            return false;
+        auto* r = static_cast<redisReply*>(
+            redisCommandArgv(ctx_, static_cast<int>(argv.size()), argv.data(), lens.data()));
+        if (!r) {
+            // Connection broken: reconnect once.
+            spdlog::warn("redis: {}; reconnecting", ctx_->errstr);
+            redisFree(ctx_);
+            ctx_ = nullptr;
+            continue;
+        }
+        bool ok = true;
+        is_nil = false;
+        switch (r->type) {
+        case REDIS_REPLY_STRING:
+        case REDIS_REPLY_STATUS: out_str.assign(r->str, r->len); break;
+        case REDIS_REPLY_INTEGER: out_int = r->integer; break;
+        case REDIS_REPLY_NIL: is_nil = true; break;
+        case REDIS_REPLY_ERROR:
+            spdlog::error("redis script error: {}", std::string(r->str, r->len));
+            ok = false;
+            break;
+        default: break;
+        }
+        freeReplyObject(r);
+        return ok;
+    }
+    return false;
+}
+
+policy
+redis_directory::policy_for(std::string const& room) const
+{
+    for (auto const& [pattern, pol] : opts_.patterns)
+        if (fnmatch(pattern.c_str(), room.c_str(), 0) == 0)
+            return pol;
+    return opts_.defaults;
+}
+
+std::optional<seat_answer>
+redis_directory::join(std::string const& room, std::string const& user, std::string const& region, api_error& err)
+{
+    auto pol = policy_for(room);
+    std::string s;
+    long long n = 0;
+    bool nil = false;
+    if (!eval({"join", room, user, region, random_token(), std::to_string(pol.capacity), std::to_string(pol.overflow),
+               std::to_string(pol.seat_ttl_ms), std::to_string(pol.retire_ms)},
+              s, n, nil)) {
+        err = {503, "router state (Redis) unavailable", "room"};
+        return std::nullopt;
+    }
+    auto j = json::parse(s, nullptr, false);
+    if (!j.is_object()) {
+        err = {500, "bad router state", "room"};
+        return std::nullopt;
+    }
+    if (j.contains("error")) {
+        err = {j.value("status", 500), j.value("error", ""), j.value("field", "")};
+        return std::nullopt;
+    }
+    seat_answer a;
+    a.room = j.value("room", "");
+    a.session = j.value("session", "");
+    a.shard = j.value("shard", 0u);
+    a.reflector = j.value("reflector", "");
+    a.files = j.value("files", "");
+    a.expires_in_ms = j.value("expires_in_ms", std::int64_t{0});
+    return a;
+}
+
+bool
+redis_directory::leave(std::string const& room, std::string const& user)
+{
+    std::string s;
+    long long n = 0;
+    bool nil = false;
+    return eval({"leave", room, user}, s, n, nil) && n == 1;
+}
+
+std::optional<json>
+redis_directory::room_info(std::string const& room)
+{
+    std::string s;
+    long long n = 0;
+    bool nil = false;
+    if (!eval({"room", room}, s, n, nil) || nil || s.empty())
+        return std::nullopt;
+    auto j = json::parse(s, nullptr, false);
+    if (!j.is_object())
+        return std::nullopt;
+    j["shards"] = as_list(j["shards"]);
+    return j;
+}
+
+std::optional<json>
+redis_directory::create_child(std::string const& parent, std::string const& purpose, std::string const& region,
+                              api_error& err)
+{
+    std::string s;
+    long long n = 0;
+    bool nil = false;
+    if (!eval({"child", parent, purpose, region}, s, n, nil)) {
+        err = {503, "router state (Redis) unavailable", "name"};
+        return std::nullopt;
+    }
+    auto j = json::parse(s, nullptr, false);
+    if (j.contains("error")) {
+        err = {j.value("status", 500), j.value("error", ""), j.value("field", "")};
+        return std::nullopt;
+    }
+    return j;
+}
+
+json
+redis_directory::children(std::string const& parent)
+{
+    std::string s;
+    long long n = 0;
+    bool nil = false;
+    if (!eval({"children", parent}, s, n, nil))
+        return json::array();
+    return as_list(json::parse(s, nullptr, false));
+}
+
+void
+redis_directory::register_reflector(reflector_info r)
+{
+    json info = {{"region", r.region}, {"url", r.url}, {"files", r.files_url}, {"load", r.load}};
+    std::string s;
+    long long n = 0;
+    bool nil = false;
+    eval({"register", r.id, info.dump()}, s, n, nil);
+}
+
+json
+redis_directory::reflectors()
+{
+    std::string s;
+    long long n = 0;
+    bool nil = false;
+    if (!eval({"reflectors"}, s, n, nil))
+        return json::array();
+    return as_list(json::parse(s, nullptr, false));
+}
+
+bool
+redis_directory::member_joined(std::string const& token, std::string const& name)
+{
+    std::string s;
+    long long n = 0;
+    bool nil = false;
+    return eval({"mjoin", token, name}, s, n, nil) && n == 1;
+}
+
+void
+redis_directory::member_left(std::string const& token, bool left)
+{
+    std::string s;
+    long long n = 0;
+    bool nil = false;
+    eval({"mleft", token, left ? "1" : "0"}, s, n, nil);
+}
+
+}  // namespace lockstep::router

@@ -1,0 +1,55 @@
+// The cluster directory: router state in Redis, shared by every reflector pointed at
+// the same server (--redis redis://host:port). Every operation is one EVAL of
+// src/directory/router.lua, so it is atomic across the whole cluster: two reflectors
+// never hand out the same seat or create the same shard twice.
+//
+// @par Thread safety
+// All members may be called from any thread (one connection, one mutex; calls are
+// short and only on the router API, JOIN and disconnect paths, never per event).
+#pragma once
+
+#include "router/router.hpp"
+
+#include <memory>
+#include <mutex>
+#include <string>
+
+struct redisContext;
+
+namespace lockstep::router {
+
+class redis_directory final : public directory {
+public:
+    /// Connects to `url` (redis://host:port). Throws std::runtime_error if it cannot
+    /// (start-up only).
+    redis_directory(std::string const& url, options opts, std::uint32_t heartbeat_ttl_ms);
+    ~redis_directory() override;
+
+    std::optional<seat_answer> join(std::string const& room, std::string const& user, std::string const& region,
+                                    api_error& err) override;
+    bool leave(std::string const& room, std::string const& user) override;
+    std::optional<nlohmann::json> room_info(std::string const& room) override;
+    std::optional<nlohmann::json> create_child(std::string const& parent, std::string const& purpose,
+                                               std::string const& region, api_error& err) override;
+    nlohmann::json children(std::string const& parent) override;
+    void register_reflector(reflector_info r) override;
+    nlohmann::json reflectors() override;
+    bool member_joined(std::string const& token, std::string const& name) override;
+    void member_left(std::string const& token, bool left) override;
+
+private:
+    struct reply;
+    /// Runs the script; returns false (and logs) if Redis is unreachable.
+    bool eval(std::vector<std::string> const& args, std::string& out_str, long long& out_int, bool& is_nil);
+    bool connect();
+    policy policy_for(std::string const& room) const;
+
+    std::string host_;
+    int port_ = 6379;
+    options opts_;
+    std::uint32_t heartbeat_ttl_ms_;
+    std::mutex mu_;
+    redisContext* ctx_ = nullptr;
+};
+
+}  // namespace lockstep::router
