@@ -8,6 +8,7 @@
 
 #include <fnmatch.h>
 
+#include <cstring>
 #include <random>
 #include <stdexcept>
 
@@ -56,8 +57,14 @@ redis_directory::redis_directory(std::string const& url, options opts, std::uint
     rest = rest.substr(0, rest.find('/'));
     auto colon = rest.rfind(':');
     host_ = colon == std::string::npos ? rest : rest.substr(0, colon);
-    if (colon != std::string::npos)
-        port_ = std::stoi(rest.substr(colon + 1));
+    if (colon != std::string::npos) {
+        auto ps = rest.substr(colon + 1);
+        char* end = nullptr;
+        long p = std::strtol(ps.c_str(), &end, 10);
+        if (ps.empty() || *end != '\0' || p <= 0 || p > 65535)
+            throw std::runtime_error("--redis has a bad port: '" + url + "'");
+        port_ = static_cast<int>(p);
+    }
     if (host_.empty())
         throw std::runtime_error("--redis has no host: '" + url + "'");
     std::lock_guard lock(mu_);
@@ -76,7 +83,8 @@ redis_directory::connect()
 {
     if (ctx_)
         redisFree(ctx_);
-    timeval tv{2, 0};
+    // Short time-outs: calls run on the worker threads (router API, JOIN, disconnect).
+    timeval tv{0, 500000};
     ctx_ = redisConnectWithTimeout(host_.c_str(), port_, tv);
     if (!ctx_ || ctx_->err) {
         spdlog::error("redis {}:{}: {}", host_, port_, ctx_ ? ctx_->errstr : "cannot allocate context");
@@ -105,9 +113,13 @@ redis_directory::eval(std::vector<std::string> const& args, std::string& out_str
         lens.push_back(args[i].size());
     }
     std::lock_guard lock(mu_);
+    // A retry after a broken connection may run the script twice: every operation is
+    // idempotent for that reason (seat reports name their connection).
     for (int attempt = 0; attempt < 2; ++attempt) {
-        if (!ctx_ && !connect())
+        if (!ctx_ && !connect()) {
+            reachable_ = false;
             return false;
+        }
         auto* r = static_cast<redisReply*>(
             redisCommandArgv(ctx_, static_cast<int>(argv.size()), argv.data(), lens.data()));
         if (!r) {
@@ -131,8 +143,10 @@ redis_directory::eval(std::vector<std::string> const& args, std::string& out_str
         default: break;
         }
         freeReplyObject(r);
+        reachable_ = true;
         return ok;
     }
+    reachable_ = false;
     return false;
 }
 
@@ -234,7 +248,8 @@ redis_directory::children(std::string const& parent)
 void
 redis_directory::register_reflector(reflector_info r)
 {
-    json info = {{"region", r.region}, {"url", r.url}, {"files", r.files_url}, {"load", r.load}};
+    json info = {{"region", r.region}, {"url", r.url}, {"files", r.files_url}, {"load", r.load},
+                 {"draining", r.draining}};
     std::string s;
     long long n = 0;
     bool nil = false;
@@ -253,21 +268,21 @@ redis_directory::reflectors()
 }
 
 bool
-redis_directory::member_joined(std::string const& token, std::string const& name)
+redis_directory::member_joined(std::string const& token, std::string const& name, std::string const& conn)
 {
     std::string s;
     long long n = 0;
     bool nil = false;
-    return eval({"mjoin", token, name}, s, n, nil) && n == 1;
+    return eval({"mjoin", token, name, conn}, s, n, nil) && n == 1;
 }
 
 void
-redis_directory::member_left(std::string const& token, bool left)
+redis_directory::member_left(std::string const& token, bool left, std::string const& conn)
 {
     std::string s;
     long long n = 0;
     bool nil = false;
-    eval({"mleft", token, left ? "1" : "0"}, s, n, nil);
+    eval({"mleft", token, left ? "1" : "0", conn}, s, n, nil);
 }
 
 }  // namespace lockstep::router

@@ -10,6 +10,7 @@
 
 #include "router/router.hpp"
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -34,8 +35,9 @@ public:
     nlohmann::json children(std::string const& parent) override;
     void register_reflector(reflector_info r) override;
     nlohmann::json reflectors() override;
-    bool member_joined(std::string const& token, std::string const& name) override;
-    void member_left(std::string const& token, bool left) override;
+    bool member_joined(std::string const& token, std::string const& name, std::string const& conn) override;
+    void member_left(std::string const& token, bool left, std::string const& conn) override;
+    bool available() const override { return reachable_.load(); }
 
 private:
     struct reply;
@@ -50,6 +52,7 @@ private:
     std::uint32_t heartbeat_ttl_ms_;
     std::mutex mu_;
     redisContext* ctx_ = nullptr;
+    std::atomic<bool> reachable_{true};
 };
 
 }  // namespace lockstep::router

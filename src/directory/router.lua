@@ -2,8 +2,9 @@
 -- reflector of a cluster changes rooms, seats, children and placement consistently.
 -- The rules are those of src/router/router.cpp (docs/router.md); time is Redis's.
 --
--- Keys:  ls:refl             hash  reflector id -> {"region","url","files","load","hb"}
+-- Keys:  ls:refl             hash  reflector id -> {"region","url","files","load","draining","hb"}
 --        ls:room:<room>      string JSON {"pol":{cap,over,ttl,retire},"next":n,"shards":[...]}
+--                            a seat: {token, confirmed, conns: {"<reflector>:<serial>": true}, exp}
 --        ls:tok:<token>      string JSON {"room","user"}
 --        ls:children:<p>     hash  purpose -> {"session","refl"}
 -- ARGV[1] = operation, ARGV[2] = heartbeat TTL in ms, then the operation's arguments.
@@ -43,7 +44,7 @@ end
 local function place(region)
   local best, any
   for _, r in ipairs(all_reflectors()) do
-    if r.live then
+    if r.live and not r.draining then
       if any == nil or r.load < any.load or (r.load == any.load and r.id < any.id) then any = r end
       if region ~= '' and r.region == region and
          (best == nil or r.load < best.load or (r.load == best.load and r.id < best.id)) then best = r end
@@ -75,7 +76,29 @@ local function free_seat(sh, user)
   if next(sh.seats) == nil then sh.empty = now end
 end
 
+-- A seat's connections are named "<reflector id>:<serial>": those of a reflector that
+-- is no longer live are gone with it.
+local function drop_dead_connections(r)
+  local live = {}
+  for _, rf in ipairs(all_reflectors()) do live[rf.id] = rf.live end
+  for _, sh in ipairs(r.shards) do
+    for _, st in pairs(sh.seats) do
+      if st.confirmed then
+        for c in pairs(st.conns) do
+          local id = string.match(c, '^(.*):[^:]*$') or c
+          if not live[id] then st.conns[c] = nil end
+        end
+        if next(st.conns) == nil then
+          st.confirmed = false
+          st.exp = now + r.pol.ttl
+        end
+      end
+    end
+  end
+end
+
 local function sweep(r)
+  drop_dead_connections(r)
   for _, sh in ipairs(r.shards) do
     for user, st in pairs(sh.seats) do
       if not st.confirmed and st.exp <= now then
@@ -169,7 +192,7 @@ if op == 'join' then
     if count(sh.seats) < r.pol.cap then target = sh break end
   end
   if target == nil then target = spawn(name, r, region) end
-  local st = {token = token, confirmed = false, conns = 0, exp = now + r.pol.ttl}
+  local st = {token = token, confirmed = false, conns = {}, exp = now + r.pol.ttl}
   target.seats[user] = st
   target.empty = 0
   redis.call('SET', 'ls:tok:' .. token, cjson.encode({room = name, user = user}))
@@ -214,27 +237,26 @@ elseif op == 'room' then
   return cjson.encode({room = name, capacity = r.pol.cap, overflow = r.pol.over, shards = shards})
 
 elseif op == 'mjoin' then
-  local token, jname = ARGV[3], ARGV[4]
+  local token, jname, conn = ARGV[3], ARGV[4], ARGV[5]
   local ref, r, sh, st = find_token(token)
   if ref == nil then return 0 end
   local slash = string.find(jname, '/', 1, true)
   local same = jname == sh.session or (slash ~= nil and string.sub(jname, slash + 1) == sh.session)
   if not same or (not st.confirmed and st.exp < now) then return 0 end
   st.confirmed = true
-  st.conns = st.conns + 1
+  st.conns[conn] = true
   save_room(ref.room, r)
   return 1
 
 elseif op == 'mleft' then
-  local token, left = ARGV[3], ARGV[4] == '1'
+  local token, left, conn = ARGV[3], ARGV[4] == '1', ARGV[5]
   local ref, r, sh, st = find_token(token)
   if ref == nil then return 0 end
-  st.conns = st.conns - 1
-  if st.conns <= 0 then
+  st.conns[conn] = nil
+  if next(st.conns) == nil and st.confirmed then
     if left then
       free_seat(sh, ref.user)
     else
-      st.conns = 0
       st.confirmed = false
       st.exp = now + r.pol.ttl
     end
@@ -280,7 +302,7 @@ elseif op == 'reflectors' then
   local out = {}
   for _, r in ipairs(all_reflectors()) do
     out[#out + 1] = {id = r.id, region = r.region, url = r.url, files = r.files, load = r.load,
-                     last_heartbeat_ms_ago = now - r.hb, live = r.live}
+                     last_heartbeat_ms_ago = now - r.hb, live = r.live, draining = r.draining or false}
   end
   return cjson.encode(out)
 end

@@ -237,7 +237,10 @@ router_api(server_state& st, request&& req, std::string_view path, reply_fn repl
     if (seg.size() == 1 && seg[0] == "reflectors") {
         if (method != http::verb::get && method != http::verb::head)
             return reply(method_not_allowed(req, "GET, HEAD"));
-        return reply(text_response(req, http::status::ok, rt.reflectors().dump(), "application/json"));
+        auto list = rt.reflectors();
+        if (!rt.available())
+            return reply(field_error(req, 503, "router state (Redis) unavailable", "path"));
+        return reply(text_response(req, http::status::ok, list.dump(), "application/json"));
     }
     if (seg.size() >= 2 && seg[0] == "rooms") {
         auto const& room = seg[1];
@@ -249,6 +252,8 @@ router_api(server_state& st, request&& req, std::string_view path, reply_fn repl
             if (method != http::verb::get && method != http::verb::head)
                 return reply(method_not_allowed(req, "GET, HEAD"));
             auto info = rt.room_info(room);
+            if (!info && !rt.available())
+                return reply(field_error(req, 503, "router state (Redis) unavailable", "room"));
             if (!info)
                 return reply(field_error(req, 404, "unknown room", "room"));
             return reply(text_response(req, http::status::ok, info->dump(), "application/json"));
@@ -264,6 +269,8 @@ router_api(server_state& st, request&& req, std::string_view path, reply_fn repl
                 return;
             if (seg[2] == "leave") {
                 bool had = rt.leave(room, user);
+                if (!had && !rt.available())
+                    return reply(field_error(req, 503, "router state (Redis) unavailable", "room"));
                 return reply(text_response(req, http::status::ok,
                                            nlohmann::json{{"room", room}, {"user", user}, {"freed", had}}.dump(),
                                            "application/json"));
@@ -283,10 +290,13 @@ router_api(server_state& st, request&& req, std::string_view path, reply_fn repl
         auto const& parent = seg[1];
         if (!valid_name(parent))
             return reply(field_error(req, 400, "session name must be 1-128 bytes without control characters", "name"));
-        if (method == http::verb::get || method == http::verb::head)
+        if (method == http::verb::get || method == http::verb::head) {
+            auto kids = rt.children(parent);
+            if (!rt.available())
+                return reply(field_error(req, 503, "router state (Redis) unavailable", "name"));
             return reply(text_response(req, http::status::ok,
-                                       nlohmann::json{{"parent", parent}, {"children", rt.children(parent)}}.dump(),
-                                       "application/json"));
+                                       nlohmann::json{{"parent", parent}, {"children", kids}}.dump(), "application/json"));
+        }
         if (method != http::verb::post)
             return reply(method_not_allowed(req, "GET, HEAD, POST"));
         auto body = body_object(req, reply);

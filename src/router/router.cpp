@@ -135,8 +135,8 @@ router::place(std::string const& region)
     reflector_info const* best = nullptr;
     reflector_info const* best_any = nullptr;
     for (auto const& [id, r] : reflectors_) {
-        if (now - r.heartbeat_us > heartbeat_ttl_us_)
-            continue;  // heartbeat expired: no new placements
+        if (now - r.heartbeat_us > heartbeat_ttl_us_ || r.draining)
+            continue;  // heartbeat expired or draining: no new placements
         if (!best_any || r.load < best_any->load)
             best_any = &r;
         if (!region.empty() && r.region == region && (!best || r.load < best->load))
@@ -355,12 +355,13 @@ router::reflectors()
                        {"files", r.files_url},
                        {"load", r.load},
                        {"last_heartbeat_ms_ago", (now - r.heartbeat_us) / 1000},
-                       {"live", now - r.heartbeat_us <= heartbeat_ttl_us_}});
+                       {"live", now - r.heartbeat_us <= heartbeat_ttl_us_},
+                       {"draining", r.draining}});
     return out;
 }
 
 bool
-router::member_joined(std::string const& token, std::string const& name)
+router::member_joined(std::string const& token, std::string const& name, std::string const& conn)
 {
     std::lock_guard lock(mu_);
     auto ref = find_by_token(token);
@@ -375,26 +376,26 @@ router::member_joined(std::string const& token, std::string const& name)
     if (!same || (!st.confirmed && st.expires_us < clock_.now_us()))
         return false;
     st.confirmed = true;
-    ++st.connections;
+    st.conns.insert(conn);
     return true;
 }
 
 void
-router::member_left(std::string const& token, bool left)
+router::member_left(std::string const& token, bool left, std::string const& conn)
 {
     std::lock_guard lock(mu_);
     auto ref = find_by_token(token);
     if (!ref)
         return;
     auto& st = ref->s->second;
-    if (--st.connections > 0)
+    st.conns.erase(conn);
+    if (!st.conns.empty() || !st.confirmed)
         return;
     if (left) {
         free_seat(*ref->sh, ref->s);
         return;
     }
     // Back to reserved: a reconnect within the TTL takes it again.
-    st.connections = 0;
     st.confirmed = false;
     st.expires_us = clock_.now_us() + static_cast<std::int64_t>(ref->r->pol.seat_ttl_ms) * 1000;
 }

@@ -18,6 +18,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,7 @@ struct reflector_info {
     std::string url;        // WebSocket base URL clients use, e.g. ws://host:9090
     std::string files_url;  // e.g. http://host:9090/files
     double load = 0;        // open connections
+    bool draining = false;  // registered but taking no new sessions
     std::int64_t heartbeat_us = 0;
 };
 
@@ -87,12 +89,18 @@ public:
     /// A connection that came through seat `token` joined the session named `name`
     /// (JOIN's `appId/name`): if that is the seat's session, the seat is confirmed and
     /// held while the connection is in.
-    /// Returns true when the seat was confirmed (the caller then reports the leave).
-    virtual bool member_joined(std::string const& token, std::string const& name) = 0;
+    /// `conn` names the connection uniquely in the cluster ("<reflector id>:<serial>"),
+    /// so a repeated report counts once and a dead reflector's connections can be
+    /// dropped. Returns true when the seat was confirmed (the caller then reports the
+    /// leave).
+    virtual bool member_joined(std::string const& token, std::string const& name, std::string const& conn) = 0;
     /// That connection is gone. After a normal leave (`left` = close code 1000) the
     /// seat is freed; after a drop it goes back to reserved with a fresh expiry, so a
     /// reconnect can take it again, and is freed if nobody does.
-    virtual void member_left(std::string const& token, bool left) = 0;
+    virtual void member_left(std::string const& token, bool left, std::string const& conn) = 0;
+
+    /// False while the state store cannot be reached (the API then answers 503).
+    virtual bool available() const { return true; }
 };
 
 /// The embedded directory: all state in this process.
@@ -109,8 +117,8 @@ public:
     nlohmann::json children(std::string const& parent) override;
     void register_reflector(reflector_info r) override;
     nlohmann::json reflectors() override;
-    bool member_joined(std::string const& token, std::string const& name) override;
-    void member_left(std::string const& token, bool left) override;
+    bool member_joined(std::string const& token, std::string const& name, std::string const& conn) override;
+    void member_left(std::string const& token, bool left, std::string const& conn) override;
 
     /// The reflector URL a seated user connects to: the seat token travels in the path
     /// (`<reflector>/r/<token>`); the client appends `/<sessionId>`.
@@ -123,7 +131,7 @@ private:
         std::string user;
         std::string token;
         bool confirmed = false;
-        int connections = 0;
+        std::set<std::string> conns;  // connections in the session through this seat
         std::int64_t expires_us = 0;  // while not confirmed
     };
     struct shard {

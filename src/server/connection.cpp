@@ -31,7 +31,8 @@ public:
     {
         error_code ec;
         auto ep = ws_.next_layer().next_layer().remote_endpoint(ec);
-        tag_ = "c" + std::to_string(st_.next_conn_id.fetch_add(1)) + " " +
+        serial_ = st_.next_conn_id.fetch_add(1);
+        tag_ = "c" + std::to_string(serial_) + " " +
                (ec ? std::string("?") : ep.address().to_string() + ":" + std::to_string(ep.port())) + " " +
                session_id_.substr(0, 8);
     }
@@ -242,7 +243,7 @@ private:
             if (slot.s.join(*this, f.args.empty() ? std::string_view("null") : f.args)) {
                 slot_ = &slot;
                 if (!seat_token_.empty() && !seat_confirmed_)  // came through a router seat
-                    seat_confirmed_ = st_.rtr->member_joined(seat_token_, slot.s.name());
+                    seat_confirmed_ = st_.rtr->member_joined(seat_token_, slot.s.name(), conn_key());
             }
             w_.after(slot);
             return;
@@ -385,15 +386,23 @@ private:
             // A normal leave (close 1000 from the client) frees the seat; a drop keeps
             // it reserved for a reconnect.
             bool left = ws_.reason().code == websocket::close_code::normal;
-            st_.rtr->member_left(seat_token_, left);
+            st_.rtr->member_left(seat_token_, left, conn_key());
         }
         w_.connections.erase(this);
         w_.metrics.add(w_.metrics.connections, -1);
         spdlog::debug("{} disconnected", tag_);
     }
 
+    /// This connection's name in the router: unique in the cluster.
+    std::string
+    conn_key() const
+    {
+        return st_.self_id + ":" + std::to_string(serial_);
+    }
+
     server_state& st_;
     worker& w_;
+    std::uint64_t serial_ = 0;
     websocket::stream<gated_stream> ws_;
     std::string session_id_;
     std::string tag_;

@@ -104,6 +104,7 @@ struct server_state {
     std::atomic<std::uint64_t> next_conn_id{1};
     steady_clock_source router_clock;
     std::unique_ptr<router::directory> rtr;  // embedded or Redis (docs/router.md)
+    std::string self_id;                      // this reflector's router id (set before serving)
 
     explicit server_state(config c);
     /// Registers this reflector with the router and refreshes its load (heartbeat).

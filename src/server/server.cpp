@@ -181,11 +181,10 @@ server_state::server_state(config c)
 void
 server_state::heartbeat(std::uint16_t port)
 {
-    // A draining reflector stops beating, so it gets no new placements.
-    if (draining.load())
-        return;
     router::reflector_info r;
     r.id = cfg.reflector_id.empty() ? cfg.region + "-" + std::to_string(port) : cfg.reflector_id;
+    // A draining reflector stays registered as draining: no new placements.
+    r.draining = draining.load();
     r.region = cfg.region;
     auto pub = cfg.public_url;
     if (pub.empty() || (cfg.port == 0 && pub == "ws://" + cfg.bind + ":0"))
@@ -311,6 +310,7 @@ server::run()
         impl_->guards[i].emplace(st.workers[i]->ioc.get_executor());
     impl_->do_accept();
     // Register with the router now and refresh every 2 s (load and heartbeat).
+    st.self_id = st.cfg.reflector_id.empty() ? st.cfg.region + "-" + std::to_string(port()) : st.cfg.reflector_id;
     st.heartbeat(port());
     impl_->arm_heartbeat(port());
     for (auto& w : st.workers)
@@ -340,7 +340,8 @@ server::drain()
                      return n;
                  }());
     // HTTP stays up (readiness answers 503, so load balancers move away); new
-    // WebSocket upgrades are refused with 503.
+    // WebSocket upgrades are refused with 503; the router stops placing sessions here.
+    net::post(st.workers[0]->ioc, [this] { impl_->st.heartbeat(port()); });
     for (auto& w : st.workers)
         net::post(w->ioc, [wp = w.get()] { close_all_connections(*wp, protocol::close_code::going_away, "reflector draining"); });
     // Give clients the drain timeout to go, then stop.

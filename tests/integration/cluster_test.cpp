@@ -227,7 +227,16 @@ TEST(cluster, a_dead_reflector_gets_no_placements_after_its_heartbeat_expires)
     ASSERT_TRUE(wait_reflectors(a->port(), 2));
     auto b_url = "ws://127.0.0.1:" + std::to_string(b->port()) + "/r/";
     auto first = post(a->port(), "/v1/rooms/r1/join", {{"user", "x"}, {"region", "us"}});
-    EXPECT_EQ(first["reflector"].get<std::string>().rfind(b_url, 0), 0u);
+    auto seat_url = first["reflector"].get<std::string>();
+    ASSERT_EQ(seat_url.rfind(b_url, 0), 0u);
+    // x really joins on b: the seat is confirmed, as any reflector reports.
+    ws_client c(b->port(), seat_url.substr(seat_url.find("/r/")) + "/SESSIONHASH");
+    auto j = join_msg("vx");
+    j["args"]["name"] = "com.example/r1";
+    c.send_json(j);
+    ASSERT_TRUE(c.recv_action("SYNC"));
+    auto room = json::parse(http_request(a->port(), "GET", "/v1/rooms/r1").body);
+    EXPECT_EQ(room["shards"][0]["members"], 1);
     b->kill();  // the us reflector dies (SIGKILL: no goodbye)
     std::this_thread::sleep_for(1500ms);
     auto refl = json::parse(http_request(a->port(), "GET", "/v1/reflectors").body);
@@ -241,6 +250,10 @@ TEST(cluster, a_dead_reflector_gets_no_placements_after_its_heartbeat_expires)
                   0u)
             << j;
     }
+    // Its connections died with it: x's seat is held for a reconnect, not forever.
+    room = json::parse(http_request(a->port(), "GET", "/v1/rooms/r1").body);
+    EXPECT_EQ(room["shards"][0]["members"], 0);
+    EXPECT_EQ(room["shards"][0]["reserved"], 1);
     // The existing shard moves to a live reflector too.
     auto again = post(a->port(), "/v1/rooms/r1/join", {{"user", "x"}});
     EXPECT_EQ(again["reflector"].get<std::string>().rfind("ws://127.0.0.1:" + std::to_string(a->port()), 0), 0u);

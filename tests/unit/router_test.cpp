@@ -79,17 +79,17 @@ TEST_F(router_fixture, seats_expire_unless_confirmed_and_leave_frees)
 {
     auto a = join("r", "alice");
     auto b = join("r", "bob");
-    r->member_joined(token_of(a), "com.example.app/r");  // alice really joined
-    r->member_joined(token_of(b), "com.example.app/other");  // wrong session: not confirmed
+    r->member_joined(token_of(a), "com.example.app/r", "c1");  // alice really joined
+    r->member_joined(token_of(b), "com.example.app/other", "c1");  // wrong session: not confirmed
     clock.advance_ms(1001);
     auto info = r->room_info("r").value();
     EXPECT_EQ(info["shards"][0]["members"], 1);
     EXPECT_EQ(info["shards"][0]["reserved"], 0);  // bob's seat expired
     // Alice's connection drops: her seat is held for a reconnect, then freed.
-    r->member_left(token_of(a), false);
+    r->member_left(token_of(a), false, "c1");
     info = r->room_info("r").value();
     EXPECT_EQ(info["shards"][0]["reserved"], 1);
-    r->member_joined(token_of(a), "com.example.app/r");
+    r->member_joined(token_of(a), "com.example.app/r", "c1");
     clock.advance_ms(5000);
     EXPECT_EQ(r->room_info("r").value()["shards"][0]["members"], 1);
     EXPECT_TRUE(r->leave("r", "alice"));
@@ -97,8 +97,9 @@ TEST_F(router_fixture, seats_expire_unless_confirmed_and_leave_frees)
     EXPECT_EQ(r->room_info("r").value()["shards"][0]["members"], 0);
     // A normal leave (close 1000) frees the seat at once.
     auto c = join("r", "carol");
-    r->member_joined(token_of(c), "app/r");
-    r->member_left(token_of(c), true);
+    r->member_joined(token_of(c), "app/r", "c1");
+    r->member_joined(token_of(c), "app/r", "c1");  // a repeated report counts once
+    r->member_left(token_of(c), true, "c1");
     info = r->room_info("r").value();
     EXPECT_EQ(info["shards"][0]["members"], 0);
     EXPECT_EQ(info["shards"][0]["reserved"], 0);
