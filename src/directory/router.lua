@@ -140,8 +140,8 @@ end
 
 local function answer(name, sh, st, region)
   local rf = refl_by_id(sh.refl)
-  if rf == nil or not rf.live then
-    -- Its reflector is gone: move the shard so all its users go to one place.
+  if rf == nil or not rf.live or rf.draining then
+    -- Its reflector is gone or draining: move the shard so all its users go to one place.
     rf = place(region)
     if rf then sh.refl = rf.id end
   end

@@ -179,8 +179,9 @@ router::join(std::string const& name, std::string const& user, std::string const
         a.session = sh.session;
         a.shard = sh.index;
         auto const* refl = reflector_by_id(sh.reflector_id);
-        if (!refl || now - refl->heartbeat_us > heartbeat_ttl_us_) {
-            // Its reflector is gone: move the shard, so all its users go to one place.
+        if (!refl || refl->draining || now - refl->heartbeat_us > heartbeat_ttl_us_) {
+            // Its reflector is gone or draining: move the shard, so all its users go to
+            // one live place.
             refl = place(region);
             if (refl)
                 sh.reflector_id = refl->id;

@@ -200,8 +200,9 @@ TEST(reflector, slow_consumer_is_closed_below_4100_and_nothing_is_lost_for_other
         // The fast client keeps up (reads as it goes).
         while (auto r = fast.recv_action("RECV", got <= i ? 2000ms : 1ms)) {
             auto seq = (*r)["args"][1].get<std::uint32_t>();
-            if (got && (*r)["args"][2].is_string())
+            if (got && (*r)["args"][2].is_string()) {
                 EXPECT_EQ(seq, last + 1);
+            }
             last = seq;
             if ((*r)["args"][2].is_string())
                 ++got;

@@ -23,7 +23,7 @@ struct router_fixture : ::testing::Test {
         opts.defaults.seat_ttl_ms = 1000;
         opts.defaults.retire_ms = 5000;
         r = std::make_unique<router::router>(clock, opts, 10000);
-        r->register_reflector({"eu-1", "eu", "ws://eu1:9090", "http://eu1:9090/files", 0, 0});
+        r->register_reflector({"eu-1", "eu", "ws://eu1:9090", "http://eu1:9090/files", 0, false, 0});
     }
     void SetUp() override { make(); }
     seat_answer
@@ -171,22 +171,25 @@ TEST_F(router_fixture, concurrent_joins_never_overfill_or_duplicate)
 
 TEST_F(router_fixture, placement_by_region_load_and_heartbeat)
 {
-    r->register_reflector({"us-1", "us", "ws://us1:9090", "http://us1:9090/files", 5, 0});
-    r->register_reflector({"us-2", "us", "ws://us2:9090", "http://us2:9090/files", 2, 0});
+    r->register_reflector({"us-1", "us", "ws://us1:9090", "http://us1:9090/files", 5, false, 0});
+    r->register_reflector({"us-2", "us", "ws://us2:9090", "http://us2:9090/files", 2, false, 0});
     EXPECT_EQ(join("a", "x", "us").reflector.rfind("ws://us2:9090/r/", 0), 0u);  // least loaded in region
     EXPECT_EQ(join("b", "x", "eu").reflector.rfind("ws://eu1:9090/r/", 0), 0u);
     EXPECT_EQ(join("c", "x", "asia").reflector.rfind("ws://eu1:9090/r/", 0), 0u);  // any region: least loaded
     // Heartbeats expire: only us-1 keeps beating.
     clock.advance_ms(11000);
-    r->register_reflector({"us-1", "us", "ws://us1:9090", "http://us1:9090/files", 5, 0});
+    r->register_reflector({"us-1", "us", "ws://us1:9090", "http://us1:9090/files", 5, false, 0});
     EXPECT_EQ(join("d", "x", "us").reflector.rfind("ws://us1:9090/r/", 0), 0u);
     EXPECT_EQ(join("e", "x", "eu").reflector.rfind("ws://us1:9090/r/", 0), 0u);
+    // A draining reflector gets nothing new, and its shards move on their next join.
+    r->register_reflector({"us-3", "us", "ws://us3:9090", "http://us3:9090/files", 0, true, 0});
+    EXPECT_EQ(join("f", "x", "us").reflector.rfind("ws://us1:9090/r/", 0), 0u);
     auto list = r->reflectors();
-    EXPECT_EQ(list.size(), 3u);
+    EXPECT_EQ(list.size(), 4u);
     int live = 0;
     for (auto const& x : list)
         live += x["live"].get<bool>();
-    EXPECT_EQ(live, 1);
+    EXPECT_EQ(live, 2);  // us-1 and the draining us-3
 }
 
 TEST_F(router_fixture, children_are_named_under_their_parent)
