@@ -249,7 +249,7 @@ void
 redis_directory::register_reflector(reflector_info r)
 {
     json info = {{"region", r.region}, {"url", r.url}, {"files", r.files_url}, {"load", r.load},
-                 {"draining", r.draining}};
+                 {"draining", r.draining}, {"instance", r.instance}};
     std::string s;
     long long n = 0;
     bool nil = false;

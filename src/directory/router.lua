@@ -2,9 +2,9 @@
 -- reflector of a cluster changes rooms, seats, children and placement consistently.
 -- The rules are those of src/router/router.cpp (docs/router.md); time is Redis's.
 --
--- Keys:  ls:refl             hash  reflector id -> {"region","url","files","load","draining","hb"}
+-- Keys:  ls:refl             hash  reflector id -> {"region","url","files","load","draining","instance","hb"}
 --        ls:room:<room>      string JSON {"pol":{cap,over,ttl,retire},"next":n,"shards":[...]}
---                            a seat: {token, confirmed, conns: {"<reflector>:<serial>": true}, exp}
+--                            a seat: {token, confirmed, conns: {"<reflector>#<instance>:<serial>": true}, exp}
 --        ls:tok:<token>      string JSON {"room","user"}
 --        ls:children:<p>     hash  purpose -> {"session","refl"}
 -- ARGV[1] = operation, ARGV[2] = heartbeat TTL in ms, then the operation's arguments.
@@ -76,17 +76,19 @@ local function free_seat(sh, user)
   if next(sh.seats) == nil then sh.empty = now end
 end
 
--- A seat's connections are named "<reflector id>:<serial>": those of a reflector that
--- is no longer live are gone with it.
+-- A seat's connections are named "<reflector id>#<instance>:<serial>": those of a
+-- reflector that is no longer live, or has restarted since (new instance), are gone.
 local function drop_dead_connections(r)
-  local live = {}
-  for _, rf in ipairs(all_reflectors()) do live[rf.id] = rf.live end
+  local alive = {}
+  for _, rf in ipairs(all_reflectors()) do
+    if rf.live then alive[rf.id .. '#' .. tostring(rf.instance or '')] = true end
+  end
   for _, sh in ipairs(r.shards) do
     for _, st in pairs(sh.seats) do
       if st.confirmed then
         for c in pairs(st.conns) do
-          local id = string.match(c, '^(.*):[^:]*$') or c
-          if not live[id] then st.conns[c] = nil end
+          local owner = string.match(c, '^(.*):[^:]*$') or c
+          if not alive[owner] then st.conns[c] = nil end
         end
         if next(st.conns) == nil then
           st.confirmed = false

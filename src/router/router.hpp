@@ -46,6 +46,7 @@ struct reflector_info {
     double load = 0;        // open connections
     bool draining = false;  // registered but taking no new sessions
     std::int64_t heartbeat_us = 0;
+    std::string instance;   // changes when the reflector process restarts
 };
 
 struct seat_answer {

@@ -393,11 +393,12 @@ private:
         spdlog::debug("{} disconnected", tag_);
     }
 
-    /// This connection's name in the router: unique in the cluster.
+    /// This connection's name in the router, unique in the cluster and across restarts:
+    /// "<reflector id>#<process instance>:<serial>".
     std::string
     conn_key() const
     {
-        return st_.self_id + ":" + std::to_string(serial_);
+        return st_.self_id + "#" + st_.instance + ":" + std::to_string(serial_);
     }
 
     server_state& st_;

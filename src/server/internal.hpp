@@ -105,6 +105,7 @@ struct server_state {
     steady_clock_source router_clock;
     std::unique_ptr<router::directory> rtr;  // embedded or Redis (docs/router.md)
     std::string self_id;                      // this reflector's router id (set before serving)
+    std::string instance;                     // random per process: tells a restart apart
 
     explicit server_state(config c);
     /// Registers this reflector with the router and refreshes its load (heartbeat).

@@ -8,6 +8,7 @@
 
 #include <condition_variable>
 #include <cstdlib>
+#include <random>
 #include <ctime>
 #include <functional>
 
@@ -185,6 +186,7 @@ server_state::heartbeat(std::uint16_t port)
     r.id = cfg.reflector_id.empty() ? cfg.region + "-" + std::to_string(port) : cfg.reflector_id;
     // A draining reflector stays registered as draining: no new placements.
     r.draining = draining.load();
+    r.instance = instance;
     r.region = cfg.region;
     auto pub = cfg.public_url;
     if (pub.empty() || (cfg.port == 0 && pub == "ws://" + cfg.bind + ":0"))
@@ -311,6 +313,7 @@ server::run()
     impl_->do_accept();
     // Register with the router now and refresh every 2 s (load and heartbeat).
     st.self_id = st.cfg.reflector_id.empty() ? st.cfg.region + "-" + std::to_string(port()) : st.cfg.reflector_id;
+    st.instance = std::to_string(std::random_device{}()) + std::to_string(std::random_device{}());
     st.heartbeat(port());
     impl_->arm_heartbeat(port());
     for (auto& w : st.workers)

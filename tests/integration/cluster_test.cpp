@@ -97,8 +97,8 @@ private:
 /// A real lockstep-reflector process in cluster mode; SIGKILLed by kill() or at the end.
 class reflector_process {
 public:
-    reflector_process(std::string const& redis, std::string const& region)
-        : port_(free_port()), dir_(test_config().data_dir)
+    reflector_process(std::string const& redis, std::string const& region, std::uint16_t port = 0)
+        : port_(port ? port : free_port()), dir_(test_config().data_dir)
     {
         pid_ = ::fork();
         if (pid_ == 0) {
@@ -257,4 +257,34 @@ TEST(cluster, a_dead_reflector_gets_no_placements_after_its_heartbeat_expires)
     // The existing shard moves to a live reflector too.
     auto again = post(a->port(), "/v1/rooms/r1/join", {{"user", "x"}});
     EXPECT_EQ(again["reflector"].get<std::string>().rfind("ws://127.0.0.1:" + std::to_string(a->port()), 0), 0u);
+}
+
+TEST(cluster, a_restarted_reflector_does_not_keep_its_old_connections)
+{
+    redis_server redis;
+    ASSERT_TRUE(redis.ready()) << "redis-server did not start";
+    auto a = std::make_unique<reflector_process>(redis.url(), "eu");
+    ASSERT_TRUE(wait_reflectors(a->port(), 1));
+    auto seat = post(a->port(), "/v1/rooms/rr/join", {{"user", "x"}})["reflector"].get<std::string>();
+    {
+        ws_client c(a->port(), seat.substr(seat.find("/r/")) + "/SESSIONHASH");
+        auto j = join_msg("vx");
+        j["args"]["name"] = "com.example/rr";
+        c.send_json(j);
+        ASSERT_TRUE(c.recv_action("SYNC"));
+        EXPECT_EQ(json::parse(http_request(a->port(), "GET", "/v1/rooms/rr").body)["shards"][0]["members"], 1);
+        auto port = a->port();
+        a->kill();  // crash, then the same reflector (same id and port) comes back at once
+        a = std::make_unique<reflector_process>(redis.url(), "eu", port);
+    }
+    // Well within the heartbeat TTL: the old process's connection no longer counts.
+    for (int i = 0; i < 50; ++i) {
+        auto room = json::parse(http_request(a->port(), "GET", "/v1/rooms/rr").body);
+        if (room.is_object() && room["shards"][0]["members"] == 0)
+            break;
+        std::this_thread::sleep_for(20ms);
+    }
+    auto room = json::parse(http_request(a->port(), "GET", "/v1/rooms/rr").body);
+    EXPECT_EQ(room["shards"][0]["members"], 0);
+    EXPECT_EQ(room["shards"][0]["reserved"], 1);
 }
