@@ -3,13 +3,9 @@
 #include "directory/router_lua.hpp"
 
 #include <hiredis/hiredis.h>
-#include <openssl/rand.h>
 #include <spdlog/spdlog.h>
 
-#include <fnmatch.h>
-
 #include <cstring>
-#include <random>
 #include <stdexcept>
 
 namespace lockstep::router {
@@ -17,24 +13,6 @@ namespace lockstep::router {
 using nlohmann::json;
 
 namespace {
-
-std::string
-random_token()
-{
-    unsigned char raw[16];
-    if (RAND_bytes(raw, sizeof raw) != 1) {
-        std::random_device rd;
-        for (auto& b : raw)
-            b = static_cast<unsigned char>(rd());
-    }
-    static char const digits[] = "0123456789abcdef";
-    std::string t;
-    for (unsigned char b : raw) {
-        t.push_back(digits[b >> 4]);
-        t.push_back(digits[b & 0xF]);
-    }
-    return t;
-}
 
 /// cjson encodes an empty Lua table as {}: where a list is meant, make it [].
 json
@@ -150,19 +128,10 @@ redis_directory::eval(std::vector<std::string> const& args, std::string& out_str
     return false;
 }
 
-policy
-redis_directory::policy_for(std::string const& room) const
-{
-    for (auto const& [pattern, pol] : opts_.patterns)
-        if (fnmatch(pattern.c_str(), room.c_str(), 0) == 0)
-            return pol;
-    return opts_.defaults;
-}
-
 std::optional<seat_answer>
 redis_directory::join(std::string const& room, std::string const& user, std::string const& region, api_error& err)
 {
-    auto pol = policy_for(room);
+    auto pol = policy_for(opts_, room);
     std::string s;
     long long n = 0;
     bool nil = false;

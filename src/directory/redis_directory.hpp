@@ -44,7 +44,6 @@ private:
     /// Runs the script; returns false (and logs) if Redis is unreachable.
     bool eval(std::vector<std::string> const& args, std::string& out_str, long long& out_int, bool& is_nil);
     bool connect();
-    policy policy_for(std::string const& room) const;
 
     std::string host_;
     int port_ = 6379;

@@ -37,18 +37,17 @@ router::router(clock_source const& clock, options opts, std::uint32_t heartbeat_
 }
 
 policy
-router::policy_for(std::string const& room) const
+policy_for(options const& opts, std::string const& room)
 {
-    for (auto const& [pattern, pol] : opts_.patterns)
+    for (auto const& [pattern, pol] : opts.patterns)
         if (fnmatch(pattern.c_str(), room.c_str(), 0) == 0)
             return pol;
-    return opts_.defaults;
+    return opts.defaults;
 }
 
 std::string
-router::new_token()
+random_token()
 {
-    // Unguessable: a seat token lets its holder take the seat. 128 random bits.
     unsigned char raw[16];
     if (RAND_bytes(raw, sizeof raw) != 1) {
         std::random_device rd;
@@ -170,7 +169,7 @@ router::join(std::string const& name, std::string const& user, std::string const
     auto [it, created] = rooms_.try_emplace(name);
     room& r = it->second;
     if (created)
-        r.pol = policy_for(name);
+        r.pol = policy_for(opts_, name);
     sweep(r, now);
 
     auto answer = [&](shard& sh, seat const& st) {
@@ -210,7 +209,7 @@ router::join(std::string const& name, std::string const& user, std::string const
         target = &spawn(name, r, region);
     seat st;
     st.user = user;
-    st.token = new_token();
+    st.token = random_token();
     st.expires_us = now + static_cast<std::int64_t>(r.pol.seat_ttl_ms) * 1000;
     auto& placed = target->seats.emplace(user, st).first->second;
     target->empty_since_us = 0;

@@ -63,6 +63,15 @@ struct api_error {
     std::string field;
 };
 
+/// The policy of a room: the first --room-policy pattern that matches, else defaults.
+policy
+policy_for(options const& opts, std::string const& room);
+
+/// An unguessable seat token (a token lets its holder take the seat): 128 random bits
+/// as 32 hex digits.
+std::string
+random_token();
+
 /// Where router state lives: this process (`router`, the embedded default) or Redis
 /// (`redis_directory`, shared by a cluster of reflectors). Same rules either way.
 class directory {
@@ -157,14 +166,12 @@ private:
         std::map<std::string, seat>::iterator s;
     };
 
-    policy policy_for(std::string const& room) const;
     std::optional<seat_ref> find_by_token(std::string const& token);
     void free_seat(shard& sh, std::map<std::string, seat>::iterator s);
     void sweep(room& r, std::int64_t now);
     shard& spawn(std::string const& name, room& r, std::string const& region);
     reflector_info const* place(std::string const& region);
     reflector_info const* reflector_by_id(std::string const& id) const;
-    std::string new_token();
 
     clock_source const& clock_;
     options opts_;

@@ -183,7 +183,7 @@ void
 server_state::heartbeat(std::uint16_t port)
 {
     router::reflector_info r;
-    r.id = cfg.reflector_id.empty() ? cfg.region + "-" + std::to_string(port) : cfg.reflector_id;
+    r.id = self_id;
     // A draining reflector stays registered as draining: no new placements.
     r.draining = draining.load();
     r.instance = instance;

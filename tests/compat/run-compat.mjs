@@ -55,6 +55,13 @@ const LOG_DIR = process.env.COMPAT_LOG_DIR
     ? (mkdirSync(process.env.COMPAT_LOG_DIR, { recursive: true }), process.env.COMPAT_LOG_DIR)
     : mkdtempSync(join(tmpdir(), "lockstep-compat-"));
 
+/** Appends the last lines of every client's log to a failure. */
+function withClientTails(err, clients) {
+    const tails = clients.map(c => `--- ${c.name} (${c.logFile}) exit=${JSON.stringify(c.exit)}\n${c.tail(15)}`).join("\n");
+    err.message = `${err.message}\n${tails}`;
+    return err;
+}
+
 // workload
 const MAIN = ["A", "B", "C"];
 const MAIN_SENDS = 20;
@@ -371,9 +378,7 @@ async function runScenario(t, lib, scenario) {
             `snap ${snap ? `${snap.name}@${snap.time}` : "-"}, logs in ${LOG_DIR}`);
     } catch (err) {
         killAll();
-        const tails = clients.map(c => `--- ${c.name} (${c.logFile}) exit=${JSON.stringify(c.exit)}\n${c.tail(15)}`).join("\n");
-        err.message = `${err.message}\n${tails}`;
-        throw err;
+        throw withClientTails(err, clients);
     } finally {
         killAll();
     }
@@ -489,9 +494,7 @@ async function runRouterScenario(t, lib) {
             `checkpoints ${reference.length}, logs in ${LOG_DIR}`);
     } catch (err) {
         killAll();
-        const tails = clients.map(c => `--- ${c.name} (${c.logFile}) exit=${JSON.stringify(c.exit)}\n${c.tail(15)}`).join("\n");
-        err.message = `${err.message}\n${tails}`;
-        throw err;
+        throw withClientTails(err, clients);
     } finally {
         killAll();
     }
