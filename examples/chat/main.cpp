@@ -1,0 +1,131 @@
+// lockstep-chat: a terminal chat room. Every line typed is published as an event; the
+// replicated room model keeps the last 100 messages, so a late joiner sees the history.
+//
+// Threads: main() drives the session (join, wait_step); a reader thread only reads stdin
+// and calls session::publish, which is thread-safe.
+#include <lockstep/client/session.hpp>
+
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <cstdio>
+#include <iostream>
+#include <string>
+#include <thread>
+
+namespace lc = lockstep::client;
+using lc::json;
+
+namespace {
+
+class room final : public lc::model {
+public:
+    void init(json const&) override
+    {
+        subscribe("chat", "post", &room::post);
+        subscribe(std::string(lc::session_scope), "view-join", &room::joined);
+        subscribe(std::string(lc::session_scope), "view-exit", &room::left);
+    }
+    void save(json& s) const override { s = {{"messages", messages_}}; }
+    void load(json const& s) override { messages_ = s.at("messages"); }
+    json const& messages() const { return messages_; }
+
+    void post(json const& m)
+    {
+        if (!m.is_object() || !m.contains("text") || !m["text"].is_string())
+            return;  // a model validates its input: every replica drops the same events
+        json entry = {{"time", now()}, {"from", m.value("from", "?")}, {"text", m["text"]}};
+        messages_.push_back(entry);
+        if (messages_.size() > 100)
+            messages_.erase(messages_.begin());
+        publish("chat", "posted", entry);
+    }
+    void joined(json const& view) { publish("chat", "presence", {{"view", view}, {"here", true}}); }
+    void left(json const& view) { publish("chat", "presence", {{"view", view}, {"here", false}}); }
+
+private:
+    json messages_ = json::array();
+};
+
+void
+print(json const& m)
+{
+    std::printf("[%7.1fs] %s: %s\n", m.value("time", 0) / 1000.0, m.value("from", "?").c_str(),
+                m.value("text", "").c_str());
+    std::fflush(stdout);
+}
+
+}  // namespace
+
+int
+main(int argc, char** argv)
+{
+    spdlog::set_default_logger(spdlog::stderr_color_mt("lockstep"));
+    spdlog::set_level(spdlog::level::warn);
+    lc::model_registry models;
+    models.add<room>("room").method("post", &room::post).method("joined", &room::joined).method("left", &room::left);
+    lc::join_options o;
+    o.models = &models;
+    o.root_model = "room";
+    o.app_id = "io.lockstep.chat";
+    o.session_name = "lobby";
+    std::string nick = "anon";
+    for (int i = 1; i < argc; ++i) {
+        std::string a = argv[i];
+        bool has = i + 1 < argc;
+        if (a == "--help" || a == "-h") {
+            std::puts("usage: lockstep-chat --reflector URL [--room NAME] [--name NICK] [--password PW] [--files URL]\n"
+                      "Type a line to send it; /quit (or end of input) leaves.");
+            return 0;
+        } else if (a == "--reflector" && has) o.reflector = argv[++i];
+        else if (a == "--room" && has) o.session_name = argv[++i];
+        else if (a == "--name" && has) nick = argv[++i];
+        else if (a == "--password" && has) o.password = argv[++i];
+        else if (a == "--files" && has) o.files = argv[++i];
+        else {
+            std::fprintf(stderr, "lockstep-chat: bad option %s (see --help)\n", a.c_str());
+            return 2;
+        }
+    }
+    if (o.reflector.empty()) {
+        std::fprintf(stderr, "lockstep-chat: --reflector is required\n");
+        return 2;
+    }
+    std::error_code ec;
+    auto s = lc::session::join(o, ec);
+    if (!s) {
+        std::fprintf(stderr, "lockstep-chat: join failed: %s\n", ec.message().c_str());
+        return 1;
+    }
+    for (auto& m : s->root_as<room>().messages())
+        print(m);
+    s->subscribe("chat", "posted", print);
+    s->subscribe("chat", "presence", [](json const& p) {
+        std::printf("* %s %s\n", p.value("view", "?").c_str(), p.value("here", false) ? "joined" : "left");
+        std::fflush(stdout);
+    });
+    std::printf("* joined %s as %s (view %s)\n", o.session_name.c_str(), nick.c_str(), s->view_id().c_str());
+    std::fflush(stdout);
+
+    std::atomic<bool> quit{false};
+    std::thread reader([&] {
+        std::string line;
+        while (!quit && std::getline(std::cin, line)) {
+            if (line == "/quit")
+                break;
+            if (!line.empty())
+                s->publish("chat", "post", {{"from", nick}, {"text", line}});
+        }
+        quit = true;
+    });
+    while (!quit && s->wait_step(std::chrono::milliseconds(20))) {
+    }
+    // Let what was typed last go out and come back before leaving.
+    s->run_for(std::chrono::milliseconds(300));
+    s->leave();
+    quit = true;
+    if (reader.joinable())
+        reader.detach();  // may still block in getline; the process is ending
+    return 0;
+}

@@ -1,0 +1,236 @@
+// lockstep-counter: a counter replicated on every client of a session.
+//
+// The model counts "increment" events published by views and runs a clock with
+// future(100); every 20 clock ticks it records a checkpoint. Every replica of a session
+// must end with identical checkpoints; the last line printed is `RESULT {json}`.
+#include <lockstep/client/session.hpp>
+
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+namespace lc = lockstep::client;
+using lc::json;
+
+namespace {
+
+// FNV-1a, 64 bit: a digest of the ordered event history that any language can recompute.
+std::uint64_t
+fnv1a(std::uint64_t h, std::string const& s)
+{
+    for (unsigned char c : s) {
+        h ^= c;
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
+std::string
+hex(std::uint64_t v)
+{
+    char buf[17];
+    std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+    return buf;
+}
+
+class counter final : public lc::model {
+public:
+    static void describe(lc::model_registry& r)
+    {
+        r.add<counter>("counter")
+            .method("increment", &counter::increment)
+            .method("tick", &counter::tick)
+            .method("view_join", &counter::view_join)
+            .method("view_exit", &counter::view_exit);
+    }
+
+    void init(json const&) override
+    {
+        subscribe("counter", "increment", &counter::increment);
+        subscribe(std::string(lc::session_scope), "view-join", &counter::view_join);
+        subscribe(std::string(lc::session_scope), "view-exit", &counter::view_exit);
+        future(100, &counter::tick);
+    }
+
+    void save(json& s) const override
+    {
+        s = {{"count", count_}, {"clock", clock_}, {"views", views_}, {"digest", hex(digest_)},
+             {"checkpoints", checkpoints_}};
+    }
+    void load(json const& s) override
+    {
+        count_ = s.at("count").get<std::int64_t>();
+        clock_ = s.at("clock").get<std::int64_t>();
+        views_ = s.at("views").get<std::int64_t>();
+        digest_ = std::stoull(s.at("digest").get<std::string>(), nullptr, 16);
+        checkpoints_ = s.at("checkpoints");
+    }
+
+    std::int64_t count() const { return count_; }
+    std::int64_t clock() const { return clock_; }
+    std::string digest() const { return hex(digest_); }
+    json const& checkpoints() const { return checkpoints_; }
+
+private:
+    void increment(json const& e)
+    {
+        count_ += e.value("n", 1);
+        digest_ = fnv1a(digest_, std::to_string(now()) + ":" + e.dump());
+        publish("counter", "changed", count_);
+    }
+    void tick(json const&)
+    {
+        ++clock_;
+        if (clock_ % 20 == 0)
+            checkpoints_.push_back({now(), clock_, count_, views_, hex(digest_)});
+        future(100, &counter::tick);
+    }
+    void view_join(json const&) { ++views_; }
+    void view_exit(json const&) { --views_; }
+
+    std::int64_t count_ = 0, clock_ = 0, views_ = 0;
+    std::uint64_t digest_ = 0xcbf29ce484222325ull;
+    json checkpoints_ = json::array();
+};
+
+void
+usage()
+{
+    std::puts(
+        "usage: lockstep-counter --reflector URL --session NAME [options]\n"
+        "  --reflector URL     ws://host:port (or a router seat URL)\n"
+        "  --session NAME      session name (with the app id it names the session)\n"
+        "  --sends N           increments to publish (default 0)\n"
+        "  --send-ms MS        interval between increments (default 100)\n"
+        "  --run-ms MS         how long to run after joining (default 5000)\n"
+        "  --files URL         files URL for snapshots, e.g. http://127.0.0.1:9090/files\n"
+        "  --password PW       encrypt events and snapshots end-to-end\n"
+        "  --tps N             reflector ticks per second for a new session (default 20)\n"
+        "  --snapshot-ms MS    model time between snapshots (default 5000)\n"
+        "  --app-id ID         application id (default io.lockstep.counter)\n"
+        "  --drop-at-ms MS     testing: drop the TCP connection once, MS after joining\n"
+        "  --verbose           SDK logs at info level (default: warnings)\n"
+        "The last line on stdout is RESULT {json} with count, clock, digest and checkpoints\n"
+        "([model_time, clock, count, views, digest] every 20 clock ticks).");
+}
+
+}  // namespace
+
+int
+main(int argc, char** argv)
+{
+    spdlog::set_default_logger(spdlog::stderr_color_mt("lockstep"));
+    spdlog::set_level(spdlog::level::warn);
+    lc::model_registry models;
+    counter::describe(models);
+    lc::join_options o;
+    o.models = &models;
+    o.root_model = "counter";
+    o.app_id = "io.lockstep.counter";
+    long sends = 0, send_ms = 100, run_ms = 5000, drop_at = -1;
+    for (int i = 1; i < argc; ++i) {
+        std::string a = argv[i];
+        auto next = [&]() -> std::string {
+            if (i + 1 >= argc) {
+                std::fprintf(stderr, "lockstep-counter: %s needs a value\n", a.c_str());
+                std::exit(2);
+            }
+            return argv[++i];
+        };
+        auto num = [&]() {
+            auto v = next();
+            char* end = nullptr;
+            long n = std::strtol(v.c_str(), &end, 10);
+            if (v.empty() || *end != '\0' || n < 0) {
+                std::fprintf(stderr, "lockstep-counter: %s wants a non-negative integer, not '%s'\n", a.c_str(), v.c_str());
+                std::exit(2);
+            }
+            return n;
+        };
+        if (a == "--help" || a == "-h") {
+            usage();
+            return 0;
+        } else if (a == "--reflector") o.reflector = next();
+        else if (a == "--session") o.session_name = next();
+        else if (a == "--sends") sends = num();
+        else if (a == "--send-ms") send_ms = num();
+        else if (a == "--run-ms") run_ms = num();
+        else if (a == "--files") o.files = next();
+        else if (a == "--password") o.password = next();
+        else if (a == "--tps") o.tps = static_cast<int>(num());
+        else if (a == "--snapshot-ms") o.snapshot_interval_ms = num();
+        else if (a == "--app-id") o.app_id = next();
+        else if (a == "--drop-at-ms") drop_at = num();
+        else if (a == "--verbose") spdlog::set_level(spdlog::level::info);
+        else {
+            std::fprintf(stderr, "lockstep-counter: unknown option %s (see --help)\n", a.c_str());
+            return 2;
+        }
+    }
+    if (o.reflector.empty() || o.session_name.empty()) {
+        std::fprintf(stderr, "lockstep-counter: --reflector and --session are required (see --help)\n");
+        return 2;
+    }
+
+    std::error_code ec;
+    auto s = lc::session::join(o, ec);
+    if (!s) {
+        std::fprintf(stderr, "lockstep-counter: join failed: %s\n", ec.message().c_str());
+        std::printf("RESULT %s\n", json({{"error", ec.message()}}).dump().c_str());
+        return 1;
+    }
+    using clock = std::chrono::steady_clock;
+    auto start = clock::now();
+    auto next_send = start;
+    long sent = 0;
+    bool dropped = false;
+    bool alive = true;
+    while (alive) {
+        auto now = clock::now();
+        auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(now - start).count();
+        if (elapsed >= run_ms)
+            break;
+        if (sent < sends && now >= next_send) {
+            s->publish("counter", "increment", {{"n", 1}, {"from", s->view_id()}, {"i", sent}});
+            ++sent;
+            next_send += std::chrono::milliseconds(send_ms);
+        }
+        if (drop_at >= 0 && !dropped && elapsed >= drop_at) {
+            s->simulate_network_drop();
+            dropped = true;
+        }
+        alive = s->wait_step(std::chrono::milliseconds(5));
+    }
+    auto const& c = s->root_as<counter>();
+    auto st = s->stats();
+    json result = {
+        {"count", c.count()},
+        {"clock", c.clock()},
+        {"digest", c.digest()},
+        {"checkpoints", c.checkpoints()},
+        {"model_time", s->now()},
+        {"view_id", s->view_id()},
+        {"session_id", s->id()},
+        {"sent", sent},
+        {"built_from", st.built_from},
+        {"stats",
+         {{"events_executed", st.events_executed},
+          {"seamless_rejoins", st.seamless_rejoins},
+          {"rebuilds", st.rebuilds},
+          {"snapshot_votes", st.snapshot_votes},
+          {"snapshots_uploaded", st.snapshots_uploaded},
+          {"divergences", st.divergences},
+          {"undecryptable", st.undecryptable}}},
+    };
+    if (!alive)
+        result["error"] = s->error().message();
+    s->leave();
+    std::printf("RESULT %s\n", result.dump().c_str());
+    std::fflush(stdout);
+    return alive ? 0 : 1;
+}
