@@ -67,6 +67,8 @@ struct model_class {
     std::function<std::unique_ptr<model>()> make;
     /// Calls the method registered under `method`; false when there is none.
     std::function<bool(model&, std::string_view method, json const& args)> call;
+    /// The registered name of a method pointer (passed by address, with its class).
+    std::function<std::string const*(std::type_index, void const*)> name_of;
     std::shared_ptr<void> methods;  // the model_type<M> of this class
 };
 
@@ -170,29 +172,42 @@ public:
     using method_ptr = void (M::*)(json const&);
 
     /// Registers `fn` under `name` (names are what snapshots store; keep them stable).
-    model_type& method(std::string name, method_ptr fn)
+    /// `fn` may be a method of a base class of M (virtual methods dispatch as usual).
+    template <class B>
+    model_type& method(std::string name, void (B::*fn)(json const&))
     {
-        methods_.emplace_back(std::move(name), fn);
+        static_assert(std::is_base_of_v<B, M>, "a method of the model class or of one of its bases");
+        // Remembers fn with its declaring class, so model code can name it as &B::fn.
+        auto same = [fn](std::type_index t, void const* p) {
+            return t == std::type_index(typeid(B)) && *static_cast<void (B::* const*)(json const&)>(p) == fn;
+        };
+        methods_.push_back({std::move(name), static_cast<method_ptr>(fn), same});
         return *this;
     }
 
-    std::string const* name_of(method_ptr fn) const
-    {
-        for (auto& [name, f] : methods_)
-            if (f == fn)
-                return &name;
-        return nullptr;
-    }
     method_ptr find(std::string_view name) const
     {
-        for (auto& [n, f] : methods_)
-            if (n == name)
-                return f;
+        for (auto& m : methods_)
+            if (m.name == name)
+                return m.fn;
+        return nullptr;
+    }
+    /// The name of a method given as a pointer to a member of class `declaring`.
+    std::string const* name_of(std::type_index declaring, void const* member_ptr) const
+    {
+        for (auto& m : methods_)
+            if (m.same(declaring, member_ptr))
+                return &m.name;
         return nullptr;
     }
 
 private:
-    std::vector<std::pair<std::string, method_ptr>> methods_;
+    struct entry {
+        std::string name;
+        method_ptr fn;
+        std::function<bool(std::type_index, void const*)> same;
+    };
+    std::vector<entry> methods_;
 };
 
 /// The model classes of an application, each under a stable name. Every client of a
@@ -215,7 +230,7 @@ public:
                 (static_cast<M&>(m).*fn)(args);
                 return true;
             },
-            methods};
+            [raw](std::type_index t, void const* p) { return raw->name_of(t, p); }, methods};
         if (find(c.name) || find(c.type))
             throw std::invalid_argument("model class registered twice: " + c.name);
         classes_.push_back(std::move(c));
@@ -236,12 +251,6 @@ public:
                 return &c;
         return nullptr;
     }
-    template <class M>
-    model_type<M> const* methods_of() const
-    {
-        auto c = find(std::type_index(typeid(M)));
-        return c ? static_cast<model_type<M> const*>(c->methods.get()) : nullptr;
-    }
     std::vector<detail::model_class> const& classes() const { return classes_; }
 
 private:
@@ -252,8 +261,8 @@ template <class M>
 std::string
 model::method_name(void (M::*fn)(json const&)) const
 {
-    auto table = host_->registry().template methods_of<M>();
-    auto name = table ? table->name_of(fn) : nullptr;
+    auto c = host_->registry().find(type_);
+    auto name = c ? c->name_of(std::type_index(typeid(M)), &fn) : nullptr;
     if (!name)
         throw std::invalid_argument("method not registered with model_type<" + type_ +
                                     ">::method (register it, or pass its name)");

@@ -1,0 +1,318 @@
+// The client SDK end to end: several lockstep-counter processes against a real
+// lockstep-reflector process on loopback. Every replica must end with identical
+// checkpoints, whether it joined fresh, replayed the log, loaded a snapshot, or lost its
+// connection and rejoined.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+using nlohmann::json;
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::uint16_t
+free_port()
+{
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    socklen_t len = sizeof a;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    ::close(fd);
+    return ntohs(a.sin_port);
+}
+
+bool
+port_open(std::uint16_t port)
+{
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+    ::close(fd);
+    return ok;
+}
+
+fs::path
+scratch_dir(std::string const& what)
+{
+    static int n = 0;
+    auto d = fs::temp_directory_path() / ("lockstep-sdk-" + std::to_string(::getpid()) + "-" + what + "-" +
+                                          std::to_string(++n));
+    fs::create_directories(d);
+    return d;
+}
+
+pid_t
+spawn(std::vector<std::string> const& argv, fs::path const& out, fs::path const& err)
+{
+    pid_t pid = ::fork();
+    if (pid == 0) {
+        int o = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int e = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        ::dup2(o, 1);
+        ::dup2(e, 2);
+        std::vector<char*> args;
+        for (auto& a : argv)
+            args.push_back(const_cast<char*>(a.c_str()));
+        args.push_back(nullptr);
+        ::execv(args[0], args.data());
+        ::_exit(127);
+    }
+    return pid;
+}
+
+/// A lockstep-reflector process on a free loopback port; killed at the end.
+class reflector {
+public:
+    reflector() : port_(free_port()), dir_(scratch_dir("reflector"))
+    {
+        pid_ = spawn({LOCKSTEP_REFLECTOR_BIN, "--bind", "127.0.0.1", "--port", std::to_string(port_), "--data-dir",
+                      (dir_ / "data").string(), "--threads", "1", "--log-level", "warn"},
+                     dir_ / "out.log", dir_ / "err.log");
+        for (int i = 0; i < 100 && !port_open(port_); ++i)  // bounded: 5 s
+            std::this_thread::sleep_for(50ms);
+    }
+    ~reflector()
+    {
+        ::kill(pid_, SIGKILL);
+        int st = 0;
+        ::waitpid(pid_, &st, 0);
+        std::error_code ec;
+        fs::remove_all(dir_, ec);
+    }
+    std::string ws() const { return "ws://127.0.0.1:" + std::to_string(port_); }
+    std::string files() const { return "http://127.0.0.1:" + std::to_string(port_) + "/files"; }
+    fs::path data() const { return dir_ / "data"; }
+    bool up() const { return port_open(port_); }
+
+private:
+    std::uint16_t port_;
+    fs::path dir_;
+    pid_t pid_ = -1;
+};
+
+/// One lockstep-counter process. result() waits (bounded) and parses its RESULT line.
+class counter {
+public:
+    explicit counter(std::vector<std::string> args) : dir_(scratch_dir("counter"))
+    {
+        args.insert(args.begin(), LOCKSTEP_COUNTER_BIN);
+        pid_ = spawn(args, dir_ / "out", dir_ / "err");
+    }
+    ~counter()
+    {
+        if (pid_ > 0) {
+            ::kill(pid_, SIGKILL);
+            int st = 0;
+            ::waitpid(pid_, &st, 0);
+        }
+        std::error_code ec;
+        fs::remove_all(dir_, ec);
+    }
+    /// Exit status (or -1 if it had to be killed after `limit`) and the RESULT object.
+    std::pair<int, json> result(std::chrono::milliseconds limit = 30s)
+    {
+        int status = -1, st = 0;
+        auto deadline = std::chrono::steady_clock::now() + limit;
+        while (pid_ > 0 && std::chrono::steady_clock::now() < deadline) {
+            if (::waitpid(pid_, &st, WNOHANG) == pid_) {
+                status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+                pid_ = -1;
+                break;
+            }
+            std::this_thread::sleep_for(20ms);
+        }
+        std::ifstream in(dir_ / "out");
+        std::string line, last;
+        while (std::getline(in, line))
+            if (line.rfind("RESULT ", 0) == 0)
+                last = line.substr(7);
+        auto j = json::parse(last, nullptr, false);
+        return {status, j.is_discarded() ? json() : j};
+    }
+    std::string stderr_text() const
+    {
+        std::ifstream in(dir_ / "err");
+        std::stringstream ss;
+        ss << in.rdbuf();
+        return ss.str();
+    }
+
+private:
+    fs::path dir_;
+    pid_t pid_ = -1;
+};
+
+std::vector<std::string>
+args(reflector const& r, std::string const& session, std::vector<std::string> more)
+{
+    std::vector<std::string> a = {"--reflector", r.ws(), "--session", session};
+    a.insert(a.end(), more.begin(), more.end());
+    return a;
+}
+
+// Checkpoints are [model_time, clock, count, views, digest] keyed by clock: every pair of
+// replicas must agree on every clock both recorded, and share at least `min_common`.
+void
+expect_same_history(std::vector<json> const& results, std::size_t min_common)
+{
+    ASSERT_GE(results.size(), 2u);
+    for (std::size_t i = 1; i < results.size(); ++i) {
+        std::map<std::int64_t, json> a, b;
+        for (auto& c : results[0]["checkpoints"])
+            a[c[1].get<std::int64_t>()] = c;
+        for (auto& c : results[i]["checkpoints"])
+            b[c[1].get<std::int64_t>()] = c;
+        std::size_t common = 0;
+        for (auto& [clock, c] : a) {
+            auto it = b.find(clock);
+            if (it == b.end())
+                continue;
+            ++common;
+            EXPECT_EQ(c, it->second) << "replica 0 and " << i << " differ at clock " << clock;
+        }
+        EXPECT_GE(common, min_common) << "replica " << i << ": " << results[i].dump();
+    }
+}
+
+json
+run_ok(counter& c, char const* name)
+{
+    auto [status, r] = c.result();
+    EXPECT_EQ(status, 0) << name << " stderr: " << c.stderr_text();
+    EXPECT_TRUE(r.is_object() && r.contains("checkpoints")) << name << ": " << r.dump();
+    if (r.is_object() && r.contains("stats")) {
+        EXPECT_EQ(r["stats"]["divergences"], 0) << name;
+        EXPECT_EQ(r["stats"]["undecryptable"], 0) << name;
+    }
+    return r.is_object() ? r : json::object();
+}
+
+}  // namespace
+
+TEST(Sdk, ThreeReplicasAndALateJoinerReplayingTheLog)
+{
+    reflector r;
+    ASSERT_TRUE(r.up());
+    counter a(args(r, "log", {"--sends", "15", "--send-ms", "100", "--run-ms", "7000"}));
+    std::this_thread::sleep_for(200ms);
+    counter b(args(r, "log", {"--sends", "15", "--send-ms", "100", "--run-ms", "7000"}));
+    std::this_thread::sleep_for(2000ms);
+    counter c(args(r, "log", {"--sends", "10", "--send-ms", "100", "--run-ms", "4500"}));
+    auto ra = run_ok(a, "a"), rb = run_ok(b, "b"), rc = run_ok(c, "c");
+    EXPECT_EQ(ra["built_from"], "fresh");
+    EXPECT_EQ(rb["built_from"], "log");
+    EXPECT_EQ(rc["built_from"], "log");
+    for (auto* x : {&ra, &rb, &rc}) {
+        EXPECT_EQ((*x)["count"], 40) << x->dump();  // nothing lost, nothing doubled
+        EXPECT_EQ((*x)["stats"]["rebuilds"], 0);
+    }
+    EXPECT_EQ(ra["digest"], rb["digest"]);
+    EXPECT_EQ(ra["digest"], rc["digest"]);
+    expect_same_history({ra, rb, rc}, 3);
+    // The late joiner saw the whole history, from the first checkpoint on.
+    ASSERT_FALSE(rc["checkpoints"].empty());
+    EXPECT_EQ(rc["checkpoints"][0][1], 20);
+}
+
+TEST(Sdk, LateJoinerFromAnEncryptedSnapshot)
+{
+    reflector r;
+    ASSERT_TRUE(r.up());
+    std::vector<std::string> common = {"--files", r.files(), "--password", "correct horse", "--snapshot-ms", "1000"};
+    auto with = [&](std::vector<std::string> more) {
+        more.insert(more.end(), common.begin(), common.end());
+        return args(r, "snap", more);
+    };
+    counter a(with({"--sends", "20", "--send-ms", "100", "--run-ms", "7500"}));
+    std::this_thread::sleep_for(200ms);
+    counter b(with({"--sends", "20", "--send-ms", "100", "--run-ms", "7500"}));
+    std::this_thread::sleep_for(3500ms);
+    counter c(with({"--sends", "5", "--send-ms", "100", "--run-ms", "3500"}));
+    // Same session, wrong password: refused with a clear error, the others unaffected.
+    counter wrong(args(r, "snap", {"--password", "wrong", "--run-ms", "500"}));
+    auto [ws, wr] = wrong.result();
+    EXPECT_EQ(ws, 1);
+    EXPECT_EQ(wr.value("error", ""), "wrong session password") << wr.dump();
+    counter none(args(r, "snap", {"--run-ms", "500"}));
+    auto [ns, nr] = none.result();
+    EXPECT_EQ(ns, 1);
+    EXPECT_EQ(nr.value("error", ""), "wrong session password") << nr.dump();
+
+    auto ra = run_ok(a, "a"), rb = run_ok(b, "b"), rc = run_ok(c, "c");
+    EXPECT_EQ(rc["built_from"], "snapshot") << rc.dump();
+    auto uploaded = ra["stats"]["snapshots_uploaded"].get<int>() + rb["stats"]["snapshots_uploaded"].get<int>();
+    EXPECT_GE(uploaded, 1);
+    EXPECT_GE(ra["stats"]["snapshot_votes"].get<int>(), 2);
+    for (auto* x : {&ra, &rb, &rc})
+        EXPECT_EQ((*x)["count"], 45) << x->dump();
+    expect_same_history({ra, rb, rc}, 3);
+    // The late joiner did not replay from time 0: far fewer events than the others.
+    EXPECT_LT(rc["stats"]["events_executed"].get<int>(), ra["stats"]["events_executed"].get<int>());
+    // What the reflector stored is encrypted.
+    int snaps = 0;
+    for (auto& f : fs::recursive_directory_iterator(r.data()))
+        if (f.path().extension() == ".snap") {
+            ++snaps;
+            std::ifstream in(f.path(), std::ios::binary);
+            char magic[4] = {};
+            in.read(magic, 4);
+            EXPECT_EQ(std::string(magic, 4), "CRQ1") << f.path();
+        }
+    EXPECT_GE(snaps, 1);
+}
+
+TEST(Sdk, ForcedDisconnectRejoinsSeamlessly)
+{
+    reflector r;
+    ASSERT_TRUE(r.up());
+    counter a(args(r, "drop", {"--sends", "20", "--send-ms", "100", "--run-ms", "6000"}));
+    std::this_thread::sleep_for(200ms);
+    counter b(args(r, "drop", {"--sends", "20", "--send-ms", "100", "--run-ms", "6000", "--drop-at-ms", "1000"}));
+    auto ra = run_ok(a, "a"), rb = run_ok(b, "b");
+    EXPECT_EQ(rb["stats"]["seamless_rejoins"], 1) << rb.dump();
+    EXPECT_EQ(rb["stats"]["rebuilds"], 0);
+    EXPECT_EQ(ra["stats"]["seamless_rejoins"], 0);
+    EXPECT_EQ(ra["count"], 40) << ra.dump();
+    EXPECT_EQ(rb["count"], 40) << rb.dump();
+    expect_same_history({ra, rb}, 2);
+}
+
+TEST(Sdk, BadOptionsAndUnreachableReflectorFailClearly)
+{
+    counter bad({"--reflector", "http://127.0.0.1:1", "--session", "x", "--run-ms", "100"});
+    auto [bs, br] = bad.result();
+    EXPECT_EQ(bs, 1);
+    EXPECT_EQ(br.value("error", ""), "invalid join options");
+    EXPECT_NE(bad.stderr_text().find("ws:// URL"), std::string::npos) << bad.stderr_text();
+
+    counter down({"--reflector", "ws://127.0.0.1:" + std::to_string(free_port()), "--session", "x", "--run-ms", "100"});
+    auto [ds, dr] = down.result();
+    EXPECT_EQ(ds, 1);
+    EXPECT_EQ(dr.value("error", ""), "cannot connect to the reflector");
+
+    counter usage({"--session", "x"});
+    auto [us, ur] = usage.result();
+    EXPECT_EQ(us, 2);
+    EXPECT_NE(usage.stderr_text().find("--reflector and --session are required"), std::string::npos);
+}
