@@ -3,6 +3,7 @@
 // The model counts "increment" events published by views and runs a clock with
 // future(100); every 20 clock ticks it records a checkpoint. Every replica of a session
 // must end with identical checkpoints; the last line printed is `RESULT {json}`.
+#include <lockstep/client/router.hpp>
 #include <lockstep/client/session.hpp>
 
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -13,6 +14,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+
+#include <unistd.h>
 
 namespace lc = lockstep::client;
 using lc::json;
@@ -103,11 +106,16 @@ usage()
 {
     std::puts(
         "usage: lockstep-counter --reflector URL --session NAME [options]\n"
+        "       lockstep-counter --router URL --room NAME --user NAME [options]\n"
         "  --reflector URL     ws://host:port (or a router seat URL)\n"
         "  --session NAME      session name (with the app id it names the session)\n"
         "  --sends N           increments to publish (default 0)\n"
         "  --send-ms MS        interval between increments (default 100)\n"
         "  --run-ms MS         how long to run after joining (default 5000)\n"
+        "  --router URL        ask this router (a reflector's http://host:port) for a seat\n"
+        "  --room NAME         room to join through the router (the shard is the session)\n"
+        "  --user NAME         user name for the router's seat (default: the view id)\n"
+        "  --region R          region asked of the router (default: any)\n"
         "  --files URL         files URL for snapshots, e.g. http://127.0.0.1:9090/files\n"
         "  --password PW       encrypt events and snapshots end-to-end\n"
         "  --tps N             reflector ticks per second for a new session (default 20)\n"
@@ -133,6 +141,7 @@ main(int argc, char** argv)
     o.root_model = "counter";
     o.app_id = "io.lockstep.counter";
     long sends = 0, send_ms = 100, run_ms = 5000, drop_at = -1;
+    std::string router, room, user, region;
     for (int i = 1; i < argc; ++i) {
         std::string a = argv[i];
         auto next = [&]() -> std::string {
@@ -160,6 +169,10 @@ main(int argc, char** argv)
         else if (a == "--sends") sends = num();
         else if (a == "--send-ms") send_ms = num();
         else if (a == "--run-ms") run_ms = num();
+        else if (a == "--router") router = next();
+        else if (a == "--room") room = next();
+        else if (a == "--user") user = next();
+        else if (a == "--region") region = next();
         else if (a == "--files") o.files = next();
         else if (a == "--password") o.password = next();
         else if (a == "--tps") o.tps = static_cast<int>(num());
@@ -172,13 +185,22 @@ main(int argc, char** argv)
             return 2;
         }
     }
-    if (o.reflector.empty() || o.session_name.empty()) {
+    if (router.empty() && (o.reflector.empty() || o.session_name.empty())) {
         std::fprintf(stderr, "lockstep-counter: --reflector and --session are required (see --help)\n");
+        return 2;
+    }
+    if (!router.empty() && room.empty()) {
+        std::fprintf(stderr, "lockstep-counter: --router needs --room (see --help)\n");
         return 2;
     }
 
     std::error_code ec;
-    auto s = lc::session::join(o, ec);
+    std::unique_ptr<lc::session> s;
+    lc::room_seat seat;
+    if (router.empty())
+        s = lc::session::join(o, ec);
+    else
+        s = lc::join_room(router, room, user.empty() ? "counter-" + std::to_string(::getpid()) : user, o, ec, region, &seat);
     if (!s) {
         std::fprintf(stderr, "lockstep-counter: join failed: %s\n", ec.message().c_str());
         std::printf("RESULT %s\n", json({{"error", ec.message()}}).dump().c_str());
@@ -216,6 +238,8 @@ main(int argc, char** argv)
         {"model_time", s->now()},
         {"view_id", s->view_id()},
         {"session_id", s->id()},
+        {"session_name", router.empty() ? o.session_name : seat.session},
+        {"shard", seat.shard},
         {"sent", sent},
         {"built_from", st.built_from},
         {"stats",

@@ -84,11 +84,12 @@ spawn(std::vector<std::string> const& argv, fs::path const& out, fs::path const&
 /// A lockstep-reflector process on a free loopback port; killed at the end.
 class reflector {
 public:
-    reflector() : port_(free_port()), dir_(scratch_dir("reflector"))
+    explicit reflector(std::vector<std::string> more = {}) : port_(free_port()), dir_(scratch_dir("reflector"))
     {
-        pid_ = spawn({LOCKSTEP_REFLECTOR_BIN, "--bind", "127.0.0.1", "--port", std::to_string(port_), "--data-dir",
-                      (dir_ / "data").string(), "--threads", "1", "--log-level", "warn"},
-                     dir_ / "out.log", dir_ / "err.log");
+        std::vector<std::string> argv = {LOCKSTEP_REFLECTOR_BIN, "--bind", "127.0.0.1", "--port", std::to_string(port_),
+                                         "--data-dir", (dir_ / "data").string(), "--threads", "1", "--log-level", "warn"};
+        argv.insert(argv.end(), more.begin(), more.end());
+        pid_ = spawn(argv, dir_ / "out.log", dir_ / "err.log");
         for (int i = 0; i < 100 && !port_open(port_); ++i)  // bounded: 5 s
             std::this_thread::sleep_for(50ms);
     }
@@ -101,7 +102,8 @@ public:
         fs::remove_all(dir_, ec);
     }
     std::string ws() const { return "ws://127.0.0.1:" + std::to_string(port_); }
-    std::string files() const { return "http://127.0.0.1:" + std::to_string(port_) + "/files"; }
+    std::string http() const { return "http://127.0.0.1:" + std::to_string(port_); }
+    std::string files() const { return http() + "/files"; }
     fs::path data() const { return dir_ / "data"; }
     bool up() const { return port_open(port_); }
 
@@ -315,4 +317,39 @@ TEST(Sdk, BadOptionsAndUnreachableReflectorFailClearly)
     auto [us, ur] = usage.result();
     EXPECT_EQ(us, 2);
     EXPECT_NE(usage.stderr_text().find("--reflector and --session are required"), std::string::npos);
+}
+
+TEST(Sdk, JoinRoomThroughTheRouterFillsShards)
+{
+    reflector r({"--room-capacity", "2", "--room-overflow", "1"});
+    ASSERT_TRUE(r.up());
+    auto user = [&](char const* name, char const* sends) {
+        return std::vector<std::string>{"--router", r.http(), "--room", "lobby", "--user", name,
+                                        "--sends", sends, "--send-ms", "100", "--run-ms", "4000"};
+    };
+    counter a(user("u1", "5"));
+    std::this_thread::sleep_for(300ms);
+    counter b(user("u2", "5"));
+    std::this_thread::sleep_for(300ms);
+    counter c(user("u3", "3"));
+    auto ra = run_ok(a, "a"), rb = run_ok(b, "b"), rc = run_ok(c, "c");
+    EXPECT_EQ(ra["session_name"], "lobby");
+    EXPECT_EQ(rb["session_name"], "lobby");
+    EXPECT_EQ(rc["session_name"], "lobby~2");  // shard 1 was full
+    EXPECT_EQ(rc["shard"], 2);
+    EXPECT_EQ(ra["count"], 10);
+    EXPECT_EQ(rb["count"], 10);
+    EXPECT_EQ(rc["count"], 3);  // a separate session
+    EXPECT_NE(ra["session_id"], rc["session_id"]);
+    expect_same_history({ra, rb}, 1);
+
+    counter unreachable({"--router", "http://127.0.0.1:" + std::to_string(free_port()), "--room", "lobby", "--run-ms", "100"});
+    auto [us, ur] = unreachable.result();
+    EXPECT_EQ(us, 1);
+    EXPECT_EQ(ur.value("error", ""), "the router could not place this client");
+    counter bad_room({"--router", r.http(), "--room", std::string(200, 'x'), "--run-ms", "100"});
+    auto [bs, br] = bad_room.result();
+    EXPECT_EQ(bs, 1);
+    EXPECT_EQ(br.value("error", ""), "the router could not place this client");
+    EXPECT_NE(bad_room.stderr_text().find("400"), std::string::npos) << bad_room.stderr_text();
 }
