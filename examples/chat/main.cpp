@@ -35,7 +35,8 @@ public:
     {
         if (!m.is_object() || !m.contains("text") || !m["text"].is_string())
             return;  // a model validates its input: every replica drops the same events
-        json entry = {{"time", now()}, {"from", m.value("from", "?")}, {"text", m["text"]}};
+        std::string from = m.contains("from") && m["from"].is_string() ? m["from"].get<std::string>() : "?";
+        json entry = {{"time", now()}, {"from", from}, {"text", m["text"]}};
         messages_.push_back(entry);
         if (messages_.size() > 100)
             messages_.erase(messages_.begin());

@@ -82,7 +82,10 @@ public:
 private:
     void increment(json const& e)
     {
-        count_ += e.value("n", 1);
+        // Events come from any client: validate, so every replica drops the same bad ones.
+        if (!e.is_object() || !e.contains("n") || !e["n"].is_number_integer())
+            return;
+        count_ += e["n"].get<std::int64_t>();
         digest_ = fnv1a(digest_, std::to_string(now()) + ":" + e.dump());
         publish("counter", "changed", count_);
     }
@@ -114,7 +117,7 @@ usage()
         "  --run-ms MS         how long to run after joining (default 5000)\n"
         "  --router URL        ask this router (a reflector's http://host:port) for a seat\n"
         "  --room NAME         room to join through the router (the shard is the session)\n"
-        "  --user NAME         user name for the router's seat (default: the view id)\n"
+        "  --user NAME         user name for the router's seat (default: counter-<pid>)\n"
         "  --region R          region asked of the router (default: any)\n"
         "  --files URL         files URL for snapshots, e.g. http://127.0.0.1:9090/files\n"
         "  --password PW       encrypt events and snapshots end-to-end\n"

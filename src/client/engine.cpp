@@ -1,6 +1,7 @@
 #include "client/engine.hpp"
 
 #include "client/crypto.hpp"
+#include "client/json_field.hpp"
 
 #include <lockstep/client/error.hpp>
 #include <lockstep/protocol/constants.hpp>
@@ -287,7 +288,7 @@ engine::apply_event(std::int64_t time, std::uint32_t seq, json const& payload)
     now_ = time;
     last_seq_ = seq;
     if (payload.is_object()) {
-        auto what = payload.value("what", std::string());
+        auto what = field(payload, "what", "");
         if (what == "users")
             on_users(payload);
         else if (what == "tally" && hooks_.on_tally)
@@ -310,7 +311,7 @@ engine::apply_event(std::int64_t time, std::uint32_t seq, json const& payload)
 void
 engine::on_poll(json const& data, std::uint32_t seq)
 {
-    std::int64_t min_ms = data.is_object() ? data.value("min_ms", std::int64_t(0)) : 0;
+    std::int64_t min_ms = field(data, "min_ms", std::int64_t(0));
     if (last_poll_ != 0 && now_ - last_poll_ < min_ms)
         return;
     last_poll_ = now_ == 0 ? 1 : now_;
@@ -329,7 +330,7 @@ engine::on_users(json const& msg)
         joined_ids.push_back(view_of(u));
     // As many joins as active clients: the session was resumed without us, so every view
     // we remember that is not in this message is gone.
-    auto active = msg.value("active", std::int64_t(-1));
+    auto active = field(msg, "active", std::int64_t(-1));
     if (active >= 0 && static_cast<std::size_t>(active) == joined_ids.size() && !views_.empty()) {
         std::set<std::string> keep(joined_ids.begin(), joined_ids.end());
         std::vector<std::string> gone;
@@ -416,7 +417,7 @@ engine::restore(json const& s, std::string& why)
         models_.clear();
         return false;
     };
-    if (!s.is_object() || s.value("format", std::string()) != "lockstep-snapshot-1")
+    if (!s.is_object() || field(s, "format", "") != "lockstep-snapshot-1")
         return fail("not a lockstep snapshot");
     try {
         now_ = s.at("time").get<std::int64_t>();

@@ -1,5 +1,6 @@
 #include <lockstep/client/router.hpp>
 
+#include "client/json_field.hpp"
 #include "client/net.hpp"
 
 #include <spdlog/spdlog.h>
@@ -68,12 +69,12 @@ reserve_seat(std::string const& router, std::string const& room, std::string con
     if (ec)
         return {};
     room_seat s;
-    s.room = a.value("room", room);
-    s.session = a.value("session", "");
-    s.shard = a.value("shard", 0);
-    s.reflector = a.value("reflector", "");
-    s.files = a.value("files", "");
-    s.expires_in_ms = a.value("expires_in_ms", std::int64_t(0));
+    s.room = detail::field(a, "room", room);
+    s.session = detail::field(a, "session", "");
+    s.shard = detail::field(a, "shard", 0);
+    s.reflector = detail::field(a, "reflector", "");
+    s.files = detail::field(a, "files", "");
+    s.expires_in_ms = detail::field(a, "expires_in_ms", std::int64_t(0));
     if (s.session.empty() || s.reflector.empty()) {
         spdlog::error("lockstep: router answer without session or reflector: {}", a.dump());
         ec = errc::router_failed;
@@ -86,7 +87,7 @@ bool
 release_seat(std::string const& router, std::string const& room, std::string const& user, std::error_code& ec)
 {
     auto a = call(base_of(router) + "/v1/rooms/" + url_encode(room) + "/leave", {{"user", user}}, ec);
-    return !ec && a.value("freed", false);
+    return !ec && detail::field(a, "freed", false);
 }
 
 std::unique_ptr<session>

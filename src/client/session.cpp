@@ -2,6 +2,7 @@
 
 #include "client/crypto.hpp"
 #include "client/engine.hpp"
+#include "client/json_field.hpp"
 #include "client/net.hpp"
 
 #include <lockstep/protocol/constants.hpp>
@@ -42,6 +43,7 @@ public:
         case errc::decrypt_failed: return "decryption failed";
         case errc::left: return "the session was left";
         case errc::router_failed: return "the router could not place this client";
+        case errc::model_failed: return "model code threw an exception";
         }
         return "unknown lockstep client error";
     }
@@ -146,7 +148,10 @@ public:
     std::atomic<std::uint64_t> published_{0};
     std::atomic<std::uint64_t> uploaded_{0};
     std::mutex upload_mu_;
-    std::vector<std::thread> uploads_;
+    std::condition_variable upload_cv_;
+    std::deque<std::function<void()>> upload_q_;  // guarded by upload_mu_
+    bool upload_stop_ = false;                     // guarded by upload_mu_
+    std::thread upload_thread_;
 
 private:
     void on_message(std::string&& text);
@@ -161,6 +166,7 @@ private:
     void on_poll(std::int64_t time, std::uint32_t seq);
     void on_tally(json const& tally);
     void upload(std::int64_t time, vote v);
+    void enqueue_upload(std::function<void()> job);
     void report(divergence const& d);
     std::unique_ptr<engine> make_engine();
     std::string join_frame() const;
@@ -171,7 +177,9 @@ session::impl::make_engine()
 {
     detail::engine_hooks h;
     h.on_publish = [this](std::string const& scope, std::string const& event, json const& data) {
-        if (view_subs_.count({scope, event}))
+        // Views see live events only: a catch-up replay (join, rebuild) would repeat
+        // what they already showed. After a rebuild they re-read the models instead.
+        if (live_ && view_subs_.count({scope, event}))
             view_queue_.emplace_back(scope, event, data);
     };
     h.on_users = [this](std::vector<std::string> const& joined) {
@@ -222,7 +230,7 @@ session::impl::start()
         return bad("join_options::app_id and session_name are required");
     if (opt_.tps < 1 || opt_.tps > 60)
         return bad("join_options::tps must be 1..60");
-    if (!opt_.files.empty() && !detail::parse_url(opt_.files))
+    if (auto f = detail::parse_url(opt_.files); !opt_.files.empty() && (!f || f->scheme != "http"))
         return bad("join_options::files must be an http:// URL");
     id_ = session::session_id_for(opt_);
     view_id_ = opt_.view_id.empty() ? detail::random_base36(10) : opt_.view_id;
@@ -313,7 +321,13 @@ session::impl::step()
         batch.swap(in_);
     }
     for (auto& item : batch) {
-        handle(item);
+        // Model code must not throw; if it does, this replica is half-way through an event
+        // and cannot be trusted any more: end the session instead of diverging silently.
+        try {
+            handle(item);
+        } catch (std::exception const& e) {
+            fail(errc::model_failed, e.what());
+        }
         if (ended_)
             break;
     }
@@ -361,8 +375,6 @@ session::impl::handle(inbound& item)
         if (!item.reconnecting) {
             if (item.code == 0)
                 fail(errc::connect_failed, item.reason);
-            else if (item.code == 1000)
-                fail(errc::left, "closed");
             else
                 fail(errc::rejected, "closed by the reflector: " + std::to_string(item.code) + " " + item.reason);
         } else {
@@ -436,30 +448,46 @@ session::impl::build(json const& args)
 {
     engine_ = make_engine();
     recorded_.clear();
-    auto url = args.value("url", std::string());
+    auto url = detail::field(args, "url", "");
     auto const& messages = args.contains("messages") && args["messages"].is_array() ? args["messages"] : json::array();
     if (!url.empty()) {
+        // Blocking: a replica cannot go on before its snapshot is loaded.
         auto r = detail::http_request("GET", url, {}, {}, 30s);
-        std::optional<std::string> data;
-        if (!r.ec && r.status == 200)
-            data = r.body;
-        if (data && detail::is_encrypted_binary(*data))
-            data = key_ ? detail::decrypt_binary(*key_, *data) : std::nullopt;
-        if (data)
-            data = detail::gunzip(*data, max_snapshot_bytes);
+        if (r.ec || r.status != 200) {
+            fail(errc::snapshot_unavailable, url + ": " + (r.ec ? r.ec.message() : "HTTP " + std::to_string(r.status)));
+            return false;
+        }
+        std::optional<std::string> data = std::move(r.body);
+        if (key_) {
+            // An encrypted session only trusts snapshots sealed with its key.
+            data = detail::decrypt_binary(*key_, *data);
+            if (!data) {
+                fail(errc::decrypt_failed, url + ": snapshot is not sealed with this session's key");
+                return false;
+            }
+        } else if (detail::is_encrypted_binary(*data)) {
+            fail(errc::wrong_password, url + ": snapshot is encrypted");
+            return false;
+        }
+        data = detail::gunzip(*data, max_snapshot_bytes);
         json snap = data ? json::parse(*data, nullptr, false) : json();
-        std::string why = r.ec ? r.ec.message() : "HTTP " + std::to_string(r.status);
+        std::string why = "not gzip'd JSON";
         if (!data || snap.is_discarded() || !engine_->restore(snap, why)) {
             fail(errc::snapshot_unavailable, url + ": " + why);
             return false;
         }
+        // The uploader named the hash of the state it voted for: anything else is
+        // corrupted or forged, and a replica built on it would diverge.
         auto expect = hash_in_url(url);
         auto got = engine_->state_hash();
-        if (!expect.empty() && expect != got)
+        if (!expect.empty() && expect != got) {
             report({engine_->now(), got, expect, "snapshot load"});
+            fail(errc::snapshot_unavailable, url + ": state hash does not match the snapshot's name");
+            return false;
+        }
         stats_.built_from = "snapshot";
     } else {
-        std::uint32_t before_first = args.value("seq", protocol::seq_start);
+        std::uint32_t before_first = detail::field(args, "seq", protocol::seq_start);
         if (!messages.empty() && messages[0].is_array() && messages[0].size() > 1 && messages[0][1].is_number_unsigned())
             before_first = messages[0][1].get<std::uint32_t>() - 1;
         engine_->start_fresh(opt_.root_model, opt_.root_args, before_first);
@@ -482,9 +510,9 @@ session::impl::handle_sync(json const& args)
         fail(errc::protocol_error, "SYNC without arguments");
         return;
     }
-    auto timeline = args.value("timeline", std::string());
+    auto timeline = detail::field(args, "timeline", "");
     if (!engine_) {
-        auto tove = args.value("tove", std::string());
+        auto tove = detail::field(args, "tove", "");
         bool ok = key_ ? (!tove.empty() && detail::decrypt_text(*key_, tove) == id_) : tove.empty();
         if (!ok) {
             fail(errc::wrong_password, key_ ? "the session's key check failed" : "the session is encrypted");
@@ -497,7 +525,7 @@ session::impl::handle_sync(json const& args)
     // A reconnect: keep the replica if the reflector still has our place in its log.
     auto const& messages = args.contains("messages") && args["messages"].is_array() ? args["messages"] : json::array();
     std::uint32_t last = engine_->last_seq();
-    std::uint32_t sync_seq = args.value("seq", std::uint32_t(0));
+    std::uint32_t sync_seq = detail::field(args, "seq", std::uint32_t(0));
     std::uint32_t first = sync_seq + 1;
     if (!messages.empty() && messages[0].is_array() && messages[0].size() > 1 && messages[0][1].is_number_unsigned())
         first = messages[0][1].get<std::uint32_t>();
@@ -509,7 +537,7 @@ session::impl::handle_sync(json const& args)
         if (!seamless)
             break;
         if (m.is_array() && m.size() > 2 && m[2].is_object() && m[1].is_number_unsigned() &&
-            protocol::seq_before(last, m[1].get<std::uint32_t>()) && m[2].value("what", "") == "users" &&
+            protocol::seq_before(last, m[1].get<std::uint32_t>()) && detail::field(m[2], "what", "") == "users" &&
             m[2].contains("left") && m[2]["left"].is_array())
             for (auto& u : m[2]["left"])
                 if (u == view_id_)
@@ -586,7 +614,7 @@ session::impl::on_poll(std::int64_t time, std::uint32_t seq)
 void
 session::impl::on_tally(json const& msg)
 {
-    auto key = msg.value("tuttiKey", std::string());
+    auto key = detail::field(msg, "tuttiKey", "");
     if (key.rfind("snapshot@", 0) != 0 || !msg.contains("tally") || !msg["tally"].is_object())
         return;
     std::int64_t time = 0;
@@ -643,8 +671,7 @@ session::impl::upload(std::int64_t time, vote v)
                  {"action", "SNAP"},
                  {"args", {{"time", time}, {"seq", v.seq}, {"hash", v.hash}, {"url", url}, {"dissident", nullptr}}}};
     // Off the step() thread: an upload may take a while and the replica must go on.
-    std::lock_guard lk(upload_mu_);
-    uploads_.emplace_back([this, url, body = std::move(body), frame = snap.dump()] {
+    enqueue_upload([this, url, body = std::move(body), frame = snap.dump()] {
         auto r = detail::http_request("PUT", url, body, "application/octet-stream", 30s);
         if (r.ec || r.status / 100 != 2) {
             spdlog::warn("lockstep: snapshot upload to {} failed: {}", url,
@@ -679,16 +706,43 @@ session::impl::leave()
     shutdown();
 }
 
+// One uploader thread per session, started with the first upload; it finishes the queued
+// uploads (and their SNAPs) before the session closes.
+void
+session::impl::enqueue_upload(std::function<void()> job)
+{
+    std::lock_guard lk(upload_mu_);
+    if (upload_stop_)
+        return;
+    upload_q_.push_back(std::move(job));
+    if (!upload_thread_.joinable())
+        upload_thread_ = std::thread([this] {
+            for (;;) {
+                std::function<void()> next;
+                {
+                    std::unique_lock lk(upload_mu_);
+                    upload_cv_.wait(lk, [&] { return upload_stop_ || !upload_q_.empty(); });
+                    if (upload_q_.empty())
+                        return;
+                    next = std::move(upload_q_.front());
+                    upload_q_.pop_front();
+                }
+                next();
+            }
+        });
+    upload_cv_.notify_one();
+}
+
 void
 session::impl::shutdown()
 {
-    std::vector<std::thread> uploads;
     {
         std::lock_guard lk(upload_mu_);
-        uploads.swap(uploads_);
+        upload_stop_ = true;
     }
-    for (auto& t : uploads)
-        t.join();
+    upload_cv_.notify_one();
+    if (upload_thread_.joinable())
+        upload_thread_.join();
     if (net_)
         net_->close();
 }

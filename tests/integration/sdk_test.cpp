@@ -2,6 +2,8 @@
 // lockstep-reflector process on loopback. Every replica must end with identical
 // checkpoints, whether it joined fresh, replayed the log, loaded a snapshot, or lost its
 // connection and rejoined.
+#include <lockstep/client/session.hpp>
+
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -352,4 +354,56 @@ TEST(Sdk, JoinRoomThroughTheRouterFillsShards)
     EXPECT_EQ(bs, 1);
     EXPECT_EQ(br.value("error", ""), "the router could not place this client");
     EXPECT_NE(bad_room.stderr_text().find("400"), std::string::npos) << bad_room.stderr_text();
+}
+
+namespace {
+
+namespace lc = lockstep::client;
+
+// Echoes "ping" events as "pong" to views, and throws on "boom".
+class fragile final : public lc::model {
+public:
+    void init(json const&) override
+    {
+        subscribe("f", "ping", &fragile::ping);
+        subscribe("f", "boom", &fragile::boom);
+    }
+    void ping(json const& v) { publish("f", "pong", v); }
+    void boom(json const&) { throw std::runtime_error("model bug"); }
+};
+
+}  // namespace
+
+TEST(Sdk, InProcessViewsAndAModelThatThrows)
+{
+    reflector r;
+    ASSERT_TRUE(r.up());
+    lc::model_registry models;
+    models.add<fragile>("fragile").method("ping", &fragile::ping).method("boom", &fragile::boom);
+    lc::join_options o;
+    o.reflector = r.ws();
+    o.app_id = "io.lockstep.test";
+    o.session_name = "fragile";
+    o.models = &models;
+    o.root_model = "fragile";
+    std::error_code ec;
+    auto s = lc::session::join(o, ec);
+    ASSERT_TRUE(s) << ec.message();
+    EXPECT_TRUE(s->connected());
+    std::vector<json> pongs;
+    s->subscribe("f", "pong", [&](json const& v) { pongs.push_back(v); });
+    s->publish("f", "ping", 1);
+    s->publish("f", "ping", 2);
+    EXPECT_TRUE(pongs.empty());  // never applied locally first
+    EXPECT_TRUE(s->run_until([&] { return pongs.size() == 2; }, 5s));
+    EXPECT_EQ(pongs, (std::vector<json>{1, 2}));
+    EXPECT_THROW(s->publish("lockstep.poll", "poll"), std::invalid_argument);  // reserved scope
+
+    s->publish("f", "boom");
+    bool alive = true;
+    for (int i = 0; i < 250 && alive; ++i)  // bounded: 5 s
+        alive = s->wait_step(20ms);
+    EXPECT_FALSE(alive);
+    EXPECT_EQ(s->error(), lc::errc::model_failed);
+    EXPECT_FALSE(s->step());
 }

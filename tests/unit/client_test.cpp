@@ -463,3 +463,17 @@ TEST(ClientCrypto, HashesAreBase64UrlSha256)
     // SHA-256("abc") = ba7816bf...; base64url without padding.
     EXPECT_EQ(lc::detail::sha256_b64url("abc"), "ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0");
 }
+
+TEST(ClientReplica, MalformedReflectorObjectsDoNotThrow)
+{
+    auto e = fresh();
+    std::uint32_t seq = first_seq;
+    for (json bad : {json({{"what", 5}}), json({{"what", "users"}, {"active", "x"}, {"joined", "y"}}),
+                     json({{"what", "users"}, {"joined", {1, json::object(), json::array()}}}),
+                     json({{"what", "tally"}, {"tally", 3}}), json::object(), json::array({1, 2})}) {
+        EXPECT_NO_THROW(EXPECT_FALSE(e->apply_event(seq, seq, bad))) << bad.dump();
+        ++seq;
+    }
+    EXPECT_EQ(e->last_seq(), seq - 1);
+    EXPECT_EQ(e->apply_event(seq, seq, ev(lc::detail::poll_scope, "poll", {{"min_ms", "x"}})), std::error_code());
+}

@@ -17,6 +17,7 @@ enum class errc {
     decrypt_failed,          // an event or snapshot failed its HMAC check
     left,                    // the session was left (leave() was called)
     router_failed,           // the router refused or could not be reached
+    model_failed,            // model code threw: the replica can no longer be trusted
 };
 
 std::error_category const&

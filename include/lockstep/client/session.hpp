@@ -108,8 +108,10 @@ public:
     void leave();
 
     /// Applies everything received so far (events, ticks, reconnects) to the replica, then
-    /// runs the view handlers of the events the models published. Never blocks. Returns
-    /// false once the session has ended (left, or a fatal error(): see error()).
+    /// runs the view handlers of the events the models published. Does not wait for input;
+    /// the one blocking case is a reconnect that must rebuild the replica from a snapshot
+    /// (downloaded before step() returns). Returns false once the session has ended
+    /// (left, or a fatal error(): see error()).
     bool step();
     /// Waits up to `max_wait` for input, then step()s.
     bool wait_step(std::chrono::milliseconds max_wait);
