@@ -86,22 +86,35 @@ spawn(std::vector<std::string> const& argv, fs::path const& out, fs::path const&
 /// A lockstep-reflector process on a free loopback port; killed at the end.
 class reflector {
 public:
-    explicit reflector(std::vector<std::string> more = {}) : port_(free_port()), dir_(scratch_dir("reflector"))
+    explicit reflector(std::vector<std::string> more = {})
+        : port_(free_port()), dir_(scratch_dir("reflector")), more_(std::move(more))
+    {
+        start();
+    }
+    ~reflector()
+    {
+        kill();
+        std::error_code ec;
+        fs::remove_all(dir_, ec);
+    }
+    /// Starts the process (again, after kill(): same port, fresh memory).
+    void start()
     {
         std::vector<std::string> argv = {LOCKSTEP_REFLECTOR_BIN, "--bind", "127.0.0.1", "--port", std::to_string(port_),
                                          "--data-dir", (dir_ / "data").string(), "--threads", "1", "--log-level", "warn"};
-        argv.insert(argv.end(), more.begin(), more.end());
+        argv.insert(argv.end(), more_.begin(), more_.end());
         pid_ = spawn(argv, dir_ / "out.log", dir_ / "err.log");
         for (int i = 0; i < 100 && !port_open(port_); ++i)  // bounded: 5 s
             std::this_thread::sleep_for(50ms);
     }
-    ~reflector()
+    void kill()
     {
+        if (pid_ <= 0)
+            return;
         ::kill(pid_, SIGKILL);
         int st = 0;
         ::waitpid(pid_, &st, 0);
-        std::error_code ec;
-        fs::remove_all(dir_, ec);
+        pid_ = -1;
     }
     std::string ws() const { return "ws://127.0.0.1:" + std::to_string(port_); }
     std::string http() const { return "http://127.0.0.1:" + std::to_string(port_); }
@@ -112,6 +125,7 @@ public:
 private:
     std::uint16_t port_;
     fs::path dir_;
+    std::vector<std::string> more_;
     pid_t pid_ = -1;
 };
 
@@ -300,6 +314,32 @@ TEST(Sdk, ForcedDisconnectRejoinsSeamlessly)
     EXPECT_EQ(ra["count"], 40) << ra.dump();
     EXPECT_EQ(rb["count"], 40) << rb.dump();
     expect_same_history({ra, rb}, 2);
+}
+
+TEST(Sdk, ReflectorRestartRebuildsEveryReplicaTheSameWay)
+{
+    reflector r;
+    ASSERT_TRUE(r.up());
+    counter a(args(r, "restart", {"--sends", "30", "--send-ms", "100", "--run-ms", "8000"}));
+    std::this_thread::sleep_for(200ms);
+    counter b(args(r, "restart", {"--sends", "30", "--send-ms", "100", "--run-ms", "8000"}));
+    std::this_thread::sleep_for(1500ms);
+    r.kill();  // the session dies with the process: the new one has another timeline
+    std::this_thread::sleep_for(500ms);
+    r.start();
+    ASSERT_TRUE(r.up());
+    auto ra = run_ok(a, "a"), rb = run_ok(b, "b");
+    for (auto* x : {&ra, &rb}) {
+        EXPECT_EQ((*x)["stats"]["rebuilds"], 1) << x->dump();
+        EXPECT_EQ((*x)["stats"]["seamless_rejoins"], 0);
+    }
+    // Both rebuilt from the new session: same state, including the events published
+    // while the reflector was down (sent after the rejoin); the old session's are gone.
+    EXPECT_EQ(ra["count"], rb["count"]);
+    EXPECT_EQ(ra["digest"], rb["digest"]);
+    EXPECT_GT(ra["count"].get<int>(), 0);
+    EXPECT_LT(ra["count"].get<int>(), 60);
+    expect_same_history({ra, rb}, 1);
 }
 
 TEST(Sdk, BadOptionsAndUnreachableReflectorFailClearly)
