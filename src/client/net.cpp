@@ -135,25 +135,29 @@ public:
         });
     }
 
-    void send(std::string frame) override
+    void send(std::string frame, std::string timeline) override
     {
-        net::post(ioc_, [this, f = std::move(frame)]() mutable {
-            if (synced_)
-                queue(std::move(f));
-            else
-                held_.push_back(std::move(f));
+        net::post(ioc_, [this, f = std::move(frame), t = std::move(timeline)]() mutable {
+            if (synced_ && (t.empty() || t == timeline_))
+                queue(std::move(f), std::move(t));
+            else if (!synced_)
+                held_.push_back({std::move(f), std::move(t)});
+            // else: bound to a timeline this connection is not on: drop
         });
     }
 
-    void set_synced() override
+    void set_synced(std::string const& timeline) override
     {
         // Called on the network thread from on_message.
         synced_ = true;
+        timeline_ = timeline;
         backoff_ = 0;
         established_ = true;
         while (!held_.empty()) {
-            queue(std::move(held_.front()));
+            auto h = std::move(held_.front());
             held_.pop_front();
+            if (h.timeline.empty() || h.timeline == timeline_)
+                queue(std::move(h.frame), std::move(h.timeline));
         }
     }
 
@@ -170,7 +174,8 @@ public:
     void reconnect(int code, std::string reason) override
     {
         net::post(ioc_, [this, code, reason] {
-            if (!ws_ || closing_)
+            // Only a live connection can be restarted; a finished transport stays finished.
+            if (!ws_ || !open_ || closing_ || finished_)
                 return;
             spdlog::warn("lockstep: reconnecting ({} {})", code, reason);
             lost(code, reason);
@@ -216,6 +221,8 @@ private:
     void do_connect()
     {
         ++generation_;
+        buf_.clear();  // a message cut off by the last connection must not prefix the next
+        chunks_.clear();
         open_ = false;
         synced_ = false;
         writing_ = false;
@@ -320,9 +327,9 @@ private:
             cb_.on_message(std::move(text));
     }
 
-    void queue(std::string frame)
+    void queue(std::string frame, std::string timeline = {})
     {
-        out_.push_back(std::move(frame));
+        out_.push_back({std::move(frame), std::move(timeline)});
         if (!writing_ && open_)
             do_write();
     }
@@ -331,7 +338,7 @@ private:
     {
         writing_ = true;
         sent_at_ = std::chrono::steady_clock::now();
-        ws_->async_write(net::buffer(out_.front()), [this, g = generation_](beast::error_code ec, std::size_t) {
+        ws_->async_write(net::buffer(out_.front().frame), [this, g = generation_](beast::error_code ec, std::size_t) {
             on_write(g, ec);
         });
     }
@@ -374,7 +381,7 @@ private:
             out_.pop_front();  // the frame in flight may or may not have arrived
         writing_ = false;
         for (auto it = out_.rbegin(); it != out_.rend(); ++it)
-            if (*it != join_)
+            if (it->frame != join_)
                 held_.push_front(std::move(*it));
         out_.clear();
         bool again = code != 1000 && code < 4100;
@@ -397,8 +404,8 @@ private:
         }
         ++backoff_;
         retry_timer_.expires_after(delay);
-        retry_timer_.async_wait([this](beast::error_code ec) {
-            if (!ec && !closing_)
+        retry_timer_.async_wait([this, g = generation_](beast::error_code ec) {
+            if (!ec && !closing_ && !finished_ && g == generation_)
                 do_connect();
         });
     }
@@ -468,8 +475,13 @@ private:
     std::unique_ptr<ws_stream> ws_;
     beast::flat_buffer buf_;
     std::string chunks_;
-    std::deque<std::string> out_;   // being written on the current connection, in order
-    std::deque<std::string> held_;  // waiting for SYNC
+    struct held_frame {
+        std::string frame;
+        std::string timeline;  // empty: not bound to a timeline
+    };
+    std::deque<held_frame> out_;    // being written on the current connection, in order
+    std::deque<held_frame> held_;   // waiting for SYNC
+    std::string timeline_;          // of the current connection's SYNC
     unsigned generation_ = 0;       // bumps on every new connection; stale handlers bail out
     bool open_ = false, synced_ = false, writing_ = false, closing_ = false, finished_ = false;
     bool established_ = false;      // a SYNC was seen once: failures retry from now on

@@ -35,7 +35,8 @@ http_result http_request(std::string const& method, std::string const& url, std:
 /// back other frames until the reflector's SYNC, and reconnects after a network failure
 /// or a close code below 4100 (randomised exponential back-off, first retry at once).
 ///
-/// Thread safety: all public functions may be called from any thread; the callbacks run
+/// Thread safety: start, send, drop, reconnect and close may be called from any thread
+/// except the network thread (close); set_synced only from on_message. The callbacks run
 /// on the transport's own network thread.
 class transport {
 public:
@@ -54,9 +55,13 @@ public:
 
     virtual void start() = 0;
     /// Queues a frame; frames are written in call order once the connection is synced.
-    virtual void send(std::string frame) = 0;
-    /// Called (from on_message) when the reflector's SYNC arrived: held frames go out.
-    virtual void set_synced() = 0;
+    /// A frame tagged with a session timeline (snapshot votes and SNAPs, which only make
+    /// sense in that incarnation of the session) is dropped if the connection is, or
+    /// becomes, synced to another timeline.
+    virtual void send(std::string frame, std::string timeline = {}) = 0;
+    /// Called from on_message (network thread only) when the reflector's SYNC arrived:
+    /// held frames go out.
+    virtual void set_synced(std::string const& timeline) = 0;
     /// Drops the TCP connection without a close frame (then reconnects).
     virtual void drop() = 0;
     /// Closes with `code` and reconnects (used after a protocol error).

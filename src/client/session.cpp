@@ -159,6 +159,7 @@ private:
     void handle(inbound& item);
     void handle_sync(json const& args);
     bool build(json const& args);
+    bool key_matches(json const& args);
     bool apply(json const& msg);
     void apply_event(std::int64_t time, std::uint32_t seq, json const& wire_payload);
     void fail(std::error_code ec, std::string const& why);
@@ -283,7 +284,7 @@ session::impl::on_message(std::string&& text)
             cv_.notify_one();
         }
     } else if (action == "SYNC") {
-        net_->set_synced();
+        net_->set_synced(detail::field(args, "timeline", ""));
         push(inbound{inbound::kind::sync, std::move(args)});
     } else if (action == "REQU") {
         push(inbound{inbound::kind::requ});
@@ -443,11 +444,12 @@ session::impl::apply(json const& msg)
 }
 
 // A fresh replica from a SYNC: the snapshot if there is one, then the log.
+// Returns whether the replica was replaced (the old one is kept if the snapshot cannot be
+// loaded, so views can still read it after the session ended).
 bool
 session::impl::build(json const& args)
 {
-    engine_ = make_engine();
-    recorded_.clear();
+    auto fresh = make_engine();
     auto url = detail::field(args, "url", "");
     auto const& messages = args.contains("messages") && args["messages"].is_array() ? args["messages"] : json::array();
     if (!url.empty()) {
@@ -472,16 +474,16 @@ session::impl::build(json const& args)
         data = detail::gunzip(*data, max_snapshot_bytes);
         json snap = data ? json::parse(*data, nullptr, false) : json();
         std::string why = "not gzip'd JSON";
-        if (!data || snap.is_discarded() || !engine_->restore(snap, why)) {
+        if (!data || snap.is_discarded() || !fresh->restore(snap, why)) {
             fail(errc::snapshot_unavailable, url + ": " + why);
             return false;
         }
         // The uploader named the hash of the state it voted for: anything else is
         // corrupted or forged, and a replica built on it would diverge.
         auto expect = hash_in_url(url);
-        auto got = engine_->state_hash();
+        auto got = fresh->state_hash();
         if (!expect.empty() && expect != got) {
-            report({engine_->now(), got, expect, "snapshot load"});
+            report({fresh->now(), got, expect, "snapshot load"});
             fail(errc::snapshot_unavailable, url + ": state hash does not match the snapshot's name");
             return false;
         }
@@ -490,17 +492,35 @@ session::impl::build(json const& args)
         std::uint32_t before_first = detail::field(args, "seq", protocol::seq_start);
         if (!messages.empty() && messages[0].is_array() && messages[0].size() > 1 && messages[0][1].is_number_unsigned())
             before_first = messages[0][1].get<std::uint32_t>() - 1;
-        engine_->start_fresh(opt_.root_model, opt_.root_args, before_first);
+        fresh->start_fresh(opt_.root_model, opt_.root_args, before_first);
         stats_.built_from = messages.empty() ? "fresh" : "log";
     }
+    engine_ = std::move(fresh);
+    recorded_.clear();
+    // The catch-up is not live (no votes, no view events), whatever way this returns.
     live_ = false;
+    struct live_again {
+        bool& live;
+        ~live_again() { live = true; }
+    } guard{live_};
     for (auto& m : messages)
         if (!apply(m))
-            return false;
-    live_ = true;
+            return true;  // a gap: need_sync_ is set and the next SYNC rebuilds again
     if (auto t = time_of(args.value("time", json())))
         engine_->advance_to(*t);
     return true;
+}
+
+// The session's tove must decrypt to its id with our key; a session without a password
+// has none.
+bool
+session::impl::key_matches(json const& args)
+{
+    auto tove = detail::field(args, "tove", "");
+    bool ok = key_ ? (!tove.empty() && detail::decrypt_text(*key_, tove) == id_) : tove.empty();
+    if (!ok)
+        fail(errc::wrong_password, key_ ? "the session's key check failed" : "the session is encrypted");
+    return ok;
 }
 
 void
@@ -512,12 +532,8 @@ session::impl::handle_sync(json const& args)
     }
     auto timeline = detail::field(args, "timeline", "");
     if (!engine_) {
-        auto tove = detail::field(args, "tove", "");
-        bool ok = key_ ? (!tove.empty() && detail::decrypt_text(*key_, tove) == id_) : tove.empty();
-        if (!ok) {
-            fail(errc::wrong_password, key_ ? "the session's key check failed" : "the session is encrypted");
+        if (!key_matches(args))
             return;
-        }
         timeline_ = timeline;
         build(args);
         return;
@@ -530,7 +546,7 @@ session::impl::handle_sync(json const& args)
     if (!messages.empty() && messages[0].is_array() && messages[0].size() > 1 && messages[0][1].is_number_unsigned())
         first = messages[0][1].get<std::uint32_t>();
     auto time = time_of(args.value("time", json())).value_or(0);
-    bool seamless = timeline == timeline_ && !protocol::seq_before(last + 1, first) && !protocol::seq_before(sync_seq, last) &&
+    bool seamless = !timeline.empty() && timeline == timeline_ && !protocol::seq_before(last + 1, first) && !protocol::seq_before(sync_seq, last) &&
                     time >= engine_->now();
     // A catch-up saying we left means the others already saw our view go.
     for (auto& m : messages) {
@@ -553,10 +569,12 @@ session::impl::handle_sync(json const& args)
         return;
     }
     spdlog::warn("lockstep: rejoin of session {} not seamless (timeline or log moved on); rebuilding", id_);
+    if (!key_matches(args))  // the session may have been created again, with another password
+        return;
     timeline_ = timeline;
     votes_.clear();
     ++stats_.rebuilds;
-    if (build(args) && opt_.on_rebuild)
+    if (build(args) && !ended_ && opt_.on_rebuild)
         opt_.on_rebuild();
 }
 
@@ -604,7 +622,7 @@ session::impl::on_poll(std::int64_t time, std::uint32_t seq)
     json frame = {{"id", id_},
                   {"action", "TUTTI"},
                   {"args", {time, 0, v.dump(), nullptr, true, nullptr, "snapshot@" + std::to_string(time)}}};
-    net_->send(frame.dump());
+    net_->send(frame.dump(), timeline_);
     ++stats_.snapshot_votes;
     votes_[time] = vote{seq, std::move(state), std::move(hash)};
     while (votes_.size() > 4)
@@ -671,14 +689,14 @@ session::impl::upload(std::int64_t time, vote v)
                  {"action", "SNAP"},
                  {"args", {{"time", time}, {"seq", v.seq}, {"hash", v.hash}, {"url", url}, {"dissident", nullptr}}}};
     // Off the step() thread: an upload may take a while and the replica must go on.
-    enqueue_upload([this, url, body = std::move(body), frame = snap.dump()] {
+    enqueue_upload([this, url, body = std::move(body), frame = snap.dump(), timeline = timeline_] {
         auto r = detail::http_request("PUT", url, body, "application/octet-stream", 30s);
         if (r.ec || r.status / 100 != 2) {
             spdlog::warn("lockstep: snapshot upload to {} failed: {}", url,
                          r.ec ? r.ec.message() : "HTTP " + std::to_string(r.status));
             return;
         }
-        net_->send(frame);
+        net_->send(frame, timeline);  // dropped if the session is another one by now
         ++uploaded_;
     });
 }
@@ -739,12 +757,15 @@ session::impl::shutdown()
     {
         std::lock_guard lk(upload_mu_);
         upload_stop_ = true;
+        if (error_ != errc::left)
+            upload_q_.clear();  // a failed session has nothing worth uploading
     }
     upload_cv_.notify_one();
     if (upload_thread_.joinable())
         upload_thread_.join();
     if (net_)
         net_->close();
+    connected_ = false;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -818,7 +839,14 @@ session::unsubscribe(std::string const& scope, std::string const& event)
     impl_->view_subs_.erase({scope, event});
 }
 
-model const& session::root() const { return *impl_->engine_->root(); }
+model const&
+session::root() const
+{
+    auto r = impl_->engine_ ? impl_->engine_->root() : nullptr;
+    if (!r)
+        throw std::logic_error("lockstep: the session has no root model");
+    return *r;
+}
 model const* session::find(model_id id) const { return impl_->engine_->find(id); }
 std::int64_t session::now() const { return impl_->engine_->now(); }
 std::string const& session::id() const { return impl_->id_; }

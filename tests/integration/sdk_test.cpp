@@ -320,9 +320,12 @@ TEST(Sdk, ReflectorRestartRebuildsEveryReplicaTheSameWay)
 {
     reflector r;
     ASSERT_TRUE(r.up());
-    counter a(args(r, "restart", {"--sends", "30", "--send-ms", "100", "--run-ms", "8000"}));
+    // With snapshots: a vote or SNAP of the old session must not leak into the new one.
+    std::vector<std::string> more = {"--sends", "30", "--send-ms", "100", "--run-ms", "8000",
+                                      "--files", r.files(), "--snapshot-ms", "1000"};
+    counter a(args(r, "restart", more));
     std::this_thread::sleep_for(200ms);
-    counter b(args(r, "restart", {"--sends", "30", "--send-ms", "100", "--run-ms", "8000"}));
+    counter b(args(r, "restart", more));
     std::this_thread::sleep_for(1500ms);
     r.kill();  // the session dies with the process: the new one has another timeline
     std::this_thread::sleep_for(500ms);

@@ -104,7 +104,8 @@ public:
     session(session const&) = delete;
     session& operator=(session const&) = delete;
 
-    /// Closes the connection with 1000 and stops. Pending published events are sent first.
+    /// Closes the connection with 1000 and stops. Events published before are sent first
+    /// if the connection is up; while disconnected they are dropped.
     void leave();
 
     /// Applies everything received so far (events, ticks, reconnects) to the replica, then
@@ -121,7 +122,9 @@ public:
     void run_for(std::chrono::milliseconds duration);
 
     /// Sends an event to the models of every replica (this one included) through the
-    /// reflector. It is never applied locally first. Thread-safe.
+    /// reflector. It is never applied locally first. Thread-safe. Events published while
+    /// disconnected are sent after the rejoin; one being written when the connection
+    /// fails may be lost (at most once).
     void publish(std::string const& scope, std::string const& event, json const& data = nullptr);
 
     /// View subscription: `handler(data)` runs on the step() thread for every event that
