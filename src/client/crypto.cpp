@@ -121,14 +121,43 @@ derive_key(std::string_view password)
     return key;
 }
 
+namespace {
+
+struct sealed {
+    std::string iv, mac, ciphertext;
+};
+
+sealed
+seal(key256 const& key, std::string_view plaintext)
+{
+    sealed s{random_bytes(iv_bytes), hmac(key, plaintext), {}};
+    auto ct = aes_cbc(key, s.iv, plaintext, true);
+    if (!ct)
+        throw std::runtime_error("AES encryption failed");
+    s.ciphertext = std::move(*ct);
+    return s;
+}
+
+// The plaintext if the HMAC matches.
+std::optional<std::string>
+open_sealed(key256 const& key, std::string_view iv, std::string_view mac, std::string_view ciphertext)
+{
+    auto pt = aes_cbc(key, iv, ciphertext, false);
+    if (!pt || mac.size() != mac_bytes)
+        return std::nullopt;
+    auto expect = hmac(key, *pt);
+    if (CRYPTO_memcmp(expect.data(), mac.data(), mac_bytes) != 0)
+        return std::nullopt;
+    return pt;
+}
+
+}  // namespace
+
 std::string
 encrypt_text(key256 const& key, std::string_view plaintext)
 {
-    std::string iv = random_bytes(iv_bytes);
-    auto ct = aes_cbc(key, iv, plaintext, true);
-    if (!ct)
-        throw std::runtime_error("AES encryption failed");
-    return base64(iv) + base64(hmac(key, plaintext)) + base64(*ct);
+    auto s = seal(key, plaintext);
+    return base64(s.iv) + base64(s.mac) + base64(s.ciphertext);
 }
 
 std::optional<std::string>
@@ -140,29 +169,16 @@ decrypt_text(key256 const& key, std::string_view text)
     auto iv = unbase64(text.substr(0, 24));
     auto mac = unbase64(text.substr(24, 44));
     auto ct = unbase64(text.substr(68));
-    if (!iv || !mac || !ct || iv->size() != iv_bytes || mac->size() != mac_bytes)
+    if (!iv || !mac || !ct || iv->size() != iv_bytes)
         return std::nullopt;
-    auto pt = aes_cbc(key, *iv, *ct, false);
-    if (!pt)
-        return std::nullopt;
-    auto expect = hmac(key, *pt);
-    if (CRYPTO_memcmp(expect.data(), mac->data(), mac_bytes) != 0)
-        return std::nullopt;
-    return pt;
+    return open_sealed(key, *iv, *mac, *ct);
 }
 
 std::string
 encrypt_binary(key256 const& key, std::string_view plaintext)
 {
-    std::string iv = random_bytes(iv_bytes);
-    auto ct = aes_cbc(key, iv, plaintext, true);
-    if (!ct)
-        throw std::runtime_error("AES encryption failed");
-    std::string out(binary_magic);
-    out += iv;
-    out += hmac(key, plaintext);
-    out += *ct;
-    return out;
+    auto s = seal(key, plaintext);
+    return std::string(binary_magic) + s.iv + s.mac + s.ciphertext;
 }
 
 bool
@@ -179,13 +195,7 @@ decrypt_binary(key256 const& key, std::string_view data)
         return std::nullopt;
     auto iv = data.substr(binary_magic.size(), iv_bytes);
     auto mac = data.substr(binary_magic.size() + iv_bytes, mac_bytes);
-    auto pt = aes_cbc(key, iv, data.substr(head), false);
-    if (!pt)
-        return std::nullopt;
-    auto expect = hmac(key, *pt);
-    if (CRYPTO_memcmp(expect.data(), mac.data(), mac_bytes) != 0)
-        return std::nullopt;
-    return pt;
+    return open_sealed(key, iv, mac, data.substr(head));
 }
 
 std::string

@@ -1,6 +1,7 @@
 // Cluster mode: three lockstep-reflector processes sharing one real redis-server, all
 // started here on free loopback ports and killed at the end.
 #include "integration/fixture.hpp"
+#include "integration/net_util.hpp"
 
 #include <gtest/gtest.h>
 
@@ -24,19 +25,6 @@ using nlohmann::json;
 
 namespace {
 
-std::uint16_t
-free_port()
-{
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    socklen_t len = sizeof a;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-    ::close(fd);
-    return ntohs(a.sin_port);
-}
 
 class redis_server {
 public:

@@ -3,6 +3,7 @@
 // checkpoints, whether it joined fresh, replayed the log, loaded a snapshot, or lost its
 // connection and rejoined.
 #include <lockstep/client/session.hpp>
+#include "integration/net_util.hpp"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -24,22 +25,10 @@
 using nlohmann::json;
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
+using lockstep::test::free_port;
 
 namespace {
 
-std::uint16_t
-free_port()
-{
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    socklen_t len = sizeof a;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-    ::close(fd);
-    return ntohs(a.sin_port);
-}
 
 bool
 port_open(std::uint16_t port)

@@ -362,28 +362,32 @@ sample_log()
 
 }  // namespace
 
-TEST(ClientSynctest, DeterministicModelPasses)
+// Synctest of the sample log with root class M (walkers registered too: M creates them).
+template <class M>
+lc::synctest_result
+synctest_of(char const* name, std::size_t window)
 {
     lc::model_registry r;
     r.add<walker>("walker").method("step", &walker::step).method("tick", &walker::tick);
+    if constexpr (!std::is_same_v<M, walker>)
+        r.add<M>(name).method("step", &walker::step).method("tick", &walker::tick);
     lc::synctest_options o;
     o.models = &r;
-    o.root_model = "walker";
-    o.window = 5;
-    auto res = lc::synctest(o, sample_log());
+    o.root_model = name;
+    o.window = window;
+    return lc::synctest(o, sample_log());
+}
+
+TEST(ClientSynctest, DeterministicModelPasses)
+{
+    auto res = synctest_of<walker>("walker", 5);
     EXPECT_TRUE(res.ok) << res.what << " at " << res.failed_at << ": " << res.first_difference;
     EXPECT_GE(res.checks, 24u);
 }
 
 TEST(ClientSynctest, HiddenStateIsFound)
 {
-    lc::model_registry r;
-    r.add<leaky>("leaky").method("step", &walker::step).method("tick", &walker::tick);
-    r.add<walker>("walker").method("step", &walker::step).method("tick", &walker::tick);
-    lc::synctest_options o;
-    o.models = &r;
-    o.root_model = "leaky";
-    auto res = lc::synctest(o, sample_log());
+    auto res = synctest_of<leaky>("leaky", 8);
     EXPECT_FALSE(res.ok);
     EXPECT_EQ(res.what, "two fresh replicas");
     EXPECT_EQ(res.first_difference, "/models/0/state/pos");
@@ -391,14 +395,7 @@ TEST(ClientSynctest, HiddenStateIsFound)
 
 TEST(ClientSynctest, IncompleteSaveIsFound)
 {
-    lc::model_registry r;
-    r.add<forgetful>("forgetful").method("step", &walker::step).method("tick", &walker::tick);
-    r.add<walker>("walker").method("step", &walker::step).method("tick", &walker::tick);
-    lc::synctest_options o;
-    o.models = &r;
-    o.root_model = "forgetful";
-    o.window = 4;
-    auto res = lc::synctest(o, sample_log());
+    auto res = synctest_of<forgetful>("forgetful", 4);
     EXPECT_FALSE(res.ok);
     EXPECT_EQ(res.what, "snapshot and restore");
 }
