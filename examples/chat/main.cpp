@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <cstdio>
 #include <iostream>
 #include <string>
@@ -125,8 +126,12 @@ main(int argc, char** argv)
     // Let what was typed last go out and come back before leaving.
     s->run_for(std::chrono::milliseconds(300));
     s->leave();
-    quit = true;
-    if (reader.joinable())
-        reader.detach();  // may still block in getline; the process is ending
+    if (!quit.exchange(true)) {
+        // The reader still blocks in getline and may publish at any moment: end the
+        // process here rather than destroy the session under it.
+        std::fflush(stdout);
+        std::_Exit(0);
+    }
+    reader.join();
     return 0;
 }

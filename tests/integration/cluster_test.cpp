@@ -96,10 +96,14 @@ public:
                     "--threads", "1", "--log-level", "warn", static_cast<char*>(nullptr));
             ::_exit(127);
         }
-        for (int i = 0; i < 100; ++i) {  // bounded: 5 s
+        for (int i = 0; i < 200; ++i) {  // bounded: 10 s (slow under sanitizers)
             std::this_thread::sleep_for(50ms);
-            if (http_request(port_, "GET", "/health/live").status == 200)
-                break;
+            try {
+                if (http_request(port_, "GET", "/health/live").status == 200)
+                    break;
+            } catch (std::exception const&) {
+                // not listening yet
+            }
         }
     }
     ~reflector_process()

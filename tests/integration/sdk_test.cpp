@@ -54,12 +54,14 @@ scratch_dir(std::string const& what)
 }
 
 pid_t
-spawn(std::vector<std::string> const& argv, fs::path const& out, fs::path const& err)
+spawn(std::vector<std::string> const& argv, fs::path const& out, fs::path const& err, fs::path const& in = "/dev/null")
 {
     pid_t pid = ::fork();
     if (pid == 0) {
+        int i = ::open(in.c_str(), O_RDONLY);
         int o = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
         int e = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        ::dup2(i, 0);
         ::dup2(o, 1);
         ::dup2(e, 2);
         std::vector<char*> args;
@@ -118,13 +120,23 @@ private:
     pid_t pid_ = -1;
 };
 
-/// One lockstep-counter process. result() waits (bounded) and parses its RESULT line.
+/// One lockstep-counter (or other example) process. result() waits (bounded) and parses
+/// its RESULT line.
 class counter {
 public:
-    explicit counter(std::vector<std::string> args) : dir_(scratch_dir("counter"))
+    explicit counter(std::vector<std::string> args, char const* bin = LOCKSTEP_COUNTER_BIN, std::string input = {})
+        : dir_(scratch_dir("counter"))
     {
-        args.insert(args.begin(), LOCKSTEP_COUNTER_BIN);
-        pid_ = spawn(args, dir_ / "out", dir_ / "err");
+        args.insert(args.begin(), bin);
+        std::ofstream(dir_ / "in") << input;
+        pid_ = spawn(args, dir_ / "out", dir_ / "err", dir_ / "in");
+    }
+    std::string stdout_text() const
+    {
+        std::ifstream in(dir_ / "out");
+        std::stringstream ss;
+        ss << in.rdbuf();
+        return ss.str();
     }
     ~counter()
     {
@@ -438,4 +450,26 @@ TEST(Sdk, InProcessViewsAndAModelThatThrows)
     EXPECT_FALSE(alive);
     EXPECT_EQ(s->error(), lc::errc::model_failed);
     EXPECT_FALSE(s->step());
+}
+
+TEST(Sdk, ChatHistoryReachesALateJoiner)
+{
+    reflector r;
+    ASSERT_TRUE(r.up());
+    // Alice says two lines and leaves at the end of her input; Bob joins afterwards.
+    counter alice({"--reflector", r.ws(), "--room", "tea", "--name", "alice"}, LOCKSTEP_CHAT_BIN,
+                  "hello bob\nthe kettle is on\n");
+    auto [as, ar] = alice.result(15s);
+    EXPECT_EQ(as, 0) << alice.stderr_text();
+    auto a = alice.stdout_text();
+    EXPECT_NE(a.find("alice: hello bob"), std::string::npos) << a;
+    EXPECT_NE(a.find("alice: the kettle is on"), std::string::npos) << a;
+    counter bob({"--reflector", r.ws(), "--room", "tea", "--name", "bob"}, LOCKSTEP_CHAT_BIN, "");
+    auto [bs, br] = bob.result(15s);
+    EXPECT_EQ(bs, 0) << bob.stderr_text();
+    auto b = bob.stdout_text();
+    auto first = b.find("alice: hello bob"), second = b.find("alice: the kettle is on");
+    EXPECT_NE(first, std::string::npos) << b;
+    EXPECT_NE(second, std::string::npos) << b;
+    EXPECT_LT(first, second);
 }

@@ -12,6 +12,10 @@ trap 'rm -rf "$tmp"' EXIT
 cmake --install "$build" --prefix "$tmp/prefix" >/dev/null
 launcher=()
 command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+# A sanitizer build installs sanitized libraries: its consumers need the runtime too.
+if grep -q '^LOCKSTEP_SANITIZE:BOOL=ON' "$build/CMakeCache.txt" 2>/dev/null; then
+  launcher+=(-DCMAKE_CXX_FLAGS="-fsanitize=address,undefined" -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined")
+fi
 configure_and_build() {  # source dir, build dir
   cmake -S "$1" -B "$2" -DCMAKE_PREFIX_PATH="$tmp/prefix" -DCMAKE_BUILD_TYPE=Release "${launcher[@]}" >/dev/null
   cmake --build "$2" -j 2 >/dev/null
