@@ -3,6 +3,7 @@
 // checkpoints, whether it joined fresh, replayed the log, loaded a snapshot, or lost its
 // connection and rejoined.
 #include <lockstep/client/session.hpp>
+#include <lockstep/client/synctest.hpp>
 #include "integration/net_util.hpp"
 
 #include <gtest/gtest.h>
@@ -430,6 +431,7 @@ TEST(Sdk, InProcessViewsAndAModelThatThrows)
     o.session_name = "fragile";
     o.models = &models;
     o.root_model = "fragile";
+    o.record = true;
     std::error_code ec;
     auto s = lc::session::join(o, ec);
     ASSERT_TRUE(s) << ec.message();
@@ -442,6 +444,16 @@ TEST(Sdk, InProcessViewsAndAModelThatThrows)
     EXPECT_TRUE(s->run_until([&] { return pongs.size() == 2; }, 5s));
     EXPECT_EQ(pongs, (std::vector<json>{1, 2}));
     EXPECT_THROW(s->publish("lockstep.poll", "poll"), std::invalid_argument);  // reserved scope
+
+    // The recorded inputs of this live session replay deterministically.
+    ASSERT_GE(s->recorded().size(), 3u);  // users event, two pings (and ticks)
+    lc::synctest_options t;
+    t.models = &models;
+    t.root_model = "fragile";
+    t.session_id = s->id();
+    auto res = lc::synctest(t, s->recorded());
+    EXPECT_TRUE(res.ok) << res.what << " " << res.first_difference;
+    EXPECT_GE(res.checks, 2u);
 
     s->publish("f", "boom");
     bool alive = true;
