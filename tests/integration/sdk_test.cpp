@@ -5,6 +5,7 @@
 #include <lockstep/client/session.hpp>
 #include <lockstep/client/synctest.hpp>
 #include "integration/net_util.hpp"
+#include "integration/ws_client.hpp"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -113,6 +114,7 @@ public:
     std::string files() const { return http() + "/files"; }
     fs::path data() const { return dir_ / "data"; }
     bool up() const { return port_open(port_); }
+    std::uint16_t port() const { return port_; }
 
 private:
     std::uint16_t port_;
@@ -379,7 +381,43 @@ TEST(Sdk, JoinRoomThroughTheRouterFillsShards)
     counter b(user("u2", "5"));
     std::this_thread::sleep_for(300ms);
     counter c(user("u3", "3"));
+    // Joined through the router: confirmed members (not just reserved seats).
+    auto room = [&] {
+        auto r2 = lockstep::test::http_request(r.port(), "GET", "/v1/rooms/lobby");
+        EXPECT_EQ(r2.status, 200) << r2.body;
+        return json::parse(r2.body, nullptr, false);
+    };
+    json info;
+    for (int i = 0; i < 100; ++i) {  // bounded: 5 s
+        info = room();
+        if (info.is_object() && info["shards"].size() == 2 && info["shards"][0]["members"] == 2 &&
+            info["shards"][1]["members"] == 1)
+            break;
+        std::this_thread::sleep_for(50ms);
+    }
+    ASSERT_EQ(info["shards"].size(), 2u) << info.dump();
+    EXPECT_EQ(info["shards"][0]["members"], 2) << info.dump();
+    EXPECT_EQ(info["shards"][0]["reserved"], 0) << info.dump();
+    EXPECT_EQ(info["shards"][1]["members"], 1) << info.dump();
     auto ra = run_ok(a, "a"), rb = run_ok(b, "b"), rc = run_ok(c, "c");
+    // They left with close 1000: their seats are freed (as soon as the reflector has
+    // read the close frames).
+    auto seated = [](json const& i) {
+        int n = 0;
+        for (auto& shard : i["shards"])
+            n += shard["members"].get<int>() + shard["reserved"].get<int>();
+        return n;
+    };
+    for (int i = 0; i < 100; ++i) {  // bounded: 5 s
+        info = room();
+        if (info.is_object() && seated(info) == 0)
+            break;
+        std::this_thread::sleep_for(50ms);
+    }
+    for (auto& shard : info["shards"]) {
+        EXPECT_EQ(shard["members"], 0) << info.dump();
+        EXPECT_EQ(shard["reserved"], 0) << info.dump();
+    }
     EXPECT_EQ(ra["session_name"], "lobby");
     EXPECT_EQ(rb["session_name"], "lobby");
     EXPECT_EQ(rc["session_name"], "lobby~2");  // shard 1 was full
