@@ -351,6 +351,18 @@ session::users() const
 
 // ---------------------------------------------------------------------------- SEND
 
+namespace {
+
+// Object payloads are what the reflector generates itself (users, tally): a client that
+// sends one could forge membership or votes in every replica. Real clients send strings.
+bool
+object_payload(std::vector<std::string_view> const& elems)
+{
+    return elems.size() > 2 && !elems[2].empty() && elems[2].front() == '{';
+}
+
+}  // namespace
+
 void
 session::send(peer& p, std::string_view args, std::string_view tags)
 {
@@ -359,6 +371,11 @@ session::send(peer& p, std::string_view args, std::string_view tags)
     if (!codec::split_send_args(args, rest, elems)) {
         spdlog::info("{} SEND args not an array of at least 3 elements: closing 4102", p.tag());
         p.close(close_code::malformed_message, "malformed message");
+        return;
+    }
+    if (object_payload(elems)) {
+        spdlog::info("{} SEND payload is an object (reserved for the reflector's own events): closing 4102", p.tag());
+        p.close(close_code::malformed_message, "payload may not be an object");
         return;
     }
     if (!tags.empty() && tags != "null") {
@@ -515,8 +532,10 @@ session::tutti(peer& p, std::string_view args)
             // firstMessage: [time, seq, payload...] reflected like a SEND.
             std::vector<std::string_view> fe;
             std::string_view frest;
-            if (codec::split_send_args(e[3], frest, fe))
+            if (codec::split_send_args(e[3], frest, fe) && !object_payload(fe))
                 reflect(frest, true);
+            else
+                spdlog::info("{} TUTTI firstMessage malformed or with an object payload: not reflected", p.tag());
         }
         tally t;
         t.send_time = std::string(e[0]);

@@ -543,6 +543,26 @@ TEST_F(fixture, malformed_send_closes_only_the_sender)
     EXPECT_EQ(s->seq(), seq + 1);
 }
 
+TEST_F(fixture, object_payloads_are_refused_so_clients_cannot_forge_reflector_events)
+{
+    test_peer a, b;
+    s->join(a, join_args("va"));
+    s->join(b, join_args("vb"));
+    run_ms(300);
+    auto seq = s->seq();
+    auto before = b.of("RECV").size();
+    s->send(a, R"([0,0,{"what":"users","joined":["forged"],"active":1}])", {});
+    EXPECT_EQ(a.closed, 4102);
+    EXPECT_EQ(s->seq(), seq);  // nothing reflected
+    EXPECT_EQ(b.of("RECV").size(), before);
+    // The same through a TUTTI's firstMessage: the vote counts, the message is dropped.
+    s->tutti(b, R"([0,0,"vote",[0,0,{"what":"tally"}],false,null,"k"])");
+    EXPECT_EQ(b.closed, 0);
+    EXPECT_EQ(s->seq(), seq);
+    s->send(b, send_args("a string is fine"), {});
+    EXPECT_EQ(s->seq(), seq + 1);
+}
+
 TEST_F(fixture, huge_messages_are_chunked)
 {
     test_peer a;
