@@ -13,6 +13,7 @@ packages=(
   libhiredis-dev redis-server
   nodejs npm                # real npm clients for the compatibility tests
   util-linux                # taskset for pinned benchmarks
+  openssl socat             # test certificates and a TLS terminator for the SDK's wss:// test
 )
 
 missing=()

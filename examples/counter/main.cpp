@@ -121,6 +121,7 @@ usage()
         "  --region R          region asked of the router (default: any)\n"
         "  --files URL         files URL for snapshots, e.g. http://127.0.0.1:9090/files\n"
         "  --password PW       encrypt events and snapshots end-to-end\n"
+        "  --tls-ca FILE       PEM certificate authorities for wss:// and https:// (default: system)\n"
         "  --tps N             reflector ticks per second for a new session (default 20)\n"
         "  --snapshot-ms MS    model time between snapshots (default 5000)\n"
         "  --app-id ID         application id (default io.lockstep.counter)\n"
@@ -178,6 +179,7 @@ main(int argc, char** argv)
         else if (a == "--region") region = next();
         else if (a == "--files") o.files = next();
         else if (a == "--password") o.password = next();
+        else if (a == "--tls-ca") o.tls_ca_file = next();
         else if (a == "--tps") o.tps = static_cast<int>(num());
         else if (a == "--snapshot-ms") o.snapshot_interval_ms = num();
         else if (a == "--app-id") o.app_id = next();

@@ -7,9 +7,12 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <boost/beast/websocket.hpp>
+#include <boost/beast/websocket/ssl.hpp>
 
 #include <spdlog/spdlog.h>
 
@@ -26,6 +29,7 @@ namespace net = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
 namespace websocket = beast::websocket;
+namespace ssl = net::ssl;
 using tcp = net::ip::tcp;
 using namespace std::chrono_literals;
 
@@ -37,7 +41,7 @@ parse_url(std::string_view url)
     if (colon == std::string_view::npos)
         return std::nullopt;
     u.scheme = std::string(url.substr(0, colon));
-    if (u.scheme != "ws" && u.scheme != "http")
+    if (u.scheme != "ws" && u.scheme != "http" && u.scheme != "wss" && u.scheme != "https")
         return std::nullopt;
     auto rest = url.substr(colon + 3);
     auto slash = rest.find('/');
@@ -51,26 +55,76 @@ parse_url(std::string_view url)
         u.port = std::string(authority.substr(pc + 1));
     } else {
         u.host = std::string(authority);
-        u.port = "80";
+        u.port = u.tls() ? "443" : "80";
     }
     if (u.host.empty() || u.port.empty() || u.port.find_first_not_of("0123456789") != std::string::npos)
         return std::nullopt;
     return u;
 }
 
+namespace {
+
+// A client TLS context that verifies the peer's chain (against `ca_file`, or the system
+// store) and, per connection, its host name (set_peer_host).
+std::shared_ptr<ssl::context>
+make_tls_context(tls_config const& t, beast::error_code& ec)
+{
+    auto ctx = std::make_shared<ssl::context>(ssl::context::tls_client);
+    ctx->set_verify_mode(ssl::verify_peer, ec);
+    if (!ec) {
+        if (t.ca_file.empty())
+            ctx->set_default_verify_paths(ec);
+        else
+            ctx->load_verify_file(t.ca_file, ec);
+    }
+    return ctx;
+}
+
+template <class SslStream>
+void
+set_peer_host(SslStream& s, std::string const& host, beast::error_code& ec)
+{
+    // SNI, and the certificate must name this host.
+    if (!SSL_set_tlsext_host_name(s.native_handle(), host.c_str()))
+        ec = beast::error_code(static_cast<int>(::ERR_get_error()), net::error::get_ssl_category());
+    s.set_verify_callback(ssl::host_name_verification(host), ec);
+}
+
+}  // namespace
+
 http_result
 http_request(std::string const& method, std::string const& url, std::string body,
-             std::string const& content_type, std::chrono::milliseconds timeout)
+             std::string const& content_type, std::chrono::milliseconds timeout, tls_config const& tls)
 {
     http_result r;
     auto u = parse_url(url);
-    if (!u || u->scheme != "http") {
+    if (!u || u->websocket()) {
         r.ec = make_error_code(std::errc::invalid_argument);
         return r;
     }
     net::io_context ioc;
     tcp::resolver resolver(ioc);
-    beast::tcp_stream stream(ioc);
+    std::shared_ptr<ssl::context> ctx;
+    beast::error_code tls_ec;
+    if (u->tls()) {
+        ctx = make_tls_context(tls, tls_ec);
+        if (tls_ec) {
+            r.ec = tls_ec;
+            return r;
+        }
+    }
+    // One of the two streams is used; both are cheap to construct.
+    beast::tcp_stream plain(ioc);
+    std::optional<beast::ssl_stream<beast::tcp_stream>> secure;
+    if (ctx) {
+        secure.emplace(ioc, *ctx);
+        set_peer_host(*secure, u->host, tls_ec);
+        if (tls_ec) {
+            r.ec = tls_ec;
+            return r;
+        }
+    }
+    auto& lowest = secure ? beast::get_lowest_layer(*secure) : plain;
     beast::flat_buffer buf;
     http::request<http::string_body> req(http::string_to_verb(method), u->target, 11);
     req.set(http::field::host, u->host + ":" + u->port);
@@ -82,22 +136,31 @@ http_request(std::string const& method, std::string const& url, std::string body
     http::response_parser<http::string_body> parser;
     parser.body_limit(256u << 20);
 
-    stream.expires_after(timeout);
+    auto exchange = [&](auto& stream) {
+        http::async_write(stream, req, [&](beast::error_code ec, std::size_t) {
+            if (ec)
+                return void(r.ec = ec);
+            http::async_read(stream, buf, parser, [&](beast::error_code ec, std::size_t) {
+                if (ec)
+                    return void(r.ec = ec);
+                r.status = static_cast<int>(parser.get().result_int());
+                r.body = std::move(parser.get().body());
+            });
+        });
+    };
+    lowest.expires_after(timeout);
     resolver.async_resolve(u->host, u->port, [&](beast::error_code ec, tcp::resolver::results_type res) {
         if (ec)
             return void(r.ec = ec);
-        stream.async_connect(res, [&](beast::error_code ec, tcp::endpoint) {
+        lowest.async_connect(res, [&](beast::error_code ec, tcp::endpoint) {
             if (ec)
                 return void(r.ec = ec);
-            http::async_write(stream, req, [&](beast::error_code ec, std::size_t) {
+            if (!secure)
+                return exchange(plain);
+            secure->async_handshake(ssl::stream_base::client, [&](beast::error_code ec) {
                 if (ec)
                     return void(r.ec = ec);
-                http::async_read(stream, buf, parser, [&](beast::error_code ec, std::size_t) {
-                    if (ec)
-                        return void(r.ec = ec);
-                    r.status = static_cast<int>(parser.get().result_int());
-                    r.body = std::move(parser.get().body());
-                });
+                exchange(*secure);
             });
         });
     });
@@ -105,7 +168,7 @@ http_request(std::string const& method, std::string const& url, std::string body
     if (!r.ec && r.status == 0)
         r.ec = make_error_code(std::errc::timed_out);
     beast::error_code ignored;
-    stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    lowest.socket().shutdown(tcp::socket::shutdown_both, ignored);
     return r;
 }
 
@@ -118,11 +181,13 @@ constexpr auto max_backoff = 30s;
 
 // Owns its io_context and network thread, and joins the thread (close()) before it is
 // destroyed, so handlers may capture `this`: none can run after the object is gone.
+// `Tls`: wss:// (TLS under the WebSocket), else ws://.
+template <bool Tls>
 class ws_transport final : public transport {
 public:
-    ws_transport(url_parts url, std::string join_frame, callbacks cb)
-        : url_(std::move(url)), join_(std::move(join_frame)), cb_(std::move(cb)), resolver_(ioc_),
-          retry_timer_(ioc_), watchdog_(ioc_), guard_(net::make_work_guard(ioc_))
+    ws_transport(url_parts url, std::string join_frame, callbacks cb, std::shared_ptr<ssl::context> ctx)
+        : url_(std::move(url)), join_(std::move(join_frame)), cb_(std::move(cb)), ctx_(std::move(ctx)),
+          resolver_(ioc_), retry_timer_(ioc_), watchdog_(ioc_), guard_(net::make_work_guard(ioc_))
     {
     }
 
@@ -216,7 +281,8 @@ public:
     ~ws_transport() override { close(); }
 
 private:
-    using ws_stream = websocket::stream<beast::tcp_stream>;
+    using next_layer = std::conditional_t<Tls, beast::ssl_stream<beast::tcp_stream>, beast::tcp_stream>;
+    using ws_stream = websocket::stream<next_layer>;
 
     void do_connect()
     {
@@ -226,7 +292,10 @@ private:
         open_ = false;
         synced_ = false;
         writing_ = false;
-        ws_ = std::make_unique<ws_stream>(ioc_);
+        if constexpr (Tls)
+            ws_ = std::make_unique<ws_stream>(ioc_, *ctx_);
+        else
+            ws_ = std::make_unique<ws_stream>(ioc_);
         ws_->read_message_max(512u << 20);
         resolver_.async_resolve(url_.host, url_.port,
                                 [this, g = generation_](beast::error_code ec, tcp::resolver::results_type r) {
@@ -252,6 +321,24 @@ private:
         if (ec)
             return connect_failed(ec);
         beast::get_lowest_layer(*ws_).socket().set_option(tcp::no_delay(true), ec);
+        if constexpr (Tls) {
+            set_peer_host(ws_->next_layer(), url_.host, ec);
+            if (ec)
+                return connect_failed(ec);
+            ws_->next_layer().async_handshake(ssl::stream_base::client, [this, g](beast::error_code ec) {
+                if (g != generation_ || closing_)
+                    return;
+                if (ec)
+                    return connect_failed(ec);
+                ws_handshake(g);
+            });
+        } else {
+            ws_handshake(g);
+        }
+    }
+
+    void ws_handshake(unsigned g)
+    {
         ws_->async_handshake(url_.host + ":" + url_.port, url_.target,
                              [this, g](beast::error_code ec) { on_handshake(g, ec); });
     }
@@ -463,6 +550,7 @@ private:
     url_parts url_;
     std::string join_;
     callbacks cb_;
+    std::shared_ptr<ssl::context> ctx_;  // wss only
     net::io_context ioc_;
     tcp::resolver resolver_;
     net::steady_timer retry_timer_;
@@ -494,12 +582,21 @@ private:
 }  // namespace
 
 std::unique_ptr<transport>
-transport::create(std::string url, std::string join_frame, callbacks cb)
+transport::create(std::string url, std::string join_frame, callbacks cb, tls_config const& tls)
 {
     auto u = parse_url(url);
-    if (!u || u->scheme != "ws")
+    if (!u || !u->websocket())
         return nullptr;
-    return std::make_unique<ws_transport>(std::move(*u), std::move(join_frame), std::move(cb));
+    if (!u->tls())
+        return std::make_unique<ws_transport<false>>(std::move(*u), std::move(join_frame), std::move(cb), nullptr);
+    beast::error_code ec;
+    auto ctx = make_tls_context(tls, ec);
+    if (ec) {
+        spdlog::error("lockstep: TLS setup failed ({}): {}", tls.ca_file.empty() ? "system trust store" : tls.ca_file,
+                      ec.message());
+        return nullptr;
+    }
+    return std::make_unique<ws_transport<true>>(std::move(*u), std::move(join_frame), std::move(cb), std::move(ctx));
 }
 
 }  // namespace lockstep::client::detail

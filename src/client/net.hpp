@@ -14,13 +14,21 @@
 namespace lockstep::client::detail {
 
 struct url_parts {
-    std::string scheme;  // ws, http
+    std::string scheme;  // ws, wss, http, https
     std::string host;
     std::string port;
     std::string target;  // path and query, at least "/"
+    bool tls() const { return scheme == "wss" || scheme == "https"; }
+    bool websocket() const { return scheme == "ws" || scheme == "wss"; }
 };
-/// ws:// and http:// URLs (no TLS); nullopt for anything else.
+/// ws://, wss://, http:// and https:// URLs; nullopt for anything else.
 std::optional<url_parts> parse_url(std::string_view url);
+
+/// How TLS peers are verified: always the certificate chain and the host name, against
+/// `ca_file` (PEM) if given, else the system's trust store.
+struct tls_config {
+    std::string ca_file;
+};
 
 struct http_result {
     std::error_code ec;  // transport failure; status is 0 then
@@ -29,7 +37,8 @@ struct http_result {
 };
 /// One request on a fresh connection, bounded by `timeout` as a whole.
 http_result http_request(std::string const& method, std::string const& url, std::string body,
-                         std::string const& content_type, std::chrono::milliseconds timeout);
+                         std::string const& content_type, std::chrono::milliseconds timeout,
+                         tls_config const& tls = {});
 
 /// A WebSocket connection to a reflector that sends JOIN on every (re)connect, holds
 /// back other frames until the reflector's SYNC, and reconnects after a network failure
@@ -50,7 +59,9 @@ public:
         std::function<void(int code, std::string const& reason, bool reconnecting)> on_closed;
     };
 
-    static std::unique_ptr<transport> create(std::string url, std::string join_frame, callbacks cb);
+    /// nullptr if the URL is not ws:// or wss://, or the TLS setup (CA file) fails.
+    static std::unique_ptr<transport> create(std::string url, std::string join_frame, callbacks cb,
+                                             tls_config const& tls = {});
     virtual ~transport() = default;
 
     virtual void start() = 0;

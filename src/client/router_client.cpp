@@ -38,10 +38,10 @@ base_of(std::string router)
 
 // POSTs `body` to the router; the JSON answer, or sets ec.
 json
-call(std::string const& url, json const& body, std::error_code& ec)
+call(std::string const& url, json const& body, std::error_code& ec, std::string const& ca_file)
 {
     ec.clear();
-    auto r = detail::http_request("POST", url, body.dump(), "application/json", 10s);
+    auto r = detail::http_request("POST", url, body.dump(), "application/json", 10s, {ca_file});
     if (r.ec) {
         spdlog::error("lockstep: router {}: {}", url, r.ec.message());
         ec = errc::router_failed;
@@ -60,12 +60,12 @@ call(std::string const& url, json const& body, std::error_code& ec)
 
 room_seat
 reserve_seat(std::string const& router, std::string const& room, std::string const& user, std::error_code& ec,
-             std::string const& region)
+             std::string const& region, std::string const& tls_ca_file)
 {
     json body = {{"user", user}};
     if (!region.empty())
         body["region"] = region;
-    auto a = call(base_of(router) + "/v1/rooms/" + url_encode(room) + "/join", body, ec);
+    auto a = call(base_of(router) + "/v1/rooms/" + url_encode(room) + "/join", body, ec, tls_ca_file);
     if (ec)
         return {};
     room_seat s;
@@ -84,9 +84,10 @@ reserve_seat(std::string const& router, std::string const& room, std::string con
 }
 
 bool
-release_seat(std::string const& router, std::string const& room, std::string const& user, std::error_code& ec)
+release_seat(std::string const& router, std::string const& room, std::string const& user, std::error_code& ec,
+             std::string const& tls_ca_file)
 {
-    auto a = call(base_of(router) + "/v1/rooms/" + url_encode(room) + "/leave", {{"user", user}}, ec);
+    auto a = call(base_of(router) + "/v1/rooms/" + url_encode(room) + "/leave", {{"user", user}}, ec, tls_ca_file);
     return !ec && detail::field(a, "freed", false);
 }
 
@@ -94,7 +95,7 @@ std::unique_ptr<session>
 join_room(std::string const& router, std::string const& room, std::string const& user, join_options options,
           std::error_code& ec, std::string const& region, room_seat* seat)
 {
-    auto s = reserve_seat(router, room, user, ec, region);
+    auto s = reserve_seat(router, room, user, ec, region, options.tls_ca_file);
     if (ec)
         return nullptr;
     options.reflector = s.reflector;

@@ -171,6 +171,7 @@ private:
     void report(divergence const& d);
     std::unique_ptr<engine> make_engine();
     std::string join_frame() const;
+    detail::tls_config tls() const { return {opt_.tls_ca_file}; }
 };
 
 std::unique_ptr<engine>
@@ -231,8 +232,8 @@ session::impl::start()
         return bad("join_options::app_id and session_name are required");
     if (opt_.tps < 1 || opt_.tps > 60)
         return bad("join_options::tps must be 1..60");
-    if (auto f = detail::parse_url(opt_.files); !opt_.files.empty() && (!f || f->scheme != "http"))
-        return bad("join_options::files must be an http:// URL");
+    if (auto f = detail::parse_url(opt_.files); !opt_.files.empty() && (!f || f->websocket()))
+        return bad("join_options::files must be an http:// or https:// URL");
     id_ = session::session_id_for(opt_);
     view_id_ = opt_.view_id.empty() ? detail::random_base36(10) : opt_.view_id;
     if (!opt_.password.empty())
@@ -248,9 +249,12 @@ session::impl::start()
         connected_ = false;
         push(inbound{inbound::kind::closed, {}, 0, 0, code, reason, again});
     };
-    net_ = detail::transport::create(url, join_frame(), std::move(cb));
+    auto r = detail::parse_url(url);
+    if (!r || !r->websocket())
+        return bad("join_options::reflector must be a ws:// or wss:// URL");
+    net_ = detail::transport::create(url, join_frame(), std::move(cb), tls());
     if (!net_)
-        return bad("join_options::reflector must be a ws:// URL");
+        return bad("join_options::tls_ca_file cannot be loaded");
     net_->start();
     return {};
 }
@@ -454,7 +458,7 @@ session::impl::build(json const& args)
     auto const& messages = args.contains("messages") && args["messages"].is_array() ? args["messages"] : json::array();
     if (!url.empty()) {
         // Blocking: a replica cannot go on before its snapshot is loaded.
-        auto r = detail::http_request("GET", url, {}, {}, 30s);
+        auto r = detail::http_request("GET", url, {}, {}, 30s, tls());
         if (r.ec || r.status != 200) {
             fail(errc::snapshot_unavailable, url + ": " + (r.ec ? r.ec.message() : "HTTP " + std::to_string(r.status)));
             return false;
@@ -690,7 +694,7 @@ session::impl::upload(std::int64_t time, vote v)
                  {"args", {{"time", time}, {"seq", v.seq}, {"hash", v.hash}, {"url", url}, {"dissident", nullptr}}}};
     // Off the step() thread: an upload may take a while and the replica must go on.
     enqueue_upload([this, url, body = std::move(body), frame = snap.dump(), timeline = timeline_] {
-        auto r = detail::http_request("PUT", url, body, "application/octet-stream", 30s);
+        auto r = detail::http_request("PUT", url, body, "application/octet-stream", 30s, tls());
         if (r.ec || r.status / 100 != 2) {
             spdlog::warn("lockstep: snapshot upload to {} failed: {}", url,
                          r.ec ? r.ec.message() : "HTTP " + std::to_string(r.status));

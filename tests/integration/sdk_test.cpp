@@ -355,7 +355,13 @@ TEST(Sdk, BadOptionsAndUnreachableReflectorFailClearly)
     auto [bs, br] = bad.result();
     EXPECT_EQ(bs, 1);
     EXPECT_EQ(br.value("error", ""), "invalid join options");
-    EXPECT_NE(bad.stderr_text().find("ws:// URL"), std::string::npos) << bad.stderr_text();
+    EXPECT_NE(bad.stderr_text().find("must be a ws:// or wss:// URL"), std::string::npos) << bad.stderr_text();
+
+    counter bad_ca({"--reflector", "wss://127.0.0.1:1", "--tls-ca", "/nonexistent/ca.pem", "--session", "x"});
+    auto [cs, cr] = bad_ca.result();
+    EXPECT_EQ(cs, 1);
+    EXPECT_EQ(cr.value("error", ""), "invalid join options");
+    EXPECT_NE(bad_ca.stderr_text().find("tls_ca_file cannot be loaded"), std::string::npos) << bad_ca.stderr_text();
 
     counter down({"--reflector", "ws://127.0.0.1:" + std::to_string(free_port()), "--session", "x", "--run-ms", "100"});
     auto [ds, dr] = down.result();
@@ -522,4 +528,99 @@ TEST(Sdk, ChatHistoryReachesALateJoiner)
     EXPECT_NE(first, std::string::npos) << b;
     EXPECT_NE(second, std::string::npos) << b;
     EXPECT_LT(first, second);
+}
+
+namespace {
+
+// A self-signed certificate for `san` (e.g. "IP:127.0.0.1"), made with the openssl tool.
+bool
+make_certificate(fs::path const& dir, std::string const& san)
+{
+    auto cmd = "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=lockstep-test -keyout '" +
+               (dir / "key.pem").string() + "' -out '" + (dir / "cert.pem").string() + "' -addext 'subjectAltName=" +
+               san + "' >/dev/null 2>&1";
+    if (std::system(cmd.c_str()) != 0)
+        return false;
+    std::ofstream pem(dir / "server.pem");
+    pem << std::ifstream(dir / "key.pem").rdbuf() << std::ifstream(dir / "cert.pem").rdbuf();
+    return true;
+}
+
+/// socat terminating TLS on a free port in front of a reflector (what an operator's
+/// proxy or load balancer does); killed at the end.
+class tls_terminator {
+public:
+    tls_terminator(fs::path const& pem, std::uint16_t backend) : port_(free_port()), dir_(scratch_dir("socat"))
+    {
+        pid_ = spawn({"/usr/bin/socat",
+                      "OPENSSL-LISTEN:" + std::to_string(port_) + ",bind=127.0.0.1,reuseaddr,fork,verify=0,cert=" +
+                          pem.string(),
+                      "TCP:127.0.0.1:" + std::to_string(backend)},
+                     dir_ / "out", dir_ / "err");
+        for (int i = 0; i < 100 && !port_open(port_); ++i)  // bounded: 5 s
+            std::this_thread::sleep_for(50ms);
+    }
+    ~tls_terminator()
+    {
+        ::kill(pid_, SIGTERM);
+        int st = 0;
+        ::waitpid(pid_, &st, 0);
+        std::error_code ec;
+        fs::remove_all(dir_, ec);
+    }
+    std::uint16_t port() const { return port_; }
+
+private:
+    std::uint16_t port_;
+    fs::path dir_;
+    pid_t pid_ = -1;
+};
+
+}  // namespace
+
+TEST(Sdk, WssAndHttpsThroughATlsTerminator)
+{
+    reflector r;
+    ASSERT_TRUE(r.up());
+    auto certs = scratch_dir("certs");
+    ASSERT_TRUE(make_certificate(certs, "IP:127.0.0.1"));
+    tls_terminator t(certs / "server.pem", r.port());
+    ASSERT_TRUE(port_open(t.port()));
+    auto base = "127.0.0.1:" + std::to_string(t.port());
+    std::vector<std::string> tls = {"--reflector", "wss://" + base, "--files", "https://" + base + "/files",
+                                    "--tls-ca", (certs / "cert.pem").string(), "--session", "tls",
+                                    "--snapshot-ms", "1000", "--send-ms", "100"};
+    auto with = [&](std::vector<std::string> more) {
+        more.insert(more.begin(), tls.begin(), tls.end());
+        return more;
+    };
+    counter a(with({"--sends", "15", "--run-ms", "5500"}));
+    std::this_thread::sleep_for(2500ms);
+    counter b(with({"--sends", "5", "--run-ms", "2500"}));
+    auto ra = run_ok(a, "a"), rb = run_ok(b, "b");
+    EXPECT_EQ(rb["built_from"], "snapshot") << rb.dump();  // downloaded over https
+    EXPECT_GE(ra["stats"]["snapshots_uploaded"].get<int>(), 1);
+    EXPECT_EQ(ra["count"], 20);
+    EXPECT_EQ(rb["count"], 20);
+    expect_same_history({ra, rb}, 1);
+
+    // Without the CA the certificate is not trusted; with a certificate for another name
+    // the host name check fails: both refuse to connect.
+    counter untrusted({"--reflector", "wss://" + base, "--session", "tls", "--run-ms", "100"});
+    auto [us, ur] = untrusted.result();
+    EXPECT_EQ(us, 1);
+    EXPECT_EQ(ur.value("error", ""), "cannot connect to the reflector");
+    EXPECT_NE(untrusted.stderr_text().find("certificate verify failed"), std::string::npos) << untrusted.stderr_text();
+    auto other = scratch_dir("certs-other");
+    ASSERT_TRUE(make_certificate(other, "DNS:other.example"));
+    tls_terminator t2(other / "server.pem", r.port());
+    counter wrong_name({"--reflector", "wss://127.0.0.1:" + std::to_string(t2.port()), "--tls-ca",
+                        (other / "cert.pem").string(), "--session", "tls", "--run-ms", "100"});
+    auto [ws, wr] = wrong_name.result();
+    EXPECT_EQ(ws, 1);
+    EXPECT_NE(wrong_name.stderr_text().find("certificate verify failed"), std::string::npos)
+        << wrong_name.stderr_text();
+    std::error_code ec;
+    fs::remove_all(certs, ec);
+    fs::remove_all(other, ec);
 }

@@ -22,18 +22,20 @@ struct room_seat {
 };
 
 /// POST <router>/v1/rooms/<room>/join {user, region}. `router` is a reflector's HTTP base
-/// URL, e.g. "http://127.0.0.1:9090". Calling it again for the same user returns the same
-/// seat. On failure sets `ec` (errc::router_failed) and logs the router's answer.
+/// URL, e.g. "http://127.0.0.1:9090" or "https://eu.example.com". Calling it again for
+/// the same user returns the same seat. On failure sets `ec` (errc::router_failed) and
+/// logs the router's answer. `tls_ca_file`: as join_options::tls_ca_file.
 room_seat reserve_seat(std::string const& router, std::string const& room, std::string const& user,
-                       std::error_code& ec, std::string const& region = {});
+                       std::error_code& ec, std::string const& region = {}, std::string const& tls_ca_file = {});
 
 /// Frees the user's seat at once (leaving the session also frees it, when the connection
 /// closes with 1000). Returns whether a seat was freed.
-bool release_seat(std::string const& router, std::string const& room, std::string const& user, std::error_code& ec);
+bool release_seat(std::string const& router, std::string const& room, std::string const& user, std::error_code& ec,
+                  std::string const& tls_ca_file = {});
 
-/// reserve_seat, then session::join with `options.reflector` and `options.session_name`
-/// set from the seat (and `options.files`, unless already set). `seat`, if given,
-/// receives the seat.
+/// reserve_seat (with options.tls_ca_file), then session::join with `options.reflector`
+/// and `options.session_name` set from the seat (and `options.files`, unless already
+/// set). `seat`, if given, receives the seat.
 std::unique_ptr<session> join_room(std::string const& router, std::string const& room, std::string const& user,
                                    join_options options, std::error_code& ec, std::string const& region = {},
                                    room_seat* seat = nullptr);

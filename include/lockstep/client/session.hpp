@@ -55,8 +55,8 @@ struct session_stats {
 };
 
 struct join_options {
-    /// Reflector WebSocket URL, e.g. "ws://127.0.0.1:9090" or a router seat URL
-    /// "ws://host:port/r/<token>". The SDK appends "/<session id>".
+    /// Reflector WebSocket URL, e.g. "ws://127.0.0.1:9090", "wss://eu.example.com" or a
+    /// router seat URL "ws://host:port/r/<token>". The SDK appends "/<session id>".
     std::string reflector;
     std::string app_id;        // reverse-DNS application id, e.g. "com.example.counter"
     std::string session_name;  // clients with the same app_id, name and code join together
@@ -65,9 +65,12 @@ struct join_options {
     /// different password cannot join.
     std::string password;
     int tps = 20;              // reflector ticks per second for a new session (1..60)
-    /// Files URL for snapshots, e.g. "http://127.0.0.1:9090/files". Empty: no snapshots
-    /// are taken and late joiners replay the whole session.
+    /// Files URL for snapshots, e.g. "http://127.0.0.1:9090/files" (or https://). Empty:
+    /// no snapshots are taken and late joiners replay the whole session.
     std::string files;
+    /// For wss:// and https://: a PEM file of the certificate authorities to trust.
+    /// Empty: the system's trust store. The peer's host name is always verified.
+    std::string tls_ca_file;
     /// The application's model classes and the class of the root model, which is created
     /// (with init(root_args)) when the session is new.
     model_registry const* models = nullptr;
