@@ -2,8 +2,9 @@
 // every other replica by the events and ticks of a lockstep (or Croquet/Multisynq)
 // reflector. See docs/sdk.md for a tutorial and docs/determinism.md for the model rules.
 //
-// Threads. The SDK owns one network thread per session (WebSocket I/O, reconnects,
-// snapshot uploads); it never touches models or calls application code. Model code and
+// Threads. The SDK owns one network thread per session (WebSocket I/O, reconnects) and,
+// once this client uploads a snapshot, one uploader thread; neither touches models or
+// calls application code. Model code and
 // view handlers run only inside join() and step() (and run_for()/run_until(), which call
 // step()), on the thread that calls them. A session is therefore driven by one thread of
 // the application's choice: its own frame loop calling step(), or a thread that calls
