@@ -137,12 +137,13 @@ engine::next64()
 void
 engine::publish(std::string_view scope, std::string_view event, json const& data)
 {
-    auto it = subs_.find(topic(std::string(scope), std::string(event)));
+    topic const key{std::string(scope), std::string(event)};
+    auto it = subs_.find(key);
     if (it != subs_.end()) {
         // Handlers may (un)subscribe: iterate over a copy, skip the ones removed meanwhile.
         auto subscribers = it->second;
         for (auto& [m, method] : subscribers) {
-            auto now_it = subs_.find(topic(std::string(scope), std::string(event)));
+            auto now_it = subs_.find(key);
             if (now_it == subs_.end() ||
                 std::find(now_it->second.begin(), now_it->second.end(), subscriber(m, method)) ==
                     now_it->second.end())
@@ -151,7 +152,7 @@ engine::publish(std::string_view scope, std::string_view event, json const& data
         }
     }
     if (hooks_.on_publish)
-        hooks_.on_publish(std::string(scope), std::string(event), data);
+        hooks_.on_publish(key.first, key.second, data);
 }
 
 void

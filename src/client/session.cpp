@@ -90,6 +90,24 @@ hash_in_url(std::string const& url)
     return name.substr(dash + 1, dot - dash - 1);
 }
 
+// The `messages` of a SYNC (no copy), or an empty list.
+json const&
+messages_of(json const& sync_args)
+{
+    static json const none = json::array();
+    auto it = sync_args.find("messages");
+    return it != sync_args.end() && it->is_array() ? *it : none;
+}
+
+// The seq of a logged message [time, seq, payload, ...], if it has that shape.
+std::optional<std::uint32_t>
+seq_of(json const& msg)
+{
+    if (!msg.is_array() || msg.size() < 3 || !msg[0].is_number() || !msg[1].is_number_unsigned())
+        return std::nullopt;
+    return msg[1].get<std::uint32_t>();
+}
+
 }  // namespace
 
 std::error_category const&
@@ -438,12 +456,12 @@ session::impl::apply_event(std::int64_t time, std::uint32_t seq, json const& wir
 bool
 session::impl::apply(json const& msg)
 {
-    if (!msg.is_array() || msg.size() < 3 || !msg[0].is_number() || !msg[1].is_number_unsigned())
+    auto seq = seq_of(msg);
+    if (!seq)
         return false;
-    auto seq = msg[1].get<std::uint32_t>();
-    if (!protocol::seq_before(engine_->last_seq(), seq))
+    if (!protocol::seq_before(engine_->last_seq(), *seq))
         return true;  // already executed (a snapshot or a seamless rejoin covers it)
-    apply_event(msg[0].get<std::int64_t>(), seq, msg[2]);
+    apply_event(msg[0].get<std::int64_t>(), *seq, msg[2]);
     return !need_sync_;
 }
 
@@ -455,7 +473,7 @@ session::impl::build(json const& args)
 {
     auto fresh = make_engine();
     auto url = detail::field(args, "url", "");
-    auto const& messages = args.contains("messages") && args["messages"].is_array() ? args["messages"] : json::array();
+    auto const& messages = messages_of(args);
     if (!url.empty()) {
         // Blocking: a replica cannot go on before its snapshot is loaded.
         auto r = detail::http_request("GET", url, {}, {}, 30s, tls());
@@ -494,8 +512,8 @@ session::impl::build(json const& args)
         stats_.built_from = "snapshot";
     } else {
         std::uint32_t before_first = detail::field(args, "seq", protocol::seq_start);
-        if (!messages.empty() && messages[0].is_array() && messages[0].size() > 1 && messages[0][1].is_number_unsigned())
-            before_first = messages[0][1].get<std::uint32_t>() - 1;
+        if (auto first = messages.empty() ? std::nullopt : seq_of(messages[0]))
+            before_first = *first - 1;
         fresh->start_fresh(opt_.root_model, opt_.root_args, before_first);
         stats_.built_from = messages.empty() ? "fresh" : "log";
     }
@@ -543,12 +561,12 @@ session::impl::handle_sync(json const& args)
         return;
     }
     // A reconnect: keep the replica if the reflector still has our place in its log.
-    auto const& messages = args.contains("messages") && args["messages"].is_array() ? args["messages"] : json::array();
+    auto const& messages = messages_of(args);
     std::uint32_t last = engine_->last_seq();
     std::uint32_t sync_seq = detail::field(args, "seq", std::uint32_t(0));
     std::uint32_t first = sync_seq + 1;
-    if (!messages.empty() && messages[0].is_array() && messages[0].size() > 1 && messages[0][1].is_number_unsigned())
-        first = messages[0][1].get<std::uint32_t>();
+    if (auto f = messages.empty() ? std::nullopt : seq_of(messages[0]))
+        first = *f;
     auto time = time_of(args.value("time", json())).value_or(0);
     bool seamless = !timeline.empty() && timeline == timeline_ && !protocol::seq_before(last + 1, first) && !protocol::seq_before(sync_seq, last) &&
                     time >= engine_->now();
@@ -556,8 +574,8 @@ session::impl::handle_sync(json const& args)
     for (auto& m : messages) {
         if (!seamless)
             break;
-        if (m.is_array() && m.size() > 2 && m[2].is_object() && m[1].is_number_unsigned() &&
-            protocol::seq_before(last, m[1].get<std::uint32_t>()) && detail::field(m[2], "what", "") == "users" &&
+        auto seq = seq_of(m);
+        if (seq && protocol::seq_before(last, *seq) && m[2].is_object() && detail::field(m[2], "what", "") == "users" &&
             m[2].contains("left") && m[2]["left"].is_array())
             for (auto& u : m[2]["left"])
                 if (u == view_id_)
@@ -686,14 +704,15 @@ session::impl::upload(std::int64_t time, vote v)
         files.pop_back();
     std::string url =
         files + "/snapshots/" + id_ + "/" + pad10(time) + "_" + std::to_string(v.seq) + "-" + v.hash + ".snap";
-    std::string body = detail::gzip(v.state);
-    if (key_)
-        body = detail::encrypt_binary(*key_, body);
     json snap = {{"id", id_},
                  {"action", "SNAP"},
                  {"args", {{"time", time}, {"seq", v.seq}, {"hash", v.hash}, {"url", url}, {"dissident", nullptr}}}};
-    // Off the step() thread: an upload may take a while and the replica must go on.
-    enqueue_upload([this, url, body = std::move(body), frame = snap.dump(), timeline = timeline_] {
+    // Off the step() thread (compression and encryption included): an upload may take a
+    // while and the replica must go on.
+    enqueue_upload([this, url, state = std::move(v.state), frame = snap.dump(), timeline = timeline_] {
+        std::string body = detail::gzip(state);
+        if (key_)
+            body = detail::encrypt_binary(*key_, body);
         auto r = detail::http_request("PUT", url, body, "application/octet-stream", 30s, tls());
         if (r.ec || r.status / 100 != 2) {
             spdlog::warn("lockstep: snapshot upload to {} failed: {}", url,

@@ -138,7 +138,7 @@ redis_directory::join(std::string const& room, std::string const& user, std::str
     if (!eval({"join", room, user, region, random_token(), std::to_string(pol.capacity), std::to_string(pol.overflow),
                std::to_string(pol.seat_ttl_ms), std::to_string(pol.retire_ms)},
               s, n, nil)) {
-        err = {503, "router state (Redis) unavailable", "room"};
+        err = {503, state_unavailable, "room"};
         return std::nullopt;
     }
     auto j = json::parse(s, nullptr, false);
@@ -192,7 +192,7 @@ redis_directory::create_child(std::string const& parent, std::string const& purp
     long long n = 0;
     bool nil = false;
     if (!eval({"child", parent, purpose, region}, s, n, nil)) {
-        err = {503, "router state (Redis) unavailable", "name"};
+        err = {503, state_unavailable, "name"};
         return std::nullopt;
     }
     auto j = json::parse(s, nullptr, false);

@@ -173,6 +173,13 @@ field_error(request const& req, int status, std::string const& message, std::str
                          nlohmann::json{{"error", message}, {"field", field}}.dump(), "application/json");
 }
 
+/// 503 while the router's state store (Redis, in cluster mode) cannot be reached.
+http::message_generator
+router_unavailable(request const& req, std::string const& field)
+{
+    return field_error(req, 503, router::state_unavailable, field);
+}
+
 /// A name from the URL path: non-empty, at most 128 bytes, no control characters.
 bool
 valid_name(std::string const& s)
@@ -239,7 +246,7 @@ router_api(server_state& st, request&& req, std::string_view path, reply_fn repl
             return reply(method_not_allowed(req, "GET, HEAD"));
         auto list = rt.reflectors();
         if (!rt.available())
-            return reply(field_error(req, 503, "router state (Redis) unavailable", "path"));
+            return reply(router_unavailable(req, "path"));
         return reply(text_response(req, http::status::ok, list.dump(), "application/json"));
     }
     if (seg.size() >= 2 && seg[0] == "rooms") {
@@ -253,7 +260,7 @@ router_api(server_state& st, request&& req, std::string_view path, reply_fn repl
                 return reply(method_not_allowed(req, "GET, HEAD"));
             auto info = rt.room_info(room);
             if (!info && !rt.available())
-                return reply(field_error(req, 503, "router state (Redis) unavailable", "room"));
+                return reply(router_unavailable(req, "room"));
             if (!info)
                 return reply(field_error(req, 404, "unknown room", "room"));
             return reply(text_response(req, http::status::ok, info->dump(), "application/json"));
@@ -270,7 +277,7 @@ router_api(server_state& st, request&& req, std::string_view path, reply_fn repl
             if (seg[2] == "leave") {
                 bool had = rt.leave(room, user);
                 if (!had && !rt.available())
-                    return reply(field_error(req, 503, "router state (Redis) unavailable", "room"));
+                    return reply(router_unavailable(req, "room"));
                 return reply(text_response(req, http::status::ok,
                                            nlohmann::json{{"room", room}, {"user", user}, {"freed", had}}.dump(),
                                            "application/json"));
@@ -293,7 +300,7 @@ router_api(server_state& st, request&& req, std::string_view path, reply_fn repl
         if (method == http::verb::get || method == http::verb::head) {
             auto kids = rt.children(parent);
             if (!rt.available())
-                return reply(field_error(req, 503, "router state (Redis) unavailable", "name"));
+                return reply(router_unavailable(req, "name"));
             return reply(text_response(req, http::status::ok,
                                        nlohmann::json{{"parent", parent}, {"children", kids}}.dump(), "application/json"));
         }

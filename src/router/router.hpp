@@ -56,6 +56,9 @@ struct seat_answer {
     nlohmann::json to_json() const;
 };
 
+/// The 503 message while the state store (Redis, in cluster mode) cannot be reached.
+inline constexpr char const* state_unavailable = "router state (Redis) unavailable";
+
 /// An API error: HTTP status, message, and the offending field.
 struct api_error {
     int status;

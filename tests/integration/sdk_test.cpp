@@ -55,6 +55,15 @@ scratch_dir(std::string const& what)
     return d;
 }
 
+std::string
+read_text(fs::path const& p)
+{
+    std::ifstream in(p);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
 pid_t
 spawn(std::vector<std::string> const& argv, fs::path const& out, fs::path const& err, fs::path const& in = "/dev/null")
 {
@@ -134,13 +143,7 @@ public:
         std::ofstream(dir_ / "in") << input;
         pid_ = spawn(args, dir_ / "out", dir_ / "err", dir_ / "in");
     }
-    std::string stdout_text() const
-    {
-        std::ifstream in(dir_ / "out");
-        std::stringstream ss;
-        ss << in.rdbuf();
-        return ss.str();
-    }
+    std::string stdout_text() const { return read_text(dir_ / "out"); }
     ~counter()
     {
         if (pid_ > 0) {
@@ -172,13 +175,7 @@ public:
         auto j = json::parse(last, nullptr, false);
         return {status, j.is_discarded() ? json() : j};
     }
-    std::string stderr_text() const
-    {
-        std::ifstream in(dir_ / "err");
-        std::stringstream ss;
-        ss << in.rdbuf();
-        return ss.str();
-    }
+    std::string stderr_text() const { return read_text(dir_ / "err"); }
 
 private:
     fs::path dir_;
