@@ -1,6 +1,7 @@
 // One WebSocket client. Beast does the handshake, the reads and the control frames;
-// outbound data frames are pre-encoded by the session and written by this class's
-// write loop, many frames per system call (see gated_stream.hpp).
+// outbound data frames are pre-encoded by the session, appended to this connection's
+// output buffer and written with one non-blocking send() per flush (see
+// gated_stream.hpp for how those writes and Beast's own frames stay apart).
 #include "server/gated_stream.hpp"
 #include "server/internal.hpp"
 
@@ -8,8 +9,10 @@
 
 #include <spdlog/spdlog.h>
 
-#include <deque>
+#include <cerrno>
+#include <cstring>
 
+#include <sys/socket.h>
 #include <unistd.h>
 
 namespace lockstep {
@@ -18,9 +21,11 @@ using protocol::close_code;
 
 namespace {
 
-// Upper bounds of one gathered write.
-constexpr std::size_t max_write_frames = 256;
-constexpr std::size_t max_write_bytes = 1u << 20;
+// An output buffer whose capacity is above this when it drains is freed, so a burst
+// (a large SYNC) does not stay resident on an idle connection.
+constexpr std::size_t keep_buffer_bytes = 16u << 10;
+// Sent bytes are cut from the front of a blocked buffer once they exceed this.
+constexpr std::size_t compact_bytes = 64u << 10;
 
 }  // namespace
 
@@ -32,12 +37,11 @@ public:
         error_code ec;
         auto ep = ws_.next_layer().next_layer().remote_endpoint(ec);
         serial_ = st_.next_conn_id.fetch_add(1);
-        tag_ = "c" + std::to_string(serial_) + " " +
-               (ec ? std::string("?") : ep.address().to_string() + ":" + std::to_string(ep.port())) + " " +
-               session_id_.substr(0, 8);
+        tag_ = ec ? fmt::format("c{} ? {}", serial_, session_id_.substr(0, 8))
+                  : fmt::format("c{} {}:{} {}", serial_, ep.address().to_string(), ep.port(), session_id_.substr(0, 8));
     }
 
-    ~connection() override { w_.metrics.add(w_.metrics.queue_bytes, -static_cast<std::int64_t>(queued_bytes_)); }
+    ~connection() override { w_.metrics.add(w_.metrics.queue_bytes, -static_cast<std::int64_t>(pending())); }
 
     void
     start(http::request<http::string_body> req)
@@ -84,19 +88,19 @@ public:
     {
         if (close_requested_)
             return;
-        queued_bytes_ += m->size();
+        auto wire = m->wire();
+        out_.append(wire.data(), wire.size());
         if (exempt)
-            exempt_bytes_ += m->size();
-        w_.metrics.add(w_.metrics.queue_bytes, static_cast<std::int64_t>(m->size()));
-        queue_.push_back({m, exempt});
-        if (queued_bytes_ - exempt_bytes_ > st_.cfg.max_queue_bytes) {
+            exempt_bytes_ += wire.size();
+        w_.metrics.add(w_.metrics.queue_bytes, static_cast<std::int64_t>(wire.size()));
+        if (pending() - exempt_bytes_ > st_.cfg.max_queue_bytes) {
             spdlog::warn("{} outbound queue {} bytes over --max-queue-bytes: closing 1013 (client will rejoin)",
-                         tag_, queued_bytes_);
-            drop_queue();
+                         tag_, pending());
+            drop_output();
             close(close_code::try_again_later, "outbound queue full");
             return;
         }
-        if (!writing_ && accepted_ && (!flush_scheduled_ || (urgent && !urgent_scheduled_))) {
+        if (!blocked_ && accepted_ && (!flush_scheduled_ || (urgent && !urgent_scheduled_))) {
             flush_scheduled_ = true;
             urgent_scheduled_ = urgent_scheduled_ || urgent;
             w_.schedule_flush(shared_from_this(), urgent);
@@ -109,10 +113,10 @@ public:
     {
         flush_scheduled_ = false;
         urgent_scheduled_ = false;
-        if (writing_ || close_started_)
+        if (close_started_)
             return;
-        if (!queue_.empty())
-            do_write();
+        if (pending() > 0)
+            write_now();
         else if (close_requested_)
             do_close();
     }
@@ -120,7 +124,7 @@ public:
     bool
     backlogged() const noexcept override
     {
-        return writing_ || !queue_.empty();
+        return blocked_;
     }
 
     void
@@ -133,7 +137,7 @@ public:
         close_reason_.reason = std::string(reason.substr(0, 120));  // close frames carry at most 123 bytes
         st_.closes.add(static_cast<std::uint16_t>(code));
         join_timer_.cancel();
-        if (!writing_ && accepted_)
+        if (!blocked_ && accepted_ && pending() == 0)
             do_close();
     }
 
@@ -161,10 +165,10 @@ private:
             join_timer_.expires_after(std::chrono::milliseconds(st_.cfg.join_timeout_ms));
             join_timer_.async_wait([self = shared_from_this()](error_code ec) { self->on_join_timeout(ec); });
         }
-        if (close_requested_ && !writing_)
+        if (pending() > 0)
+            write_now();
+        else if (close_requested_)
             do_close();
-        else if (!queue_.empty() && !writing_)
-            do_write();
         do_read();
     }
 
@@ -288,71 +292,146 @@ private:
         }
     }
 
-    // ---- write loop: one write in flight, gathering everything queued meanwhile ----
+    // ---- output: one buffer, written by non-blocking send() until the socket is full ----
 
-    void
-    do_write()
+    std::size_t
+    pending() const noexcept
     {
-        writing_ = true;
-        inflight_.clear();
-        bufs_.clear();
-        std::size_t bytes = 0;
-        std::size_t exempt = 0;
-        while (!queue_.empty() && inflight_.size() < max_write_frames && (bytes == 0 || bytes < max_write_bytes)) {
-            auto& q = queue_.front();
-            bytes += q.m->size();
-            if (q.exempt)
-                exempt += q.m->size();
-            bufs_.emplace_back(q.m->wire().data(), q.m->wire().size());
-            inflight_.push_back(std::move(q.m));
-            queue_.pop_front();
-        }
-        ws_.next_layer().raw_write(bufs_, [self = shared_from_this(), bytes, exempt](error_code ec, std::size_t n) {
-            self->on_write(ec, n, bytes, exempt);
-        });
+        return out_.size() - out_off_;
     }
 
+    /// Writes as much of the output buffer as the socket takes now. When the socket is
+    /// full, waits for it to drain (ticks are skipped meanwhile, see backlogged()).
     void
-    on_write(error_code ec, std::size_t n, std::size_t bytes, std::size_t exempt)
+    write_now()
     {
-        writing_ = false;
-        queued_bytes_ -= bytes;
-        exempt_bytes_ -= exempt;
-        w_.metrics.add(w_.metrics.queue_bytes, -static_cast<std::int64_t>(bytes));
-        inflight_.clear();
-        if (ec) {
-            spdlog::debug("{} write: {}", tag_, ec.message());
-            drop_queue();
-            close_requested_ = true;  // nothing more can be sent; the read side finishes
-            error_code ignored;
-            ws_.next_layer().next_layer().close(ignored);
+        if (blocked_ || close_started_)
+            return;
+        auto& gate = ws_.next_layer();
+        if (gate.beast_busy()) {  // Beast is writing a control frame: go after it
+            gate.after_beast([self = shared_from_this()] { self->write_now(); });
             return;
         }
-        w_.metrics.add(w_.metrics.bytes_out, n);
-        w_.metrics.add(w_.metrics.writes);
-        if (!queue_.empty()) {
-            // Gather what else arrives in this turn of the loop into the next write.
-            if (!flush_scheduled_) {
-                flush_scheduled_ = true;
-                w_.schedule_flush(shared_from_this());
+        int fd = gate.next_layer().native_handle();
+        std::size_t sent = 0;
+        while (pending() > 0) {
+            ssize_t n = ::send(fd, out_.data() + out_off_, pending(), MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (n > 0) {
+                out_off_ += static_cast<std::size_t>(n);
+                sent += static_cast<std::size_t>(n);
+                w_.metrics.add(w_.metrics.writes);
+                continue;
             }
-        } else if (close_requested_) {
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+                break;
+            int err = n < 0 ? errno : EPIPE;
+            account_sent(sent);
+            spdlog::debug("{} write: {}", tag_, std::strerror(err));
+            write_failed();
+            return;
+        }
+        account_sent(sent);
+        if (pending() > 0) {
+            blocked_ = true;
+            gate.set_raw_busy(true);  // a frame may be half on the wire: Beast waits
+            gate.next_layer().async_wait(tcp::socket::wait_write, [self = shared_from_this()](error_code ec) {
+                self->blocked_ = false;
+                if (ec) {
+                    if (ec != net::error::operation_aborted)
+                        self->write_failed();
+                } else {
+                    self->write_now();
+                }
+                // Whole again (or failed): Beast's waiting control frame may go.
+                if (!self->blocked_)
+                    self->ws_.next_layer().set_raw_busy(false);
+            });
+            return;
+        }
+        if (close_requested_)
             do_close();
+    }
+
+    void
+    account_sent(std::size_t sent)
+    {
+        if (sent == 0)
+            return;
+        w_.metrics.add(w_.metrics.bytes_out, sent);
+        w_.metrics.add(w_.metrics.queue_bytes, -static_cast<std::int64_t>(sent));
+        exempt_bytes_ -= std::min(exempt_bytes_, sent);  // a SYNC is ahead of what follows it
+        if (out_off_ == out_.size()) {
+            if (out_.capacity() > keep_buffer_bytes)
+                std::string().swap(out_);
+            else
+                out_.clear();
+            out_off_ = 0;
+            frame0_ = 0;
+        } else if (out_off_ - frame0_ > compact_bytes) {
+            frame_end_after(out_off_);  // moves frame0_ up to the frame being written
+            out_.erase(0, frame0_);
+            out_off_ -= frame0_;
+            frame0_ = 0;
         }
     }
 
     void
-    drop_queue()
+    write_failed()
     {
-        std::size_t bytes = 0;
-        for (auto const& q : queue_) {
-            bytes += q.m->size();
-            if (q.exempt)
-                exempt_bytes_ -= q.m->size();
+        drop_output();
+        close_requested_ = true;  // nothing more can be sent; the read side finishes
+        error_code ignored;
+        ws_.next_layer().next_layer().close(ignored);
+    }
+
+    /// Drops the output not yet written, except the rest of a frame the socket already
+    /// took the start of: the stream must stay well-formed for the close frame.
+    void
+    drop_output()
+    {
+        std::size_t keep = frame_end_after(out_off_) - out_off_;
+        w_.metrics.add(w_.metrics.queue_bytes, -static_cast<std::int64_t>(pending() - keep));
+        if (keep == 0) {
+            std::string().swap(out_);
+            out_off_ = 0;
+            frame0_ = 0;
+        } else {
+            out_.resize(out_off_ + keep);
         }
-        queue_.clear();
-        queued_bytes_ -= bytes;
-        w_.metrics.add(w_.metrics.queue_bytes, -static_cast<std::int64_t>(bytes));
+        exempt_bytes_ = 0;
+    }
+
+    /// The end of the frame that contains byte `off` of the output buffer (`off` itself
+    /// when a frame starts there). Walks the frame headers from frame0_, a known frame
+    /// start; server frames are unmasked and always complete in the buffer.
+    std::size_t
+    frame_end_after(std::size_t off)
+    {
+        auto const* b = reinterpret_cast<unsigned char const*>(out_.data());
+        std::size_t p = frame0_;
+        while (p < off && p + 2 <= out_.size()) {
+            std::uint64_t len = b[p + 1] & 0x7f;
+            std::size_t head = 2;
+            if (len == 126) {
+                len = (std::uint64_t{b[p + 2]} << 8) | b[p + 3];
+                head = 4;
+            } else if (len == 127) {
+                len = 0;
+                for (int i = 0; i < 8; ++i)
+                    len = (len << 8) | b[p + 2 + i];
+                head = 10;
+            }
+            std::size_t next = p + head + static_cast<std::size_t>(len);
+            if (next > off) {
+                frame0_ = p;
+                return next;
+            }
+            p = next;
+        }
+        frame0_ = p;
+        return p;
     }
 
     void
@@ -414,18 +493,13 @@ private:
     std::string seat_token_;         // router seat from the URL path (/r/<token>/<id>)
     bool seat_confirmed_ = false;
 
-    struct queued {
-        out_ptr m;
-        bool exempt;  // a SYNC: not counted against --max-queue-bytes
-    };
-    std::deque<queued> queue_;        // not yet handed to the socket
-    std::vector<out_ptr> inflight_;   // owned by the write in flight
-    std::vector<net::const_buffer> bufs_;
-    std::size_t queued_bytes_ = 0;    // queue_ + inflight_
-    std::size_t exempt_bytes_ = 0;    // the SYNC part of queued_bytes_
+    std::string out_;                // frames not yet taken by the socket, from out_off_
+    std::size_t out_off_ = 0;
+    std::size_t frame0_ = 0;         // a frame boundary at or before out_off_
+    std::size_t exempt_bytes_ = 0;   // the SYNC part of the output (not limited)
 
     bool accepted_ = false;
-    bool writing_ = false;
+    bool blocked_ = false;           // the socket is full: waiting until it is writable
     bool flush_scheduled_ = false;
     bool urgent_scheduled_ = false;
     bool joined_ = false;

@@ -1,11 +1,13 @@
 // The next layer under Beast's websocket::stream: a TCP socket whose writes are gated
-// so that Beast's own frames (handshake response, pong, close) and the reflector's
-// gathered raw writes of pre-encoded frames never interleave on the wire.
+// so that Beast's own frames (handshake response, pong, close) and the connection's
+// raw writes of pre-encoded frames never interleave on the wire.
 //
 // Beast reads and writes control frames through async_read_some/async_write_some; the
-// connection's write loop uses raw_write(). At most one of the two kinds of write is
-// in flight; the other waits and starts when it completes. Each Beast write_some is
-// performed as a complete write, so a frame is never split by a raw write.
+// connection writes its output buffer with non-blocking send() on the socket itself.
+// While the connection's buffer is stuck half-written (set_raw_busy(true)), Beast's
+// writes wait; while a Beast write is in flight (beast_busy()), the connection queues
+// its next write with after_beast(). Each Beast write_some is performed as a complete
+// write, so a frame is never split by a raw write.
 //
 // @par Thread safety
 // Single-threaded: used only from the owning worker's io_context thread.
@@ -66,27 +68,23 @@ public:
             token, b);
     }
 
-    /// Writes all of `bufs` (which must stay valid until `done` runs).
+    /// True while a Beast write is in flight: raw writes must wait (after_beast()).
+    bool beast_busy() const noexcept { return beast_busy_; }
+
+    /// Runs `f` when the Beast write in flight completes (one waiter; the last wins).
+    void after_beast(unique_function<void()> f) { pending_raw_ = std::move(f); }
+
+    /// Raw output is half-written and waiting for the socket: Beast's writes wait for
+    /// set_raw_busy(false), which starts the first of them.
     void
-    raw_write(std::vector<net::const_buffer> const& bufs, unique_function<void(error_code, std::size_t)> done)
+    set_raw_busy(bool busy)
     {
-        auto start = [this, &bufs, done = std::move(done)]() mutable {
-            raw_busy_ = true;
-            net::async_write(sock_, bufs, [this, done = std::move(done)](error_code ec, std::size_t n) mutable {
-                raw_busy_ = false;
-                // Control frames waiting behind us go first.
-                if (pending_beast_) {
-                    auto f = std::move(pending_beast_);
-                    pending_beast_.reset();
-                    f();
-                }
-                done(ec, n);
-            });
-        };
-        if (beast_busy_)
-            pending_raw_ = std::move(start);
-        else
-            start();
+        raw_busy_ = busy;
+        if (!busy && pending_beast_) {
+            auto f = std::move(pending_beast_);
+            pending_beast_.reset();
+            f();
+        }
     }
 
 private:
