@@ -59,6 +59,7 @@ struct options {
     int threads = 1;
     std::string run_id;              // session name prefix (fresh sessions per run)
     double join_timeout = 30;
+    bool delayed_acks = true;        // TCP_QUICKACK=0 after each read (see --help)
 };
 
 void
@@ -79,6 +80,10 @@ Usage: lockstep-bench [options]
   --threads N       generator threads (default 1)
   --run-id ID       prefix of the session ids (default: random)
   --join-timeout S  give up joining after S seconds (default 30)
+  --quick-acks      let the kernel acknowledge every received segment at once
+                    (default: TCP_QUICKACK=0 after each read, so ACKs are delayed
+                    and the generator, which shares the machine, spends its core
+                    on reading rather than on ACK packets)
   --help            this text
 
 Output: progress on stderr; the last line on stdout is one JSON object with joined,
@@ -131,6 +136,7 @@ parse_args(int argc, char** argv, options& o)
         else if (a == "--threads") o.threads = std::stoi(next());
         else if (a == "--run-id") o.run_id = next();
         else if (a == "--join-timeout") o.join_timeout = std::stod(next());
+        else if (a == "--quick-acks") o.delayed_acks = false;
         else {
             std::fprintf(stderr, "unknown option %s (see --help)\n", a.c_str());
             return false;
@@ -373,6 +379,10 @@ private:
             c.in.append(buf, static_cast<std::size_t>(n));
             if (static_cast<std::size_t>(n) < sizeof buf)
                 break;
+        }
+        if (o_.delayed_acks && c.fd >= 0) {
+            int zero = 0;
+            ::setsockopt(c.fd, IPPROTO_TCP, TCP_QUICKACK, &zero, sizeof zero);
         }
         process_input(c);
     }

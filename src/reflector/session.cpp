@@ -123,10 +123,22 @@ session::current_time_ms() const noexcept
     return std::max(time_, static_cast<std::int64_t>(std::floor((now - scaled_start_us_) * scale_ / 1000.0)));
 }
 
+std::int64_t
+session::tick_period_us() const noexcept
+{
+    std::int64_t period = static_cast<std::int64_t>(tick_ms_) * 1000;
+    if (metrics_) {  // overload protection (--max-tick-stretch) thins ticks
+        auto pct = metrics_->tick_stretch_pct.load(std::memory_order_relaxed);
+        if (pct > 100)
+            period = period * pct / 100;
+    }
+    return period;
+}
+
 void
 session::start_ticker()
 {
-    next_tick_us_ = clock_.now_us() + static_cast<std::int64_t>(tick_ms_) * 1000;
+    next_tick_us_ = clock_.now_us() + tick_period_us();
 }
 
 // ---------------------------------------------------------------------------- JOIN
@@ -815,7 +827,7 @@ session::on_timer()
     }
     if (next_tick_us_ <= now) {
         send_tick(next_tick_us_);
-        std::int64_t period = static_cast<std::int64_t>(tick_ms_) * 1000;
+        std::int64_t period = tick_period_us();
         next_tick_us_ += period;
         if (next_tick_us_ <= now)  // fell behind: like setInterval, do not burst
             next_tick_us_ = now + period;

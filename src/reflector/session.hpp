@@ -161,6 +161,8 @@ private:
 
     std::int64_t sample_time();
     void start_ticker();
+    /// The tick interval, stretched while the worker is overloaded.
+    std::int64_t tick_period_us() const noexcept;
     void reflect(std::string_view rest, bool client_event);
     void reflect_now(std::string_view rest);
     void reflect_object(std::string const& object_json);

@@ -65,6 +65,12 @@ Performance
                             each client is gathered for up to this long so one
                             system call carries many frames; idle workers write
                             at once. 0 disables it (default 20000)
+  --max-tick-stretch PCT    overload protection: when a worker stays over 90%
+                            CPU with coalescing at its maximum, its sessions'
+                            tick intervals are stretched, up to PCT percent of
+                            the interval the clients asked for, so events keep
+                            their latency; they return to normal below 75%.
+                            100 disables it (default 400)
 Logging
   --log-level LEVEL         trace|debug|info|warn|error|critical|off (default info)
   --log-format FMT          text|json (default text)
@@ -121,6 +127,7 @@ parse_config(int argc, char const* const* argv, std::string& message, bool& help
         {"--default-tick-ms", num(c.default_tick_ms)},
         {"--drain-timeout-ms", num(c.drain_timeout_ms)},
         {"--max-coalesce-us", num(c.max_coalesce_us)},
+        {"--max-tick-stretch", num(c.max_tick_stretch_pct)},
         {"--reflector-id", str(c.reflector_id)},
         {"--room-capacity", num(c.room_capacity)},
         {"--room-overflow", setter([&c](std::string const& v) {

@@ -42,6 +42,12 @@ render_metrics(std::vector<worker_metrics const*> const& workers, close_counter 
             mx = std::max<long double>(mx, static_cast<long double>(w->coalesce_us.load(std::memory_order_relaxed)));
         metric("lockstep_write_coalesce_us", "gauge",
                "Largest current write-coalescing interval over the workers (0 = write at once).", mx);
+        mx = 0;
+        for (auto const* w : workers)
+            mx = std::max<long double>(mx, static_cast<long double>(w->tick_stretch_pct.load(std::memory_order_relaxed)));
+        metric("lockstep_tick_stretch_percent", "gauge",
+               "Largest current tick-interval stretch over the workers (100 = ticks as requested; more under overload).",
+               mx);
     }
     metric("lockstep_events_in_total", "counter", "Events reflected: client SENDs and TUTTI first messages, plus reflector-generated users and tally events.",
            sum(&worker_metrics::events_in));

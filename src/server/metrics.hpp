@@ -23,6 +23,7 @@ struct alignas(64) worker_metrics {
     gauge sessions{0};           // live sessions
     gauge queue_bytes{0};        // unsent outbound bytes over all connections
     gauge coalesce_us{0};        // current write-coalescing interval
+    gauge tick_stretch_pct{100}; // tick intervals are stretched to this % under overload
     counter events_in{0};        // SEND/TUTTI-first messages accepted
     counter events_out{0};       // RECV frames queued to clients
     counter frames_in{0};        // client frames read

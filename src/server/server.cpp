@@ -94,6 +94,16 @@ worker::start_load_sampling()
         else if (busy < 0.6 && coalesce_us > 0)
             coalesce_us = coalesce_us >= 2000 ? coalesce_us / 2 : 0;
         metrics.coalesce_us.store(coalesce_us, std::memory_order_relaxed);
+        // Overload: more writes are due than the core can make. Coalescing cannot merge
+        // ticks (each is due at its own time), so thin them: events keep their latency
+        // and the clients' clocks still advance, in coarser steps.
+        auto stretch = metrics.tick_stretch_pct.load(std::memory_order_relaxed);
+        auto max_stretch = static_cast<std::int64_t>(std::max<std::uint32_t>(100, st.cfg.max_tick_stretch_pct));
+        if (busy > 0.9 && (coalesce_us >= max_us || max_us == 0) && stretch < max_stretch)
+            stretch = std::min(max_stretch, stretch * 5 / 4 + 1);
+        else if (busy < 0.75 && stretch > 100)
+            stretch = std::max<std::int64_t>(100, stretch * 4 / 5);
+        metrics.tick_stretch_pct.store(stretch, std::memory_order_relaxed);
         start_load_sampling();
     });
 }
@@ -317,7 +327,7 @@ server::run()
     st.heartbeat(port());
     impl_->arm_heartbeat(port());
     for (auto& w : st.workers)
-        if (st.cfg.max_coalesce_us > 0)
+        if (st.cfg.max_coalesce_us > 0 || st.cfg.max_tick_stretch_pct > 100)
             net::post(w->ioc, [wp = w.get()] { wp->start_load_sampling(); });
     for (std::size_t i = 1; i < st.workers.size(); ++i)
         st.workers[i]->thread = std::thread([w = st.workers[i].get()] { w->ioc.run(); });
