@@ -11,12 +11,15 @@
 // checked against the previous one (gaps), TICK arrivals against the requested interval.
 // The last line of output is one JSON object.
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sched.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -60,6 +63,9 @@ struct options {
     std::string run_id;              // session name prefix (fresh sessions per run)
     double join_timeout = 30;
     bool delayed_acks = true;        // TCP_QUICKACK=0 after each read (see --help)
+    bool busy_poll = false;          // poll epoll without sleeping (see --help)
+    int probe_sockets = 0;           // --loopback-probe N: measure the kernel, not a reflector
+    int probe_cpu = 0;
 };
 
 void
@@ -84,6 +90,15 @@ Usage: lockstep-bench [options]
                     (default: TCP_QUICKACK=0 after each read, so ACKs are delayed
                     and the generator, which shares the machine, spends its core
                     on reading rather than on ACK packets)
+  --busy-poll       never sleep in epoll_wait: the generator's own wake-up delay
+                    (ms on some VMs) stays out of the latencies it measures;
+                    empty polls count as idle in cpu_util
+  --loopback-probe N
+                    no reflector: open N loopback TCP connections and measure how
+                    many small (30-byte) writes per second one thread pinned to
+                    --probe-cpu can make while this thread reads them; the ceiling
+                    any server on this machine meets when each frame is one write
+  --probe-cpu C     the writer's CPU for --loopback-probe (default 0)
   --help            this text
 
 Output: progress on stderr; the last line on stdout is one JSON object with joined,
@@ -137,6 +152,9 @@ parse_args(int argc, char** argv, options& o)
         else if (a == "--run-id") o.run_id = next();
         else if (a == "--join-timeout") o.join_timeout = std::stod(next());
         else if (a == "--quick-acks") o.delayed_acks = false;
+        else if (a == "--busy-poll") o.busy_poll = true;
+        else if (a == "--loopback-probe") o.probe_sockets = std::stoi(next());
+        else if (a == "--probe-cpu") o.probe_cpu = std::stoi(next());
         else {
             std::fprintf(stderr, "unknown option %s (see --help)\n", a.c_str());
             return false;
@@ -175,6 +193,7 @@ struct thread_stats {
     std::uint64_t joined = 0, errors = 0, gaps = 0, deliveries = 0, sent = 0, ticks = 0;
     std::vector<std::uint32_t> latency_us;
     std::vector<std::uint32_t> tick_late_us;
+    std::int64_t idle_ns = 0;  // empty polls while measuring (--busy-poll)
 };
 
 class worker {
@@ -203,8 +222,10 @@ public:
         while (g_phase.load(std::memory_order_relaxed) != done) {
             auto now = now_ns();
             send_due(now);
-            int timeout_ms = 1;
+            int timeout_ms = o_.busy_poll ? 0 : 1;
             int n = epoll_wait(ep_, events.data(), static_cast<int>(events.size()), timeout_ms);
+            if (n == 0 && o_.busy_poll && g_phase.load(std::memory_order_relaxed) == measuring)
+                stats_.idle_ns += now_ns() - now;
             for (int i = 0; i < n; ++i) {
                 auto& c = clients_[events[static_cast<std::size_t>(i)].data.u32];
                 if (events[static_cast<std::size_t>(i)].events & (EPOLLERR | EPOLLHUP)) {
@@ -620,6 +641,89 @@ cpu_seconds()
            static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
+/// --loopback-probe: the machine's cost of one small TCP write over loopback, where the
+/// sender's core also runs the receiving side's TCP processing. Prints one JSON line.
+int
+loopback_probe(options const& o)
+{
+    int ls = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (ls < 0 || ::bind(ls, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(ls, 4096) != 0 ||
+        ::getsockname(ls, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+        std::fprintf(stderr, "loopback probe: cannot listen: %s\n", std::strerror(errno));
+        return 1;
+    }
+    std::vector<int> wr, rd;
+    int one = 1;
+    for (int i = 0; i < o.probe_sockets; ++i) {
+        int c = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (c < 0 || ::connect(c, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+            std::fprintf(stderr, "loopback probe: connect %d: %s\n", i, std::strerror(errno));
+            return 1;
+        }
+        int s = ::accept4(ls, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        ::setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        ::fcntl(c, F_SETFL, O_NONBLOCK);
+        wr.push_back(s);
+        rd.push_back(c);
+    }
+    std::atomic<bool> stop{false};
+    std::uint64_t writes = 0;
+    double busy_s = 0, wall_s = 0;
+    std::thread writer([&] {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(o.probe_cpu, &set);
+        sched_setaffinity(0, sizeof set, &set);
+        char frame[30];
+        std::memset(frame, 'x', sizeof frame);
+        rusage r0{}, r1{};
+        getrusage(RUSAGE_THREAD, &r0);
+        auto t0 = std::chrono::steady_clock::now();
+        while (!stop.load(std::memory_order_relaxed))
+            for (int fd : wr)
+                if (::send(fd, frame, sizeof frame, MSG_NOSIGNAL | MSG_DONTWAIT) > 0)
+                    ++writes;
+        wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        getrusage(RUSAGE_THREAD, &r1);
+        auto secs = [](timeval const& t) { return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6; };
+        busy_s = secs(r1.ru_utime) - secs(r0.ru_utime) + secs(r1.ru_stime) - secs(r0.ru_stime);
+    });
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    for (std::size_t i = 0; i < rd.size(); ++i) {
+        epoll_event ev{};
+        ev.events = EPOLLIN;
+        ev.data.u32 = static_cast<std::uint32_t>(i);
+        epoll_ctl(ep, EPOLL_CTL_ADD, rd[i], &ev);
+    }
+    std::vector<epoll_event> evs(1024);
+    char buf[65536];
+    auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(o.seconds);
+    while (std::chrono::steady_clock::now() < end) {
+        int n = epoll_wait(ep, evs.data(), static_cast<int>(evs.size()), 10);
+        for (int i = 0; i < n; ++i)
+            while (::recv(rd[evs[static_cast<std::size_t>(i)].data.u32], buf, sizeof buf, 0) > 0) {
+            }
+    }
+    stop = true;
+    writer.join();
+    for (int fd : wr)
+        ::close(fd);
+    for (int fd : rd)
+        ::close(fd);
+    ::close(ep);
+    ::close(ls);
+    double per_s = static_cast<double>(writes) / std::max(1e-9, wall_s);
+    std::printf("{\"probe\":\"loopback\",\"sockets\":%d,\"bytes_per_write\":30,\"seconds\":%.2f,"
+                "\"writes_per_s\":%.0f,\"writer_cpu_util\":%.2f,\"us_per_write\":%.2f}\n",
+                o.probe_sockets, wall_s, per_s, busy_s / std::max(1e-9, wall_s),
+                writes ? busy_s * 1e6 / static_cast<double>(writes) : 0.0);
+    return 0;
+}
+
 }  // namespace
 
 int
@@ -630,10 +734,12 @@ main(int argc, char** argv)
         return 2;
     rlimit rl{};
     getrlimit(RLIMIT_NOFILE, &rl);
-    if (rl.rlim_cur < static_cast<rlim_t>(o.clients + 64)) {
-        rl.rlim_cur = std::min<rlim_t>(rl.rlim_max, static_cast<rlim_t>(o.clients + 1024));
+    if (rl.rlim_cur < static_cast<rlim_t>(std::max(o.clients, 2 * o.probe_sockets) + 64)) {
+        rl.rlim_cur = std::min<rlim_t>(rl.rlim_max, static_cast<rlim_t>(std::max(o.clients, 2 * o.probe_sockets) + 1024));
         setrlimit(RLIMIT_NOFILE, &rl);
     }
+    if (o.probe_sockets > 0)
+        return loopback_probe(o);
     if (o.run_id.empty())
         o.run_id = "bench" + std::to_string(std::random_device{}() % 1000000);
 
@@ -681,9 +787,11 @@ main(int argc, char** argv)
         all.deliveries += s.deliveries;
         all.sent += s.sent;
         all.ticks += s.ticks;
+        all.idle_ns += s.idle_ns;
         all.latency_us.insert(all.latency_us.end(), s.latency_us.begin(), s.latency_us.end());
         all.tick_late_us.insert(all.tick_late_us.end(), s.tick_late_us.begin(), s.tick_late_us.end());
     }
+    cpu = std::max(0.0, cpu - static_cast<double>(all.idle_ns) / 1e9);  // --busy-poll: empty polls are idle
     if (all.joined < static_cast<std::uint64_t>(o.clients))
         all.errors += static_cast<std::uint64_t>(o.clients) - all.joined;
     double max_ms = all.latency_us.empty() ? 0 : *std::max_element(all.latency_us.begin(), all.latency_us.end()) / 1000.0;

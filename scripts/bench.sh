@@ -22,11 +22,12 @@ pin_refl="taskset -c 0"; pin_gen="taskset -c 1"
 if [ "$ncores" -lt 2 ]; then pin_refl=""; pin_gen=""; fi
 
 refl_pid=""
-start_reflector() {  # $1 = threads
+start_reflector() {  # $1 = threads, then extra reflector flags
   local log; log=$(mktemp)
+  local n=$1; shift
   rm -rf "$out/data"
-  $pin_refl "$BIN/lockstep-reflector" --port 0 --threads "$1" --data-dir "$out/data" --log-level warn \
-      --max-queue-bytes 67108864 >"$log" 2>&1 &
+  $pin_refl "$BIN/lockstep-reflector" --port 0 --threads "$n" --data-dir "$out/data" --log-level warn \
+      --max-queue-bytes 67108864 "$@" >"$log" 2>&1 &
   refl_pid=$!
   # --log-level warn hides the "listening" line: find the port from /proc.
   port=""
@@ -53,6 +54,12 @@ run() {  # scenario label, then lockstep-bench args
   line="{\"scenario\":\"$label\",\"reflector_threads\":$threads,${line#\{}"
   echo "$line" | tee -a "$res"
 }
+
+# 0. The machine: small loopback TCP writes per second from one core (no reflector).
+for n in 1000 9000; do
+  $pin_gen "$BIN/lockstep-bench" --loopback-probe "$n" --probe-cpu 0 --seconds "$secs" \
+    | sed 's/^{/{"scenario":"loopback-probe",/' | tee -a "$res"
+done
 
 # 1. Fan-out: sessions of 20 clients, 120-byte payloads, stepping the send rate.
 threads=1
@@ -90,6 +97,13 @@ stop_reflector
 start_reflector 1
 counts="1000 2000 5000 10000"; [ "$quick" = 1 ] && counts="2000"
 for n in $counts; do run ticks --sessions $((n / 50)) --clients "$n" --rate 0.2 --payload 120 --tps 20 --join-timeout 120; done
+stop_reflector
+
+# 4b. The same with busy-polling on both sides (reflector --busy-poll-us 2000, generator
+# --busy-poll): neither thread sleeps, so the VM's wake-up delay leaves the figures.
+start_reflector 1 --busy-poll-us 2000
+counts="1000 1500 2000 3000 5000 10000"; [ "$quick" = 1 ] && counts="1500"
+for n in $counts; do run ticks-busypoll --sessions $((n / 50)) --clients "$n" --rate 0.2 --payload 120 --tps 20 --join-timeout 120 --busy-poll; done
 stop_reflector
 
 # 5. Threads: fan-out with --threads 2 (reflector unpinned: it shares the cores with the generator).

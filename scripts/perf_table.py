@@ -8,7 +8,7 @@ src, doc = sys.argv[1], sys.argv[2]
 rows = [json.loads(l) for l in open(src) if l.strip()]
 lines = [f"Measured {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC by `make bench` (`scripts/bench.sh`).", ""]
 
-load = [r for r in rows if r.get("scenario") not in ("memory", "micro")]
+load = [r for r in rows if r.get("scenario") not in ("memory", "micro", "loopback-probe")]
 if load:
     lines += ["| scenario | refl. threads | sessions | clients | rate/client | offered ev/s | sent/s | deliveries/s | p50 ms | p99 ms | p99.9 ms | max ms | ticks/s | tick late p99 ms | gaps | errors | gen CPU |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -20,6 +20,12 @@ if load:
             mx=r.get("max_ms", 0), ticks=r.get("ticks_per_s", 0), tl=r.get("tick_late_p99_ms", 0), gaps=r.get("gaps", "?"),
             errors=r.get("errors", "?"), cpu=r.get("cpu_util", 0)))
     lines.append("")
+for r in rows:
+    if r.get("scenario") == "loopback-probe":
+        lines.append(f"Loopback probe (`lockstep-bench --loopback-probe {r['sockets']}`, no reflector): one core makes "
+                     f"**{r['writes_per_s']:.0f} writes/s** of {r['bytes_per_write']} bytes over {r['sockets']} loopback TCP "
+                     f"connections ({r['us_per_write']} µs of CPU per write, the receiving side's TCP work included).")
+        lines.append("")
 for r in rows:
     if r.get("scenario") == "memory":
         lines.append(f"Memory: {r['clients']} idle joined connections: RSS {r['rss_empty_kb']} KiB empty, "

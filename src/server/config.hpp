@@ -21,6 +21,7 @@
 // | --drain-timeout-ms N     | drain_timeout_ms     | 5000         |
 // | --max-coalesce-us N      | max_coalesce_us      | 20000        |
 // | --max-tick-stretch PCT   | max_tick_stretch_pct | 400          |
+// | --busy-poll-us N         | busy_poll_us         | 0            |
 // | --reflector-id ID        | reflector_id         | REGION-PORT  |
 // | --room-capacity N        | room_capacity        | 50           |
 // | --room-overflow F        | room_overflow        | 0.8          |
@@ -58,6 +59,7 @@ struct config {
     std::uint32_t drain_timeout_ms = 5000;    // SIGTERM: time given to clients to go
     std::uint32_t max_coalesce_us = 20000;    // upper bound of adaptive write coalescing; 0 = off
     std::uint32_t max_tick_stretch_pct = 400; // overload: ticks at most this % of their interval; 100 = off
+    std::uint32_t busy_poll_us = 0;           // idle workers poll this long before sleeping; 0 = off
     // Router (docs/router.md)
     std::string reflector_id;                 // this reflector's id in the router; default region-port
     std::uint32_t room_capacity = 50;         // seats per room shard

@@ -79,7 +79,12 @@ struct worker {
     bool coalesce_armed = false;
     net::steady_timer load_timer{ioc};
     std::int64_t load_cpu_ns = 0, load_wall_ns = 0;
+    std::int64_t spin_ns = 0, load_spin_ns = 0;  // time polled in vain (--busy-poll-us)
     void start_load_sampling();
+
+    /// Runs the event loop on the calling thread until it is stopped (busy-polling
+    /// for --busy-poll-us before each sleep).
+    void run();
 
     /// Finds or creates the session (creation only records the id; the first JOIN
     /// sets it up).

@@ -80,11 +80,13 @@ worker::start_load_sampling()
     // Runs on the worker's own thread (the CPU clock is per thread).
     load_cpu_ns = thread_cpu_ns();
     load_wall_ns = wall_ns();
+    load_spin_ns = spin_ns;
     load_timer.expires_after(std::chrono::milliseconds(100));
     load_timer.async_wait([this](error_code ec) {
         if (ec)
             return;
-        double busy = static_cast<double>(thread_cpu_ns() - load_cpu_ns) /
+        // Polling for work that did not come is idle time, not load.
+        double busy = static_cast<double>(thread_cpu_ns() - load_cpu_ns - (spin_ns - load_spin_ns)) /
                       static_cast<double>(std::max<std::int64_t>(1, wall_ns() - load_wall_ns));
         auto max_us = static_cast<std::int64_t>(st.cfg.max_coalesce_us);
         // Grow gently while saturated, back off fast when there is headroom: the
@@ -106,6 +108,33 @@ worker::start_load_sampling()
         metrics.tick_stretch_pct.store(stretch, std::memory_order_relaxed);
         start_load_sampling();
     });
+}
+
+void
+worker::run()
+{
+    if (st.cfg.busy_poll_us == 0) {
+        ioc.run();
+        return;
+    }
+    auto const spin = static_cast<std::int64_t>(st.cfg.busy_poll_us) * 1000;
+    while (!ioc.stopped()) {
+        if (ioc.poll() > 0)
+            continue;
+        auto t0 = wall_ns();
+        auto t = t0;
+        bool work = false;
+        while (t - t0 < spin && !ioc.stopped()) {
+            if (ioc.poll() > 0) {
+                work = true;
+                break;
+            }
+            t = wall_ns();
+        }
+        spin_ns += t - t0;
+        if (!work && !ioc.stopped())
+            ioc.run_one();  // sleep until something happens
+    }
 }
 
 session_slot&
@@ -327,11 +356,11 @@ server::run()
     st.heartbeat(port());
     impl_->arm_heartbeat(port());
     for (auto& w : st.workers)
-        if (st.cfg.max_coalesce_us > 0 || st.cfg.max_tick_stretch_pct > 100)
+        if (st.cfg.max_coalesce_us > 0 || st.cfg.max_tick_stretch_pct > 100 || st.cfg.busy_poll_us > 0)
             net::post(w->ioc, [wp = w.get()] { wp->start_load_sampling(); });
     for (std::size_t i = 1; i < st.workers.size(); ++i)
-        st.workers[i]->thread = std::thread([w = st.workers[i].get()] { w->ioc.run(); });
-    st.workers[0]->ioc.run();
+        st.workers[i]->thread = std::thread([w = st.workers[i].get()] { w->run(); });
+    st.workers[0]->run();
     for (std::size_t i = 1; i < st.workers.size(); ++i)
         if (st.workers[i]->thread.joinable())
             st.workers[i]->thread.join();
