@@ -44,7 +44,8 @@ public:
     /// Queues a TICK: a time beacon is worth little late, so it is written at the end
     /// of the current loop turn even while output is being coalesced.
     virtual void deliver_tick(out_ptr const& m) { deliver(m); }
-    /// True while bytes are queued or in flight (ticks are skipped then).
+    /// True while the connection's socket is full and output waits for it (ticks are
+    /// skipped then).
     virtual bool backlogged() const noexcept = 0;
     /// Closes the connection with a WebSocket close code.
     virtual void close(protocol::close_code code, std::string_view reason) = 0;
