@@ -286,6 +286,24 @@ TEST(reflector, sessions_are_isolated_across_workers)
     }
 }
 
+TEST(reflector, busy_polling_workers_reflect_tick_and_stop)
+{
+    auto cfg = test_config();
+    cfg.busy_poll_us = 1000;
+    {
+        running_server srv(cfg);
+        ws_client a(srv.port(), "/BP1");
+        ws_client b(srv.port(), "/BP1");
+        join(a, "va", 20);
+        join(b, "vb", 20);
+        a.send_json(send_msg("polled"));
+        ASSERT_TRUE(next_event(a, "polled"));
+        ASSERT_TRUE(next_event(b, "polled"));
+        // Ticks keep coming from a polling worker's timers.
+        EXPECT_TRUE(b.recv_action("TICK", 2000ms));
+    }  // and the server stops (the polling loop sees the io_context stop)
+}
+
 TEST(reflector, save_starts_the_next_fresh_session_from_persisted_data)
 {
     auto cfg = test_config();

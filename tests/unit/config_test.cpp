@@ -46,3 +46,20 @@ TEST(config, flags_and_errors)
     EXPECT_TRUE(help);
     EXPECT_NE(msg.find("--max-frame-bytes"), std::string::npos);
 }
+
+TEST(config, overload_and_polling_flags)
+{
+    std::string msg;
+    bool help;
+    auto d = parse({}, msg, help);
+    ASSERT_TRUE(d);
+    EXPECT_EQ(d->max_tick_stretch_pct, 400u);  // ticks thin out under overload by default
+    EXPECT_EQ(d->busy_poll_us, 0u);            // and workers sleep at once
+    auto c = parse({"--max-tick-stretch", "100", "--busy-poll-us=500"}, msg, help);
+    ASSERT_TRUE(c) << msg;
+    EXPECT_EQ(c->max_tick_stretch_pct, 100u);
+    EXPECT_EQ(c->busy_poll_us, 500u);
+    EXPECT_FALSE(parse({"--busy-poll-us", "soon"}, msg, help));
+    EXPECT_NE(msg.find("--busy-poll-us"), std::string::npos);
+    EXPECT_FALSE(parse({"--max-tick-stretch", "-5"}, msg, help));
+}
