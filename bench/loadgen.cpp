@@ -19,7 +19,6 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -632,11 +631,12 @@ percentile_ms(std::vector<std::uint32_t>& v, double q)
     return v[k] / 1000.0;
 }
 
+/// CPU seconds (user + system) of the process, or of the calling thread (RUSAGE_THREAD).
 double
-cpu_seconds()
+cpu_seconds(int who = RUSAGE_SELF)
 {
     rusage ru{};
-    getrusage(RUSAGE_SELF, &ru);
+    getrusage(who, &ru);
     return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
            static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
@@ -680,17 +680,14 @@ loopback_probe(options const& o)
         sched_setaffinity(0, sizeof set, &set);
         char frame[30];
         std::memset(frame, 'x', sizeof frame);
-        rusage r0{}, r1{};
-        getrusage(RUSAGE_THREAD, &r0);
+        double cpu0 = cpu_seconds(RUSAGE_THREAD);
         auto t0 = std::chrono::steady_clock::now();
         while (!stop.load(std::memory_order_relaxed))
             for (int fd : wr)
                 if (::send(fd, frame, sizeof frame, MSG_NOSIGNAL | MSG_DONTWAIT) > 0)
                     ++writes;
         wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        getrusage(RUSAGE_THREAD, &r1);
-        auto secs = [](timeval const& t) { return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6; };
-        busy_s = secs(r1.ru_utime) - secs(r0.ru_utime) + secs(r1.ru_stime) - secs(r0.ru_stime);
+        busy_s = cpu_seconds(RUSAGE_THREAD) - cpu0;
     });
     int ep = epoll_create1(EPOLL_CLOEXEC);
     for (std::size_t i = 0; i < rd.size(); ++i) {

@@ -29,7 +29,6 @@ public:
     executor_type get_executor() noexcept { return sock_.get_executor(); }
     tcp::socket& next_layer() noexcept { return sock_; }
     tcp::socket const& next_layer() const noexcept { return sock_; }
-    bool raw_busy() const noexcept { return raw_busy_; }
 
     template <class MutableBuffers, class Token>
     auto

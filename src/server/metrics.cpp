@@ -28,6 +28,12 @@ render_metrics(std::vector<worker_metrics const*> const& workers, close_counter 
             s += static_cast<long double>((w->*member).load(std::memory_order_relaxed));
         return s;
     };
+    auto max_of = [&](auto member) {
+        long double m = 0;
+        for (auto const* w : workers)
+            m = std::max<long double>(m, static_cast<long double>((w->*member).load(std::memory_order_relaxed)));
+        return m;
+    };
     auto metric = [&](char const* name, char const* type, char const* help, long double v) {
         out += fmt::format("# HELP {} {}\n# TYPE {} {}\n{} {}\n", name, help, name, type, name,
                            static_cast<double>(v));
@@ -36,19 +42,12 @@ render_metrics(std::vector<worker_metrics const*> const& workers, close_counter 
     metric("lockstep_sessions", "gauge", "Live sessions.", sum(&worker_metrics::sessions));
     metric("lockstep_outbound_queue_bytes", "gauge", "Unsent outbound bytes over all connections.",
            sum(&worker_metrics::queue_bytes));
-    {
-        long double mx = 0;
-        for (auto const* w : workers)
-            mx = std::max<long double>(mx, static_cast<long double>(w->coalesce_us.load(std::memory_order_relaxed)));
-        metric("lockstep_write_coalesce_us", "gauge",
-               "Largest current write-coalescing interval over the workers (0 = write at once).", mx);
-        mx = 0;
-        for (auto const* w : workers)
-            mx = std::max<long double>(mx, static_cast<long double>(w->tick_stretch_pct.load(std::memory_order_relaxed)));
-        metric("lockstep_tick_stretch_percent", "gauge",
-               "Largest current tick-interval stretch over the workers (100 = ticks as requested; more under overload).",
-               mx);
-    }
+    metric("lockstep_write_coalesce_us", "gauge",
+           "Largest current write-coalescing interval over the workers (0 = write at once).",
+           max_of(&worker_metrics::coalesce_us));
+    metric("lockstep_tick_stretch_percent", "gauge",
+           "Largest current tick-interval stretch over the workers (100 = ticks as requested; more under overload).",
+           max_of(&worker_metrics::tick_stretch_pct));
     metric("lockstep_events_in_total", "counter", "Events reflected: client SENDs and TUTTI first messages, plus reflector-generated users and tally events.",
            sum(&worker_metrics::events_in));
     metric("lockstep_events_out_total", "counter", "RECV frames queued to clients (one per event and recipient).", sum(&worker_metrics::events_out));

@@ -356,7 +356,7 @@ server::run()
     st.heartbeat(port());
     impl_->arm_heartbeat(port());
     for (auto& w : st.workers)
-        if (st.cfg.max_coalesce_us > 0 || st.cfg.max_tick_stretch_pct > 100 || st.cfg.busy_poll_us > 0)
+        if (st.cfg.max_coalesce_us > 0 || st.cfg.max_tick_stretch_pct > 100)
             net::post(w->ioc, [wp = w.get()] { wp->start_load_sampling(); });
     for (std::size_t i = 1; i < st.workers.size(); ++i)
         st.workers[i]->thread = std::thread([w = st.workers[i].get()] { w->run(); });
