@@ -1,5 +1,7 @@
 #include "http/routes.hpp"
 
+#include "common/text.hpp"
+
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
@@ -33,7 +35,7 @@ method_not_allowed(request const& req, char const* allow)
     common_headers(res);
     res.set(http::field::allow, allow);
     res.set(http::field::content_type, "application/json");
-    res.body() = nlohmann::json{{"error", "method not allowed"}}.dump();
+    res.body() = safe_dump(nlohmann::json{{"error", "method not allowed"}});
     res.keep_alive(req.keep_alive());
     res.prepare_payload();
     return res;
@@ -76,7 +78,7 @@ sessions(server_state& st, request&& req, reply_fn reply)
             for (auto& e : mine)
                 g->list.push_back(std::move(e));
             if (--g->left == 0)
-                g->reply(text_response(g->req, http::status::ok, g->list.dump(), "application/json"));
+                g->reply(text_response(g->req, http::status::ok, safe_dump(g->list), "application/json"));
         });
     }
 }
@@ -170,7 +172,7 @@ http::message_generator
 field_error(request const& req, int status, std::string const& message, std::string const& field)
 {
     return text_response(req, static_cast<http::status>(status),
-                         nlohmann::json{{"error", message}, {"field", field}}.dump(), "application/json");
+                         safe_dump(nlohmann::json{{"error", message}, {"field", field}}), "application/json");
 }
 
 /// 503 while the router's state store (Redis, in cluster mode) cannot be reached.
@@ -180,11 +182,11 @@ router_unavailable(request const& req, std::string const& field)
     return field_error(req, 503, router::state_unavailable, field);
 }
 
-/// A name from the URL path: non-empty, at most 128 bytes, no control characters.
+/// A name from the URL path: non-empty, at most 128 bytes of UTF-8, no control characters.
 bool
 valid_name(std::string const& s)
 {
-    if (s.empty() || s.size() > 128)
+    if (s.empty() || s.size() > 128 || !valid_utf8(s))
         return false;
     return std::none_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7F; });
 }
@@ -235,6 +237,8 @@ router_api(server_state& st, request&& req, std::string_view path, reply_fn repl
         seg.push_back(percent_decode(rest.substr(0, slash), ok));
         if (!ok)
             return reply(field_error(req, 400, "bad percent-encoding in path", "path"));
+        if (!valid_utf8(seg.back()))
+            return reply(field_error(req, 400, "path is not UTF-8 after percent-decoding", "path"));
         if (slash == std::string_view::npos)
             break;
         rest = rest.substr(slash + 1);
@@ -247,13 +251,13 @@ router_api(server_state& st, request&& req, std::string_view path, reply_fn repl
         auto list = rt.reflectors();
         if (!rt.available())
             return reply(router_unavailable(req, "path"));
-        return reply(text_response(req, http::status::ok, list.dump(), "application/json"));
+        return reply(text_response(req, http::status::ok, safe_dump(list), "application/json"));
     }
     if (seg.size() >= 2 && seg[0] == "rooms") {
         auto const& room = seg[1];
         // '~' names overflow shards and '/' child sessions: not allowed in room names.
         if (!valid_name(room) || room.find_first_of("~/") != std::string::npos)
-            return reply(field_error(req, 400, "room name must be 1-128 bytes without control characters, '~' or '/'",
+            return reply(field_error(req, 400, "room name must be 1-128 bytes of UTF-8 without control characters, '~' or '/'",
                                      "room"));
         if (seg.size() == 2) {
             if (method != http::verb::get && method != http::verb::head)
@@ -263,7 +267,7 @@ router_api(server_state& st, request&& req, std::string_view path, reply_fn repl
                 return reply(router_unavailable(req, "room"));
             if (!info)
                 return reply(field_error(req, 404, "unknown room", "room"));
-            return reply(text_response(req, http::status::ok, info->dump(), "application/json"));
+            return reply(text_response(req, http::status::ok, safe_dump(*info), "application/json"));
         }
         if (seg.size() == 3 && (seg[2] == "join" || seg[2] == "leave")) {
             if (method != http::verb::post)
@@ -279,7 +283,7 @@ router_api(server_state& st, request&& req, std::string_view path, reply_fn repl
                 if (!had && !rt.available())
                     return reply(router_unavailable(req, "room"));
                 return reply(text_response(req, http::status::ok,
-                                           nlohmann::json{{"room", room}, {"user", user}, {"freed", had}}.dump(),
+                                           safe_dump(nlohmann::json{{"room", room}, {"user", user}, {"freed", had}}),
                                            "application/json"));
             }
             if (!string_field(*body, "region", region, false, 64, req, reply))
@@ -290,19 +294,19 @@ router_api(server_state& st, request&& req, std::string_view path, reply_fn repl
             auto seat = rt.join(room, user, region, err);
             if (!seat)
                 return reply(field_error(req, err.status, err.message, err.field));
-            return reply(text_response(req, http::status::ok, seat->to_json().dump(), "application/json"));
+            return reply(text_response(req, http::status::ok, safe_dump(seat->to_json()), "application/json"));
         }
     }
     if (seg.size() == 3 && seg[0] == "sessions" && seg[2] == "children") {
         auto const& parent = seg[1];
         if (!valid_name(parent))
-            return reply(field_error(req, 400, "session name must be 1-128 bytes without control characters", "name"));
+            return reply(field_error(req, 400, "session name must be 1-128 bytes of UTF-8 without control characters", "name"));
         if (method == http::verb::get || method == http::verb::head) {
             auto kids = rt.children(parent);
             if (!rt.available())
                 return reply(router_unavailable(req, "name"));
             return reply(text_response(req, http::status::ok,
-                                       nlohmann::json{{"parent", parent}, {"children", kids}}.dump(), "application/json"));
+                                       safe_dump(nlohmann::json{{"parent", parent}, {"children", kids}}), "application/json"));
         }
         if (method != http::verb::post)
             return reply(method_not_allowed(req, "GET, HEAD, POST"));
@@ -320,7 +324,7 @@ router_api(server_state& st, request&& req, std::string_view path, reply_fn repl
         auto child = rt.create_child(parent, purpose, region, err);
         if (!child)
             return reply(field_error(req, err.status, err.message, err.field));
-        return reply(text_response(req, http::status::created, child->dump(), "application/json"));
+        return reply(text_response(req, http::status::created, safe_dump(*child), "application/json"));
     }
     reply(json_error(req, http::status::not_found, "not found"));
 }
@@ -350,7 +354,7 @@ text_response(request const& req, http::status status, std::string body, std::st
 http::message_generator
 json_error(request const& req, http::status status, std::string const& message)
 {
-    return text_response(req, status, nlohmann::json{{"error", message}}.dump(), "application/json");
+    return text_response(req, status, safe_dump(nlohmann::json{{"error", message}}), "application/json");
 }
 
 void

@@ -212,7 +212,13 @@ private:
                 close(close_code::unsupported_data, "binary frames are not supported");
             } else {
                 auto data = rbuf_.cdata();
-                handle(std::string_view(static_cast<char const*>(data.data()), data.size()));
+                try {
+                    handle(std::string_view(static_cast<char const*>(data.data()), data.size()));
+                } catch (std::exception const& e) {
+                    // Nothing a frame contains may end the process or touch other sessions.
+                    spdlog::error("{} frame handling failed: {}: closing 1011", tag_, e.what());
+                    close(close_code::internal_error, "internal error");
+                }
             }
         }
         rbuf_.consume(rbuf_.size());

@@ -85,6 +85,7 @@ struct worker {
     /// Runs the event loop on the calling thread until it is stopped (busy-polling
     /// for --busy-poll-us before each sleep).
     void run();
+    void run_loop();
 
     /// Finds or creates the session (creation only records the id; the first JOIN
     /// sets it up).
