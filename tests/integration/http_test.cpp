@@ -1,6 +1,8 @@
 // Plain HTTP on the reflector port: health, metrics, sessions, files.
 #include "integration/fixture.hpp"
 
+#include <lockstep/version.hpp>
+
 #include <gtest/gtest.h>
 
 using namespace lockstep;
@@ -39,6 +41,7 @@ TEST(http, metrics_and_sessions_reflect_traffic)
                       "lockstep_ticks_total", "lockstep_tick_lateness_ms_bucket{le=\"1\"}",
                       "lockstep_outbound_queue_bytes", "lockstep_closes_total"})
         EXPECT_NE(m.body.find(name), std::string::npos) << name;
+    EXPECT_NE(m.body.find("lockstep_build_info{version=\"" LOCKSTEP_VERSION "\"} 1\n"), std::string::npos);
     auto s = http_request(srv.port(), "GET", "/sessions");
     ASSERT_EQ(s.status, 200);
     auto list = json::parse(s.body);
