@@ -8,7 +8,7 @@
 // short and only on the router API, JOIN and disconnect paths, never per event).
 #pragma once
 
-#include "router/router.hpp"
+#include "router/directory.hpp"
 
 #include <atomic>
 #include <memory>

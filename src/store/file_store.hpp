@@ -5,7 +5,7 @@
 // then renamed over the target, so a crash never leaves a half-written blob.
 #pragma once
 
-#include "reflector/session.hpp"
+#include "reflector/ports.hpp"
 
 #include <functional>
 #include <map>

@@ -1,4 +1,5 @@
-// Plain HTTP on the reflector port, and detection of WebSocket upgrades.
+// One plain-HTTP connection on the reflector port (I/O only: the routes are in
+// src/http/), and the hand-off of WebSocket upgrades to the worker of their session.
 #include "http/routes.hpp"
 #include "server/internal.hpp"
 
@@ -12,9 +13,9 @@ namespace {
 constexpr std::size_t max_header_bytes = 16 * 1024;
 constexpr std::size_t max_plain_body_bytes = 64 * 1024;
 
-class http_session : public std::enable_shared_from_this<http_session> {
+class http_connection : public std::enable_shared_from_this<http_connection> {
 public:
-    http_session(server_state& st, worker& w, tcp::socket sock) : st_(st), w_(w), stream_(std::move(sock)) {}
+    http_connection(server_state& st, worker& w, tcp::socket sock) : st_(st), w_(w), stream_(std::move(sock)) {}
 
     void
     start()
@@ -86,10 +87,11 @@ private:
             return shutdown();
         stream_.expires_never();
         auto self = shared_from_this();
-        http_routes::handle(st_, w_, body_->release(), [self](http::message_generator msg) mutable {
-            // Routes may answer from another thread (disk pool, other workers).
-            net::dispatch(self->stream_.get_executor(),
-                          [self, msg = std::move(msg)]() mutable { self->write(std::move(msg)); });
+        http_routes::handle(st_, body_->release(), [self](http::message_generator msg) mutable {
+            // Routes may answer from another thread (directory thread, disk pool, other
+            // workers): back onto this connection's worker through its entry point.
+            auto& w = self->w_;
+            w.defer([self = std::move(self), msg = std::move(msg)]() mutable { self->write(std::move(msg)); });
         });
     }
 
@@ -132,7 +134,7 @@ private:
         target = target.substr(0, target.find_first_of("?#"));
         // Only the last path segment names the session: "/<id>" and "/reflector/<id>".
         auto id = std::string(target.substr(target.rfind('/') + 1));
-        if (st_.draining.load()) {
+        if (st_.draining()) {
             return fail_status(http::status::service_unavailable, "draining", false);
         }
         stream_.expires_never();
@@ -159,7 +161,7 @@ private:
 void
 start_http(server_state& st, worker& w, tcp::socket sock)
 {
-    std::make_shared<http_session>(st, w, std::move(sock))->start();
+    std::make_shared<http_connection>(st, w, std::move(sock))->start();
 }
 
 }  // namespace lockstep
