@@ -120,24 +120,29 @@ struct worker final : session_host {
     void seat_left(std::string const& token, bool normal, std::string const& conn) override;
 };
 
-/// State shared by all workers. Immutable after start except where noted. Implements
-/// the HTTP routes' service interface.
+/// State shared by all workers, the directory thread, the disk pool and the signal
+/// thread. Implements the HTTP routes' service interface.
+///
+/// @par Thread safety
+/// Every thread reads it. Members are immutable once run() starts serving unless their
+/// comment says otherwise.
 struct server_state final : http_routes::service {
     config cfg;
     session_options sopts;
-    store::file_store files;
-    net::thread_pool disk{1};                  // blocking file I/O off the event loops
+    store::file_store files;                   // stateless paths: any thread
     store::file_persistence persistence;       // any thread (own mutex)
-    std::vector<std::unique_ptr<worker>> workers;
+    std::vector<std::unique_ptr<worker>> workers;  // the vector is fixed; see worker for its members
+    net::thread_pool disk{1};                  // blocking file I/O off the event loops; any thread
+                                               // posts; after the workers: goes first
     close_counter closes;                      // any thread (own mutex)
-    std::atomic<std::uint64_t> http_requests{0};
-    std::atomic<bool> draining_{false};
-    std::atomic<std::uint64_t> next_conn_id{1};
-    steady_clock_source router_clock;
+    std::atomic<std::uint64_t> http_requests{0};   // any thread
+    std::atomic<bool> draining_{false};        // set by drain() on any thread, read everywhere
+    std::atomic<std::uint64_t> next_conn_id{1};    // any worker
+    steady_clock_source router_clock;          // stateless: any thread
     std::string self_id;                      // this reflector's router id (set before serving)
-    std::string instance;                     // random per process: tells a restart apart
-    directory_thread directory;               // embedded or Redis (docs/router.md); last: its
-                                              // thread stops first
+    std::string instance;                     // random per process: tells a restart apart (same)
+    directory_thread directory;               // embedded or Redis (docs/router.md): post from any
+                                              // thread; declared last, so its thread stops first
 
     explicit server_state(config c);
     /// This reflector as the router should list it now (heartbeat).
