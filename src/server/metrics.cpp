@@ -8,17 +8,6 @@
 
 namespace lockstep {
 
-void
-worker_metrics::observe_tick_late(double ms) noexcept
-{
-    std::size_t i = 0;
-    while (i < tick_late_buckets_ms.size() && ms > tick_late_buckets_ms[i])
-        ++i;
-    add(tick_late[i]);
-    add(tick_late_count);
-    tick_late_sum_ms.store(tick_late_sum_ms.load(std::memory_order_relaxed) + ms, std::memory_order_relaxed);
-}
-
 std::string
 render_metrics(std::vector<worker_metrics const*> const& workers, close_counter const& closes,
                std::uint64_t http_requests, bool draining)

@@ -2,6 +2,7 @@
 // started here on free loopback ports and killed at the end.
 #include "integration/fixture.hpp"
 #include "integration/net_util.hpp"
+#include "integration/redis_server.hpp"
 
 #include <gtest/gtest.h>
 
@@ -25,62 +26,6 @@ using nlohmann::json;
 
 namespace {
 
-
-class redis_server {
-public:
-    redis_server() : port_(free_port())
-    {
-        pid_ = ::fork();
-        if (pid_ == 0) {
-            int devnull = ::open("/dev/null", O_WRONLY);
-            ::dup2(devnull, 1);
-            auto p = std::to_string(port_);
-            ::execlp("redis-server", "redis-server", "--port", p.c_str(), "--bind", "127.0.0.1", "--save", "",
-                     "--appendonly", "no", "--loglevel", "warning", static_cast<char*>(nullptr));
-            ::_exit(127);
-        }
-        // Ready when it answers PING (bounded: 5 s).
-        for (int i = 0; i < 100 && !ready_; ++i) {
-            std::this_thread::sleep_for(50ms);
-            ready_ = ping();
-        }
-    }
-    ~redis_server()
-    {
-        if (pid_ > 0) {
-            ::kill(pid_, SIGTERM);
-            int st = 0;
-            for (int i = 0; i < 100 && ::waitpid(pid_, &st, WNOHANG) == 0; ++i)
-                std::this_thread::sleep_for(20ms);
-            ::kill(pid_, SIGKILL);
-            ::waitpid(pid_, &st, WNOHANG);
-        }
-    }
-    bool ready() const { return ready_; }
-    std::string url() const { return "redis://127.0.0.1:" + std::to_string(port_); }
-
-private:
-    bool
-    ping()
-    {
-        int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-        sockaddr_in a{};
-        a.sin_family = AF_INET;
-        a.sin_port = htons(port_);
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        bool ok = false;
-        if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
-            ::send(fd, "PING\r\n", 6, MSG_NOSIGNAL);
-            char buf[16] = {};
-            ok = ::recv(fd, buf, sizeof buf - 1, 0) > 0 && std::string(buf).rfind("+PONG", 0) == 0;
-        }
-        ::close(fd);
-        return ok;
-    }
-    std::uint16_t port_;
-    pid_t pid_ = -1;
-    bool ready_ = false;
-};
 
 /// A real lockstep-reflector process in cluster mode; SIGKILLed by kill() or at the end.
 class reflector_process {
@@ -279,4 +224,87 @@ TEST(cluster, a_restarted_reflector_does_not_keep_its_old_connections)
     auto room = json::parse(http_request(a->port(), "GET", "/v1/rooms/rr").body);
     EXPECT_EQ(room["shards"][0]["members"], 0);
     EXPECT_EQ(room["shards"][0]["reserved"], 1);
+}
+
+// No Redis call on an event loop: with its only worker thread and Redis frozen
+// (SIGSTOP) for 3 s, a reflector keeps ticking on time, syncs a brand-new session and a
+// client that comes through a router seat at once, and confirms that seat once Redis
+// is back.
+TEST(cluster, a_frozen_redis_does_not_stall_the_event_loop)
+{
+    redis_server redis;
+    ASSERT_TRUE(redis.ready()) << "redis-server did not start";
+    auto a = std::make_unique<reflector_process>(redis.url(), "eu");
+    ASSERT_TRUE(wait_reflectors(a->port(), 1));
+    auto seat = post(a->port(), "/v1/rooms/stall/join", {{"user", "s"}});
+    ASSERT_TRUE(seat.contains("reflector")) << seat;
+    auto seat_url = seat["reflector"].get<std::string>();
+
+    ws_client ticker(a->port(), "/TICKSESSION");
+    ticker.send_json(join_msg("vt", 50));
+    ASSERT_TRUE(ticker.recv_action("SYNC"));
+    ASSERT_TRUE(ticker.recv_action("TICK", 1000ms));
+
+    using clock = std::chrono::steady_clock;
+    auto const freeze = 3000ms;
+    ASSERT_EQ(::kill(redis.pid(), SIGSTOP), 0);
+    auto frozen_at = clock::now();
+    struct cont_guard {  // Redis thaws even if an assertion below fails
+        pid_t pid;
+        ~cont_guard() { ::kill(pid, SIGCONT); }
+    } thaw{redis.pid()};
+
+    // Ticks of the 50 ms session, timed on arrival, on their own thread.
+    std::atomic<long> max_gap_ms{0};
+    std::atomic<int> ticks{0};
+    std::thread watch([&] {
+        auto last = clock::now();
+        while (clock::now() - frozen_at < freeze) {
+            auto m = ticker.recv(300ms);
+            auto now = clock::now();
+            if (m && (*m)["action"] == "TICK") {
+                ++ticks;
+                auto gap = std::chrono::duration_cast<std::chrono::milliseconds>(now - last).count();
+                max_gap_ms = std::max<long>(max_gap_ms, gap);
+                last = now;
+            } else if (!m) {
+                max_gap_ms = std::max<long>(
+                    max_gap_ms, std::chrono::duration_cast<std::chrono::milliseconds>(now - last).count());
+            }
+        }
+    });
+
+    std::this_thread::sleep_for(400ms);  // Redis is frozen; the heartbeat is stuck on it by now
+    {
+        ws_client fresh(a->port(), "/BRANDNEWSESSION");
+        auto t0 = clock::now();
+        fresh.send_json(join_msg("vf", 100));
+        EXPECT_TRUE(fresh.recv_action("SYNC", 1000ms)) << "a new session got no SYNC within 1 s";
+        EXPECT_LT(clock::now() - t0, 1000ms);
+    }
+    ws_client seated(a->port(), seat_url.substr(seat_url.find("/r/")) + "/SEATSESSION");
+    {
+        auto j = join_msg("vs", 100);
+        j["args"]["name"] = "com.example/stall";
+        auto t0 = clock::now();
+        seated.send_json(j);
+        EXPECT_TRUE(seated.recv_action("SYNC", 1000ms)) << "a seated client got no SYNC within 1 s";
+        EXPECT_LT(clock::now() - t0, 1000ms);
+    }
+    watch.join();
+    ::kill(redis.pid(), SIGCONT);
+    EXPECT_LE(max_gap_ms.load(), 250) << "ticks stalled while Redis was frozen";
+    EXPECT_GE(ticks.load(), 30);  // ~60 due in 3 s
+
+    // Redis is back: the seat taken meanwhile is confirmed (bounded: 5 s).
+    int members = 0;
+    for (int i = 0; i < 100 && members != 1; ++i) {
+        auto r = http_request(a->port(), "GET", "/v1/rooms/stall");
+        auto room = json::parse(r.body, nullptr, false);
+        if (r.status == 200 && room.contains("shards"))
+            members = room["shards"][0]["members"].get<int>();
+        if (members != 1)
+            std::this_thread::sleep_for(50ms);
+    }
+    EXPECT_EQ(members, 1) << "the seat was not confirmed after Redis came back";
 }
