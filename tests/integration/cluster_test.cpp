@@ -86,6 +86,24 @@ wait_reflectors(std::uint16_t port, std::size_t n)
     return false;
 }
 
+/// Confirmed seats of a room's first shard, once they are `n` (bounded: 5 s), as seen
+/// through `port`. Seat reports are asynchronous (the directory thread sends them), so a
+/// reflector other than the one the client joined may not see them at once.
+int
+wait_members(std::uint16_t port, std::string const& room, int n)
+{
+    int members = -1;
+    for (int i = 0; i < 100; ++i) {
+        auto r = http_request(port, "GET", "/v1/rooms/" + room);
+        auto j = json::parse(r.body, nullptr, false);
+        members = r.status == 200 && j.contains("shards") ? j["shards"][0]["members"].get<int>() : -1;
+        if (members == n)
+            break;
+        std::this_thread::sleep_for(50ms);
+    }
+    return members;
+}
+
 json
 post(std::uint16_t port, std::string const& target, json const& body)
 {
@@ -172,8 +190,7 @@ TEST(cluster, a_dead_reflector_gets_no_placements_after_its_heartbeat_expires)
     j["args"]["name"] = "com.example/r1";
     c.send_json(j);
     ASSERT_TRUE(c.recv_action("SYNC"));
-    auto room = json::parse(http_request(a->port(), "GET", "/v1/rooms/r1").body);
-    EXPECT_EQ(room["shards"][0]["members"], 1);
+    EXPECT_EQ(wait_members(a->port(), "r1", 1), 1);
     b->kill();  // the us reflector dies (SIGKILL: no goodbye)
     std::this_thread::sleep_for(1500ms);
     auto refl = json::parse(http_request(a->port(), "GET", "/v1/reflectors").body);
@@ -188,7 +205,7 @@ TEST(cluster, a_dead_reflector_gets_no_placements_after_its_heartbeat_expires)
             << j;
     }
     // Its connections died with it: x's seat is held for a reconnect, not forever.
-    room = json::parse(http_request(a->port(), "GET", "/v1/rooms/r1").body);
+    auto room = json::parse(http_request(a->port(), "GET", "/v1/rooms/r1").body);
     EXPECT_EQ(room["shards"][0]["members"], 0);
     EXPECT_EQ(room["shards"][0]["reserved"], 1);
     // The existing shard moves to a live reflector too.
@@ -297,14 +314,5 @@ TEST(cluster, a_frozen_redis_does_not_stall_the_event_loop)
     EXPECT_GE(ticks.load(), 30);  // ~60 due in 3 s
 
     // Redis is back: the seat taken meanwhile is confirmed (bounded: 5 s).
-    int members = 0;
-    for (int i = 0; i < 100 && members != 1; ++i) {
-        auto r = http_request(a->port(), "GET", "/v1/rooms/stall");
-        auto room = json::parse(r.body, nullptr, false);
-        if (r.status == 200 && room.contains("shards"))
-            members = room["shards"][0]["members"].get<int>();
-        if (members != 1)
-            std::this_thread::sleep_for(50ms);
-    }
-    EXPECT_EQ(members, 1) << "the seat was not confirmed after Redis came back";
+    EXPECT_EQ(wait_members(a->port(), "stall", 1), 1) << "the seat was not confirmed after Redis came back";
 }
