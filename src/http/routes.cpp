@@ -1,5 +1,7 @@
 #include "http/routes.hpp"
 
+#include "protocol/url_path.hpp"
+
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
@@ -145,27 +147,6 @@ files(server_state& st, request&& req, std::string_view rest, reply_fn reply)
 
 // ---- router API (docs/router.md) ----
 
-std::string
-percent_decode(std::string_view s, bool& ok)
-{
-    std::string out;
-    ok = true;
-    for (std::size_t i = 0; i < s.size(); ++i) {
-        if (s[i] == '%') {
-            if (i + 2 >= s.size() || !std::isxdigit(static_cast<unsigned char>(s[i + 1])) ||
-                !std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
-                ok = false;
-                return {};
-            }
-            out.push_back(static_cast<char>(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16)));
-            i += 2;
-        } else {
-            out.push_back(s[i]);
-        }
-    }
-    return out;
-}
-
 http::message_generator
 field_error(request const& req, int status, std::string const& message, std::string const& field)
 {
@@ -228,17 +209,8 @@ router_api(server_state& st, request&& req, std::string_view path, reply_fn repl
 {
     // Segments after /v1/
     std::vector<std::string> seg;
-    std::string_view rest = path.substr(4);
-    while (!rest.empty()) {
-        auto slash = rest.find('/');
-        bool ok = true;
-        seg.push_back(percent_decode(rest.substr(0, slash), ok));
-        if (!ok)
-            return reply(field_error(req, 400, "bad percent-encoding in path", "path"));
-        if (slash == std::string_view::npos)
-            break;
-        rest = rest.substr(slash + 1);
-    }
+    if (!url_path::split_segments(path.substr(4), seg))
+        return reply(field_error(req, 400, "bad percent-encoding in path", "path"));
     auto method = req.method();
     auto& rt = *st.rtr;
     if (seg.size() == 1 && seg[0] == "reflectors") {
