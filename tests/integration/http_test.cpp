@@ -1,5 +1,6 @@
 // Plain HTTP on the reflector port: health, metrics, sessions, files.
 #include "integration/fixture.hpp"
+#include "support/metrics.hpp"
 
 #include <gtest/gtest.h>
 
@@ -34,11 +35,19 @@ TEST(http, metrics_and_sessions_reflect_traffic)
     auto m = http_request(srv.port(), "GET", "/metrics");
     ASSERT_EQ(m.status, 200);
     EXPECT_NE(m.headers.find("text/plain; version=0.0.4"), std::string::npos);
-    for (auto name : {"lockstep_connections 1", "lockstep_sessions 1", "lockstep_events_in_total 4",
-                      "lockstep_events_out_total 4", "lockstep_bytes_in_total", "lockstep_bytes_out_total",
-                      "lockstep_ticks_total", "lockstep_tick_lateness_ms_bucket{le=\"1\"}",
-                      "lockstep_outbound_queue_bytes", "lockstep_closes_total"})
-        EXPECT_NE(m.body.find(name), std::string::npos) << name;
+    auto mx = metrics::parse(m.body);
+    EXPECT_EQ(mx["lockstep_connections"], 1);
+    EXPECT_EQ(mx["lockstep_sessions"], 1);
+    EXPECT_EQ(mx["lockstep_events_in_total"], 4);  // 3 SENDs and the users event
+    EXPECT_EQ(mx["lockstep_events_out_total"], 4);
+    EXPECT_GT(mx["lockstep_bytes_in_total"], 0);
+    EXPECT_GT(mx["lockstep_bytes_out_total"], 0);
+    EXPECT_GE(mx["lockstep_ticks_total"], 0);
+    EXPECT_TRUE(mx.has("lockstep_tick_lateness_ms_bucket{le=\"1\"}"));
+    EXPECT_GE(mx["lockstep_tick_lateness_ms_bucket{le=\"+Inf\"}"], mx["lockstep_tick_lateness_ms_bucket{le=\"1\"}"]);
+    EXPECT_GE(mx["lockstep_outbound_queue_bytes"], 0);
+    EXPECT_EQ(mx.types["lockstep_closes_total"], "counter");
+    EXPECT_FALSE(mx.has("lockstep_closes_total{code=\"4102\"}"));
     auto s = http_request(srv.port(), "GET", "/sessions");
     ASSERT_EQ(s.status, 200);
     auto list = json::parse(s.body);
@@ -54,7 +63,7 @@ TEST(http, metrics_and_sessions_reflect_traffic)
     bad.send_text("nope");
     EXPECT_EQ(bad.wait_close(), 4102);
     m = http_request(srv.port(), "GET", "/metrics");
-    EXPECT_NE(m.body.find("lockstep_closes_total{code=\"4102\"} 1"), std::string::npos);
+    EXPECT_EQ(metrics::parse(m.body)["lockstep_closes_total{code=\"4102\"}"], 1);
 }
 
 TEST(http, files_round_trip)
