@@ -113,3 +113,67 @@ TEST(http, oversized_blob_gets_413_and_keeps_the_old_one)
     EXPECT_EQ(http_request(srv.port(), "PUT", "/files/s/x", std::string(5000, 'z')).status, 413);
     EXPECT_EQ(http_request(srv.port(), "GET", "/files/s/x").body, "old");
 }
+
+TEST(http, edge_cases_of_the_operations_guide)
+{
+    auto cfg = test_config();
+    cfg.max_blob_bytes = 1000;
+    running_server srv(cfg);
+    auto status_of = [](std::string const& head) { return head.rfind("HTTP/1.1 ", 0) == 0 ? std::stoi(head.substr(9, 3)) : 0; };
+    {
+        // Expect: 100-continue: the interim answer first, then the body, then 201.
+        tcp_connection c(srv.port());
+        c.send("PUT /files/edge/continued HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+        auto const& got = c.read_until("\r\n\r\n");
+        ASSERT_EQ(status_of(got), 100) << got;
+        auto end = got.find("\r\n\r\n") + 4;
+        c.send("hello");
+        EXPECT_EQ(status_of(c.read_until("\r\n\r\n", end).substr(end)), 201) << c.received();
+        EXPECT_EQ(http_request(srv.port(), "GET", "/files/edge/continued").body, "hello");
+    }
+    {
+        // ... but a declared length over --max-blob-bytes gets 413 at once, no 100.
+        tcp_connection c(srv.port());
+        c.send("PUT /files/edge/big HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n");
+        EXPECT_EQ(status_of(c.read_until("\r\n\r\n")), 413) << c.received();
+    }
+    {
+        // A chunked body that grows over the limit: 413, and the stored blob is untouched.
+        ASSERT_EQ(http_request(srv.port(), "PUT", "/files/edge/chunked", "old").status, 201);
+        tcp_connection c(srv.port());
+        std::string chunk(600, 'c');
+        c.send("PUT /files/edge/chunked HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n258\r\n" + chunk +
+               "\r\n258\r\n" + chunk + "\r\n0\r\n\r\n");
+        auto const& got = c.read_until("\r\n\r\n");
+        EXPECT_EQ(status_of(got), 413) << got;
+        EXPECT_NE(got.find("body too large"), std::string::npos);
+        EXPECT_EQ(http_request(srv.port(), "GET", "/files/edge/chunked").body, "old");
+    }
+    {
+        // Headers over 16 KiB: 400 with a JSON error.
+        auto r = http_request(srv.port(), "GET", "/health/live", "", "X-Big: " + std::string(20000, 'h') + "\r\n");
+        EXPECT_EQ(r.status, 400);
+        EXPECT_TRUE(json::parse(r.body, nullptr, false).contains("error")) << r.body;
+    }
+    // A wrong method: 405 naming the allowed ones.
+    auto wrong = http_request(srv.port(), "POST", "/metrics", "x");
+    EXPECT_EQ(wrong.status, 405);
+    EXPECT_NE(wrong.headers.find("Allow: GET, HEAD"), std::string::npos) << wrong.headers;
+    // OPTIONS anywhere: 204 with the CORS answer.
+    auto opt = http_request(srv.port(), "OPTIONS", "/anything/at/all");
+    EXPECT_EQ(opt.status, 204);
+    EXPECT_NE(opt.headers.find("Access-Control-Allow-Methods: GET, HEAD, PUT, POST, OPTIONS"), std::string::npos);
+    EXPECT_NE(opt.headers.find("Access-Control-Allow-Headers: Content-Type, Authorization"), std::string::npos);
+    EXPECT_NE(opt.headers.find("Access-Control-Max-Age: 86400"), std::string::npos);
+    EXPECT_NE(opt.headers.find("Access-Control-Allow-Origin: *"), std::string::npos);
+    // The store's temporary-file names are reserved.
+    auto tmp = http_request(srv.port(), "PUT", "/files/edge/x.lockstep-42.tmp", "x");
+    EXPECT_EQ(tmp.status, 400);
+    EXPECT_EQ(json::parse(tmp.body, nullptr, false).value("error", ""), "bad path: reserved name") << tmp.body;
+    // A path that cannot be written (a component is a file): 500, and the process goes on.
+    ASSERT_EQ(http_request(srv.port(), "PUT", "/files/edge/file", "x").status, 201);
+    auto under_file = http_request(srv.port(), "PUT", "/files/edge/file/inner", "y");
+    EXPECT_EQ(under_file.status, 500);
+    EXPECT_EQ(json::parse(under_file.body, nullptr, false).value("error", ""), "cannot store blob") << under_file.body;
+    EXPECT_EQ(http_request(srv.port(), "GET", "/health/live").status, 200);
+}

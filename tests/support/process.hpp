@@ -16,6 +16,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -79,11 +80,28 @@ spawn(std::vector<std::string> const& argv, fs::path const& out, fs::path const&
     return pid;
 }
 
+/// Waits (bounded) for `pid` to exit: its exit status, 128 + the signal that ended it, or
+/// nullopt if it is still running after `timeout`.
+inline std::optional<int>
+wait_exit(pid_t pid, std::chrono::milliseconds timeout)
+{
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+        int st = 0;
+        if (::waitpid(pid, &st, WNOHANG) == pid)
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        if (std::chrono::steady_clock::now() >= deadline)
+            return std::nullopt;
+        std::this_thread::sleep_for(20ms);
+    }
+}
+
 /// A lockstep-reflector process on a free loopback port; killed at the end.
 class reflector_process {
 public:
-    explicit reflector_process(std::vector<std::string> more = {})
-        : port_(free_port()), dir_(scratch_dir("reflector")), more_(std::move(more))
+    /// `more`: extra flags; `port`: 0 for a free one.
+    explicit reflector_process(std::vector<std::string> more = {}, std::uint16_t port = 0)
+        : port_(port ? port : free_port()), dir_(scratch_dir("reflector")), more_(std::move(more))
     {
         start();
     }
@@ -100,9 +118,27 @@ public:
                                          "--data-dir", (dir_ / "data").string(), "--threads", "1", "--log-level", "warn"};
         argv.insert(argv.end(), more_.begin(), more_.end());
         pid_ = spawn(argv, dir_ / "out.log", dir_ / "err.log");
-        for (int i = 0; i < 100 && !port_open(port_); ++i)  // bounded: 5 s
+        for (int i = 0; i < 600 && !port_open(port_); ++i)  // bounded: 30 s (slow under sanitizers)
             std::this_thread::sleep_for(50ms);
     }
+    /// Sends a signal (SIGTERM starts a drain, a second one stops at once).
+    void signal(int sig) const
+    {
+        if (pid_ > 0)
+            ::kill(pid_, sig);
+    }
+    /// Waits (bounded) for the process to exit; its status (see wait_exit), or nullopt.
+    std::optional<int> wait_exit(std::chrono::milliseconds timeout)
+    {
+        if (pid_ <= 0)
+            return std::nullopt;
+        auto st = lockstep::test::wait_exit(pid_, timeout);
+        if (st)
+            pid_ = -1;
+        return st;
+    }
+    bool running() const { return pid_ > 0 && ::kill(pid_, 0) == 0; }
+    std::string log() const { return read_text(dir_ / "err.log") + read_text(dir_ / "out.log"); }
     void kill()
     {
         if (pid_ <= 0)
