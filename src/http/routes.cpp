@@ -1,6 +1,7 @@
 #include "http/routes.hpp"
 
 #include "common/text.hpp"
+#include "protocol/url_path.hpp"
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
@@ -105,27 +106,6 @@ files(service& svc, request&& req, std::string_view rest, reply_fn reply)
 
 // ---- router API (docs/router.md) ----
 
-std::string
-percent_decode(std::string_view s, bool& ok)
-{
-    std::string out;
-    ok = true;
-    for (std::size_t i = 0; i < s.size(); ++i) {
-        if (s[i] == '%') {
-            if (i + 2 >= s.size() || !std::isxdigit(static_cast<unsigned char>(s[i + 1])) ||
-                !std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
-                ok = false;
-                return {};
-            }
-            out.push_back(static_cast<char>(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16)));
-            i += 2;
-        } else {
-            out.push_back(s[i]);
-        }
-    }
-    return out;
-}
-
 http::message_generator
 field_error(request const& req, int status, std::string const& message, std::string const& field)
 {
@@ -189,19 +169,11 @@ router_api(service& svc, router::directory& rt, request&& req, std::string_view 
 {
     // Segments after /v1/
     std::vector<std::string> seg;
-    std::string_view rest = path.substr(4);
-    while (!rest.empty()) {
-        auto slash = rest.find('/');
-        bool ok = true;
-        seg.push_back(percent_decode(rest.substr(0, slash), ok));
-        if (!ok)
-            return reply(field_error(req, 400, "bad percent-encoding in path", "path"));
-        if (!valid_utf8(seg.back()))
+    if (!url_path::split_segments(path.substr(4), seg))
+        return reply(field_error(req, 400, "bad percent-encoding in path", "path"));
+    for (auto const& s : seg)
+        if (!valid_utf8(s))
             return reply(field_error(req, 400, "path is not UTF-8 after percent-decoding", "path"));
-        if (slash == std::string_view::npos)
-            break;
-        rest = rest.substr(slash + 1);
-    }
     auto method = req.method();
     if (seg.size() == 1 && seg[0] == "reflectors") {
         if (method != http::verb::get && method != http::verb::head)

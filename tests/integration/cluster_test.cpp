@@ -2,7 +2,8 @@
 // started here on free loopback ports and killed at the end.
 #include "integration/fixture.hpp"
 #include "integration/net_util.hpp"
-#include "integration/redis_server.hpp"
+#include "support/process.hpp"
+#include "support/redis_server.hpp"
 
 #include <gtest/gtest.h>
 
@@ -26,54 +27,13 @@ using nlohmann::json;
 
 namespace {
 
-
-/// A real lockstep-reflector process in cluster mode; SIGKILLed by kill() or at the end.
-class reflector_process {
-public:
-    reflector_process(std::string const& redis, std::string const& region, std::uint16_t port = 0)
-        : port_(port ? port : free_port()), dir_(test_config().data_dir)
-    {
-        pid_ = ::fork();
-        if (pid_ == 0) {
-            auto p = std::to_string(port_);
-            ::execl(LOCKSTEP_REFLECTOR_BIN, LOCKSTEP_REFLECTOR_BIN, "--port", p.c_str(), "--data-dir", dir_.c_str(),
-                    "--redis", redis.c_str(), "--region", region.c_str(), "--heartbeat-ttl-ms", "1000",
-                    "--threads", "1", "--log-level", "warn", static_cast<char*>(nullptr));
-            ::_exit(127);
-        }
-        for (int i = 0; i < 200; ++i) {  // bounded: 10 s (slow under sanitizers)
-            std::this_thread::sleep_for(50ms);
-            try {
-                if (http_request(port_, "GET", "/health/live").status == 200)
-                    break;
-            } catch (std::exception const&) {
-                // not listening yet
-            }
-        }
-    }
-    ~reflector_process()
-    {
-        kill();
-        std::error_code ec;
-        std::filesystem::remove_all(dir_, ec);
-    }
-    void
-    kill()
-    {
-        if (pid_ > 0) {
-            ::kill(pid_, SIGKILL);
-            int st = 0;
-            ::waitpid(pid_, &st, 0);
-            pid_ = -1;
-        }
-    }
-    std::uint16_t port() const { return port_; }
-
-private:
-    std::uint16_t port_;
-    std::string dir_;
-    pid_t pid_ = -1;
-};
+/// A lockstep-reflector process in cluster mode on `redis`.
+std::unique_ptr<reflector_process>
+cluster_node(std::string const& redis, std::string const& region, std::uint16_t port = 0)
+{
+    return std::make_unique<reflector_process>(
+        std::vector<std::string>{"--redis", redis, "--region", region, "--heartbeat-ttl-ms", "1000"}, port);
+}
 
 bool
 wait_reflectors(std::uint16_t port, std::size_t n)
@@ -119,7 +79,7 @@ TEST(cluster, three_reflectors_share_rooms_and_seats_through_redis)
     ASSERT_TRUE(redis.ready()) << "redis-server did not start";
     std::vector<std::unique_ptr<reflector_process>> nodes;
     for (auto region : {"eu", "us", "eu"})
-        nodes.push_back(std::make_unique<reflector_process>(redis.url(), region));
+        nodes.push_back(cluster_node(redis.url(), region));
     // All three registered and live.
     ASSERT_TRUE(wait_reflectors(nodes[0]->port(), 3));
 
@@ -177,8 +137,8 @@ TEST(cluster, a_dead_reflector_gets_no_placements_after_its_heartbeat_expires)
 {
     redis_server redis;
     ASSERT_TRUE(redis.ready()) << "redis-server did not start";
-    auto a = std::make_unique<reflector_process>(redis.url(), "eu");
-    auto b = std::make_unique<reflector_process>(redis.url(), "us");
+    auto a = cluster_node(redis.url(), "eu");
+    auto b = cluster_node(redis.url(), "us");
     ASSERT_TRUE(wait_reflectors(a->port(), 2));
     auto b_url = "ws://127.0.0.1:" + std::to_string(b->port()) + "/r/";
     auto first = post(a->port(), "/v1/rooms/r1/join", {{"user", "x"}, {"region", "us"}});
@@ -217,7 +177,7 @@ TEST(cluster, a_restarted_reflector_does_not_keep_its_old_connections)
 {
     redis_server redis;
     ASSERT_TRUE(redis.ready()) << "redis-server did not start";
-    auto a = std::make_unique<reflector_process>(redis.url(), "eu");
+    auto a = cluster_node(redis.url(), "eu");
     ASSERT_TRUE(wait_reflectors(a->port(), 1));
     auto seat = post(a->port(), "/v1/rooms/rr/join", {{"user", "x"}})["reflector"].get<std::string>();
     {
@@ -229,7 +189,7 @@ TEST(cluster, a_restarted_reflector_does_not_keep_its_old_connections)
         EXPECT_EQ(json::parse(http_request(a->port(), "GET", "/v1/rooms/rr").body)["shards"][0]["members"], 1);
         auto port = a->port();
         a->kill();  // crash, then the same reflector (same id and port) comes back at once
-        a = std::make_unique<reflector_process>(redis.url(), "eu", port);
+        a = cluster_node(redis.url(), "eu", port);
     }
     // Well within the heartbeat TTL: the old process's connection no longer counts.
     for (int i = 0; i < 50; ++i) {
@@ -251,7 +211,7 @@ TEST(cluster, a_frozen_redis_does_not_stall_the_event_loop)
 {
     redis_server redis;
     ASSERT_TRUE(redis.ready()) << "redis-server did not start";
-    auto a = std::make_unique<reflector_process>(redis.url(), "eu");
+    auto a = cluster_node(redis.url(), "eu");
     ASSERT_TRUE(wait_reflectors(a->port(), 1));
     auto seat = post(a->port(), "/v1/rooms/stall/join", {{"user", "s"}});
     ASSERT_TRUE(seat.contains("reflector")) << seat;
@@ -264,12 +224,12 @@ TEST(cluster, a_frozen_redis_does_not_stall_the_event_loop)
 
     using clock = std::chrono::steady_clock;
     auto const freeze = 3000ms;
-    ASSERT_EQ(::kill(redis.pid(), SIGSTOP), 0);
+    redis.pause();
     auto frozen_at = clock::now();
     struct cont_guard {  // Redis thaws even if an assertion below fails
-        pid_t pid;
-        ~cont_guard() { ::kill(pid, SIGCONT); }
-    } thaw{redis.pid()};
+        redis_server& r;
+        ~cont_guard() { r.resume(); }
+    } thaw{redis};
 
     // Ticks of the 50 ms session, timed on arrival, on their own thread.
     std::atomic<long> max_gap_ms{0};
@@ -309,7 +269,7 @@ TEST(cluster, a_frozen_redis_does_not_stall_the_event_loop)
         EXPECT_LT(clock::now() - t0, 1000ms);
     }
     watch.join();
-    ::kill(redis.pid(), SIGCONT);
+    redis.resume();
     EXPECT_LE(max_gap_ms.load(), 250) << "ticks stalled while Redis was frozen";
     EXPECT_GE(ticks.load(), 30);  // ~60 due in 3 s
 

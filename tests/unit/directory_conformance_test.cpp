@@ -6,7 +6,7 @@
 #include "directory/redis_directory.hpp"
 #include "router/memory_directory.hpp"
 
-#include "integration/redis_server.hpp"
+#include "support/redis_server.hpp"
 
 #include <gtest/gtest.h>
 

@@ -1,5 +1,6 @@
-// A real redis-server on a free loopback port, started by the test and killed at the
-// end (tests/integration/cluster_test.cpp, tests/unit/directory_conformance_test.cpp).
+// A real redis-server on a free loopback port (no persistence), for the cluster tests:
+// started by the constructor, stopped (bounded) by the destructor; stop() and start()
+// make an outage on the same port, pause()/resume() freeze it (SIGSTOP/SIGCONT).
 #pragma once
 
 #include "integration/net_util.hpp"
@@ -13,16 +14,23 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <cstdint>
 #include <string>
 #include <thread>
 
 namespace lockstep::test {
 
-/// Ready (answering PING) after construction, or ready() is false.
+using namespace std::chrono_literals;
+
 class redis_server {
 public:
-    redis_server() : port_(free_port())
+    redis_server() : port_(free_port()) { start(); }
+    ~redis_server() { stop(); }
+    redis_server(redis_server const&) = delete;
+    redis_server& operator=(redis_server const&) = delete;
+
+    /// Starts redis-server on this object's port; ready() says whether it answered PING.
+    void
+    start()
     {
         pid_ = ::fork();
         if (pid_ == 0) {
@@ -33,26 +41,32 @@ public:
                      "--appendonly", "no", "--loglevel", "warning", static_cast<char*>(nullptr));
             ::_exit(127);
         }
-        // Ready when it answers PING (bounded: 5 s).
-        for (int i = 0; i < 100 && !ready_; ++i) {
-            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        ready_ = false;
+        for (int i = 0; i < 200 && !ready_; ++i) {  // bounded: 10 s
+            std::this_thread::sleep_for(50ms);
             ready_ = ping();
         }
     }
-    ~redis_server()
+    /// Stops it (SIGTERM, then SIGKILL after 2 s); its data is gone.
+    void
+    stop()
     {
-        if (pid_ > 0) {
-            ::kill(pid_, SIGTERM);
-            int st = 0;
-            for (int i = 0; i < 100 && ::waitpid(pid_, &st, WNOHANG) == 0; ++i)
-                std::this_thread::sleep_for(std::chrono::milliseconds(20));
-            ::kill(pid_, SIGKILL);
-            ::waitpid(pid_, &st, WNOHANG);
-        }
+        if (pid_ <= 0)
+            return;
+        ::kill(pid_, SIGCONT);
+        ::kill(pid_, SIGTERM);
+        int st = 0;
+        for (int i = 0; i < 100 && ::waitpid(pid_, &st, WNOHANG) == 0; ++i)
+            std::this_thread::sleep_for(20ms);
+        ::kill(pid_, SIGKILL);
+        ::waitpid(pid_, &st, 0);
+        pid_ = -1;
+        ready_ = false;
     }
+    void pause() { ::kill(pid_, SIGSTOP); }
+    void resume() { ::kill(pid_, SIGCONT); }
     bool ready() const { return ready_; }
-    /// The server's process (tests freeze it with SIGSTOP).
-    pid_t pid() const { return pid_; }
+    std::uint16_t port() const { return port_; }
     std::string url() const { return "redis://127.0.0.1:" + std::to_string(port_); }
 
 private:
