@@ -10,6 +10,8 @@
 // carrying its id and send time; its own echo gives the latency. Every RECV's seq is
 // checked against the previous one (gaps), TICK arrivals against the requested interval.
 // The last line of output is one JSON object.
+#include <lockstep/version.hpp>
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -99,6 +101,7 @@ Usage: lockstep-bench [options]
                     any server on this machine meets when each frame is one write
   --probe-cpu C     the writer's CPU for --loopback-probe (default 0)
   --help            this text
+  --version         print the version and exit
 
 Output: progress on stderr; the last line on stdout is one JSON object with joined,
 errors, gaps, deliveries_per_s, sent_per_s, p50_ms, p99_ms, p999_ms, max_ms,
@@ -119,6 +122,9 @@ parse_args(int argc, char** argv, options& o)
         };
         if (a == "--help" || a == "-h") {
             usage();
+            std::exit(0);
+        } else if (a == "--version") {
+            std::printf("lockstep-bench %s\n", lockstep::version);
             std::exit(0);
         } else if (a == "--url") {
             std::string u = next();

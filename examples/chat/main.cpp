@@ -4,6 +4,7 @@
 // Threads: main() drives the session (join, wait_step); a reader thread only reads stdin
 // and calls session::publish, which is thread-safe.
 #include <lockstep/client/session.hpp>
+#include <lockstep/version.hpp>
 
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -78,7 +79,11 @@ main(int argc, char** argv)
         bool has = i + 1 < argc;
         if (a == "--help" || a == "-h") {
             std::puts("usage: lockstep-chat --reflector URL [--room NAME] [--name NICK] [--password PW] [--files URL]\n"
+                      "       lockstep-chat --version\n"
                       "Type a line to send it; /quit (or end of input) leaves.");
+            return 0;
+        } else if (a == "--version") {
+            std::printf("lockstep-chat %s\n", lockstep::version);
             return 0;
         } else if (a == "--reflector" && has) o.reflector = argv[++i];
         else if (a == "--room" && has) o.session_name = argv[++i];

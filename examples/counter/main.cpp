@@ -5,6 +5,7 @@
 // must end with identical checkpoints; the last line printed is `RESULT {json}`.
 #include <lockstep/client/router.hpp>
 #include <lockstep/client/session.hpp>
+#include <lockstep/version.hpp>
 
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -127,6 +128,7 @@ usage()
         "  --app-id ID         application id (default io.lockstep.counter)\n"
         "  --drop-at-ms MS     testing: drop the TCP connection once, MS after joining\n"
         "  --verbose           SDK logs at info level (default: warnings)\n"
+        "  --version           print the version and exit\n"
         "The last line on stdout is RESULT {json} with count, clock, digest and checkpoints\n"
         "([model_time, clock, count, views, digest] every 20 clock ticks).");
 }
@@ -167,6 +169,9 @@ main(int argc, char** argv)
         };
         if (a == "--help" || a == "-h") {
             usage();
+            return 0;
+        } else if (a == "--version") {
+            std::printf("lockstep-counter %s\n", lockstep::version);
             return 0;
         } else if (a == "--reflector") o.reflector = next();
         else if (a == "--session") o.session_name = next();

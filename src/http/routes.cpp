@@ -1,5 +1,7 @@
 #include "http/routes.hpp"
 
+#include "common/text.hpp"
+
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
@@ -33,7 +35,7 @@ method_not_allowed(request const& req, char const* allow)
     common_headers(res);
     res.set(http::field::allow, allow);
     res.set(http::field::content_type, "application/json");
-    res.body() = nlohmann::json{{"error", "method not allowed"}}.dump();
+    res.body() = safe_dump(nlohmann::json{{"error", "method not allowed"}});
     res.keep_alive(req.keep_alive());
     res.prepare_payload();
     return res;
@@ -128,7 +130,7 @@ http::message_generator
 field_error(request const& req, int status, std::string const& message, std::string const& field)
 {
     return text_response(req, static_cast<http::status>(status),
-                         nlohmann::json{{"error", message}, {"field", field}}.dump(), "application/json");
+                         safe_dump(nlohmann::json{{"error", message}, {"field", field}}), "application/json");
 }
 
 /// 503 while the router's state store (Redis, in cluster mode) cannot be reached.
@@ -138,11 +140,11 @@ router_unavailable(request const& req, std::string const& field)
     return field_error(req, 503, router::state_unavailable, field);
 }
 
-/// A name from the URL path: non-empty, at most 128 bytes, no control characters.
+/// A name from the URL path: non-empty, at most 128 bytes of UTF-8, no control characters.
 bool
 valid_name(std::string const& s)
 {
-    if (s.empty() || s.size() > 128)
+    if (s.empty() || s.size() > 128 || !valid_utf8(s))
         return false;
     return std::none_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7F; });
 }
@@ -194,6 +196,8 @@ router_api(service& svc, router::directory& rt, request&& req, std::string_view 
         seg.push_back(percent_decode(rest.substr(0, slash), ok));
         if (!ok)
             return reply(field_error(req, 400, "bad percent-encoding in path", "path"));
+        if (!valid_utf8(seg.back()))
+            return reply(field_error(req, 400, "path is not UTF-8 after percent-decoding", "path"));
         if (slash == std::string_view::npos)
             break;
         rest = rest.substr(slash + 1);
@@ -205,13 +209,13 @@ router_api(service& svc, router::directory& rt, request&& req, std::string_view 
         auto list = rt.reflectors();
         if (!rt.available())
             return reply(router_unavailable(req, "path"));
-        return reply(text_response(req, http::status::ok, list.dump(), "application/json"));
+        return reply(text_response(req, http::status::ok, safe_dump(list), "application/json"));
     }
     if (seg.size() >= 2 && seg[0] == "rooms") {
         auto const& room = seg[1];
         // '~' names overflow shards and '/' child sessions: not allowed in room names.
         if (!valid_name(room) || room.find_first_of("~/") != std::string::npos)
-            return reply(field_error(req, 400, "room name must be 1-128 bytes without control characters, '~' or '/'",
+            return reply(field_error(req, 400, "room name must be 1-128 bytes of UTF-8 without control characters, '~' or '/'",
                                      "room"));
         if (seg.size() == 2) {
             if (method != http::verb::get && method != http::verb::head)
@@ -221,7 +225,7 @@ router_api(service& svc, router::directory& rt, request&& req, std::string_view 
                 return reply(router_unavailable(req, "room"));
             if (!info)
                 return reply(field_error(req, 404, "unknown room", "room"));
-            return reply(text_response(req, http::status::ok, info->dump(), "application/json"));
+            return reply(text_response(req, http::status::ok, safe_dump(*info), "application/json"));
         }
         if (seg.size() == 3 && (seg[2] == "join" || seg[2] == "leave")) {
             if (method != http::verb::post)
@@ -237,7 +241,7 @@ router_api(service& svc, router::directory& rt, request&& req, std::string_view 
                 if (!had && !rt.available())
                     return reply(router_unavailable(req, "room"));
                 return reply(text_response(req, http::status::ok,
-                                           nlohmann::json{{"room", room}, {"user", user}, {"freed", had}}.dump(),
+                                           safe_dump(nlohmann::json{{"room", room}, {"user", user}, {"freed", had}}),
                                            "application/json"));
             }
             if (!string_field(*body, "region", region, false, 64, req, reply))
@@ -248,19 +252,19 @@ router_api(service& svc, router::directory& rt, request&& req, std::string_view 
             auto seat = rt.join(room, user, region, err);
             if (!seat)
                 return reply(field_error(req, err.status, err.message, err.field));
-            return reply(text_response(req, http::status::ok, seat->to_json().dump(), "application/json"));
+            return reply(text_response(req, http::status::ok, safe_dump(seat->to_json()), "application/json"));
         }
     }
     if (seg.size() == 3 && seg[0] == "sessions" && seg[2] == "children") {
         auto const& parent = seg[1];
         if (!valid_name(parent))
-            return reply(field_error(req, 400, "session name must be 1-128 bytes without control characters", "name"));
+            return reply(field_error(req, 400, "session name must be 1-128 bytes of UTF-8 without control characters", "name"));
         if (method == http::verb::get || method == http::verb::head) {
             auto kids = rt.children(parent);
             if (!rt.available())
                 return reply(router_unavailable(req, "name"));
             return reply(text_response(req, http::status::ok,
-                                       nlohmann::json{{"parent", parent}, {"children", kids}}.dump(), "application/json"));
+                                       safe_dump(nlohmann::json{{"parent", parent}, {"children", kids}}), "application/json"));
         }
         if (method != http::verb::post)
             return reply(method_not_allowed(req, "GET, HEAD, POST"));
@@ -278,7 +282,7 @@ router_api(service& svc, router::directory& rt, request&& req, std::string_view 
         auto child = rt.create_child(parent, purpose, region, err);
         if (!child)
             return reply(field_error(req, err.status, err.message, err.field));
-        return reply(text_response(req, http::status::created, child->dump(), "application/json"));
+        return reply(text_response(req, http::status::created, safe_dump(*child), "application/json"));
     }
     reply(json_error(req, http::status::not_found, "not found"));
 }
@@ -308,7 +312,7 @@ text_response(request const& req, http::status status, std::string body, std::st
 http::message_generator
 json_error(request const& req, http::status status, std::string const& message)
 {
-    return text_response(req, status, nlohmann::json{{"error", message}}.dump(), "application/json");
+    return text_response(req, status, safe_dump(nlohmann::json{{"error", message}}), "application/json");
 }
 
 void
@@ -358,14 +362,28 @@ handle(service& svc, request&& req, reply_fn reply)
             return reply(method_not_allowed(req, "GET, HEAD"));
         auto r = std::make_shared<request>(std::move(req));
         svc.list_sessions([r, reply = std::move(reply)](nlohmann::json list) mutable {
-            reply(text_response(*r, http::status::ok, list.dump(), "application/json"));
+            reply(text_response(*r, http::status::ok, safe_dump(list), "application/json"));
         });
         return;
     }
     if (path.rfind("/v1/", 0) == 0) {
         svc.with_directory([&svc, r = std::move(req), p = std::string(path),
                             reply = std::move(reply)](router::directory& rt) mutable {
-            router_api(svc, rt, std::move(r), p, std::move(reply));
+            // On the directory thread: the HTTP connection's own catch cannot see this.
+            auto replied = std::make_shared<bool>(false);
+            request head;
+            head.version(r.version());
+            head.keep_alive(false);
+            try {
+                router_api(svc, rt, std::move(r), p, [&reply, replied](http::message_generator m) mutable {
+                    *replied = true;
+                    reply(std::move(m));
+                });
+            } catch (std::exception const& e) {
+                spdlog::error("http: {} failed: {}", p.substr(0, 200), e.what());
+                if (!*replied)
+                    reply(json_error(head, http::status::internal_server_error, "internal error"));
+            }
         });
         return;
     }

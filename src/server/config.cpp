@@ -1,5 +1,7 @@
 #include "server/config.hpp"
 
+#include <lockstep/version.hpp>
+
 #include <charconv>
 #include <cstdlib>
 #include <functional>
@@ -81,6 +83,7 @@ Logging
   --log-level LEVEL         trace|debug|info|warn|error|critical|off (default info)
   --log-format FMT          text|json (default text)
   --help                    show this text
+  --version                 print the version and exit
 
 HTTP on the same port: /health/live, /health/ready, /metrics, /sessions,
 PUT/GET /files/<path>. WebSocket: ws://HOST:PORT/<sessionId> or any
@@ -160,6 +163,11 @@ parse_config(int argc, char const* const* argv, std::string& message, bool& help
         if (arg == "--help" || arg == "-h") {
             help = true;
             message = usage();
+            return std::nullopt;
+        }
+        if (arg == "--version") {
+            help = true;
+            message = std::string("lockstep-reflector ") + version + "\n";
             return std::nullopt;
         }
         std::string value;

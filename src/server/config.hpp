@@ -71,8 +71,8 @@ struct config {
     std::uint32_t heartbeat_ttl_ms = 10000;   // a reflector silent this long gets no placements
 };
 
-/// Parses argv. Returns nullopt and fills `message` for --help (exit 0) or an error
-/// (exit 2); `help` tells which.
+/// Parses argv. Returns nullopt and fills `message` for --help or --version (exit 0)
+/// or an error (exit 2); `help` tells which.
 std::optional<config>
 parse_config(int argc, char const* const* argv, std::string& message, bool& help);
 

@@ -3,6 +3,8 @@
 #include "http/routes.hpp"
 #include "server/internal.hpp"
 
+#include "common/text.hpp"
+
 #include <spdlog/spdlog.h>
 
 #include <optional>
@@ -87,12 +89,27 @@ private:
             return shutdown();
         stream_.expires_never();
         auto self = shared_from_this();
-        http_routes::handle(st_, body_->release(), [self](http::message_generator msg) mutable {
-            // Routes may answer from another thread (directory thread, disk pool, other
-            // workers): back onto this connection's worker through its entry point.
-            auto& w = self->w_;
-            w.defer([self = std::move(self), msg = std::move(msg)]() mutable { self->write(std::move(msg)); });
-        });
+        auto req = body_->release();
+        // Kept for the log line: the request itself moves into the route.
+        std::string what = fmt::format("{} {}", std::string_view(req.method_string().data(), req.method_string().size()),
+                                       std::string_view(req.target().data(), std::min<std::size_t>(req.target().size(), 200)));
+        auto replied = std::make_shared<std::atomic<bool>>(false);
+        try {
+            http_routes::handle(st_, std::move(req), [self, replied](http::message_generator msg) mutable {
+                replied->store(true);
+                // Routes may answer from another thread (directory thread, disk pool,
+                // other workers): back onto this connection's worker through its entry point.
+                auto& w = self->w_;
+                w.defer([self = std::move(self), msg = std::move(msg)]() mutable { self->write(std::move(msg)); });
+            });
+        } catch (std::exception const& e) {
+            // Nothing a request contains may end the process: answer 500 and log it.
+            spdlog::error("http: {} failed: {}", what, e.what());
+            if (!replied->load())
+                fail_status(http::status::internal_server_error, "internal error", false);
+            else
+                shutdown();
+        }
     }
 
     void
@@ -134,6 +151,10 @@ private:
         target = target.substr(0, target.find_first_of("?#"));
         // Only the last path segment names the session: "/<id>" and "/reflector/<id>".
         auto id = std::string(target.substr(target.rfind('/') + 1));
+        if (!valid_utf8(target)) {
+            spdlog::info("http: upgrade path is not UTF-8: 400");
+            return fail_status(http::status::bad_request, "path is not UTF-8", false);
+        }
         if (st_.draining()) {
             return fail_status(http::status::service_unavailable, "draining", false);
         }

@@ -107,6 +107,7 @@ struct worker final : session_host {
     /// Runs the event loop on the calling thread until it is stopped (busy-polling
     /// for --busy-poll-us before each sleep).
     void run();
+    void run_loop();
 
     /// Summaries of this worker's live sessions (for /sessions). Call on its thread.
     nlohmann::json session_list() const;

@@ -1,5 +1,7 @@
 #include "server/metrics.hpp"
 
+#include <lockstep/version.hpp>
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -17,6 +19,10 @@ render_metrics(std::vector<worker_metrics const*> const& workers, close_counter 
             s += static_cast<long double>((w->*member).load(std::memory_order_relaxed));
         return s;
     };
+    out += fmt::format("# HELP lockstep_build_info The running build: its version (always 1).\n"
+                       "# TYPE lockstep_build_info gauge\n"
+                       "lockstep_build_info{{version=\"{}\"}} 1\n",
+                       version);
     auto max_of = [&](auto member) {
         long double m = 0;
         for (auto const* w : workers)

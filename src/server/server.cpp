@@ -115,6 +115,22 @@ worker::start_load_sampling()
 void
 worker::run()
 {
+    // Last line of defence: handlers catch at their own boundary, but an exception that
+    // still escapes one must not end the process and every session in it. Asio allows
+    // run() to be called again after a handler threw.
+    for (;;) {
+        try {
+            run_loop();
+            return;
+        } catch (std::exception const& e) {
+            spdlog::error("worker {}: a handler threw, continuing: {}", index, e.what());
+        }
+    }
+}
+
+void
+worker::run_loop()
+{
     if (st.cfg.busy_poll_us == 0) {
         ioc.run();
         return;

@@ -1,5 +1,7 @@
 #include "store/file_store.hpp"
 
+#include "common/text.hpp"
+
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
@@ -76,6 +78,10 @@ blob_path(std::string_view url_path, std::string& why)
     }
     if (decoded.size() > max_path_bytes) {
         why = "path too long";
+        return std::nullopt;
+    }
+    if (!valid_utf8(decoded)) {
+        why = "path is not UTF-8";
         return std::nullopt;
     }
     if (decoded.front() == '/') {

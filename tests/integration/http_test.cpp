@@ -1,6 +1,8 @@
 // Plain HTTP on the reflector port: health, metrics, sessions, files.
 #include "integration/fixture.hpp"
 
+#include <lockstep/version.hpp>
+
 #include <gtest/gtest.h>
 
 using namespace lockstep;
@@ -39,6 +41,7 @@ TEST(http, metrics_and_sessions_reflect_traffic)
                       "lockstep_ticks_total", "lockstep_tick_lateness_ms_bucket{le=\"1\"}",
                       "lockstep_outbound_queue_bytes", "lockstep_closes_total"})
         EXPECT_NE(m.body.find(name), std::string::npos) << name;
+    EXPECT_NE(m.body.find("lockstep_build_info{version=\"" LOCKSTEP_VERSION "\"} 1\n"), std::string::npos);
     auto s = http_request(srv.port(), "GET", "/sessions");
     ASSERT_EQ(s.status, 200);
     auto list = json::parse(s.body);
@@ -103,4 +106,53 @@ TEST(http, oversized_blob_gets_413_and_keeps_the_old_one)
     EXPECT_EQ(http_request(srv.port(), "PUT", "/files/s/x", "old").status, 201);
     EXPECT_EQ(http_request(srv.port(), "PUT", "/files/s/x", std::string(5000, 'z')).status, 413);
     EXPECT_EQ(http_request(srv.port(), "GET", "/files/s/x").body, "old");
+}
+
+// Each of these once ended the process (a JSON serializer threw on bytes that are not
+// UTF-8). Now each gets a 400, the process stays up, and a session already running on
+// the same reflector loses nothing.
+TEST(http, non_utf8_names_get_400_and_nothing_else_is_hurt)
+{
+    running_server srv;
+    ws_client a(srv.port(), "/U1");
+    a.send_json(join_msg("va"));
+    ASSERT_TRUE(a.recv_action("SYNC"));
+    a.send_json(send_msg("before"));
+    ASSERT_TRUE(a.recv_action("RECV"));  // the view-join event
+    ASSERT_TRUE(a.recv_action("RECV"));
+
+    auto leave = http_request(srv.port(), "POST", "/v1/rooms/%FF/leave", R"({"user":"u"})",
+                              "Content-Type: application/json\r\n");
+    EXPECT_EQ(leave.status, 400);
+    EXPECT_EQ(json::parse(leave.body)["field"], "path");
+    auto kids = http_request(srv.port(), "GET", "/v1/sessions/%FF/children");
+    EXPECT_EQ(kids.status, 400);
+    EXPECT_EQ(http_request(srv.port(), "GET", "/v1/rooms/a%C0%AFb").status, 400);  // overlong '/'
+    EXPECT_EQ(http_request(srv.port(), "GET", "/v1/rooms/%ED%A0%80").status, 400);  // a surrogate
+    // A WebSocket upgrade whose session id is not UTF-8 is refused before the handshake...
+    auto up = http_request(srv.port(), "GET", "/reflector/\xFF\xFE",
+                           "", "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                               "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n");
+    EXPECT_EQ(up.status, 400);
+    // ...so the session listing stays valid JSON.
+    auto s = http_request(srv.port(), "GET", "/sessions");
+    ASSERT_EQ(s.status, 200);
+    auto list = json::parse(s.body);
+    ASSERT_EQ(list.size(), 1u);
+    EXPECT_EQ(list[0]["id"], "U1");
+    // /files paths must be UTF-8 too.
+    EXPECT_EQ(http_request(srv.port(), "PUT", "/files/a/%FF", "x").status, 400);
+
+    // A valid UTF-8 room name still works.
+    auto join = http_request(srv.port(), "POST", "/v1/rooms/%C3%A9t%C3%A9/join", R"({"user":"u"})",
+                             "Content-Type: application/json\r\n");
+    EXPECT_EQ(join.status, 200);
+    EXPECT_EQ(json::parse(join.body)["room"], "\xC3\xA9t\xC3\xA9");
+
+    // The process is alive and the running session still reflects, in order.
+    EXPECT_EQ(http_request(srv.port(), "GET", "/health/live").status, 200);
+    a.send_json(send_msg("after"));
+    auto m = a.recv_action("RECV");
+    ASSERT_TRUE(m);
+    EXPECT_EQ((*m)["args"][2], "after");
 }

@@ -245,7 +245,10 @@ http_request(std::uint16_t port, std::string const& method, std::string const& t
              std::string const& extra_headers)
 {
     int fd = connect_loopback(port);
-    std::string req = method + " " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n" + extra_headers;
+    // The caller's own Connection header (an upgrade) replaces the default one.
+    bool own_connection = extra_headers.find("Connection:") != std::string::npos;
+    std::string req = method + " " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\n" +
+                      (own_connection ? "" : "Connection: close\r\n") + extra_headers;
     if (!body.empty() || method == "PUT" || method == "POST")
         req += "Content-Length: " + std::to_string(body.size()) + "\r\n";
     req += "\r\n";

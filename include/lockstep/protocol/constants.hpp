@@ -30,6 +30,7 @@ enum class close_code : std::uint16_t {
     unsupported_data = 1003,    // binary frame
     invalid_payload = 1007,     // text frame that is not UTF-8
     too_big = 1009,             // frame over --max-frame-bytes
+    internal_error = 1011,      // the reflector failed to handle a message (logged)
     try_again_later = 1013,     // outbound queue over --max-queue-bytes (slow consumer)
     unknown_session = 4000,
     client_unresponsive = 4001,
