@@ -341,7 +341,21 @@ handle(service& svc, request&& req, reply_fn reply)
     if (path.rfind("/v1/", 0) == 0) {
         svc.with_directory([&svc, r = std::move(req), p = std::string(path),
                             reply = std::move(reply)](router::directory& rt) mutable {
-            router_api(svc, rt, std::move(r), p, std::move(reply));
+            // On the directory thread: the HTTP connection's own catch cannot see this.
+            auto replied = std::make_shared<bool>(false);
+            request head;
+            head.version(r.version());
+            head.keep_alive(false);
+            try {
+                router_api(svc, rt, std::move(r), p, [&reply, replied](http::message_generator m) mutable {
+                    *replied = true;
+                    reply(std::move(m));
+                });
+            } catch (std::exception const& e) {
+                spdlog::error("http: {} failed: {}", p.substr(0, 200), e.what());
+                if (!*replied)
+                    reply(json_error(head, http::status::internal_server_error, "internal error"));
+            }
         });
         return;
     }

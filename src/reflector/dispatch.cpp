@@ -8,8 +8,10 @@ namespace lockstep {
 
 using protocol::close_code;
 
+namespace {
+
 void
-dispatch(session_host& host, membership& m, peer& p, std::string_view text)
+dispatch_frame(session_host& host, membership& m, peer& p, std::string_view text)
 {
     codec::client_frame f;
     auto r = codec::parse_client_frame(text, f, m.scratch);
@@ -79,6 +81,20 @@ dispatch(session_host& host, membership& m, peer& p, std::string_view text)
     case action::unknown:
         spdlog::warn("{} unknown action {} ignored", p.tag(), f.action_name.substr(0, 100));
         return;
+    }
+}
+
+}  // namespace
+
+void
+dispatch(session_host& host, membership& m, peer& p, std::string_view text)
+{
+    try {
+        dispatch_frame(host, m, p, text);
+    } catch (std::exception const& e) {
+        // Nothing a frame contains may end the process or touch other sessions.
+        spdlog::error("{} frame handling failed: {}: closing 1011", p.tag(), e.what());
+        p.close(close_code::internal_error, "internal error");
     }
 }
 

@@ -54,7 +54,8 @@ struct membership {
 };
 
 /// Handles one text frame that `p` sent: parses it, applies the membership rules and
-/// calls the session. Bad input closes `p` with the documented code.
+/// calls the session. Bad input closes `p` with the documented code; nothing thrown
+/// escapes (a failure is logged and closes `p` with 1011).
 void
 dispatch(session_host& host, membership& m, peer& p, std::string_view text);
 

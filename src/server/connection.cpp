@@ -221,13 +221,7 @@ private:
             } else {
                 auto data = rbuf_.cdata();
                 bool joined_before = m_.join_seen;
-                try {
-                    dispatch(w_, m_, *this, std::string_view(static_cast<char const*>(data.data()), data.size()));
-                } catch (std::exception const& e) {
-                    // Nothing a frame contains may end the process or touch other sessions.
-                    spdlog::error("{} frame handling failed: {}: closing 1011", tag_, e.what());
-                    close(close_code::internal_error, "internal error");
-                }
+                dispatch(w_, m_, *this, std::string_view(static_cast<char const*>(data.data()), data.size()));
                 if (m_.join_seen && !joined_before)
                     join_timer_.cancel();
             }

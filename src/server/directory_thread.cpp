@@ -15,7 +15,18 @@ constexpr auto seat_retry = std::chrono::milliseconds(200);
 directory_thread::directory_thread(std::unique_ptr<router::directory> dir) : dir_(std::move(dir))
 {
     guard_.emplace(ioc_.get_executor());
-    thread_ = std::thread([this] { ioc_.run(); });
+    thread_ = std::thread([this] {
+        // Last line of defence, as on the workers: a task that throws (a malformed reply
+        // from Redis, a bug) is logged and the thread carries on with the next one.
+        for (;;) {
+            try {
+                ioc_.run();
+                return;
+            } catch (std::exception const& e) {
+                spdlog::error("directory thread: a task threw, continuing: {}", e.what());
+            }
+        }
+    });
 }
 
 directory_thread::~directory_thread()

@@ -97,8 +97,8 @@ private:
         try {
             http_routes::handle(st_, std::move(req), [self, replied](http::message_generator msg) mutable {
                 replied->store(true);
-                // Routes may answer from another thread (directory thread, disk pool, other
-                // workers): back onto this connection's worker through its entry point.
+                // Routes may answer from another thread (directory thread, disk pool,
+                // other workers): back onto this connection's worker through its entry point.
                 auto& w = self->w_;
                 w.defer([self = std::move(self), msg = std::move(msg)]() mutable { self->write(std::move(msg)); });
             });

@@ -8,6 +8,7 @@
 
 #include <map>
 #include <memory>
+#include <stdexcept>
 
 using lockstep::manual_clock;
 using lockstep::membership;
@@ -27,6 +28,7 @@ public:
     std::map<std::string, std::unique_ptr<session>> sessions;
     int touches = 0;
     std::vector<std::string> seat_reports;
+    bool fail_creation = false;  // session_for() throws, like a failed allocation
 
     session*
     find_session(std::string const& id) override
@@ -37,6 +39,8 @@ public:
     session&
     session_for(std::string const& id) override
     {
+        if (fail_creation)
+            throw std::runtime_error("no memory for a session");
         auto& s = sessions[id];
         if (!s)
             s = std::make_unique<session>(id, clock, opts);
@@ -220,4 +224,19 @@ TEST_F(dispatch_fixture, the_session_is_deleted_after_the_last_member_hangs_up_a
     EXPECT_TRUE(host.find_session("SID"));
     host.run_ms(200);
     EXPECT_FALSE(host.find_session("SID"));
+}
+
+TEST_F(dispatch_fixture, nothing_thrown_escapes_the_dispatch_the_peer_is_closed_1011)
+{
+    host.fail_creation = true;
+    conn a("a", "SID");
+    EXPECT_NO_THROW(frame(a, join_frame("alice")));
+    EXPECT_EQ(a.peer.closed, 1011);
+    EXPECT_EQ(a.m.joined, nullptr);
+    // Other connections and sessions are untouched.
+    host.fail_creation = false;
+    conn b("b", "SID");
+    frame(b, join_frame("bob"));
+    EXPECT_EQ(b.peer.closed, 0);
+    EXPECT_EQ(b.peer.of("SYNC").size(), 1u);
 }
