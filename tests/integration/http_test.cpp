@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <ctime>
+
 using namespace lockstep;
 using namespace lockstep::test;
 using nlohmann::json;
@@ -38,9 +40,24 @@ TEST(http, metrics_and_sessions_reflect_traffic)
     EXPECT_NE(m.headers.find("text/plain; version=0.0.4"), std::string::npos);
     for (auto name : {"lockstep_connections 1", "lockstep_sessions 1", "lockstep_events_in_total 4",
                       "lockstep_events_out_total 4", "lockstep_bytes_in_total", "lockstep_bytes_out_total",
-                      "lockstep_ticks_total", "lockstep_tick_lateness_ms_bucket{le=\"1\"}",
+                      "lockstep_ticks_total", "lockstep_tick_lateness_seconds_bucket{le=\"0.001\"}",
                       "lockstep_outbound_queue_bytes", "lockstep_closes_total"})
         EXPECT_NE(m.body.find(name), std::string::npos) << name;
+    for (auto name : {"process_cpu_seconds_total ", "process_resident_memory_bytes ", "process_open_fds ",
+                      "process_max_fds ", "process_start_time_seconds "})
+        EXPECT_NE(m.body.find(name), std::string::npos) << name;
+    // This process (the server runs in it) started within the last hour, holds a few
+    // descriptors (the client socket at least) and some resident memory.
+    auto value = [&](std::string const& name) {
+        auto at = m.body.find("\n" + name + " ");
+        return at == std::string::npos ? -1.0 : std::stod(m.body.substr(at + name.size() + 2));
+    };
+    auto now = static_cast<double>(std::time(nullptr));
+    EXPECT_LE(value("process_start_time_seconds"), now + 1);
+    EXPECT_GT(value("process_start_time_seconds"), now - 3600);
+    EXPECT_GT(value("process_open_fds"), 2);
+    EXPECT_GT(value("process_resident_memory_bytes"), 1 << 20);
+    EXPECT_GE(value("process_cpu_seconds_total"), 0);
     EXPECT_NE(m.body.find("lockstep_build_info{version=\"" LOCKSTEP_VERSION "\"} 1\n"), std::string::npos);
     auto s = http_request(srv.port(), "GET", "/sessions");
     ASSERT_EQ(s.status, 200);
