@@ -13,7 +13,7 @@ BIND ?= 127.0.0.1
 ALL_TARGETS = -DLOCKSTEP_TESTS=ON -DLOCKSTEP_BENCH=ON -DLOCKSTEP_EXAMPLES=ON
 SERVER_ONLY = -DLOCKSTEP_TESTS=OFF -DLOCKSTEP_BENCH=OFF -DLOCKSTEP_EXAMPLES=OFF
 
-.PHONY: all setup setup-runtime build build-server run test test-asan bench bench-docs fuzz clean compat-deps
+.PHONY: all setup setup-runtime build build-server run test test-asan bench bench-docs fuzz clean compat-deps docs-options
 
 all: build
 
@@ -57,3 +57,8 @@ bench-docs: build
 
 clean:
 	rm -rf build build-asan build-fuzz
+
+# Rewrites the option tables of docs/operations.md from the programs' definitions.
+docs-options: build
+	python3 tests/ops/options_doc.py --write docs/operations.md build/bin/lockstep-reflector \
+	  build/bin/lockstep-bench build/bin/lockstep-counter build/bin/lockstep-chat
