@@ -113,19 +113,25 @@ for stage, pkgs in ((build, apt_packages(build)), (runtime, apt_packages(runtime
 build_pkgs = closure(apt_packages(build)) | base
 runtime_pkgs = closure(apt_packages(runtime)) | base
 
-owners_cache = {}
+# path -> package, from dpkg's file lists (one `dpkg -S` per file is far too slow).
+owners = {}
+info = "/var/lib/dpkg/info"
+for f in os.listdir(info):
+    if f.endswith(".list"):
+        pkg = f[:-5].split(":")[0]
+        for line in open(os.path.join(info, f), errors="replace"):
+            owners.setdefault(line.rstrip("\n"), pkg)
 
 
 def owner(path):
-    if path not in owners_cache:
-        found = None
-        for p in (path, os.path.realpath(path)):
-            r = subprocess.run(["dpkg", "-S", p], capture_output=True, text=True)
-            if r.returncode == 0:
-                found = r.stdout.split(":")[0].split(",")[0].strip()
-                break
-        owners_cache[path] = found
-    return owners_cache[path]
+    """The package owning `path`, trying its real path and the /usr-merged aliases."""
+    candidates = [path, os.path.realpath(path)]
+    for p in list(candidates):
+        candidates.append(p[4:] if p.startswith("/usr/") else "/usr" + p)
+    for p in candidates:
+        if p in owners:
+            return owners[p]
+    return None
 
 
 # --- 1. build from exactly the copied files -----------------------------------------------
