@@ -4,6 +4,7 @@
 // gated_stream.hpp for how those writes and Beast's own frames stay apart).
 #include "server/gated_stream.hpp"
 #include "server/internal.hpp"
+#include "server/logging.hpp"
 
 #include "protocol/codec.hpp"
 
@@ -90,6 +91,7 @@ public:
             return;
         auto wire = m->wire();
         out_.append(wire.data(), wire.size());
+        ++messages_out_;
         if (exempt)
             exempt_bytes_ += wire.size();
         w_.metrics.add(w_.metrics.queue_bytes, static_cast<std::int64_t>(wire.size()));
@@ -206,6 +208,8 @@ private:
         }
         w_.metrics.add(w_.metrics.frames_in);
         w_.metrics.add(w_.metrics.bytes_in, n);
+        ++messages_in_;
+        bytes_in_ += n;
         if (!close_requested_) {
             if (!ws_.got_text()) {
                 spdlog::info("{} binary frame: closing 1003", tag_);
@@ -246,6 +250,7 @@ private:
             auto& slot = w_.session_for(session_id_);
             if (slot.s.join(*this, f.args.empty() ? std::string_view("null") : f.args)) {
                 slot_ = &slot;
+                app_id_ = slot.s.app_id();
                 if (!seat_token_.empty() && !seat_confirmed_)  // came through a router seat
                     seat_confirmed_ = st_.rtr->member_joined(seat_token_, slot.s.name(), conn_key());
             }
@@ -360,6 +365,7 @@ private:
         if (sent == 0)
             return;
         w_.metrics.add(w_.metrics.bytes_out, sent);
+        bytes_out_ += sent;
         w_.metrics.add(w_.metrics.queue_bytes, -static_cast<std::int64_t>(sent));
         exempt_bytes_ -= std::min(exempt_bytes_, sent);  // a SYNC is ahead of what follows it
         if (out_off_ == out_.size()) {
@@ -469,7 +475,16 @@ private:
         }
         w_.connections.erase(this);
         w_.metrics.add(w_.metrics.connections, -1);
-        spdlog::debug("{} disconnected", tag_);
+        // The connection's summary: who, how it ended, what went through it.
+        log_fields f{.event = "connection_end", .session = session_id_, .app = app_id_};
+        f.conn = static_cast<std::int64_t>(serial_);
+        f.code = close_requested_ ? static_cast<int>(close_reason_.code) : static_cast<int>(ws_.reason().code);
+        f.messages_in = static_cast<std::int64_t>(messages_in_);
+        f.messages_out = static_cast<std::int64_t>(messages_out_);
+        f.bytes_in = static_cast<std::int64_t>(bytes_in_);
+        f.bytes_out = static_cast<std::int64_t>(bytes_out_);
+        f.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - opened_).count();
+        log_event(spdlog::level::info, f, fmt::format("{} disconnected", tag_));
     }
 
     /// This connection's name in the router, unique in the cluster and across restarts:
@@ -506,6 +521,10 @@ private:
     bool close_requested_ = false;
     bool close_started_ = false;
     bool finished_ = false;
+    // Totals for the connection_end line.
+    std::chrono::steady_clock::time_point opened_ = std::chrono::steady_clock::now();
+    std::uint64_t messages_in_ = 0, messages_out_ = 0, bytes_in_ = 0, bytes_out_ = 0;
+    std::string app_id_;
     websocket::close_reason close_reason_;
 
     friend void close_connection(connection& c, close_code code, std::string_view reason);

@@ -1,6 +1,7 @@
 #include "server/server.hpp"
 
 #include "server/internal.hpp"
+#include "server/logging.hpp"
 
 #include "directory/redis_directory.hpp"
 
@@ -158,7 +159,13 @@ worker::after(session_slot& slot)
 {
     if (slot.s.expired()) {
         if (slot.s.created()) {
-            spdlog::info("session {} ended (no clients for {} ms)", slot.s.id(), st.sopts.linger_ms);
+            auto const& s = slot.s;
+            log_fields f{.event = "session_end", .session = s.id(), .app = s.app_id(), .name = s.name()};
+            f.clients = static_cast<std::int64_t>(s.clients_joined());
+            f.messages_in = static_cast<std::int64_t>(s.events_reflected());
+            f.seconds = static_cast<double>(clock.now_us() - s.created_at_us()) / 1e6;
+            log_event(spdlog::level::info, f,
+                      fmt::format("session {} ended (no clients for {} ms)", s.id(), st.sopts.linger_ms));
             metrics.add(metrics.sessions, -1);
         }
         sessions.erase(slot.s.id());  // destroys slot (and cancels its timer)
