@@ -478,7 +478,10 @@ private:
         // The connection's summary: who, how it ended, what went through it.
         log_fields f{.event = "connection_end", .session = session_id_, .app = app_id_};
         f.conn = static_cast<std::int64_t>(serial_);
+        // The reflector's close code, else the client's; 1006 when the socket just went away.
         f.code = close_requested_ ? static_cast<int>(close_reason_.code) : static_cast<int>(ws_.reason().code);
+        if (f.code == 0)
+            f.code = 1006;
         f.messages_in = static_cast<std::int64_t>(messages_in_);
         f.messages_out = static_cast<std::int64_t>(messages_out_);
         f.bytes_in = static_cast<std::int64_t>(bytes_in_);
