@@ -1,6 +1,7 @@
 #include "reflector/session.hpp"
 
 #include "protocol/json_scan.hpp"
+#include "common/logging.hpp"
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
@@ -159,6 +160,7 @@ session::join(peer& p, std::string_view args_raw)
     auto now = clock_.now_us();
     if (!created_) {
         created_ = true;
+        created_at_us_ = now;
         name_ = args.value("name", json("")).is_string() ? args.value("name", std::string()) : std::string();
         if (auto a = args.find("appId"); a != args.end() && a->is_string())
             app_id_ = a->get<std::string>();
@@ -187,8 +189,9 @@ session::join(peer& p, std::string_view args_raw)
                 persisted_url_ = *url;
         if (metrics_)
             metrics_->add(metrics_->sessions, 1);
-        spdlog::info("session {} created: name='{}' tick={}ms{} timeline={}", id_, name_, tick_ms_,
-                     persisted_url_.empty() ? "" : " persisted", timeline_);
+        log_event(spdlog::level::info, {.event = "session_start", .session = id_, .app = app_id_, .name = name_},
+                  fmt::format("session {} created: name='{}' tick={}ms{} timeline={}", id_, name_, tick_ms_,
+                              persisted_url_.empty() ? "" : " persisted", timeline_));
     }
     // Last JOIN wins; absent values reset (as the reference does).
     auto ld = number_of(args, "leaveDelay");
@@ -210,6 +213,7 @@ session::join(peer& p, std::string_view args_raw)
         fresh.p = &p;
         fresh.serial = next_serial_++;
         clients_.push_back(std::move(fresh));
+        ++clients_joined_;
         c = &clients_.back();
     }
     if (auto u = args.find("user"); u != args.end() && truthy(*u)) {
@@ -474,6 +478,7 @@ void
 session::reflect_now(std::string_view rest)
 {
     seq_ += 1;  // uint32: wraps from 0xFFFFFFFF to 0
+    ++events_reflected_;
     auto m = codec::make_recv(id_, time_, seq_, rest);
     auto n = broadcast_active(m);
     log_.push_back({seq_, std::move(m)});

@@ -82,6 +82,11 @@ public:
     // ---- introspection (/sessions, tests) ----
     std::string const& id() const noexcept { return id_; }
     std::string const& name() const noexcept { return name_; }
+    std::string const& app_id() const noexcept { return app_id_; }
+    /// Totals since creation, for the session's summary log line.
+    std::uint64_t events_reflected() const noexcept { return events_reflected_; }
+    std::uint64_t clients_joined() const noexcept { return clients_joined_; }
+    std::int64_t created_at_us() const noexcept { return created_at_us_; }
     bool created() const noexcept { return created_; }
     std::int64_t time_ms() const noexcept { return time_; }
     /// Session time now, without sampling it (reporting only).
@@ -158,6 +163,8 @@ private:
     load_signal const* load_;
 
     bool created_ = false;
+    std::uint64_t events_reflected_ = 0, clients_joined_ = 0;
+    std::int64_t created_at_us_ = 0;
     std::string name_, app_id_, persistent_id_;
     std::string timeline_;
     std::string tove_;                 // raw JSON; empty = absent

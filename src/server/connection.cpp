@@ -9,6 +9,7 @@
 // A connection lives on one worker's thread; every member is used only there.
 #include "server/gated_stream.hpp"
 #include "server/internal.hpp"
+#include "common/logging.hpp"
 
 
 #include <spdlog/spdlog.h>
@@ -98,6 +99,7 @@ public:
             return;
         auto wire = m->wire();
         out_.append(wire.data(), wire.size());
+        ++messages_out_;
         if (exempt)
             exempt_bytes_ += wire.size();
         w_.metrics.add(w_.metrics.queue_bytes, static_cast<std::int64_t>(wire.size()));
@@ -214,6 +216,8 @@ private:
         }
         w_.metrics.add(w_.metrics.frames_in);
         w_.metrics.add(w_.metrics.bytes_in, n);
+        ++messages_in_;
+        bytes_in_ += n;
         if (!close_requested_) {
             if (!ws_.got_text()) {
                 spdlog::info("{} binary frame: closing 1003", tag_);
@@ -298,6 +302,7 @@ private:
         if (sent == 0)
             return;
         w_.metrics.add(w_.metrics.bytes_out, sent);
+        bytes_out_ += sent;
         w_.metrics.add(w_.metrics.queue_bytes, -static_cast<std::int64_t>(sent));
         exempt_bytes_ -= std::min(exempt_bytes_, sent);  // a SYNC is ahead of what follows it
         if (out_off_ == out_.size()) {
@@ -393,12 +398,26 @@ private:
             return;
         finished_ = true;
         join_timer_.cancel();
+        if (m_.joined)
+            app_id_ = m_.joined->app_id();  // for the summary line below
         // A normal leave (close 1000 from the client) frees a router seat; a drop keeps
         // it reserved for a reconnect.
         hang_up(w_, m_, *this, ws_.reason().code == websocket::close_code::normal);
         w_.connections.erase(this);
         w_.metrics.add(w_.metrics.connections, -1);
-        spdlog::debug("{} disconnected", tag_);
+        // The connection's summary: who, how it ended, what went through it.
+        log_fields f{.event = "connection_end", .session = m_.session_id, .app = app_id_};
+        f.conn = static_cast<std::int64_t>(serial_);
+        // The reflector's close code, else the client's; 1006 when the socket just went away.
+        f.code = close_requested_ ? static_cast<int>(close_reason_.code) : static_cast<int>(ws_.reason().code);
+        if (f.code == 0)
+            f.code = 1006;
+        f.messages_in = static_cast<std::int64_t>(messages_in_);
+        f.messages_out = static_cast<std::int64_t>(messages_out_);
+        f.bytes_in = static_cast<std::int64_t>(bytes_in_);
+        f.bytes_out = static_cast<std::int64_t>(bytes_out_);
+        f.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - opened_).count();
+        log_event(spdlog::level::info, f, fmt::format("{} disconnected", tag_));
     }
 
     server_state& st_;
@@ -422,6 +441,10 @@ private:
     bool close_requested_ = false;
     bool close_started_ = false;
     bool finished_ = false;
+    // Totals for the connection_end line.
+    std::chrono::steady_clock::time_point opened_ = std::chrono::steady_clock::now();
+    std::uint64_t messages_in_ = 0, messages_out_ = 0, bytes_in_ = 0, bytes_out_ = 0;
+    std::string app_id_;
     websocket::close_reason close_reason_;
 
     friend void close_connection(connection& c, close_code code, std::string_view reason);

@@ -1,6 +1,7 @@
 #include "server/server.hpp"
 
 #include "server/internal.hpp"
+#include "common/logging.hpp"
 
 #include "directory/redis_directory.hpp"
 #include "router/memory_directory.hpp"
@@ -210,7 +211,12 @@ worker::touched(session& s)
     auto& slot = static_cast<session_slot&>(s);  // every session of a worker is a slot
     if (slot.expired()) {
         if (slot.created()) {
-            spdlog::info("session {} ended (no clients for {} ms)", slot.id(), st.sopts.linger_ms);
+            log_fields f{.event = "session_end", .session = slot.id(), .app = slot.app_id(), .name = slot.name()};
+            f.clients = static_cast<std::int64_t>(slot.clients_joined());
+            f.messages_in = static_cast<std::int64_t>(slot.events_reflected());
+            f.seconds = static_cast<double>(clock.now_us() - slot.created_at_us()) / 1e6;
+            log_event(spdlog::level::info, f,
+                      fmt::format("session {} ended (no clients for {} ms)", slot.id(), st.sopts.linger_ms));
             metrics.add(metrics.sessions, -1);
         }
         std::string id = slot.id();  // not a reference into what erase() destroys

@@ -13,6 +13,7 @@ for bin in "$@"; do
     echo "$bin --version printed '$got', want '$(basename "$bin") $want'"; exit 1
   fi
   # --help mentions --version.
-  "$bin" --help | grep -q -- --version || { echo "$bin --help does not list --version"; exit 1; }
+  help=$("$bin" --help)
+  grep -q -- --version <<<"$help" || { echo "$bin --help does not list --version"; exit 1; }
 done
 echo "ok: $# programs print $want"
