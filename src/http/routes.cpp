@@ -104,6 +104,98 @@ files(service& svc, request&& req, std::string_view rest, reply_fn reply)
     reply(std::move(res));
 }
 
+// ---- static pages (web/, --web-root) ----
+
+std::string_view
+content_type_of(std::filesystem::path const& file)
+{
+    static constexpr std::pair<std::string_view, std::string_view> types[] = {
+        {".html", "text/html; charset=utf-8"},  {".htm", "text/html; charset=utf-8"},
+        {".js", "text/javascript; charset=utf-8"}, {".mjs", "text/javascript; charset=utf-8"},
+        {".css", "text/css; charset=utf-8"},    {".json", "application/json"},
+        {".map", "application/json"},           {".txt", "text/plain; charset=utf-8"},
+        {".svg", "image/svg+xml"},              {".png", "image/png"},
+        {".jpg", "image/jpeg"},                 {".jpeg", "image/jpeg"},
+        {".gif", "image/gif"},                  {".webp", "image/webp"},
+        {".ico", "image/x-icon"},               {".wasm", "application/wasm"},
+        {".woff2", "font/woff2"},               {".woff", "font/woff"},
+    };
+    auto ext = file.extension().string();
+    std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+    for (auto const& [e, t] : types)
+        if (e == ext)
+            return t;
+    return "application/octet-stream";
+}
+
+/// Serves `rel` (the URL path after the prefix, still percent-encoded) from `root`:
+/// GET/HEAD only; no segment may be empty, "." or "..", start with '.', or hold '/', '\'
+/// or NUL once decoded, and the file must resolve inside `root` (no symlink escapes). A
+/// directory serves its index.html ("/dir" is redirected to "/dir/" first).
+void
+static_file(std::filesystem::path const& root, request const& req, std::string_view url_path, std::string_view rel,
+            reply_fn& reply)
+{
+    if (req.method() != http::verb::get && req.method() != http::verb::head)
+        return reply(method_not_allowed(req, "GET, HEAD"));
+    if (root.empty())
+        return reply(json_error(req, http::status::not_found, "no web root"));
+    std::vector<std::string> seg;
+    if (!url_path::split_segments(rel, seg))
+        return reply(json_error(req, http::status::bad_request, "bad percent-encoding in path"));
+    std::filesystem::path file = root;
+    for (auto const& s : seg) {
+        if (s.empty() || s.front() == '.' || !valid_utf8(s) || s.find_first_of(std::string_view("/\\\0", 3)) != std::string::npos)
+            return reply(json_error(req, http::status::bad_request, "bad path"));
+        file /= s;
+    }
+    std::error_code ec;
+    if (std::filesystem::is_directory(file, ec)) {
+        if (!url_path.empty() && url_path.back() != '/') {
+            http::response<http::empty_body> res{http::status::moved_permanently, req.version()};
+            common_headers(res);
+            res.set(http::field::location, std::string(url_path) + "/");
+            res.content_length(0);
+            res.keep_alive(req.keep_alive());
+            return reply(std::move(res));
+        }
+        file /= "index.html";
+    }
+    std::error_code root_ec;
+    auto real = std::filesystem::canonical(file, ec);
+    auto real_root = std::filesystem::canonical(root, root_ec);
+    if (ec || root_ec || !std::filesystem::is_regular_file(real, ec))
+        return reply(json_error(req, http::status::not_found, "not found"));
+    auto [r_end, f_it] = std::mismatch(real_root.begin(), real_root.end(), real.begin(), real.end());
+    if (r_end != real_root.end())
+        return reply(json_error(req, http::status::not_found, "not found"));
+    http::file_body::value_type body;
+    boost::system::error_code bec;
+    body.open(real.c_str(), boost::beast::file_mode::scan, bec);
+    if (bec)
+        return reply(json_error(req, http::status::not_found, "not found"));
+    auto size = body.size();
+    auto type = content_type_of(real);
+    if (req.method() == http::verb::head) {
+        http::response<http::empty_body> res{http::status::ok, req.version()};
+        common_headers(res);
+        res.set(http::field::content_type, type);
+        res.set(http::field::cache_control, "no-cache");
+        res.content_length(size);
+        res.keep_alive(req.keep_alive());
+        return reply(std::move(res));
+    }
+    http::response<http::file_body> res{std::piecewise_construct, std::make_tuple(std::move(body)),
+                                        std::make_tuple(http::status::ok, req.version())};
+    common_headers(res);
+    res.set(http::field::content_type, type);
+    res.set(http::field::cache_control, "no-cache");
+    res.set("X-Content-Type-Options", "nosniff");
+    res.content_length(size);
+    res.keep_alive(req.keep_alive());
+    reply(std::move(res));
+}
+
 // ---- router API (docs/router.md) ----
 
 http::message_generator
@@ -259,6 +351,35 @@ router_api(service& svc, router::directory& rt, request&& req, std::string_view 
     reply(json_error(req, http::status::not_found, "not found"));
 }
 
+/// POST /admin/api/drain and POST /admin/api/sessions/{id}/close.
+void
+admin_api(service& svc, request&& req, std::string_view rest, reply_fn reply)
+{
+    std::vector<std::string> seg;
+    if (!url_path::split_segments(rest, seg))
+        return reply(json_error(req, http::status::bad_request, "bad percent-encoding in path"));
+    bool drain = seg.size() == 1 && seg[0] == "drain";
+    bool close = seg.size() == 3 && seg[0] == "sessions" && seg[2] == "close";
+    if (!drain && !close)
+        return reply(json_error(req, http::status::not_found, "not found"));
+    if (req.method() != http::verb::post)
+        return reply(method_not_allowed(req, "POST"));
+    if (drain) {
+        spdlog::warn("admin: drain requested over HTTP");
+        svc.start_drain();
+        return reply(text_response(req, http::status::accepted, safe_dump(nlohmann::json{{"draining", true}}),
+                                   "application/json"));
+    }
+    auto const& id = seg[1];
+    if (!valid_name(id))
+        return reply(field_error(req, 400, "session id must be 1-128 bytes of UTF-8 without control characters", "id"));
+    auto r = std::make_shared<request>(std::move(req));
+    svc.close_session_clients(id, [r, id, reply = std::move(reply)](std::size_t n) mutable {
+        reply(text_response(*r, http::status::ok, safe_dump(nlohmann::json{{"session", id}, {"closed", n}}),
+                            "application/json"));
+    });
+}
+
 }  // namespace
 
 http::message_generator
@@ -359,11 +480,21 @@ handle(service& svc, request&& req, reply_fn reply)
         });
         return;
     }
-    if (path == "/" || path == "/healthz") {
+    if (path == "/healthz") {
         return reply(text_response(req, http::status::ok,
                                    "lockstep-reflector: a Croquet/Multisynq-compatible reflector\n"));
     }
-    reply(json_error(req, http::status::not_found, "not found"));
+    if (path.rfind("/admin/api/", 0) == 0) {
+        std::string rest(path.substr(11));
+        return admin_api(svc, std::move(req), rest, std::move(reply));
+    }
+    // The admin page comes from the built-in pages even when --web-root serves an app.
+    if (path == "/admin" || path.rfind("/admin/", 0) == 0)
+        return static_file(svc.builtin_web_root() / "admin", req, path, path.substr(std::min<std::size_t>(7, path.size())), reply);
+    if (path == "/" && svc.web_root().empty())
+        return reply(text_response(req, http::status::ok,
+                                   "lockstep-reflector: a Croquet/Multisynq-compatible reflector (no web root)\n"));
+    static_file(svc.web_root(), req, path, path.substr(1), reply);
 }
 
 }  // namespace lockstep::http_routes

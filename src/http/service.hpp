@@ -12,6 +12,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cstddef>
+#include <filesystem>
 #include <string>
 
 namespace lockstep::http_routes {
@@ -36,6 +38,18 @@ public:
     virtual store::file_store const& blobs() const = 0;
     /// Runs blocking I/O (file writes) off the event loops.
     virtual void run_blocking(unique_function<void()> task) = 0;
+
+    // ---- pages and the admin API (docs/operations.md) ----
+
+    /// Directory served at / (--web-root, else the built-in pages); empty: none.
+    virtual std::filesystem::path const& web_root() const = 0;
+    /// The built-in pages (the admin page at /admin); empty when not found.
+    virtual std::filesystem::path const& builtin_web_root() const = 0;
+    /// Closes every client connection of the session with this id (they may reconnect)
+    /// and calls `done` once with how many were closed (on any thread).
+    virtual void close_session_clients(std::string const& session_id, unique_function<void(std::size_t)> done) = 0;
+    /// Starts draining this reflector (as SIGTERM does): it exits once its clients are gone.
+    virtual void start_drain() = 0;
 };
 
 }  // namespace lockstep::http_routes

@@ -33,6 +33,10 @@ define(cli::options& o, config& c)
     o.add("--data-dir", c.data_dir, "snapshots and persistent data",
           "Root of the blob store and SAVE records ([section 3](#3-data-directory)). Point it at persistent "
           "storage");
+    o.add("--web-root", c.web_root, "directory served at / (default: the demo and admin pages in web/)",
+          "Static files (GET/HEAD) from this directory, on the reflector's own origin: put your app here and "
+          "connect it with `box: location.origin`. Default: `share/lockstep/web` of the install or the source "
+          "tree's `web/`. `/admin` stays the admin page");
     o.add("--max-blob-bytes", c.max_blob_bytes, "largest PUT /files/... body (larger: 413)",
           "Bodies are held in memory while uploading, so this also bounds per-upload memory. Snapshots of "
           "typical apps are KB–MB");

@@ -14,6 +14,7 @@ struct config {
     std::string bind = "127.0.0.1";       // listen address; 0.0.0.0 to serve other hosts
     std::uint16_t port = 9090;            // one port serves WebSocket and HTTP
     std::string data_dir = "./data";      // blobs (files/) and persistence records (persist/)
+    std::string web_root;                 // static pages at / (empty: the install's or source tree's web/)
     unsigned threads = 0;                 // worker threads; 0 = number of cores
     std::string region = "local";         // reported in SYNC "reflector" and /sessions
     std::string public_url;               // how clients reach this reflector (router answers)

@@ -448,6 +448,8 @@ private:
     websocket::close_reason close_reason_;
 
     friend void close_connection(connection& c, close_code code, std::string_view reason);
+    friend std::size_t close_session_connections(worker& w, std::string const& session_id, close_code code,
+                                                 std::string_view reason);
 };
 
 void
@@ -494,6 +496,18 @@ close_all_connections(worker& w, close_code code, std::string_view reason)
             conns.push_back(std::move(c));
     for (auto& c : conns)
         close_connection(*c, code, reason);
+}
+
+std::size_t
+close_session_connections(worker& w, std::string const& session_id, close_code code, std::string_view reason)
+{
+    std::vector<std::shared_ptr<connection>> conns;
+    for (auto& [p, weak] : w.connections)
+        if (auto c = weak.lock(); c && c->m_.session_id == session_id)
+            conns.push_back(std::move(c));
+    for (auto& c : conns)
+        c->close(code, reason);
+    return conns.size();
 }
 
 }  // namespace lockstep

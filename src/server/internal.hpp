@@ -19,6 +19,7 @@
 #include <boost/beast/websocket.hpp>
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -159,6 +160,17 @@ struct server_state final : http_routes::service {
     void with_directory(unique_function<void(router::directory&)> task) override;
     store::file_store const& blobs() const override { return files; }
     void run_blocking(unique_function<void()> task) override;
+    std::filesystem::path const& web_root() const override { return web_root_; }
+    std::filesystem::path const& builtin_web_root() const override { return builtin_web_root_; }
+    void close_session_clients(std::string const& session_id, unique_function<void(std::size_t)> done) override;
+    void start_drain() override
+    {
+        if (drain_hook)
+            drain_hook();
+    }
+
+    std::filesystem::path web_root_, builtin_web_root_;  // fixed at construction
+    std::function<void()> drain_hook;                   // server::drain (set before serving)
 };
 
 /// Starts serving a WebSocket upgrade on the worker that owns `session_id` (the
@@ -170,6 +182,10 @@ start_websocket(server_state& st, worker& from, tcp::socket sock, http::request<
 /// Closes every WebSocket connection of the worker (drain). Call on its thread.
 void
 close_all_connections(worker& w, protocol::close_code code, std::string_view reason);
+
+/// Closes the worker's connections to one session; returns how many. Call on its thread.
+std::size_t
+close_session_connections(worker& w, std::string const& session_id, protocol::close_code code, std::string_view reason);
 
 /// Serves plain HTTP on an accepted socket (server/http_connection.cpp).
 void

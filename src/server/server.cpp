@@ -10,6 +10,7 @@
 
 #include <condition_variable>
 #include <cstdlib>
+#include <filesystem>
 #include <random>
 #include <ctime>
 #include <functional>
@@ -200,6 +201,8 @@ worker::session_list() const
                         {"log", s->log_size()},
                         {"tick_ms", s->tick_ms()},
                         {"timeline", s->timeline()},
+                        {"events", s->events_reflected()},
+                        {"age_s", static_cast<double>(clock.now_us() - s->created_at_us()) / 1e6},
                         {"worker", index}});
     }
     return mine;
@@ -247,6 +250,22 @@ worker::touched(session& s)
 
 namespace {
 
+/// The built-in pages: share/lockstep/web next to an installed binary, else the source
+/// tree's web/ (binary in build/bin/). Empty when neither has an index.html.
+std::filesystem::path
+find_builtin_web_root()
+{
+    std::error_code ec;
+    auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+    if (ec)
+        return {};
+    auto bin = exe.parent_path();
+    for (auto const& dir : {bin.parent_path() / "share" / "lockstep" / "web", bin.parent_path().parent_path() / "web"})
+        if (std::filesystem::is_regular_file(dir / "index.html", ec))
+            return dir.lexically_normal();
+    return {};
+}
+
 router::options
 router_options(config const& cfg)
 {
@@ -290,6 +309,19 @@ server_state::server_state(config c)
     sopts.reflector_name = cfg.region;
     for (unsigned i = 0; i < cfg.threads; ++i)
         workers.push_back(std::make_unique<worker>(*this, i));
+    builtin_web_root_ = find_builtin_web_root();
+    web_root_ = cfg.web_root.empty() ? builtin_web_root_ : std::filesystem::path(cfg.web_root);
+}
+
+void
+server_state::close_session_clients(std::string const& session_id, unique_function<void(std::size_t)> done)
+{
+    worker& w = worker_for(session_id);
+    w.defer([&w, id = session_id, done = std::move(done)]() mutable {
+        auto n = close_session_connections(w, id, protocol::close_code::going_away, "closed by an operator");
+        spdlog::info("admin: closed {} client(s) of session {}", n, id);
+        done(n);
+    });
 }
 
 router::reflector_info
@@ -429,7 +461,10 @@ struct server::impl {
     }
 };
 
-server::server(config cfg) : impl_(std::make_unique<impl>(std::move(cfg))) {}
+server::server(config cfg) : impl_(std::make_unique<impl>(std::move(cfg)))
+{
+    impl_->st.drain_hook = [this] { drain(); };
+}
 
 server::~server()
 {
