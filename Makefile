@@ -13,7 +13,7 @@ BIND ?= 127.0.0.1
 ALL_TARGETS = -DLOCKSTEP_TESTS=ON -DLOCKSTEP_BENCH=ON -DLOCKSTEP_EXAMPLES=ON
 SERVER_ONLY = -DLOCKSTEP_TESTS=OFF -DLOCKSTEP_BENCH=OFF -DLOCKSTEP_EXAMPLES=OFF
 
-.PHONY: all setup setup-runtime build build-server run test test-asan bench bench-docs fuzz clean compat-deps docs-options
+.PHONY: web-deps all setup setup-runtime build build-server run test test-asan bench bench-docs fuzz clean compat-deps docs-options
 
 all: build
 
@@ -31,11 +31,16 @@ build-server: setup-runtime
 	@cmake --preset release $(SERVER_ONLY) >/dev/null
 	@cmake --build --preset release -j $(JOBS) --target lockstep-reflector
 
-run: build-server
+# The demo page's client bundle (web/vendor/), from npm; skipped with a note without npm.
+web-deps:
+	@bash scripts/web-deps.sh
+
+run: build-server web-deps
 	./build/bin/lockstep-reflector --bind $(BIND) --port $(PORT) --data-dir ./data
 
 compat-deps: setup
 	@bash scripts/compat-deps.sh
+	@bash scripts/web-deps.sh
 
 test: build compat-deps
 	ctest --preset release -j 1
