@@ -9,6 +9,6 @@ stamp=node_modules/.lockstep-installed
 if [ -f "$stamp" ] && cmp -s package-lock.json "$stamp"; then
   exit 0
 fi
-echo "compat: npm ci --ignore-scripts (real @multisynq/client and @croquet/croquet)"
-npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+echo "compat: npm ci --ignore-scripts (real @multisynq/client, @croquet/croquet; puppeteer-core for the browser tests)"
+PUPPETEER_SKIP_DOWNLOAD=1 npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 cp package-lock.json "$stamp"
