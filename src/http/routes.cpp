@@ -490,7 +490,8 @@ handle(service& svc, request&& req, reply_fn reply)
     }
     // The admin page comes from the built-in pages even when --web-root serves an app.
     if (path == "/admin" || path.rfind("/admin/", 0) == 0)
-        return static_file(svc.builtin_web_root() / "admin", req, path, path.substr(std::min<std::size_t>(7, path.size())), reply);
+        return static_file(svc.builtin_web_root().empty() ? std::filesystem::path() : svc.builtin_web_root() / "admin",
+                           req, path, path.substr(std::min<std::size_t>(7, path.size())), reply);
     if (path == "/" && svc.web_root().empty())
         return reply(text_response(req, http::status::ok,
                                    "lockstep-reflector: a Croquet/Multisynq-compatible reflector (no web root)\n"));

@@ -241,3 +241,39 @@ TEST(http, edge_cases_of_the_operations_guide)
     EXPECT_EQ(json::parse(under_file.body, nullptr, false).value("error", ""), "cannot store blob") << under_file.body;
     EXPECT_EQ(http_request(srv.port(), "GET", "/health/live").status, 200);
 }
+
+TEST(http, admin_api_closes_one_sessions_clients_and_drains)
+{
+    running_server srv;
+    ws_client a(srv.port(), "/A1"), b(srv.port(), "/A1"), other(srv.port(), "/B1");
+    for (auto* c : {&a, &b, &other}) {
+        c->send_json(join_msg("v"));
+        ASSERT_TRUE(c->recv_action("SYNC"));
+    }
+    a.send_json(send_msg("one"));
+    ASSERT_TRUE(a.recv_action("RECV"));
+    ASSERT_TRUE(b.recv_action("RECV"));
+    auto list = json::parse(http_request(srv.port(), "GET", "/sessions").body);
+    ASSERT_EQ(list.size(), 2u);
+    for (auto const& s : list) {
+        EXPECT_GE(s["age_s"].get<double>(), 0.0);
+        EXPECT_LT(s["age_s"].get<double>(), 60.0);
+        EXPECT_EQ(s["events"], s["id"] == "A1" ? 1 : 0);  // events sent by clients
+    }
+    EXPECT_EQ(http_request(srv.port(), "GET", "/admin/api/sessions/A1/close").status, 405);
+    EXPECT_EQ(http_request(srv.port(), "POST", "/admin/api/sessions/%zz/close").status, 400);
+    EXPECT_EQ(http_request(srv.port(), "POST", "/admin/api/sessions/A1/open").status, 404);
+    auto r = http_request(srv.port(), "POST", "/admin/api/sessions/A1/close");
+    ASSERT_EQ(r.status, 200);
+    EXPECT_EQ(json::parse(r.body)["closed"], 2);
+    EXPECT_EQ(a.wait_close(), 1001);
+    EXPECT_EQ(b.wait_close(), 1001);
+    // The other session is untouched.
+    other.send_json(send_msg("still here"));
+    EXPECT_TRUE(other.recv_action("RECV"));
+    EXPECT_EQ(json::parse(http_request(srv.port(), "POST", "/admin/api/sessions/NOPE/close").body)["closed"], 0);
+    r = http_request(srv.port(), "POST", "/admin/api/drain");
+    EXPECT_EQ(r.status, 202);
+    EXPECT_EQ(http_request(srv.port(), "GET", "/health/ready").status, 503);
+    EXPECT_EQ(other.wait_close(), 1001);
+}
