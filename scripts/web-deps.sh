@@ -22,7 +22,10 @@ elif command -v npm >/dev/null 2>&1; then
   echo "web: fetching @multisynq/client@$version (npm pack) for the demo page"
   tmp=$(mktemp -d)
   trap 'rm -rf "$tmp"' EXIT
-  (cd "$tmp" && npm pack --silent --ignore-scripts "@multisynq/client@$version" >/dev/null)
+  if ! (cd "$tmp" && npm pack --silent --ignore-scripts "@multisynq/client@$version" >/dev/null); then
+    echo "web: npm pack @multisynq/client@$version failed: the demo page at / will say the bundle is missing" >&2
+    exit 0
+  fi
   tar -xzf "$tmp"/multisynq-client-"$version".tgz -C "$tmp" package/bundled/multisynq-client.min.js
   cp "$tmp/package/bundled/multisynq-client.min.js" "$dest.tmp"
 else
