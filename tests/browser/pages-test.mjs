@@ -172,18 +172,26 @@ async function main() {
     return page;
   };
   const agree = async (pages, n) => {
-    for (const [i, p] of pages.entries())
-      await until(p, `page ${i + 1} shows ${n}`, n => document.getElementById("count").textContent === String(n), n);
+    for (const [i, p] of pages.entries()) {
+      try {
+        await until(p, `page ${i + 1} shows ${n}`, n => document.getElementById("count").textContent === String(n), n);
+      } catch (e) {
+        const shown = await Promise.all(pages.map(q => q.evaluate(() => document.getElementById("count").textContent)));
+        throw new Error(`${e.message}; pages show ${JSON.stringify(shown)}`);
+      }
+    }
   };
+  // A user's click: the window comes to the front, then a real mouse click on the button.
+  const click = async page => { await page.bringToFront(); await page.click("#increment"); };
   const a = await open(), b = await open();
   console.log("two demo pages joined");
   await agree([a, b], 0);
-  for (let i = 0; i < 3; i++) await a.click("#increment");
-  for (let i = 0; i < 2; i++) await b.click("#increment");
+  for (let i = 0; i < 3; i++) await click(a);
+  for (let i = 0; i < 2; i++) await click(b);
   await agree([a, b], 5);
   const c = await open();                       // the late joiner
   await agree([c], 5);
-  await c.click("#increment");
+  await click(c);
   await agree([a, b, c], 6);
   const ids = await Promise.all([a, b, c].map(p => p.evaluate(() => window.session.id)));
   assert.equal(new Set(ids).size, 1, "one session");
@@ -207,6 +215,28 @@ async function main() {
   if (shots) await admin.screenshot({ path: join(shots, "admin.png"), fullPage: true });
   console.log("ok - the admin page lists the live session, metrics and this reflector");
 
+  // With an admin token configured the API answers 401 (emulated here by interception, as
+  // the reflector has no token yet): the page asks for it and sends it as a Bearer header.
+  const guarded = await (await browser.createBrowserContext()).newPage();
+  await guarded.setRequestInterception(true);
+  const authorized = [];
+  guarded.on("request", req => {
+    const path = new URL(req.url()).pathname;
+    if (!/^\/(sessions|metrics|v1\/|health\/|admin\/api\/)/.test(path)) return req.continue();
+    if (req.headers().authorization !== "Bearer s3cret")
+      return req.respond({ status: 401, contentType: "application/json", body: '{"error":"admin token required"}' });
+    authorized.push(path);
+    req.continue();
+  });
+  await guarded.goto(`${base}/admin/`, { waitUntil: "load", timeout: 30000 });
+  await until(guarded, "the page asks for a token", () => getComputedStyle(document.getElementById("token-box")).display !== "none");
+  await guarded.type("#token", "s3cret");
+  await guarded.click("#token-save");
+  await until(guarded, "with the token, the session is listed", row, [mine.name, 3]);
+  assert.ok(authorized.includes("/sessions") && authorized.includes("/metrics"), "calls carry the Bearer token");
+  await guarded.close();
+  console.log("ok - on 401 the admin page asks for a token and sends it as Bearer");
+
   // Close the session's clients from the admin page: the POST closes 3 connections.
   admin.on("dialog", d => d.accept());
   const answer = admin.waitForResponse(r => r.url().includes(`/admin/api/sessions/`) && r.request().method() === "POST",
@@ -224,7 +254,7 @@ async function main() {
   assert.ok(back, "the three clients reconnect within 15 s");
   await agree([a, b, c], 6);
   await until(c, "page 3 can click again", () => !document.getElementById("increment").disabled);
-  await c.click("#increment");
+  await click(c);
   await agree([a, b, c], 7);
   console.log("ok - close clients from the admin page; they reconnect and keep the count");
 }
