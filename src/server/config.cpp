@@ -28,6 +28,18 @@ Network
 Storage
   --data-dir DIR            snapshots, persistent data (default ./data)
   --max-blob-bytes N        largest PUT /files/... body (default 268435456)
+  --journal MODE            file: every session's header and events since its
+                            last snapshot are journaled in DATA-DIR/journal
+                            before clients see them, so a restart or crash
+                            resumes the session; none: sessions live in
+                            memory only (default file)
+  --journal-fsync-ms N      fsync the journals every N ms (group commit) off
+                            the event loops; 0 = before any output is sent.
+                            Bounds what a machine crash can lose; a process
+                            crash loses nothing a client saw (default 100)
+  --session-retention D     delete the journal of a session nobody used for D
+                            (seconds, or with a unit: 90m, 12h, 30d)
+                            (default 30d)
 Limits
   --max-frame-bytes N       largest client frame; larger closes with 1009
                             (default 4194304)
@@ -107,6 +119,28 @@ parse_uint(std::string const& s, T& out)
     return true;
 }
 
+/// "3600", "90s", "90m", "12h", "30d" -> seconds (positive).
+bool
+parse_duration_s(std::string const& s, std::uint64_t& out)
+{
+    if (s.empty())
+        return false;
+    std::uint64_t unit = 1;
+    std::string digits = s;
+    switch (s.back()) {
+    case 's': unit = 1; digits.pop_back(); break;
+    case 'm': unit = 60; digits.pop_back(); break;
+    case 'h': unit = 3600; digits.pop_back(); break;
+    case 'd': unit = 86400; digits.pop_back(); break;
+    default: break;
+    }
+    std::uint64_t n = 0;
+    if (!parse_uint(digits, n) || n == 0 || n > std::numeric_limits<std::uint64_t>::max() / unit / 1000)
+        return false;
+    out = n * unit;
+    return true;
+}
+
 }  // namespace
 
 std::optional<config>
@@ -149,6 +183,12 @@ parse_config(int argc, char const* const* argv, std::string& message, bool& help
         {"--seat-ttl-ms", num(c.seat_ttl_ms)},
         {"--redis", str(c.redis)},
         {"--heartbeat-ttl-ms", num(c.heartbeat_ttl_ms)},
+        {"--journal", setter([&c](std::string const& v) {
+             c.journal = v;
+             return v == "file" || v == "none";
+         })},
+        {"--journal-fsync-ms", num(c.journal_fsync_ms)},
+        {"--session-retention", setter([&c](std::string const& v) { return parse_duration_s(v, c.session_retention_s); })},
         {"--shard-retire-ms", num(c.shard_retire_ms)},
         {"--room-policy", setter([&c](std::string const& v) {
              auto eq = v.find('=');

@@ -30,6 +30,9 @@
 // | --room-policy P=C[:F]    | room_policies        | (none)       |
 // | --redis URL              | redis                | (embedded)   |
 // | --heartbeat-ttl-ms N     | heartbeat_ttl_ms     | 10000        |
+// | --journal file|none      | journal              | file         |
+// | --journal-fsync-ms N     | journal_fsync_ms     | 100          |
+// | --session-retention D    | session_retention_s  | 30d          |
 #pragma once
 
 #include <cstdint>
@@ -69,6 +72,10 @@ struct config {
     std::vector<std::string> room_policies;   // "PATTERN=CAPACITY[:OVERFLOW]" per room-name glob
     std::string redis;                        // redis://host:port: cluster mode (shared router state)
     std::uint32_t heartbeat_ttl_ms = 10000;   // a reflector silent this long gets no placements
+    // Durability (docs/durability.md)
+    std::string journal = "file";             // file: session journals in <data-dir>/journal; none: off
+    std::uint32_t journal_fsync_ms = 100;     // group commit period; 0 = fsync before output is flushed
+    std::uint64_t session_retention_s = 30ull * 24 * 3600;  // stored sessions unused this long are deleted
 };
 
 /// Parses argv. Returns nullopt and fills `message` for --help or --version (exit 0)

@@ -8,15 +8,33 @@
 
 namespace lockstep {
 
+namespace {
+
+template <class Bounds, class Buckets>
+void
+observe(worker_metrics& m, Bounds const& bounds, Buckets& buckets, worker_metrics::counter& count,
+        std::atomic<double>& sum, double v) noexcept
+{
+    std::size_t i = 0;
+    while (i < bounds.size() && v > bounds[i])
+        ++i;
+    m.add(buckets[i]);
+    m.add(count);
+    sum.store(sum.load(std::memory_order_relaxed) + v, std::memory_order_relaxed);
+}
+
+}  // namespace
+
 void
 worker_metrics::observe_tick_late(double ms) noexcept
 {
-    std::size_t i = 0;
-    while (i < tick_late_buckets_ms.size() && ms > tick_late_buckets_ms[i])
-        ++i;
-    add(tick_late[i]);
-    add(tick_late_count);
-    tick_late_sum_ms.store(tick_late_sum_ms.load(std::memory_order_relaxed) + ms, std::memory_order_relaxed);
+    observe(*this, tick_late_buckets_ms, tick_late, tick_late_count, tick_late_sum_ms, ms);
+}
+
+void
+worker_metrics::observe_fsync(double seconds) noexcept
+{
+    observe(*this, fsync_buckets_s, fsync, fsync_count, fsync_sum_s, seconds);
 }
 
 std::string
@@ -70,24 +88,44 @@ render_metrics(std::vector<worker_metrics const*> const& workers, close_counter 
            static_cast<long double>(http_requests));
     metric("lockstep_draining", "gauge", "1 while the reflector drains.", draining ? 1 : 0);
 
-    out += "# HELP lockstep_tick_lateness_ms How late ticks fire against their schedule.\n"
-           "# TYPE lockstep_tick_lateness_ms histogram\n";
-    std::uint64_t cum = 0;
-    for (std::size_t i = 0; i <= tick_late_buckets_ms.size(); ++i) {
-        for (auto const* w : workers)
-            cum += w->tick_late[i].load(std::memory_order_relaxed);
-        if (i < tick_late_buckets_ms.size())
-            out += fmt::format("lockstep_tick_lateness_ms_bucket{{le=\"{}\"}} {}\n", tick_late_buckets_ms[i], cum);
-        else
-            out += fmt::format("lockstep_tick_lateness_ms_bucket{{le=\"+Inf\"}} {}\n", cum);
-    }
-    double lsum = 0;
-    std::uint64_t lcount = 0;
-    for (auto const* w : workers) {
-        lsum += w->tick_late_sum_ms.load(std::memory_order_relaxed);
-        lcount += w->tick_late_count.load(std::memory_order_relaxed);
-    }
-    out += fmt::format("lockstep_tick_lateness_ms_sum {}\nlockstep_tick_lateness_ms_count {}\n", lsum, lcount);
+    metric("lockstep_journal_bytes_total", "counter", "Bytes written to session journals.",
+           sum(&worker_metrics::journal_bytes));
+    metric("lockstep_journal_writes_total", "counter", "write(2) calls to session journals (one per session per loop turn with changes).",
+           sum(&worker_metrics::journal_writes));
+    metric("lockstep_journal_write_errors_total", "counter",
+           "Journal writes that failed (disk full, I/O error); the records stay staged and are retried.",
+           sum(&worker_metrics::journal_write_errors));
+    metric("lockstep_journal_tails_dropped_total", "counter",
+           "Torn or corrupt journal tails (or incomplete segments) left out when a session was resumed.",
+           sum(&worker_metrics::journal_tails_dropped));
+    metric("lockstep_sessions_resumed_total", "counter", "Sessions brought back from their journal by a JOIN.",
+           sum(&worker_metrics::sessions_resumed));
+    metric("lockstep_journal_disk_bytes", "gauge", "Bytes in session journals (as of the last retention sweep).",
+           sum(&worker_metrics::journal_disk_bytes));
+    auto histogram = [&](char const* name, char const* help, auto const& bounds, auto buckets, auto sum_member,
+                         auto count_member) {
+        out += fmt::format("# HELP {} {}\n# TYPE {} histogram\n", name, help, name);
+        std::uint64_t cum = 0;
+        for (std::size_t i = 0; i <= bounds.size(); ++i) {
+            for (auto const* w : workers)
+                cum += (w->*buckets)[i].load(std::memory_order_relaxed);
+            if (i < bounds.size())
+                out += fmt::format("{}_bucket{{le=\"{}\"}} {}\n", name, bounds[i], cum);
+            else
+                out += fmt::format("{}_bucket{{le=\"+Inf\"}} {}\n", name, cum);
+        }
+        double total = 0;
+        std::uint64_t count = 0;
+        for (auto const* w : workers) {
+            total += (w->*sum_member).load(std::memory_order_relaxed);
+            count += (w->*count_member).load(std::memory_order_relaxed);
+        }
+        out += fmt::format("{}_sum {}\n{}_count {}\n", name, total, name, count);
+    };
+    histogram("lockstep_journal_fsync_seconds", "Time taken by each journal fdatasync.", fsync_buckets_s,
+              &worker_metrics::fsync, &worker_metrics::fsync_sum_s, &worker_metrics::fsync_count);
+    histogram("lockstep_tick_lateness_ms", "How late ticks fire against their schedule.", tick_late_buckets_ms,
+              &worker_metrics::tick_late, &worker_metrics::tick_late_sum_ms, &worker_metrics::tick_late_count);
 
     out += "# HELP lockstep_closes_total WebSocket closes sent by the reflector, by code.\n"
            "# TYPE lockstep_closes_total counter\n";

@@ -14,6 +14,9 @@ namespace lockstep {
 
 /// Upper bounds (ms) of the tick lateness histogram buckets.
 inline constexpr std::array<double, 10> tick_late_buckets_ms = {0.5, 1, 2, 5, 10, 20, 50, 100, 250, 1000};
+/// Upper bounds (seconds) of the journal fsync latency histogram buckets.
+inline constexpr std::array<double, 10> fsync_buckets_s = {0.0005, 0.001, 0.002, 0.005, 0.01,
+                                                           0.02,   0.05,  0.1,   0.25,  1};
 
 struct alignas(64) worker_metrics {
     using counter = std::atomic<std::uint64_t>;
@@ -36,6 +39,17 @@ struct alignas(64) worker_metrics {
     std::array<counter, tick_late_buckets_ms.size() + 1> tick_late{};  // last = +Inf
     counter tick_late_count{0};
     std::atomic<double> tick_late_sum_ms{0};
+    // Journal (docs/durability.md). Written by the worker; the fsync histogram by the
+    // journal's fsync thread (or the worker when --journal-fsync-ms is 0), never both.
+    counter journal_bytes{0};         // bytes written to session journals
+    counter journal_writes{0};        // write(2) calls to session journals
+    counter journal_write_errors{0};  // failed journal writes (records kept, retried)
+    counter journal_tails_dropped{0}; // torn or corrupt journal tails found on resume
+    counter sessions_resumed{0};      // sessions brought back from their journal
+    gauge journal_disk_bytes{0};      // bytes in this worker's journals (at the last sweep)
+    std::array<counter, fsync_buckets_s.size() + 1> fsync{};  // last = +Inf
+    counter fsync_count{0};
+    std::atomic<double> fsync_sum_s{0};
 
     void
     add(counter& c, std::uint64_t n = 1) noexcept
@@ -48,6 +62,7 @@ struct alignas(64) worker_metrics {
         g.store(g.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
     }
     void observe_tick_late(double ms) noexcept;
+    void observe_fsync(double seconds) noexcept;
 };
 
 /// Close codes are counted from any thread (closes are rare), under a mutex.
