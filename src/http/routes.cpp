@@ -72,7 +72,18 @@ sessions(server_state& st, request&& req, reply_fn reply)
                                 {"log", s.log_size()},
                                 {"tick_ms", s.tick_ms()},
                                 {"timeline", s.timeline()},
-                                {"worker", wk.index}});
+                                {"worker", wk.index},
+                                {"state", "live"}});
+            }
+            // Stored: not in memory, resumed by the next JOIN (docs/durability.md).
+            if (wk.journal) {
+                auto owned = [&wk](std::string const& id) { return &wk.st.worker_for(id) == &wk; };
+                auto live = [&wk](std::string const& id) {
+                    auto* slot = wk.find_session(id);
+                    return slot && slot->s.created();
+                };
+                for (auto& id : wk.journal->stored(owned, live))
+                    mine.push_back({{"id", std::move(id)}, {"worker", wk.index}, {"state", "stored"}});
             }
             std::lock_guard lock(g->mu);
             for (auto& e : mine)

@@ -313,6 +313,8 @@ private:
     {
         if (blocked_ || close_started_)
             return;
+        // Write before show: what this output reports is in the journal first.
+        w_.journal_barrier();
         auto& gate = ws_.next_layer();
         if (gate.beast_busy()) {  // Beast is writing a control frame: go after it
             gate.after_beast([self = shared_from_this()] { self->write_now(); });

@@ -6,6 +6,7 @@
 #include "router/router.hpp"
 #include "reflector/session.hpp"
 #include "server/config.hpp"
+#include "server/durability.hpp"
 #include "server/metrics.hpp"
 #include "server/server.hpp"
 #include "store/file_store.hpp"
@@ -61,6 +62,18 @@ struct worker {
     std::unordered_map<std::string, std::unique_ptr<session_slot>> sessions;
     std::unordered_map<connection*, std::weak_ptr<connection>> connections;
     std::thread thread;
+    /// Session journals (null with --journal none). Write before show: journal_barrier()
+    /// runs before any output reaches a socket.
+    std::unique_ptr<session_journal> journal;
+    net::steady_timer sweep_timer{ioc};
+    void
+    journal_barrier()
+    {
+        if (journal)
+            journal->barrier();
+    }
+    /// Retention sweep of the stored sessions this worker owns, then every few minutes.
+    void start_journal_sweep(std::chrono::milliseconds first);
 
     /// Corking: connections with new output register here and are written once, after
     /// every handler that was ready in this turn of the event loop has run, so frames

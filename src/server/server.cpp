@@ -21,7 +21,32 @@ session_slot::session_slot(worker& wk, std::string const& id)
 {
 }
 
-worker::worker(server_state& state, unsigned i) : st(state), index(i) {}
+worker::worker(server_state& state, unsigned i) : st(state), index(i)
+{
+    if (st.cfg.journal == "file") {
+        durability_options o;
+        o.dir = st.cfg.data_dir + "/journal";
+        o.fsync_ms = static_cast<std::int32_t>(std::min<std::uint32_t>(st.cfg.journal_fsync_ms, 3'600'000));
+        o.retention_s = st.cfg.session_retention_s;
+        journal = std::make_unique<session_journal>(std::move(o), metrics);
+    }
+}
+
+void
+worker::start_journal_sweep(std::chrono::milliseconds first)
+{
+    if (!journal)
+        return;
+    sweep_timer.expires_after(first);
+    sweep_timer.async_wait([this](error_code ec) {
+        if (ec)
+            return;
+        auto mine = [this](std::string const& id) { return &st.worker_for(id) == this; };
+        auto live = [this](std::string const& id) { return find_session(id) != nullptr; };
+        journal->sweep(mine, live);
+        start_journal_sweep(std::chrono::minutes(5));
+    });
+}
 
 void
 worker::schedule_flush(std::shared_ptr<flushable> f, bool urgent)
@@ -157,8 +182,13 @@ session_slot&
 worker::session_for(std::string const& id)
 {
     auto& slot = sessions[id];
-    if (!slot)
+    if (!slot) {
         slot = std::make_unique<session_slot>(*this, id);
+        // Lazily, once: the first JOIN for a stored session brings it back, on this
+        // thread, so a second JOIN finds it in memory.
+        if (journal)
+            journal->resume(slot->s);
+    }
     return *slot;
 }
 
@@ -172,10 +202,15 @@ worker::find_session(std::string const& id)
 void
 worker::after(session_slot& slot)
 {
+    if (journal)
+        journal->capture(slot.s);
     if (slot.s.expired()) {
         if (slot.s.created()) {
-            spdlog::info("session {} ended (no clients for {} ms)", slot.s.id(), st.sopts.linger_ms);
+            spdlog::info("session {} {} (no clients for {} ms)", slot.s.id(),
+                         journal ? "left memory, its journal stays" : "ended", st.sopts.linger_ms);
             metrics.add(metrics.sessions, -1);
+            if (journal)
+                journal->release(slot.s.id());
         }
         sessions.erase(slot.s.id());  // destroys slot (and cancels its timer)
         return;
@@ -374,6 +409,8 @@ server::run()
     for (auto& w : st.workers)
         if (st.cfg.max_coalesce_us > 0 || st.cfg.max_tick_stretch_pct > 100)
             net::post(w->ioc, [wp = w.get()] { wp->start_load_sampling(); });
+    for (auto& w : st.workers)
+        net::post(w->ioc, [wp = w.get()] { wp->start_journal_sweep(std::chrono::seconds(5)); });
     for (std::size_t i = 1; i < st.workers.size(); ++i)
         st.workers[i]->thread = std::thread([w = st.workers[i].get()] { w->run(); });
     st.workers[0]->run();
@@ -400,8 +437,13 @@ server::drain()
     // HTTP stays up (readiness answers 503, so load balancers move away); new
     // WebSocket upgrades are refused with 503; the router stops placing sessions here.
     net::post(st.workers[0]->ioc, [this] { impl_->st.heartbeat(port()); });
+    // Everything journaled and on disk before clients are asked to reconnect.
     for (auto& w : st.workers)
-        net::post(w->ioc, [wp = w.get()] { close_all_connections(*wp, protocol::close_code::going_away, "reflector draining"); });
+        net::post(w->ioc, [wp = w.get()] {
+            if (wp->journal)
+                wp->journal->sync();
+            close_all_connections(*wp, protocol::close_code::going_away, "reflector draining");
+        });
     // Give clients the drain timeout to go, then stop.
     auto timer = std::make_shared<net::steady_timer>(st.workers[0]->ioc);
     auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(st.cfg.drain_timeout_ms);
@@ -437,6 +479,7 @@ server::stop()
         net::post(w->ioc, [wp = w.get()] {
             wp->load_timer.cancel();
             wp->coalesce_timer.cancel();
+            wp->sweep_timer.cancel();
         });
     net::post(impl_->st.workers[0]->ioc, [this] { impl_->hb_timer.cancel(); });
     for (auto& w : impl_->st.workers)

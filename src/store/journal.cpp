@@ -898,9 +898,6 @@ journal_writer::flush()
         f.staged.clear();
         f.staged_records = 0;
     }
-    if (!r.failed.empty())
-        spdlog::error("journal: {} sessions could not be written ({}); their records stay staged",
-                      r.failed.size(), r.error.message());
     if (batch.segments.empty() && batch.obsolete.empty())
         return r;
     if (!syncer_.joinable()) {

@@ -210,6 +210,8 @@ public:
     flush_result flush();
     /// True while records of this session are staged (not yet written).
     bool pending(std::string const& id) const;
+    /// True while any records are staged.
+    bool dirty() const noexcept { return !dirty_.empty(); }
 
     /// The session left memory: its file is closed (after the pending fsync); the
     /// journal stays. Staged records are flushed first.
