@@ -101,26 +101,33 @@ session_journal::rebase(session const& s, journaled& j)
 void
 session_journal::flush()
 {
+    bool was_failing = !failing_.empty();
     auto r = writer_.flush();
     mirror_stats();
-    if (r.failed.empty()) {
-        if (failing_)
-            spdlog::info("journal: writing again");
-        failing_ = false;
-        return;
-    }
-    if (!failing_)
-        spdlog::error("journal: cannot write {} session(s) (first: {}): {}; their records stay staged and are retried",
+    // A session's staged records are all retried by each flush: written now, or failing.
+    for (auto it = failing_.begin(); it != failing_.end();)
+        it = writer_.pending(*it) ? std::next(it) : failing_.erase(it);
+    for (auto const& id : r.failed)
+        failing_.insert(id);
+    if (was_failing && failing_.empty())
+        spdlog::info("journal: writing again; every staged record is on disk");
+    if (!r.failed.empty() && !was_failing)
+        spdlog::error("journal: cannot write {} session(s) (first: {}): {}; their clients are closed with 1013 "
+                      "and their records kept in memory until a write succeeds",
                       r.failed.size(), r.failed.front(), r.error.message());
-    failing_ = true;
 }
 
-void
+bool
 session_journal::release(std::string const& id)
 {
     writer_.close(id);
+    if (writer_.pending(id)) {
+        failing_.insert(id);
+        return false;
+    }
     sessions_.erase(id);
     mirror_stats();
+    return true;
 }
 
 std::vector<std::string>

@@ -17,6 +17,7 @@
 #include <functional>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 
 namespace lockstep {
 
@@ -48,8 +49,17 @@ public:
         if (writer_.dirty())
             flush();
     }
-    /// The session leaves memory; its journal stays.
-    void release(std::string const& id);
+    /// The session leaves memory; its journal stays. False (nothing released) while its
+    /// journal cannot be written: the session must stay in memory, or what it holds
+    /// that is not on disk yet would be lost.
+    bool release(std::string const& id);
+    /// True while the session's records cannot be written (disk full, I/O error). Its
+    /// output must not be shown; it is retried at every barrier.
+    bool
+    failing(std::string const& id) const
+    {
+        return !failing_.empty() && failing_.count(id) > 0;
+    }
     /// Ids of the stored sessions for which `mine` is true and `live` is false.
     std::vector<std::string> stored(std::function<bool(std::string const&)> const& mine,
                                     std::function<bool(std::string const&)> const& live) const;
@@ -78,7 +88,7 @@ private:
     journal::writer_stats stats_;
     journal::journal_writer writer_;
     std::unordered_map<std::string, journaled> sessions_;
-    bool failing_ = false;
+    std::unordered_set<std::string> failing_;  // sessions whose last write failed
 };
 
 }  // namespace lockstep

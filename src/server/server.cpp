@@ -205,12 +205,12 @@ worker::after(session_slot& slot)
     if (journal)
         journal->capture(slot.s);
     if (slot.s.expired()) {
+        if (journal && slot.s.created() && !journal->release(slot.s.id()))
+            return;  // its journal cannot be written: kept in memory (a JOIN retries)
         if (slot.s.created()) {
             spdlog::info("session {} {} (no clients for {} ms)", slot.s.id(),
                          journal ? "left memory, its journal stays" : "ended", st.sopts.linger_ms);
             metrics.add(metrics.sessions, -1);
-            if (journal)
-                journal->release(slot.s.id());
         }
         sessions.erase(slot.s.id());  // destroys slot (and cancels its timer)
         return;

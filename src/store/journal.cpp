@@ -978,6 +978,8 @@ journal_writer::close(std::string const& id)
         return;
     if (!it->second.staged.empty())
         flush();
+    if (!it->second.staged.empty())
+        return;  // not written (disk full): kept, so nothing is lost
     files_.erase(id);  // the fsync thread keeps its reference to the segment until synced
 }
 

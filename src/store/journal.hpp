@@ -214,7 +214,8 @@ public:
     bool dirty() const noexcept { return !dirty_.empty(); }
 
     /// The session left memory: its file is closed (after the pending fsync); the
-    /// journal stays. Staged records are flushed first.
+    /// journal stays. Staged records are flushed first; if that fails, nothing is
+    /// closed and they stay staged (pending() tells).
     void close(std::string const& id);
     /// Deletes a session's journal (retention). Not for a session this writer has open.
     std::error_code remove(std::string const& id);

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -65,7 +66,9 @@ public:
             if (fsize_ != RLIM_INFINITY) {
                 // A file-size limit stands in for a full disk: writes past it fail (EFBIG).
                 ::signal(SIGXFSZ, SIG_IGN);
-                rlimit r{fsize_, fsize_};
+                rlimit r{};
+                ::getrlimit(RLIMIT_FSIZE, &r);
+                r.rlim_cur = fsize_;  // the hard limit stays: the test can lift this one again
                 ::setrlimit(RLIMIT_FSIZE, &r);
             }
             std::vector<char*> args;
@@ -113,6 +116,9 @@ public:
         return pid_ > 0 && ::kill(pid_, 0) == 0;
     }
     std::uint16_t port() const { return port_; }
+    pid_t pid() const { return pid_; }
+    /// Later starts run without the file-size limit.
+    void lift_file_size_limit() { fsize_ = RLIM_INFINITY; }
     fs::path data() const { return dir_ / "data"; }
     std::string
     log() const
@@ -341,4 +347,70 @@ TEST(durability, journal_none_keeps_sessions_in_memory_only)
     EXPECT_NE((*sync)["args"]["timeline"], a.timeline);
     EXPECT_EQ((*sync)["args"]["messages"].size(), 0u);
     EXPECT_FALSE(fs::exists(r.data() / "journal"));
+}
+
+TEST(durability, a_full_disk_closes_that_sessions_clients_and_loses_nothing_accepted)
+{
+    // Files may grow to 256 KiB: the first session's journal fills that, the other's not.
+    reflector_process r({"--session-linger-ms", "300"}, 256 * 1024);
+    auto b = play(r.port(), "fullB", 5);
+    ASSERT_EQ(payloads(b, "inc"), 5u);
+
+    ws_client a(r.port(), "/fullA");
+    a.send_json(join_msg("alice"));
+    seen sa;
+    watch(a, sa, [&] { return !sa.timeline.empty(); });
+    std::string big(2000, 'x');
+    for (int i = 0; i < 200; ++i)
+        a.send_json(send_msg("big" + std::to_string(i) + big));
+    watch(a, sa, [&] { return a.closed(); }, 10s);
+    EXPECT_EQ(a.close_code(), 1013);
+    auto shown = payloads(sa, "big");
+    EXPECT_GT(shown, 0u);
+    EXPECT_LT(shown, 200u);  // what did not fit was never shown
+    EXPECT_TRUE(r.running());
+    EXPECT_GT(r.metric("lockstep_journal_write_errors_total"), 0);
+    EXPECT_NE(r.log().find("cannot write 1 session(s) (first: fullA)"), std::string::npos) << r.log();
+
+    // The other session goes on.
+    auto b2 = play(r.port(), "fullB", 3);
+    EXPECT_EQ(b2.timeline, b.timeline);
+    EXPECT_EQ(payloads(b2, "inc"), 3u);
+
+    // While the disk is full the session is not shown to anyone.
+    {
+        ws_client again(r.port(), "/fullA");
+        again.send_json(join_msg("alice"));
+        EXPECT_FALSE(again.recv_action("SYNC", 1s));
+        EXPECT_EQ(again.wait_close(3s), 1013);
+    }
+    // Space again: everything it accepted was kept and comes back, also after a crash.
+    rlimit limit{};
+    ASSERT_EQ(::prlimit(r.pid(), RLIMIT_FSIZE, nullptr, &limit), 0);
+    limit.rlim_cur = limit.rlim_max;
+    ASSERT_EQ(::prlimit(r.pid(), RLIMIT_FSIZE, &limit, nullptr), 0) << std::strerror(errno);
+    std::vector<json> messages;
+    for (int attempt = 0; attempt < 2; ++attempt) {
+        ws_client c(r.port(), "/fullA");
+        c.send_json(join_msg("alice"));
+        auto sync = c.recv_action("SYNC", 5s);
+        ASSERT_TRUE(sync) << "close " << c.close_code() << "\n" << r.log();
+        auto const& m = (*sync)["args"]["messages"];
+        EXPECT_EQ((*sync)["args"]["timeline"], sa.timeline);
+        ASSERT_GE(m.size(), sa.recvs.size());
+        for (std::size_t i = 0; i < sa.recvs.size(); ++i)
+            EXPECT_EQ(m[i], sa.recvs[i]) << i;
+        if (attempt == 0) {
+            messages.assign(m.begin(), m.end());
+            EXPECT_GT(messages.size(), sa.recvs.size());  // accepted before the failure, shown now
+            c.drop();
+            ASSERT_TRUE(r.signal_and_wait(SIGKILL));
+            r.lift_file_size_limit();
+            r.start();
+        } else {
+            ASSERT_GE(m.size(), messages.size());
+            for (std::size_t i = 0; i < messages.size(); ++i)
+                EXPECT_EQ(m[i], messages[i]) << i;
+        }
+    }
 }
