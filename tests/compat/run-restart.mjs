@@ -9,6 +9,7 @@
 //   - the session kept its timeline and model time continued instead of restarting at 0;
 //   - the reconnect was seamless: the library logged "seamless rejoin successful", and
 //     no view was torn down and rebuilt.
+// And: after everyone left and the linger time passed, a new client gets the old state.
 //
 //   LOCKSTEP_REFLECTOR_BIN=build/bin/lockstep-reflector node --test tests/compat/run-restart.mjs
 //
@@ -60,11 +61,11 @@ async function ready(port) {
 
 /** A lockstep-reflector process on a fixed port and data dir; start() may be called again. */
 class Reflector {
-    constructor(port, dir) { this.port = port; this.dir = dir; this.runs = 0; }
+    constructor(port, dir, more = []) { this.port = port; this.dir = dir; this.more = more; this.runs = 0; }
     async start() {
         const log = createWriteStream(join(LOG_DIR, `reflector-${this.port}-${++this.runs}.log`));
         this.proc = spawn(BIN, ["--bind", "127.0.0.1", "--port", String(this.port), "--data-dir", this.dir,
-            "--drain-timeout-ms", "3000"], { stdio: ["ignore", "pipe", "pipe"] });
+            "--drain-timeout-ms", "3000", ...this.more], { stdio: ["ignore", "pipe", "pipe"] });
         children.add(this.proc);
         this.proc.stdout.pipe(log);
         this.proc.stderr.pipe(log);
@@ -151,5 +152,42 @@ async function scenario(signal) {
     }
 }
 
+// Everyone leaves; past the linger time the session is only in the journal; a new client
+// joining then gets the old state (from the snapshot and the log), not a fresh session.
+async function emptyRoom() {
+    assert.ok(BIN, "LOCKSTEP_REFLECTOR_BIN must name the reflector binary");
+    const port = await freePort();
+    const dir = mkdtempSync(join(tmpdir(), "lockstep-restart-data-"));
+    const refl = new Reflector(port, dir, ["--session-linger-ms", "500"]);
+    await refl.start();
+    const env = {
+        LIB: "multisynq", REFLECTOR: `ws://127.0.0.1:${port}/reflector`, FILES: `http://127.0.0.1:${port}/files`,
+        SESSION: `linger-${Date.now()}`, SEND_MS: String(SEND_MS), HARD_TIMEOUT_MS: String(60000 * SLOW),
+    };
+    try {
+        const first = await runClient("A", { ...env, SENDS: "12", RUN_MS: "7000", SNAPSHOT_AT: "5200", EXPECT_COUNT: "12" });
+        assert.equal(first.code, 0, `first client: ${first.result && first.result.error}`);
+        assert.equal(first.result.count, 12);
+        let stored = false;
+        for (let i = 0; i < 100 && !stored; i++) {  // bounded: 5 s
+            await sleep(50);
+            const list = await (await fetch(`http://127.0.0.1:${port}/sessions`)).json();
+            stored = list.length > 0 && list.every(e => e.state === "stored");
+        }
+        assert.ok(stored, "the session did not leave memory after the linger time");
+        const later = await runClient("L", { ...env, SENDS: "0", RUN_MS: "1500", EXPECT_COUNT: "12" });
+        assert.equal(later.code, 0, `late client: ${later.result && later.result.error}`);
+        assert.equal(later.result.count, 12, "the old state is not there");
+        assert.ok(first.result.snapsSent.length >= 1, "no snapshot before everyone left");
+        assert.equal(later.result.initRan, 0, "the late client ran init() instead of loading the old snapshot");
+        assert.equal(later.result.firstSync.timeline, first.result.syncs[0].timeline, "a fresh session was made");
+        assert.ok(later.result.modelTime > first.result.modelTime, "model time restarted");
+    } finally {
+        await refl.stop("SIGTERM");
+        rmSync(dir, { recursive: true, force: true });
+    }
+}
+
+test("real client joining a session everyone left long ago gets its state", { timeout: 120000 * SLOW }, emptyRoom);
 test("real client across a SIGKILL restart of the reflector", { timeout: 120000 * SLOW }, () => scenario("SIGKILL"));
 test("real client across a SIGTERM (drain) restart of the reflector", { timeout: 120000 * SLOW }, () => scenario("SIGTERM"));
