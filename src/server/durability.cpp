@@ -78,6 +78,10 @@ session_journal::capture(session const& s)
     }
     // No client may be shown a session time the journal does not cover.
     if (s.time_ms() > j.lease_ms) {
+        if (++j.seen_records > opts_.seen_per_base) {
+            rebase(s, j);  // compaction without a snapshot: the seen records go
+            return;
+        }
         j.lease_ms = s.time_ms() + opts_.lease_ms;
         writer_.seen(s.id(), j.lease_ms);
     }
@@ -96,6 +100,7 @@ session_journal::rebase(session const& s, journaled& j)
     j.header_version = s.header_version();
     j.snapshot = snapshot_of(h);
     j.lease_ms = h.time_ms;  // the base covers time up to here; the next tick stages a lease
+    j.seen_records = 0;
 }
 
 void

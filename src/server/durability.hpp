@@ -25,6 +25,8 @@ struct durability_options {
     std::string dir;                    // <data-dir>/journal
     std::int32_t fsync_ms = 100;        // group commit period; 0 = before output is flushed
     std::uint32_t lease_ms = 1000;      // "seen" records run this far ahead of session time
+    std::uint32_t seen_per_base = 3600; // after this many seen records the session is rewritten
+                                        // (an idle session's journal does not grow forever)
     std::uint64_t retention_s = 30ull * 24 * 3600;  // stored sessions unused this long are deleted
 };
 
@@ -77,6 +79,7 @@ private:
         std::uint64_t header_version = 0;
         std::string snapshot;           // snapshot time/seq/url of the base or last header
         std::int64_t lease_ms = -1;     // latest seen record staged
+        std::uint32_t seen_records = 0; // seen records since the base
     };
 
     void flush();

@@ -197,3 +197,33 @@ TEST_F(journal_fixture, an_unreadable_journal_is_moved_aside_and_the_session_sta
         aside = aside || e.path().filename().string().rfind("S.unreadable-", 0) == 0;
     EXPECT_TRUE(aside);
 }
+
+TEST_F(journal_fixture, an_idle_sessions_journal_does_not_grow_forever)
+{
+    durability_options o;
+    o.dir = dir.string();
+    o.fsync_ms = 0;
+    o.seen_per_base = 5;
+    session_journal j(o, metrics);
+    session s("S", clock, opts, nullptr, &metrics);
+    test_peer a;
+    s.join(a, join_args("va"));
+    j.capture(s);
+    std::uintmax_t largest = 0;
+    for (int second = 0; second < 30; ++second) {  // ticks only, no events, no snapshot
+        run_ms(s, j, 1000);
+        j.barrier();
+        for (auto const& f : segments())
+            largest = std::max(largest, fs::file_size(f));
+    }
+    auto files = segments();
+    ASSERT_EQ(files.size(), 1u);
+    EXPECT_GT(files[0].filename().string(), "0000000000000003.lsj");  // rewritten several times
+    EXPECT_LT(largest, 1000u);
+    // And what it says is still right.
+    auto last_tick = a.of("TICK").back()["args"].get<std::int64_t>();
+    session r("S", clock, opts, nullptr, &metrics);
+    session_journal j2(o, metrics);
+    ASSERT_TRUE(j2.resume(r));
+    EXPECT_GE(r.time_ms(), last_tick);
+}
