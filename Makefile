@@ -2,7 +2,7 @@
 #   make run    set up, build, start the reflector on ws://127.0.0.1:9090 (data in ./data)
 #   make test   set up, build, run every test (unit, integration, compatibility)
 #   make bench  set up, build, run the benchmarks (rewrites docs/performance.md)
-#   make test-asan, make fuzz: the same tests under sanitizers; the codec fuzzer
+#   make test-asan, make fuzz: the same tests under sanitizers; every fuzz target (60 s each)
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 PORT ?= 9090
 

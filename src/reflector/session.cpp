@@ -1,7 +1,6 @@
 #include "reflector/session.hpp"
 
 #include "protocol/json_scan.hpp"
-#include "server/metrics.hpp"
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
@@ -97,8 +96,8 @@ number_of(json const& o, char const* key)
 }  // namespace
 
 session::session(std::string id, clock_source const& clock, session_options const& opts,
-                 persistence_index* persistence, worker_metrics* metrics)
-    : id_(std::move(id)), clock_(clock), opts_(opts), persistence_(persistence), metrics_(metrics)
+                 persistence_index* persistence, session_counters* counters, load_signal const* load)
+    : id_(std::move(id)), clock_(clock), opts_(opts), persistence_(persistence), metrics_(counters), load_(load)
 {
 }
 
@@ -127,8 +126,8 @@ std::int64_t
 session::tick_period_us() const noexcept
 {
     std::int64_t period = static_cast<std::int64_t>(tick_ms_) * 1000;
-    if (metrics_) {  // overload protection (--max-tick-stretch) thins ticks
-        auto pct = metrics_->tick_stretch_pct.load(std::memory_order_relaxed);
+    if (load_) {  // overload protection (--max-tick-stretch) thins ticks
+        auto pct = load_->tick_stretch_pct();
         if (pct > 100)
             period = period * pct / 100;
     }

@@ -3,7 +3,6 @@
 // protocol; this file only reads and sets the session's fields.
 #include "reflector/session.hpp"
 
-#include "server/metrics.hpp"
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>

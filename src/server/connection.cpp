@@ -1,11 +1,15 @@
-// One WebSocket client. Beast does the handshake, the reads and the control frames;
-// outbound data frames are pre-encoded by the session, appended to this connection's
-// output buffer and written with one non-blocking send() per flush (see
-// gated_stream.hpp for how those writes and Beast's own frames stay apart).
+// One WebSocket client, I/O only. Beast does the handshake, the reads and the control
+// frames; each text frame read goes to the reflector's dispatch (reflector/dispatch.hpp)
+// with this connection as the peer and its worker as the host. Outbound data frames
+// are pre-encoded by the session, appended to this connection's output buffer and
+// written with one non-blocking send() per flush (see gated_stream.hpp for how those
+// writes and Beast's own frames stay apart).
+//
+// @par Thread safety
+// A connection lives on one worker's thread; every member is used only there.
 #include "server/gated_stream.hpp"
 #include "server/internal.hpp"
 
-#include "protocol/codec.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -32,13 +36,17 @@ constexpr std::size_t compact_bytes = 64u << 10;
 class connection final : public peer, public flushable, public std::enable_shared_from_this<connection> {
 public:
     connection(server_state& st, worker& w, tcp::socket sock, std::string session_id)
-        : st_(st), w_(w), ws_(std::move(sock)), session_id_(std::move(session_id)), join_timer_(w.ioc)
+        : st_(st), w_(w), ws_(std::move(sock)), join_timer_(w.ioc)
     {
         error_code ec;
         auto ep = ws_.next_layer().next_layer().remote_endpoint(ec);
         serial_ = st_.next_conn_id.fetch_add(1);
-        tag_ = ec ? fmt::format("c{} ? {}", serial_, session_id_.substr(0, 8))
-                  : fmt::format("c{} {}:{} {}", serial_, ep.address().to_string(), ep.port(), session_id_.substr(0, 8));
+        tag_ = ec ? fmt::format("c{} ? {}", serial_, session_id.substr(0, 8))
+                  : fmt::format("c{} {}:{} {}", serial_, ep.address().to_string(), ep.port(), session_id.substr(0, 8));
+        m_.session_id = std::move(session_id);
+        // This connection's name in the router, unique in the cluster and across
+        // restarts: "<reflector id>#<process instance>:<serial>".
+        m_.conn_key = st_.self_id + "#" + st_.instance + ":" + std::to_string(serial_);
     }
 
     ~connection() override { w_.metrics.add(w_.metrics.queue_bytes, -static_cast<std::int64_t>(pending())); }
@@ -46,7 +54,7 @@ public:
     void
     start(http::request<http::string_body> req)
     {
-        seat_token_ = router::router::token_from_path(std::string_view(req.target().data(), req.target().size()));
+        m_.seat_token = router::token_from_path(std::string_view(req.target().data(), req.target().size()));
         w_.connections[this] = weak_from_this();
         w_.metrics.add(w_.metrics.connections, 1);
         ws_.next_layer().next_layer().set_option(tcp::no_delay(true));
@@ -158,7 +166,7 @@ private:
         }
         accepted_ = true;
         spdlog::debug("{} connected", tag_);
-        if (session_id_.empty()) {
+        if (m_.session_id.empty()) {
             spdlog::info("{} no session id in the URL path: closing 4100", tag_);
             close(close_code::outdated_protocol, "outdated protocol");
         } else if (!close_requested_) {
@@ -175,7 +183,7 @@ private:
     void
     on_join_timeout(error_code ec)
     {
-        if (ec || joined_ || close_requested_)
+        if (ec || m_.join_seen || close_requested_)
             return;
         spdlog::info("{} sent no JOIN within {} ms: closing 4121", tag_, st_.cfg.join_timeout_ms);
         close(close_code::never_joined, "client never joined");
@@ -212,90 +220,14 @@ private:
                 close(close_code::unsupported_data, "binary frames are not supported");
             } else {
                 auto data = rbuf_.cdata();
-                try {
-                    handle(std::string_view(static_cast<char const*>(data.data()), data.size()));
-                } catch (std::exception const& e) {
-                    // Nothing a frame contains may end the process or touch other sessions.
-                    spdlog::error("{} frame handling failed: {}: closing 1011", tag_, e.what());
-                    close(close_code::internal_error, "internal error");
-                }
+                bool joined_before = m_.join_seen;
+                dispatch(w_, m_, *this, std::string_view(static_cast<char const*>(data.data()), data.size()));
+                if (m_.join_seen && !joined_before)
+                    join_timer_.cancel();
             }
         }
         rbuf_.consume(rbuf_.size());
         do_read();
-    }
-
-    void
-    handle(std::string_view text)
-    {
-        codec::client_frame f;
-        auto r = codec::parse_client_frame(text, f, scratch_);
-        if (r != codec::parse_result::ok) {
-            spdlog::info("{} {}: closing 4102", tag_,
-                         r == codec::parse_result::not_json ? "frame is not JSON" : "frame is not a JSON object");
-            close(close_code::malformed_message, "malformed message");
-            return;
-        }
-        using codec::action;
-        switch (f.act) {
-        case action::send:
-            if (!slot_) {
-                spdlog::debug("{} SEND before JOIN ignored", tag_);
-                return;
-            }
-            slot_->s.send(*this, f.args, f.tags);
-            w_.after(*slot_);
-            return;
-        case action::join: {
-            joined_ = true;
-            join_timer_.cancel();
-            auto& slot = w_.session_for(session_id_);
-            if (slot.s.join(*this, f.args.empty() ? std::string_view("null") : f.args)) {
-                slot_ = &slot;
-                if (!seat_token_.empty() && !seat_confirmed_)  // came through a router seat
-                    seat_confirmed_ = st_.rtr->member_joined(seat_token_, slot.s.name(), conn_key());
-            }
-            w_.after(slot);
-            return;
-        }
-        case action::tutti:
-        case action::snap:
-        case action::save:
-        case action::ticks: {
-            // Like the reference, these work on the URL's session even without a JOIN
-            // on this socket, but the session must exist.
-            session_slot* s = slot_ ? slot_ : w_.find_session(session_id_);
-            if (!s || !s->s.created()) {
-                spdlog::info("{} {} for unknown session: closing 4000", tag_, f.action_name);
-                close(close_code::unknown_session, "unknown session");
-                return;
-            }
-            if (f.act == action::tutti)
-                s->s.tutti(*this, f.args);
-            else if (f.act == action::snap)
-                s->s.snap(*this, f.args);
-            else if (f.act == action::save)
-                s->s.save(*this, f.args);
-            else
-                s->s.ticks(*this, f.args);
-            w_.after(*s);
-            return;
-        }
-        case action::ping:
-            if (slot_)
-                slot_->s.ping(*this, f.args);
-            else
-                deliver(codec::make_pong(f.args));
-            return;
-        case action::pulse:
-            return;
-        case action::log:
-            spdlog::info("{} LOG {}", tag_, f.args.substr(0, 2000));
-            return;
-        case action::unknown:
-            spdlog::warn("{} unknown action {} ignored", tag_, f.action_name.substr(0, 100));
-            return;
-        }
     }
 
     // ---- output: one buffer, written by non-blocking send() until the socket is full ----
@@ -317,7 +249,7 @@ private:
         // journal cannot be written (disk full), nothing of it is shown: the client is
         // asked to come back later, and the session keeps its events in memory.
         w_.journal_barrier();
-        if (w_.journal && w_.journal->failing(session_id_)) {
+        if (w_.journal && w_.journal->failing(m_.session_id)) {
             if (!close_requested_)
                 spdlog::warn("{} session journal cannot be written: closing 1013", tag_);
             drop_output();  // keeps only the rest of a frame already begun (journaled before)
@@ -473,43 +405,22 @@ private:
             return;
         finished_ = true;
         join_timer_.cancel();
-        if (slot_) {
-            auto* s = slot_;
-            slot_ = nullptr;
-            s->s.disconnect(*this);
-            w_.after(*s);
-        }
-        if (seat_confirmed_) {
-            // A normal leave (close 1000 from the client) frees the seat; a drop keeps
-            // it reserved for a reconnect.
-            bool left = ws_.reason().code == websocket::close_code::normal;
-            st_.rtr->member_left(seat_token_, left, conn_key());
-        }
+        // A normal leave (close 1000 from the client) frees a router seat; a drop keeps
+        // it reserved for a reconnect.
+        hang_up(w_, m_, *this, ws_.reason().code == websocket::close_code::normal);
         w_.connections.erase(this);
         w_.metrics.add(w_.metrics.connections, -1);
         spdlog::debug("{} disconnected", tag_);
-    }
-
-    /// This connection's name in the router, unique in the cluster and across restarts:
-    /// "<reflector id>#<process instance>:<serial>".
-    std::string
-    conn_key() const
-    {
-        return st_.self_id + "#" + st_.instance + ":" + std::to_string(serial_);
     }
 
     server_state& st_;
     worker& w_;
     std::uint64_t serial_ = 0;
     websocket::stream<gated_stream> ws_;
-    std::string session_id_;
     std::string tag_;
     beast::flat_buffer rbuf_;
-    std::vector<json_scan::member> scratch_;
     net::steady_timer join_timer_;
-    session_slot* slot_ = nullptr;  // set once a JOIN was answered with SYNC
-    std::string seat_token_;         // router seat from the URL path (/r/<token>/<id>)
-    bool seat_confirmed_ = false;
+    membership m_;                   // the session and seat, as the dispatch keeps them
 
     std::string out_;                // frames not yet taken by the socket, from out_off_
     std::size_t out_off_ = 0;
@@ -520,7 +431,6 @@ private:
     bool blocked_ = false;           // the socket is full: waiting until it is writable
     bool flush_scheduled_ = false;
     bool urgent_scheduled_ = false;
-    bool joined_ = false;
     bool close_requested_ = false;
     bool close_started_ = false;
     bool finished_ = false;
@@ -552,7 +462,7 @@ start_websocket(server_state& st, worker& from, tcp::socket sock, http::request<
         spdlog::warn("cannot hand over socket: {}", ec.message());
         return;
     }
-    net::post(target.ioc, [&st, &target, protocol, fd, req = std::move(req), id = std::move(session_id)]() mutable {
+    target.defer([&st, &target, protocol, fd, req = std::move(req), id = std::move(session_id)]() mutable {
         error_code ec2;
         tcp::socket s(target.ioc);
         s.assign(protocol, fd, ec2);

@@ -8,33 +8,15 @@
 
 namespace lockstep {
 
-namespace {
-
-template <class Bounds, class Buckets>
-void
-observe(worker_metrics& m, Bounds const& bounds, Buckets& buckets, worker_metrics::counter& count,
-        std::atomic<double>& sum, double v) noexcept
-{
-    std::size_t i = 0;
-    while (i < bounds.size() && v > bounds[i])
-        ++i;
-    m.add(buckets[i]);
-    m.add(count);
-    sum.store(sum.load(std::memory_order_relaxed) + v, std::memory_order_relaxed);
-}
-
-}  // namespace
-
-void
-worker_metrics::observe_tick_late(double ms) noexcept
-{
-    observe(*this, tick_late_buckets_ms, tick_late, tick_late_count, tick_late_sum_ms, ms);
-}
-
 void
 worker_metrics::observe_fsync(double seconds) noexcept
 {
-    observe(*this, fsync_buckets_s, fsync, fsync_count, fsync_sum_s, seconds);
+    std::size_t i = 0;
+    while (i < fsync_buckets_s.size() && seconds > fsync_buckets_s[i])
+        ++i;
+    add(fsync[i]);
+    add(fsync_count);
+    fsync_sum_s.store(fsync_sum_s.load(std::memory_order_relaxed) + seconds, std::memory_order_relaxed);
 }
 
 std::string

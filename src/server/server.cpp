@@ -3,6 +3,7 @@
 #include "server/internal.hpp"
 
 #include "directory/redis_directory.hpp"
+#include "router/memory_directory.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -17,7 +18,7 @@ namespace lockstep {
 // ------------------------------------------------------------------ sessions/workers
 
 session_slot::session_slot(worker& wk, std::string const& id)
-    : w(wk), s(id, wk.clock, wk.st.sopts, &wk.st.persistence, &wk.metrics), timer(wk.ioc)
+    : session(id, wk.clock, wk.st.sopts, &wk.st.persistence, &wk.metrics, &wk.load), w(wk), timer(wk.ioc)
 {
 }
 
@@ -71,7 +72,7 @@ worker::schedule_flush(std::shared_ptr<flushable> f, bool urgent)
     if (flush_posted)
         return;
     flush_posted = true;
-    net::post(ioc, [this] {
+    defer([this] {
         flush_posted = false;
         auto list = std::move(to_flush);
         to_flush.clear();
@@ -124,12 +125,13 @@ worker::start_load_sampling()
         // Overload: more writes are due than the core can make. Coalescing cannot merge
         // ticks (each is due at its own time), so thin them: events keep their latency
         // and the clients' clocks still advance, in coarser steps.
-        auto stretch = metrics.tick_stretch_pct.load(std::memory_order_relaxed);
+        auto stretch = load.tick_stretch_pct();
         auto max_stretch = static_cast<std::int64_t>(std::max<std::uint32_t>(100, st.cfg.max_tick_stretch_pct));
         if (busy > 0.9 && (coalesce_us >= max_us || max_us == 0) && stretch < max_stretch)
             stretch = std::min(max_stretch, stretch * 5 / 4 + 1);
         else if (busy < 0.75 && stretch > 100)
             stretch = std::max<std::int64_t>(100, stretch * 4 / 5);
+        load.set_tick_stretch_pct(stretch);
         metrics.tick_stretch_pct.store(stretch, std::memory_order_relaxed);
         start_load_sampling();
     });
@@ -178,7 +180,7 @@ worker::run_loop()
     }
 }
 
-session_slot&
+session&
 worker::session_for(std::string const& id)
 {
     auto& slot = sessions[id];
@@ -187,12 +189,12 @@ worker::session_for(std::string const& id)
         // Lazily, once: the first JOIN for a stored session brings it back, on this
         // thread, so a second JOIN finds it in memory.
         if (journal)
-            journal->resume(slot->s);
+            journal->resume(*slot);
     }
     return *slot;
 }
 
-session_slot*
+session*
 worker::find_session(std::string const& id)
 {
     auto it = sessions.find(id);
@@ -200,22 +202,68 @@ worker::find_session(std::string const& id)
 }
 
 void
-worker::after(session_slot& slot)
+worker::seat_joined(std::string const& token, std::string const& name, std::string const& conn)
 {
+    st.directory.seat_joined(token, name, conn);
+}
+
+void
+worker::seat_left(std::string const& token, bool normal, std::string const& conn)
+{
+    st.directory.seat_left(token, normal, conn);
+}
+
+nlohmann::json
+worker::session_list() const
+{
+    nlohmann::json mine = nlohmann::json::array();
+    for (auto const& [id, s] : sessions) {
+        if (!s->created())
+            continue;
+        mine.push_back({{"id", id},
+                        {"name", s->name()},
+                        {"clients", s->client_count()},
+                        {"active", s->active_count()},
+                        {"time", s->current_time_ms()},
+                        {"seq", s->seq()},
+                        {"log", s->log_size()},
+                        {"tick_ms", s->tick_ms()},
+                        {"timeline", s->timeline()},
+                        {"worker", index},
+                        {"state", "live"}});
+    }
+    // Stored: not in memory, resumed by the next JOIN (docs/durability.md).
+    if (journal) {
+        auto owned = [this](std::string const& id) { return &st.worker_for(id) == this; };
+        auto live = [this](std::string const& id) {
+            auto it = sessions.find(id);
+            return it != sessions.end() && it->second->created();
+        };
+        for (auto& id : journal->stored(owned, live))
+            mine.push_back({{"id", std::move(id)}, {"worker", index}, {"state", "stored"}});
+    }
+    return mine;
+}
+
+void
+worker::touched(session& s)
+{
+    auto& slot = static_cast<session_slot&>(s);  // every session of a worker is a slot
     if (journal)
-        journal->capture(slot.s);
-    if (slot.s.expired()) {
-        if (journal && slot.s.created() && !journal->release(slot.s.id()))
+        journal->capture(slot);
+    if (slot.expired()) {
+        if (journal && slot.created() && !journal->release(slot.id()))
             return;  // its journal cannot be written: kept in memory (a JOIN retries)
-        if (slot.s.created()) {
-            spdlog::info("session {} {} (no clients for {} ms)", slot.s.id(),
+        if (slot.created()) {
+            spdlog::info("session {} {} (no clients for {} ms)", slot.id(),
                          journal ? "left memory, its journal stays" : "ended", st.sopts.linger_ms);
             metrics.add(metrics.sessions, -1);
         }
-        sessions.erase(slot.s.id());  // destroys slot (and cancels its timer)
+        std::string id = slot.id();  // not a reference into what erase() destroys
+        sessions.erase(id);          // destroys slot (and cancels its timer)
         return;
     }
-    auto deadline = slot.s.next_deadline_us();
+    auto deadline = slot.next_deadline_us();
     if (deadline == slot.armed_us)
         return;
     slot.armed_us = deadline;
@@ -225,29 +273,23 @@ worker::after(session_slot& slot)
     }
     slot.timer.expires_at(net::steady_timer::time_point(std::chrono::microseconds(deadline)));
     // The handler finds the slot by id: it may have been deleted meanwhile.
-    slot.timer.async_wait([this, id = slot.s.id(), slotp = &slot](error_code ec) {
+    slot.timer.async_wait([this, id = slot.id(), slotp = &slot](error_code ec) {
         if (ec)
             return;
-        auto* s = find_session(id);
-        if (s != slotp)
+        auto it = sessions.find(id);
+        if (it == sessions.end() || it->second.get() != slotp)
             return;
-        s->armed_us = std::numeric_limits<std::int64_t>::max();
-        s->s.on_timer();
-        after(*s);
+        slotp->armed_us = std::numeric_limits<std::int64_t>::max();
+        slotp->on_timer();
+        touched(*slotp);
     });
 }
 
-server_state::server_state(config c)
-    : cfg(std::move(c)), files(cfg.data_dir),
-      persistence(files, [this](std::function<void()> f) { net::post(disk, std::move(f)); })
+namespace {
+
+router::options
+router_options(config const& cfg)
 {
-    sopts.linger_ms = cfg.session_linger_ms;
-    sopts.requ_threshold = cfg.log_requ_threshold;
-    sopts.log_max = cfg.log_max;
-    sopts.default_tick_ms = cfg.default_tick_ms;
-    sopts.reflector_name = cfg.region;
-    for (unsigned i = 0; i < cfg.threads; ++i)
-        workers.push_back(std::make_unique<worker>(*this, i));
     router::options ro;
     ro.defaults.capacity = cfg.room_capacity;
     ro.defaults.overflow = cfg.room_overflow;
@@ -263,19 +305,40 @@ server_state::server_state(config c)
             pol.overflow = std::strtod(end + 1, nullptr);
         ro.patterns.emplace_back(p.substr(0, eq), pol);
     }
-    if (cfg.redis.empty())
-        rtr = std::make_unique<router::router>(router_clock, std::move(ro), cfg.heartbeat_ttl_ms);
-    else
-        rtr = std::make_unique<router::redis_directory>(cfg.redis, std::move(ro), cfg.heartbeat_ttl_ms);
+    return ro;
 }
 
-void
-server_state::heartbeat(std::uint16_t port)
+std::unique_ptr<router::directory>
+make_directory(config const& cfg, clock_source const& clock)
+{
+    if (cfg.redis.empty())
+        return std::make_unique<router::memory_directory>(clock, router_options(cfg), cfg.heartbeat_ttl_ms);
+    return std::make_unique<router::redis_directory>(cfg.redis, router_options(cfg), cfg.heartbeat_ttl_ms);
+}
+
+}  // namespace
+
+server_state::server_state(config c)
+    : cfg(std::move(c)), files(cfg.data_dir),
+      persistence(files, [this](std::function<void()> f) { net::post(disk, std::move(f)); }),
+      directory(make_directory(cfg, router_clock))
+{
+    sopts.linger_ms = cfg.session_linger_ms;
+    sopts.requ_threshold = cfg.log_requ_threshold;
+    sopts.log_max = cfg.log_max;
+    sopts.default_tick_ms = cfg.default_tick_ms;
+    sopts.reflector_name = cfg.region;
+    for (unsigned i = 0; i < cfg.threads; ++i)
+        workers.push_back(std::make_unique<worker>(*this, i));
+}
+
+router::reflector_info
+server_state::self_info(std::uint16_t port) const
 {
     router::reflector_info r;
     r.id = self_id;
     // A draining reflector stays registered as draining: no new placements.
-    r.draining = draining.load();
+    r.draining = draining_.load();
     r.instance = instance;
     r.region = cfg.region;
     auto pub = cfg.public_url;
@@ -291,7 +354,50 @@ server_state::heartbeat(std::uint16_t port)
     for (auto const& w : workers)
         load += w->metrics.connections.load(std::memory_order_relaxed);
     r.load = static_cast<double>(load);
-    rtr->register_reflector(std::move(r));
+    return r;
+}
+
+std::string
+server_state::metrics_text() const
+{
+    return render_metrics(metrics(), closes, http_requests.load(), draining_.load());
+}
+
+void
+server_state::list_sessions(unique_function<void(nlohmann::json)> done)
+{
+    struct gather {
+        std::mutex mu;
+        nlohmann::json list = nlohmann::json::array();
+        std::size_t left;
+        unique_function<void(nlohmann::json)> done;
+    };
+    auto g = std::make_shared<gather>();
+    g->left = workers.size();
+    g->done = std::move(done);
+    for (auto& wp : workers) {
+        worker& wk = *wp;
+        wk.defer([g, &wk] {
+            auto mine = wk.session_list();
+            std::lock_guard lock(g->mu);
+            for (auto& e : mine)
+                g->list.push_back(std::move(e));
+            if (--g->left == 0)
+                g->done(std::move(g->list));
+        });
+    }
+}
+
+void
+server_state::with_directory(unique_function<void(router::directory&)> task)
+{
+    directory.post(std::move(task));
+}
+
+void
+server_state::run_blocking(unique_function<void()> task)
+{
+    net::post(disk, std::move(task));
 }
 
 worker&
@@ -320,20 +426,6 @@ struct server::impl {
     std::condition_variable cv;
     bool drain_requested = false;
     std::vector<std::optional<net::executor_work_guard<net::io_context::executor_type>>> guards;
-
-    net::steady_timer hb_timer{st.workers[0]->ioc};
-
-    void
-    arm_heartbeat(std::uint16_t port)
-    {
-        hb_timer.expires_after(std::chrono::milliseconds(std::min<std::uint32_t>(2000, st.cfg.heartbeat_ttl_ms / 5)));
-        hb_timer.async_wait([this, port](error_code ec) {
-            if (ec || stopped)
-                return;
-            st.heartbeat(port);
-            arm_heartbeat(port);
-        });
-    }
 
     explicit impl(config c) : st(std::move(c)), acceptor(st.workers[0]->ioc)
     {
@@ -366,7 +458,7 @@ struct server::impl {
                     return;
                 spdlog::warn("accept: {}", ec.message());
             } else {
-                net::post(w.ioc, [this, &w, s = std::move(sock)]() mutable {
+                w.defer([this, &w, s = std::move(sock)]() mutable {
                     error_code ignored;
                     s.set_option(tcp::no_delay(true), ignored);
                     start_http(st, w, std::move(s));
@@ -401,16 +493,17 @@ server::run()
     for (std::size_t i = 0; i < st.workers.size(); ++i)
         impl_->guards[i].emplace(st.workers[i]->ioc.get_executor());
     impl_->do_accept();
-    // Register with the router now and refresh every 2 s (load and heartbeat).
+    // Register with the router now and refresh every 2 s (load and heartbeat), on the
+    // directory thread: a slow Redis never holds up an event loop.
     st.self_id = st.cfg.reflector_id.empty() ? st.cfg.region + "-" + std::to_string(port()) : st.cfg.reflector_id;
     st.instance = std::to_string(std::random_device{}()) + std::to_string(std::random_device{}());
-    st.heartbeat(port());
-    impl_->arm_heartbeat(port());
+    st.directory.start_heartbeat(std::chrono::milliseconds(std::min<std::uint32_t>(2000, st.cfg.heartbeat_ttl_ms / 5)),
+                                 [&st, p = port()] { return st.self_info(p); });
     for (auto& w : st.workers)
         if (st.cfg.max_coalesce_us > 0 || st.cfg.max_tick_stretch_pct > 100)
-            net::post(w->ioc, [wp = w.get()] { wp->start_load_sampling(); });
+            w->defer([wp = w.get()] { wp->start_load_sampling(); });
     for (auto& w : st.workers)
-        net::post(w->ioc, [wp = w.get()] { wp->start_journal_sweep(std::chrono::seconds(5)); });
+        w->defer([wp = w.get()] { wp->start_journal_sweep(std::chrono::seconds(5)); });
     for (std::size_t i = 1; i < st.workers.size(); ++i)
         st.workers[i]->thread = std::thread([w = st.workers[i].get()] { w->run(); });
     st.workers[0]->run();
@@ -418,6 +511,7 @@ server::run()
         if (st.workers[i]->thread.joinable())
             st.workers[i]->thread.join();
     st.disk.join();
+    st.directory.stop();
     spdlog::info("lockstep-reflector stopped");
 }
 
@@ -425,7 +519,7 @@ void
 server::drain()
 {
     auto& st = impl_->st;
-    if (st.draining.exchange(true))
+    if (st.draining_.exchange(true))
         return;
     spdlog::info("draining: not ready, refusing new WebSocket sessions, asking {} clients to reconnect elsewhere",
                  [&] {
@@ -436,10 +530,10 @@ server::drain()
                  }());
     // HTTP stays up (readiness answers 503, so load balancers move away); new
     // WebSocket upgrades are refused with 503; the router stops placing sessions here.
-    net::post(st.workers[0]->ioc, [this] { impl_->st.heartbeat(port()); });
+    st.directory.post([&st, p = port()](router::directory& d) { d.register_reflector(st.self_info(p)); });
     // Everything journaled and on disk before clients are asked to reconnect.
     for (auto& w : st.workers)
-        net::post(w->ioc, [wp = w.get()] {
+        w->defer([wp = w.get()] {
             if (wp->journal)
                 wp->journal->sync();
             close_all_connections(*wp, protocol::close_code::going_away, "reflector draining");
@@ -465,7 +559,7 @@ server::drain()
                 (*check)();
         });
     };
-    net::post(st.workers[0]->ioc, [check] { (*check)(); });
+    st.workers[0]->defer([check] { (*check)(); });
 }
 
 void
@@ -476,12 +570,11 @@ server::stop()
     for (auto& g : impl_->guards)
         g.reset();
     for (auto& w : impl_->st.workers)
-        net::post(w->ioc, [wp = w.get()] {
+        w->defer([wp = w.get()] {
             wp->load_timer.cancel();
             wp->coalesce_timer.cancel();
             wp->sweep_timer.cancel();
         });
-    net::post(impl_->st.workers[0]->ioc, [this] { impl_->hb_timer.cancel(); });
     for (auto& w : impl_->st.workers)
         w->ioc.stop();
 }

@@ -40,7 +40,7 @@
 // (a worker); only its internal fsync thread runs beside it.
 #pragma once
 
-#include "reflector/session_record.hpp"
+#include "reflector/journal_record.hpp"
 
 #include <atomic>
 #include <condition_variable>

@@ -32,8 +32,8 @@ echo "reflector on port $port (log: $work/reflector.log)"
 
 # The full matrix always runs here: variables that would narrow it (COMPAT_LIBS,
 # COMPAT_SCENARIOS) are removed, and the TAP summary must show every case passed.
-# 1 preflight + 2 libraries x 3 scenarios (replay, snapshot, router).
-expected=7
+# 1 preflight + 2 libraries x 4 scenarios (replay, snapshot, router, bigsync).
+expected=9
 status=0
 env -u COMPAT_LIBS -u COMPAT_SCENARIOS \
   LOCKSTEP_URL="ws://127.0.0.1:$port/reflector" LOCKSTEP_FILES="http://127.0.0.1:$port/files" \

@@ -1,4 +1,5 @@
-// Plain HTTP on the reflector port, and detection of WebSocket upgrades.
+// One plain-HTTP connection on the reflector port (I/O only: the routes are in
+// src/http/), and the hand-off of WebSocket upgrades to the worker of their session.
 #include "http/routes.hpp"
 #include "server/internal.hpp"
 
@@ -14,9 +15,9 @@ namespace {
 constexpr std::size_t max_header_bytes = 16 * 1024;
 constexpr std::size_t max_plain_body_bytes = 64 * 1024;
 
-class http_session : public std::enable_shared_from_this<http_session> {
+class http_connection : public std::enable_shared_from_this<http_connection> {
 public:
-    http_session(server_state& st, worker& w, tcp::socket sock) : st_(st), w_(w), stream_(std::move(sock)) {}
+    http_connection(server_state& st, worker& w, tcp::socket sock) : st_(st), w_(w), stream_(std::move(sock)) {}
 
     void
     start()
@@ -94,11 +95,12 @@ private:
                                        std::string_view(req.target().data(), std::min<std::size_t>(req.target().size(), 200)));
         auto replied = std::make_shared<std::atomic<bool>>(false);
         try {
-            http_routes::handle(st_, w_, std::move(req), [self, replied](http::message_generator msg) mutable {
+            http_routes::handle(st_, std::move(req), [self, replied](http::message_generator msg) mutable {
                 replied->store(true);
-                // Routes may answer from another thread (disk pool, other workers).
-                net::dispatch(self->stream_.get_executor(),
-                              [self, msg = std::move(msg)]() mutable { self->write(std::move(msg)); });
+                // Routes may answer from another thread (directory thread, disk pool,
+                // other workers): back onto this connection's worker through its entry point.
+                auto& w = self->w_;
+                w.defer([self = std::move(self), msg = std::move(msg)]() mutable { self->write(std::move(msg)); });
             });
         } catch (std::exception const& e) {
             // Nothing a request contains may end the process: answer 500 and log it.
@@ -153,7 +155,7 @@ private:
             spdlog::info("http: upgrade path is not UTF-8: 400");
             return fail_status(http::status::bad_request, "path is not UTF-8", false);
         }
-        if (st_.draining.load()) {
+        if (st_.draining()) {
             return fail_status(http::status::service_unavailable, "draining", false);
         }
         stream_.expires_never();
@@ -180,7 +182,7 @@ private:
 void
 start_http(server_state& st, worker& w, tcp::socket sock)
 {
-    std::make_shared<http_session>(st, w, std::move(sock))->start();
+    std::make_shared<http_connection>(st, w, std::move(sock))->start();
 }
 
 }  // namespace lockstep
