@@ -2,12 +2,15 @@
 #include "protocol/codec.hpp"
 #include "protocol/json_scan.hpp"
 #include "reflector/session.hpp"
+#include "store/journal.hpp"
 
 #include <lockstep/version.hpp>
 
 #include <benchmark/benchmark.h>
 
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <string_view>
 #include <spdlog/spdlog.h>
 
@@ -110,6 +113,100 @@ bm_validate_json(benchmark::State& st)
     st.SetBytesProcessed(static_cast<std::int64_t>(st.iterations() * frame.size()));
 }
 BENCHMARK(bm_validate_json);
+
+// ---- the session journal (docs/durability.md) ----
+
+/// A journal dir with `sessions` stored sessions of `events` events (120-byte payloads),
+/// written as segment files directly (no fsync: only the reading is measured).
+std::string
+stored_journal(std::string const& name, int sessions, int events)
+{
+    auto dir = std::filesystem::temp_directory_path() / ("lockstep-bench-journal-" + name);
+    std::filesystem::remove_all(dir);
+    manual_clock clock;
+    session_options opts;
+    for (int k = 0; k < sessions; ++k) {
+        session s("S" + std::to_string(k), clock, opts);
+        null_peer p;
+        s.join(p, R"({"version":1,"apiKey":"x","user":"u","ticks":{"tick":50}})");
+        auto send = "[0,0,\"" + std::string(120, 'x') + "\",3]";
+        for (int i = 0; i < events; ++i)
+            s.send(p, send, {});
+        auto h = s.header();
+        auto bytes = journal::file_header();
+        journal::append_header(bytes, h);
+        s.each_logged_after(h.seq - static_cast<std::uint32_t>(s.log_size()),
+                            [&](std::uint32_t q, std::string_view e) { journal::append_event(bytes, q, e); });
+        journal::append_base(bytes);
+        auto sdir = dir / journal::encode_id(h.id);
+        std::filesystem::create_directories(sdir);
+        std::ofstream(sdir / "0000000000000001.lsj", std::ios::binary) << bytes;
+    }
+    return dir.string();
+}
+
+// Resume of one session with a 10,000-event journal: read, check, rebuild every RECV.
+void
+bm_journal_resume(benchmark::State& st)
+{
+    spdlog::set_level(spdlog::level::warn);
+    auto dir = stored_journal("resume", 1, static_cast<int>(st.range(0)));
+    journal::journal_writer w({dir, 1000, {}});
+    manual_clock clock;
+    session_options opts;
+    for (auto _ : st) {
+        std::error_code ec;
+        auto stored = w.load("S0", ec);
+        session s("S0", clock, opts);
+        if (!stored || !s.restore(stored->header, stored->events, stored->resume_time_ms))
+            st.SkipWithError("resume failed");
+        benchmark::DoNotOptimize(s.log_size());
+    }
+    std::filesystem::remove_all(dir);
+}
+BENCHMARK(bm_journal_resume)->Arg(10000);
+
+// Start-up with N stored sessions: the journal opens without reading them (and the
+// first JOIN reads only its own).
+void
+bm_journal_startup(benchmark::State& st)
+{
+    spdlog::set_level(spdlog::level::warn);
+    auto dir = stored_journal("startup" + std::to_string(st.range(0)), static_cast<int>(st.range(0)), 2);
+    for (auto _ : st) {
+        journal::journal_writer w({dir, 1000, {}});
+        std::error_code ec;
+        benchmark::DoNotOptimize(w.load("S0", ec));
+    }
+    std::filesystem::remove_all(dir);
+}
+BENCHMARK(bm_journal_startup)->Arg(10)->Arg(10000);
+
+// One loop turn's journal write for a session: stage an event, write it (fsync elsewhere).
+void
+bm_journal_append(benchmark::State& st)
+{
+    auto dir = (std::filesystem::temp_directory_path() / "lockstep-bench-journal-append").string();
+    std::filesystem::remove_all(dir);
+    {
+        journal::journal_writer w({dir, 1000, {}});
+        session_header h;
+        h.id = "A";
+        h.timeline = "t";
+        h.tick_ms = 50;
+        w.begin_base(h);
+        w.end_base("A");
+        w.flush();
+        auto element = "[100,1,\"" + std::string(120, 'x') + "\",3]";
+        std::uint32_t seq = 0;
+        for (auto _ : st) {
+            w.event("A", ++seq, element);
+            benchmark::DoNotOptimize(w.flush());
+        }
+    }
+    std::filesystem::remove_all(dir);
+}
+BENCHMARK(bm_journal_append);
 
 }  // namespace
 

@@ -96,6 +96,12 @@ start_reflector 1
 for r in $rates_400c; do run fanout-400c --sessions 20 --clients 400 --rate "$r" --payload 120 --tps 20; done
 stop_reflector
 
+# 1c. The same without the session journal (--journal none): what durability costs
+# (docs/durability.md; the journal's default fsync policy is on in 1b).
+start_reflector 1 --journal none
+for r in $rates; do run fanout-400c-nojournal --sessions 20 --clients 400 --rate "$r" --payload 120 --tps 20; done
+stop_reflector
+
 # 2. Scale: 10,000 clients in 200 sessions of 50 at 20 ticks/s, one event per 5 s each.
 start_reflector 1
 run scale --sessions 200 --clients 10000 --rate 0.2 --payload 120 --tps 20 --join-timeout 120

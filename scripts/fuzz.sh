@@ -7,6 +7,7 @@
 #   codec  JSON scanner vs nlohmann (both directions), client frames, SEND -> RECV
 #   paths  /v1 path segments and /files blob paths vs a reference implementation
 #   join   JOIN arguments vs the documented rules
+#   journal  the session journal reader: raw segment files, after a valid header, framed records
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-60}
@@ -16,10 +17,10 @@ if ! command -v clang++ >/dev/null || ! ls /usr/lib/llvm-*/lib/clang/*/lib/linux
   if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
   $SUDO apt-get install -y -qq clang libclang-rt-14-dev >/dev/null
 fi
-targets=(codec paths join)
+targets=(codec paths join journal)
 cmake -S . -B build-fuzz -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DLOCKSTEP_FUZZ=ON -DLOCKSTEP_TESTS=OFF -DLOCKSTEP_BENCH=OFF -DLOCKSTEP_EXAMPLES=OFF >/dev/null
-cmake --build build-fuzz -j "$(nproc)" --target lockstep-codec-fuzz lockstep-paths-fuzz lockstep-join-fuzz
+cmake --build build-fuzz -j "$(nproc)" --target lockstep-codec-fuzz lockstep-paths-fuzz lockstep-join-fuzz lockstep-journal-fuzz
 seed() {  # seed <target> <input>...
   local dir=build-fuzz/corpus/$1
   shift
@@ -34,6 +35,20 @@ seed codec '{"action":"SEND","args":[1,0,"payload",3],"tags":{"debounce":5000,"m
 seed paths 'rooms/lobby/join' 'apps/a%2Fb/snap.json?x=1' 'x/y/.lockstep-1.tmp' 'a/../b' '%zz' 'sessions/abc/'
 seed join '{"version":1,"apiKey":"x","user":["v",1],"ticks":{"tick":50,"delay":10,"scale":2},"tove":{"a":1}}' \
   '{"version":0,"apiKey":"x"}' '{"version":"1","leaveDelay":100,"flags":{"rawtime":1}}' '[1]'
+# Journal seeds: the first byte picks the mode (tests/fuzz/journal_fuzz.cpp). Mode 2 frames
+# (type, length, payload) triples: a header, two events, a base, a seen record.
+byte() { printf "\\$(printf '%03o' "$1")"; }
+record() { local p; p=$(printf '%b' "$2"); byte "$1"; byte "$(printf '%s' "$p" | wc -c)"; printf '%s' "$p"; }
+mkdir -p build-fuzz/corpus/journal
+{
+  byte 2
+  record 1 '{"id":"F","name":"","appId":"","persistentId":"","timeline":"t","tick":100,"delay":0,"scale":1,"tove":"","flags":"{}","snapshotUrl":"","snapshotTime":"","snapshotSeq":0,"persistedUrl":"","time":0,"seq":4294967282}'
+  record 2 '\xf1\xff\xff\xff[5,4294967281,"a",0]'
+  record 2 '\xf2\xff\xff\xff[9,4294967282,{"what":"users","joined":["u"]}]'
+  record 4 ''
+  record 3 '\x10\x27\x01\x01\x01\x01\x01\x01'
+} > build-fuzz/corpus/journal/seed-framed
+{ byte 1; byte 4; byte 0; byte 0; byte 0; byte 0; } > build-fuzz/corpus/journal/seed-after-header
 for t in "${targets[@]}"; do
   echo "fuzz: $t for ${secs}s"
   log=build-fuzz/$t.log

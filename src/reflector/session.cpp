@@ -189,6 +189,7 @@ session::join(peer& p, std::string_view args_raw)
                 persisted_url_ = *url;
         if (metrics_)
             metrics_->add(metrics_->sessions, 1);
+        ++header_version_;
         log_event(spdlog::level::info, {.event = "session_start", .session = id_, .app = app_id_, .name = name_},
                   fmt::format("session {} created: name='{}' tick={}ms{} timeline={}", id_, name_, tick_ms_,
                               persisted_url_.empty() ? "" : " persisted", timeline_));
@@ -204,7 +205,10 @@ session::join(peer& p, std::string_view args_raw)
                     f[k] = true;
         }
         rawtime_ = f.contains("rawtime");
-        flags_ = f.dump();
+        auto flags = f.dump();
+        if (flags != flags_)
+            ++header_version_;
+        flags_ = std::move(flags);
     }
 
     client* c = find(p);
@@ -669,6 +673,7 @@ session::snap(peer& p, std::string_view args_raw)
     snapshot_time_raw_ = args["time"].dump();
     snapshot_seq_ = sseq;
     snapshot_url_ = url->get<std::string>();
+    ++header_version_;
     spdlog::info("session {} snapshot @{}#{} ({} messages trimmed, {} kept)", id_, snapshot_time_raw_, sseq,
                  dropped, log_.size());
 }
@@ -707,6 +712,7 @@ session::ticks(peer& p, std::string_view args_raw)
     auto s = number_of(args, "scale");
     scale_ = s && *s > 0 ? std::clamp(*s, 1.0 / 64, 64.0) : 1.0;
     scaled_start_us_ = static_cast<double>(clock_.now_us()) - current / scale_;
+    ++header_version_;  // delay, scale or tick may have changed
     if (auto t = number_of(args, "tick"); t && *t > 0) {
         tick_ms_ = static_cast<std::uint32_t>(std::max(1.0, std::min(*t, 3'600'000.0)));
         if (!delaying_)

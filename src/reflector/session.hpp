@@ -14,11 +14,13 @@
 #include "protocol/codec.hpp"
 #include "common/clock.hpp"
 #include "reflector/ports.hpp"
+#include "reflector/journal_record.hpp"
 
 #include <lockstep/protocol/constants.hpp>
 
 #include <cstdint>
 #include <deque>
+#include <iterator>
 #include <limits>
 #include <map>
 #include <memory>
@@ -99,6 +101,32 @@ public:
     std::string const& timeline() const noexcept { return timeline_; }
     /// Connected peers that joined (for router membership).
     std::vector<std::string> users() const;
+
+    // ---- durability (the journal; implemented in session_durable.cpp) ----
+
+    /// The savable header now (time_ms and seq as of the last event or tick).
+    session_header header() const;
+    /// Grows whenever a header field other than time and seq changes (creation, SNAP,
+    /// TICKS, a JOIN that changes the flags): the owner journals a header then.
+    std::uint64_t header_version() const noexcept { return header_version_; }
+    /// Calls `fn(seq, element)` for each logged event after seq `after`, oldest first
+    /// (after == seq() calls nothing; an `after` the log no longer holds calls all).
+    template <class F>
+    void
+    each_logged_after(std::uint32_t after, F&& fn) const
+    {
+        auto it = log_.end();
+        while (it != log_.begin() && protocol::seq_before(after, std::prev(it)->seq))
+            --it;
+        for (; it != log_.end(); ++it)
+            fn(it->seq, it->msg->element());
+    }
+    /// Makes a not yet created session the stored one: same timeline, the seq goes on
+    /// from h.seq, session time from resume_time_ms (the latest any client was shown),
+    /// the snapshot and the log come back byte for byte. No clients; it lingers like an
+    /// emptied session until someone joins. False (session unchanged) when the session
+    /// exists already or the stored data does not fit together.
+    bool restore(session_header const& h, std::vector<logged_event> const& log, std::int64_t resume_time_ms);
 
 private:
     struct client {
@@ -207,6 +235,8 @@ private:
     std::map<std::string, tally> tallies_;
     std::map<std::string, double> completed_tallies_;  // key -> sendTime; "sentinel" special
     std::map<std::string, std::int64_t> debounce_;     // msgID -> clock µs
+
+    std::uint64_t header_version_ = 0;
 };
 
 }  // namespace lockstep

@@ -3,6 +3,8 @@
 #include "common/options.hpp"
 
 #include <algorithm>
+#include <charconv>
+#include <limits>
 #include <cstdlib>
 #include <thread>
 
@@ -40,6 +42,17 @@ define(cli::options& o, config& c)
     o.add("--max-blob-bytes", c.max_blob_bytes, "largest PUT /files/... body (larger: 413)",
           "Bodies are held in memory while uploading, so this also bounds per-upload memory. Snapshots of "
           "typical apps are KB–MB");
+    o.add("--journal", c.journal, "file: journal every session in DATA-DIR/journal so restarts and crashes resume it; none: memory only",
+          "Each loop turn's events are written before any client sees them ([docs/durability.md](durability.md)); "
+          "`none` gives the old behaviour (a restart starts every session afresh)")
+        ->check(CLI::IsMember({"file", "none"}));
+    o.add("--journal-fsync-ms", c.journal_fsync_ms,
+          "fsync the journals every N ms (group commit) off the event loops; 0 = before output is sent",
+          "Bounds what a machine crash can lose; a process crash loses nothing a client saw");
+    o.add("--session-retention", c.session_retention,
+          "delete the journal of a session nobody used for this long (seconds, or 90m, 12h, 30d)",
+          "Sessions leave memory after `--session-linger-ms` but stay stored until then")
+        ->type_name("D");
     o.group("Limits");
     o.add("--max-frame-bytes", c.max_frame_bytes, "largest client frame; larger closes with 1009 (minimum 1024)",
           "Client events are at most 16 KiB; raise only for unusual clients");
@@ -119,6 +132,30 @@ Every option is also read from the environment variable shown, and from
 the TOML file given with --config (key = option name without --);
 a flag beats the environment, which beats the file.)";
 
+/// "3600", "90s", "90m", "12h", "30d" -> seconds (positive).
+bool
+parse_duration_s(std::string const& s, std::uint64_t& out)
+{
+    if (s.empty())
+        return false;
+    std::uint64_t unit = 1;
+    std::string_view digits = s;
+    switch (s.back()) {
+    case 's': unit = 1; digits.remove_suffix(1); break;
+    case 'm': unit = 60; digits.remove_suffix(1); break;
+    case 'h': unit = 3600; digits.remove_suffix(1); break;
+    case 'd': unit = 86400; digits.remove_suffix(1); break;
+    default: break;
+    }
+    std::uint64_t n = 0;
+    auto r = std::from_chars(digits.data(), digits.data() + digits.size(), n);
+    if (r.ec != std::errc{} || r.ptr != digits.data() + digits.size() || n == 0 ||
+        n > std::numeric_limits<std::uint64_t>::max() / unit / 1000)
+        return false;
+    out = n * unit;
+    return true;
+}
+
 /// Checks what the parser cannot, fills computed defaults; an error message or "".
 std::string
 validate(config& c)
@@ -128,6 +165,8 @@ validate(config& c)
             return "--bind, --data-dir and --region must not be empty";
     if (!(c.room_overflow > 0 && c.room_overflow <= 1))
         return "--room-overflow must be above 0 and at most 1";
+    if (!parse_duration_s(c.session_retention, c.session_retention_s))
+        return "--session-retention must be a positive number of seconds, or end in s, m, h or d";
     if (c.threads == 0)
         c.threads = std::max(1u, std::thread::hardware_concurrency());
     if (c.log_format != "text" && c.log_format != "json") {

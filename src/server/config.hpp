@@ -41,6 +41,11 @@ struct config {
     std::vector<std::string> room_policies;   // "PATTERN=CAPACITY[:OVERFLOW]" per room-name glob
     std::string redis;                        // redis://host:port: cluster mode (shared router state)
     std::uint32_t heartbeat_ttl_ms = 10000;   // a reflector silent this long gets no placements
+    // Durability (docs/durability.md)
+    std::string journal = "file";             // file: session journals in <data-dir>/journal; none: off
+    std::uint32_t journal_fsync_ms = 100;     // group commit period; 0 = fsync before output is flushed
+    std::string session_retention = "30d";    // --session-retention as given (s, m, h or d)
+    std::uint64_t session_retention_s = 30ull * 24 * 3600;  // the same in seconds: stored sessions unused this long are deleted
 };
 
 /// Parses argv, the environment and --config. Returns nullopt and fills `message` for

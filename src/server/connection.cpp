@@ -249,6 +249,18 @@ private:
     {
         if (blocked_ || close_started_)
             return;
+        // Write before show: what this output reports is in the journal first. If the
+        // journal cannot be written (disk full), nothing of it is shown: the client is
+        // asked to come back later, and the session keeps its events in memory.
+        w_.journal_barrier();
+        if (w_.journal && w_.journal->failing(m_.session_id)) {
+            if (!close_requested_)
+                spdlog::warn("{} session journal cannot be written: closing 1013", tag_);
+            drop_output();  // keeps only the rest of a frame already begun (journaled before)
+            close(close_code::try_again_later, "session journal cannot be written");
+            if (close_started_)
+                return;
+        }
         auto& gate = ws_.next_layer();
         if (gate.beast_busy()) {  // Beast is writing a control frame: go after it
             gate.after_beast([self = shared_from_this()] { self->write_now(); });

@@ -9,6 +9,7 @@
 #include "router/directory.hpp"
 #include "server/directory_thread.hpp"
 #include "server/config.hpp"
+#include "server/durability.hpp"
 #include "server/metrics.hpp"
 #include "server/server.hpp"
 #include "store/file_store.hpp"
@@ -75,6 +76,18 @@ struct worker final : session_host {
     std::unordered_map<std::string, std::unique_ptr<session_slot>> sessions;
     std::unordered_map<connection*, std::weak_ptr<connection>> connections;
     std::thread thread;
+    /// Session journals (null with --journal none). Write before show: journal_barrier()
+    /// runs before any output reaches a socket.
+    std::unique_ptr<session_journal> journal;
+    net::steady_timer sweep_timer{ioc};
+    void
+    journal_barrier()
+    {
+        if (journal)
+            journal->barrier();
+    }
+    /// Retention sweep of the stored sessions this worker owns, then every few minutes.
+    void start_journal_sweep(std::chrono::milliseconds first);
 
     /// The one entry point into this worker: runs `f` on its thread, after the handlers
     /// already queued. Nothing else posts into `ioc`.

@@ -10,6 +10,17 @@
 
 namespace lockstep {
 
+void
+worker_metrics::observe_fsync(double seconds) noexcept
+{
+    std::size_t i = 0;
+    while (i < fsync_buckets_s.size() && seconds > fsync_buckets_s[i])
+        ++i;
+    add(fsync[i]);
+    add(fsync_count);
+    fsync_sum_s.store(fsync_sum_s.load(std::memory_order_relaxed) + seconds, std::memory_order_relaxed);
+}
+
 std::string
 render_metrics(std::vector<worker_metrics const*> const& workers, close_counter const& closes,
                std::uint64_t http_requests, bool draining)
@@ -61,26 +72,45 @@ render_metrics(std::vector<worker_metrics const*> const& workers, close_counter 
            static_cast<long double>(http_requests));
     metric("lockstep_draining", "gauge", "1 while the reflector drains.", draining ? 1 : 0);
 
-    out += "# HELP lockstep_tick_lateness_seconds How late ticks fire against their schedule.\n"
-           "# TYPE lockstep_tick_lateness_seconds histogram\n";
-    std::uint64_t cum = 0;
-    for (std::size_t i = 0; i <= tick_late_buckets_ms.size(); ++i) {
-        for (auto const* w : workers)
-            cum += w->tick_late[i].load(std::memory_order_relaxed);
-        if (i < tick_late_buckets_ms.size())
-            out += fmt::format("lockstep_tick_lateness_seconds_bucket{{le=\"{}\"}} {}\n",
-                               tick_late_buckets_ms[i] / 1000, cum);
-        else
-            out += fmt::format("lockstep_tick_lateness_seconds_bucket{{le=\"+Inf\"}} {}\n", cum);
-    }
-    double lsum = 0;
-    std::uint64_t lcount = 0;
-    for (auto const* w : workers) {
-        lsum += w->tick_late_sum_ms.load(std::memory_order_relaxed);
-        lcount += w->tick_late_count.load(std::memory_order_relaxed);
-    }
-    out += fmt::format("lockstep_tick_lateness_seconds_sum {}\nlockstep_tick_lateness_seconds_count {}\n",
-                       lsum / 1000, lcount);
+    metric("lockstep_journal_bytes_total", "counter", "Bytes written to session journals.",
+           sum(&worker_metrics::journal_bytes));
+    metric("lockstep_journal_writes_total", "counter", "write(2) calls to session journals (one per session per loop turn with changes).",
+           sum(&worker_metrics::journal_writes));
+    metric("lockstep_journal_write_errors_total", "counter",
+           "Journal writes that failed (disk full, I/O error); the records stay staged and are retried.",
+           sum(&worker_metrics::journal_write_errors));
+    metric("lockstep_journal_tails_dropped_total", "counter",
+           "Torn or corrupt journal tails (or incomplete segments) left out when a session was resumed.",
+           sum(&worker_metrics::journal_tails_dropped));
+    metric("lockstep_sessions_resumed_total", "counter", "Sessions brought back from their journal by a JOIN.",
+           sum(&worker_metrics::sessions_resumed));
+    metric("lockstep_journal_disk_bytes", "gauge", "Bytes in session journals (as of the last retention sweep).",
+           sum(&worker_metrics::journal_disk_bytes));
+    auto histogram = [&](char const* name, char const* help, auto const& bounds, auto buckets, auto sum_member,
+                         auto count_member, double scale) {
+        // scale: from the unit the workers count in to the exported base unit (seconds)
+        out += fmt::format("# HELP {} {}\n# TYPE {} histogram\n", name, help, name);
+        std::uint64_t cum = 0;
+        for (std::size_t i = 0; i <= bounds.size(); ++i) {
+            for (auto const* w : workers)
+                cum += (w->*buckets)[i].load(std::memory_order_relaxed);
+            if (i < bounds.size())
+                out += fmt::format("{}_bucket{{le=\"{}\"}} {}\n", name, bounds[i] * scale, cum);
+            else
+                out += fmt::format("{}_bucket{{le=\"+Inf\"}} {}\n", name, cum);
+        }
+        double total = 0;
+        std::uint64_t count = 0;
+        for (auto const* w : workers) {
+            total += (w->*sum_member).load(std::memory_order_relaxed);
+            count += (w->*count_member).load(std::memory_order_relaxed);
+        }
+        out += fmt::format("{}_sum {}\n{}_count {}\n", name, total * scale, name, count);
+    };
+    histogram("lockstep_journal_fsync_seconds", "Time taken by each journal fdatasync.", fsync_buckets_s,
+              &worker_metrics::fsync, &worker_metrics::fsync_sum_s, &worker_metrics::fsync_count, 1.0);
+    histogram("lockstep_tick_lateness_seconds", "How late ticks fire against their schedule.", tick_late_buckets_ms,
+              &worker_metrics::tick_late, &worker_metrics::tick_late_sum_ms, &worker_metrics::tick_late_count, 0.001);
 
     out += "# HELP lockstep_closes_total WebSocket closes sent by the reflector, by code.\n"
            "# TYPE lockstep_closes_total counter\n";

@@ -14,6 +14,10 @@
 
 namespace lockstep {
 
+/// Upper bounds (seconds) of the journal fsync latency histogram buckets.
+inline constexpr std::array<double, 10> fsync_buckets_s = {0.0005, 0.001, 0.002, 0.005, 0.01,
+                                                           0.02,   0.05,  0.1,   0.25,  1};
+
 /// A worker's counters: the sessions' own (session_counters, a port of the reflector
 /// core) plus the connection and write path's.
 ///
@@ -29,6 +33,18 @@ struct alignas(64) worker_metrics : session_counters {
     counter bytes_in{0};         // client frame payload bytes
     counter bytes_out{0};        // bytes written to client sockets
     counter writes{0};           // gathered socket writes
+    // Journal (docs/durability.md). Written by the worker; the fsync histogram by the
+    // journal's fsync thread (or the worker when --journal-fsync-ms is 0), never both.
+    counter journal_bytes{0};         // bytes written to session journals
+    counter journal_writes{0};        // write(2) calls to session journals
+    counter journal_write_errors{0};  // failed journal writes (records kept, retried)
+    counter journal_tails_dropped{0}; // torn or corrupt journal tails found on resume
+    counter sessions_resumed{0};      // sessions brought back from their journal
+    gauge journal_disk_bytes{0};      // bytes in this worker's journals (at the last sweep)
+    std::array<counter, fsync_buckets_s.size() + 1> fsync{};  // last = +Inf
+    counter fsync_count{0};
+    std::atomic<double> fsync_sum_s{0};
+    void observe_fsync(double seconds) noexcept;
 };
 
 /// Close codes are counted from any thread (closes are rare), under a mutex.

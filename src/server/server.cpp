@@ -24,7 +24,32 @@ session_slot::session_slot(worker& wk, std::string const& id)
 {
 }
 
-worker::worker(server_state& state, unsigned i) : st(state), index(i) {}
+worker::worker(server_state& state, unsigned i) : st(state), index(i)
+{
+    if (st.cfg.journal == "file") {
+        durability_options o;
+        o.dir = st.cfg.data_dir + "/journal";
+        o.fsync_ms = static_cast<std::int32_t>(std::min<std::uint32_t>(st.cfg.journal_fsync_ms, 3'600'000));
+        o.retention_s = st.cfg.session_retention_s;
+        journal = std::make_unique<session_journal>(std::move(o), metrics);
+    }
+}
+
+void
+worker::start_journal_sweep(std::chrono::milliseconds first)
+{
+    if (!journal)
+        return;
+    sweep_timer.expires_after(first);
+    sweep_timer.async_wait([this](error_code ec) {
+        if (ec)
+            return;
+        auto mine = [this](std::string const& id) { return &st.worker_for(id) == this; };
+        auto live = [this](std::string const& id) { return find_session(id) != nullptr; };
+        journal->sweep(mine, live);
+        start_journal_sweep(std::chrono::minutes(5));
+    });
+}
 
 void
 worker::schedule_flush(std::shared_ptr<flushable> f, bool urgent)
@@ -161,8 +186,13 @@ session&
 worker::session_for(std::string const& id)
 {
     auto& slot = sessions[id];
-    if (!slot)
+    if (!slot) {
         slot = std::make_unique<session_slot>(*this, id);
+        // Lazily, once: the first JOIN for a stored session brings it back, on this
+        // thread, so a second JOIN finds it in memory.
+        if (journal)
+            journal->resume(*slot);
+    }
     return *slot;
 }
 
@@ -203,7 +233,18 @@ worker::session_list() const
                         {"timeline", s->timeline()},
                         {"events", s->events_reflected()},
                         {"age_s", static_cast<double>(clock.now_us() - s->created_at_us()) / 1e6},
-                        {"worker", index}});
+                        {"worker", index},
+                        {"state", "live"}});
+    }
+    // Stored: not in memory, resumed by the next JOIN (docs/durability.md).
+    if (journal) {
+        auto owned = [this](std::string const& id) { return &st.worker_for(id) == this; };
+        auto live = [this](std::string const& id) {
+            auto it = sessions.find(id);
+            return it != sessions.end() && it->second->created();
+        };
+        for (auto& id : journal->stored(owned, live))
+            mine.push_back({{"id", std::move(id)}, {"worker", index}, {"state", "stored"}});
     }
     return mine;
 }
@@ -212,14 +253,19 @@ void
 worker::touched(session& s)
 {
     auto& slot = static_cast<session_slot&>(s);  // every session of a worker is a slot
+    if (journal)
+        journal->capture(slot);
     if (slot.expired()) {
+        if (journal && slot.created() && !journal->release(slot.id()))
+            return;  // its journal cannot be written: kept in memory (a JOIN retries)
         if (slot.created()) {
             log_fields f{.event = "session_end", .session = slot.id(), .app = slot.app_id(), .name = slot.name()};
             f.clients = static_cast<std::int64_t>(slot.clients_joined());
             f.messages_in = static_cast<std::int64_t>(slot.events_reflected());
             f.seconds = static_cast<double>(clock.now_us() - slot.created_at_us()) / 1e6;
             log_event(spdlog::level::info, f,
-                      fmt::format("session {} ended (no clients for {} ms)", slot.id(), st.sopts.linger_ms));
+                      fmt::format("session {} {} (no clients for {} ms)", slot.id(),
+                                  journal ? "left memory, its journal stays" : "ended", st.sopts.linger_ms));
             metrics.add(metrics.sessions, -1);
         }
         std::string id = slot.id();  // not a reference into what erase() destroys
@@ -497,6 +543,8 @@ server::run()
     for (auto& w : st.workers)
         if (st.cfg.max_coalesce_us > 0 || st.cfg.max_tick_stretch_pct > 100)
             w->defer([wp = w.get()] { wp->start_load_sampling(); });
+    for (auto& w : st.workers)
+        w->defer([wp = w.get()] { wp->start_journal_sweep(std::chrono::seconds(5)); });
     for (std::size_t i = 1; i < st.workers.size(); ++i)
         st.workers[i]->thread = std::thread([w = st.workers[i].get()] { w->run(); });
     st.workers[0]->run();
@@ -524,8 +572,13 @@ server::drain()
     // HTTP stays up (readiness answers 503, so load balancers move away); new
     // WebSocket upgrades are refused with 503; the router stops placing sessions here.
     st.directory.post([&st, p = port()](router::directory& d) { d.register_reflector(st.self_info(p)); });
+    // Everything journaled and on disk before clients are asked to reconnect.
     for (auto& w : st.workers)
-        w->defer([wp = w.get()] { close_all_connections(*wp, protocol::close_code::going_away, "reflector draining"); });
+        w->defer([wp = w.get()] {
+            if (wp->journal)
+                wp->journal->sync();
+            close_all_connections(*wp, protocol::close_code::going_away, "reflector draining");
+        });
     // Give clients the drain timeout to go, then stop.
     auto timer = std::make_shared<net::steady_timer>(st.workers[0]->ioc);
     auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(st.cfg.drain_timeout_ms);
@@ -561,6 +614,7 @@ server::stop()
         w->defer([wp = w.get()] {
             wp->load_timer.cancel();
             wp->coalesce_timer.cancel();
+            wp->sweep_timer.cancel();
         });
     for (auto& w : impl_->st.workers)
         w->ioc.stop();

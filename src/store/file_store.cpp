@@ -207,15 +207,17 @@ void
 file_persistence::record(std::string const& app_id, std::string const& persistent_id, std::string const& url)
 {
     auto key = record_key(app_id, persistent_id);
-    {
-        std::lock_guard lock(mu_);
-        urls_[key] = url;
-    }
     nlohmann::json j = {{"key", key}, {"appId", app_id}, {"persistentId", persistent_id}, {"url", url}};
     auto path = (fs::path(store_.root()) / "persist" / record_name(key)).string();
-    auto write = [path, data = j.dump()] {
-        if (auto ec = atomic_write(path, data))
-            spdlog::error("cannot write persistence record {}: {}", path, ec.message());
+    // On disk first, then in the index: a crash in between cannot leave sessions started
+    // from a record that a restart would not know (the disk thread keeps SAVEs in order).
+    auto write = [this, key, url, path, data = j.dump()] {
+        if (auto ec = atomic_write(path, data)) {
+            spdlog::error("cannot write persistence record {}: {}; the SAVE is not recorded", path, ec.message());
+            return;
+        }
+        std::lock_guard lock(mu_);
+        urls_[key] = url;
     };
     // Off the event loop when we can: fsync may take milliseconds.
     if (post_)

@@ -124,6 +124,8 @@ for (const level of ["log", "info", "warn", "error"]) {
     };
 }
 
+// Declared before the handlers: an import that fails at start calls finish() at once.
+let finished = false;
 process.on("unhandledRejection", err => {
     console.error("unhandled rejection:", err && (err.stack || err));
     finish(EXIT.ERROR, `unhandled rejection: ${err && (err.message || err)}`);
@@ -319,7 +321,6 @@ class CounterView extends View {
 // Run
 // ---------------------------------------------------------------------------
 let session = null;
-let finished = false;
 let stepTimer = null;
 
 function modelSummary() {
@@ -370,10 +371,12 @@ async function finish(exitCode, error) {
     let res;
     try { res = result(exitCode, error); } catch (e) { res = { name: NAME, exitCode, error: `${error || ""} / result failed: ${e.message}` }; }
     let leaveCode = exitCode;
-    if (session) {
+    // finish() may run before the module body reached these bindings (a failed import).
+    const live = (() => { try { return session; } catch { return null; } })();
+    if (live) {
         try {
             const left = await Promise.race([
-                Promise.resolve(session.leave()).then(() => true),
+                Promise.resolve(live.leave()).then(() => true),
                 new Promise(resolve => setTimeout(() => resolve(false), 5000)),
             ]);
             if (!left && leaveCode === EXIT.OK) { leaveCode = EXIT.LEAVE_TIMEOUT; res.error = "session.leave() timed out"; }
@@ -383,7 +386,7 @@ async function finish(exitCode, error) {
     }
     res.exitCode = leaveCode;
     process.stdout.write(`RESULT ${JSON.stringify(res)}\n`);
-    if (stepTimer) clearInterval(stepTimer);
+    try { if (stepTimer) clearInterval(stepTimer); } catch { /* not initialized yet */ }
     clearTimeout(watchdog);
     // the library keeps timers and a worker alive: exit explicitly
     process.stdout.write("", () => process.exit(leaveCode));

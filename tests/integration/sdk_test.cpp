@@ -224,9 +224,41 @@ TEST(Sdk, ForcedDisconnectRejoinsSeamlessly)
     expect_same_history({ra, rb}, 2);
 }
 
-TEST(Sdk, ReflectorRestartRebuildsEveryReplicaTheSameWay)
+TEST(Sdk, ReflectorRestartKeepsTheSessionAndEveryReplicaRejoinsSeamlessly)
 {
-    reflector r;
+    reflector r;  // journal on (the default)
+    ASSERT_TRUE(r.up());
+    // No snapshots here: a snapshot the reflector accepted just before the kill at a seq
+    // a replica had not executed yet makes that replica rebuild (from the snapshot, with
+    // all state) however the reflector restarts; tests/compat/run-restart.mjs covers
+    // restarts with snapshots.
+    std::vector<std::string> more = {"--sends", "30", "--send-ms", "100", "--run-ms", "8000"};
+    counter a(args(r, "durable", more));
+    std::this_thread::sleep_for(200ms);
+    counter b(args(r, "durable", more));
+    std::this_thread::sleep_for(1500ms);
+    r.kill();  // SIGKILL: the journal has every event a replica saw
+    std::this_thread::sleep_for(500ms);
+    r.start();
+    ASSERT_TRUE(r.up());
+    auto ra = run_ok(a, "a"), rb = run_ok(b, "b");
+    for (auto* x : {&ra, &rb}) {
+        EXPECT_EQ((*x)["stats"]["rebuilds"], 0) << x->dump();
+        EXPECT_EQ((*x)["stats"]["seamless_rejoins"], 1) << x->dump();
+    }
+    // No increment a replica saw is lost (30 sent by each, before, during and after the
+    // restart). A SEND the reflector had read but not yet reflected when it was killed
+    // was seen by nobody and dies with it: at most one per client (one every 100 ms).
+    EXPECT_EQ(ra["count"], rb["count"]);
+    EXPECT_GE(ra["count"].get<int>(), 58) << ra.dump();
+    EXPECT_LE(ra["count"].get<int>(), 60) << ra.dump();
+    EXPECT_EQ(ra["digest"], rb["digest"]);
+    expect_same_history({ra, rb}, 1);
+}
+
+TEST(Sdk, ReflectorRestartWithoutJournalRebuildsEveryReplicaTheSameWay)
+{
+    reflector r({"--journal", "none"});
     ASSERT_TRUE(r.up());
     // With snapshots: a vote or SNAP of the old session must not leak into the new one.
     std::vector<std::string> more = {"--sends", "30", "--send-ms", "100", "--run-ms", "8000",

@@ -154,3 +154,28 @@ TEST(config, print_config_is_a_config_file)
     EXPECT_TRUE(help);
     EXPECT_EQ(msg, std::string("lockstep-reflector ") + LOCKSTEP_VERSION + "\n");
 }
+
+TEST(config, journal_flags)
+{
+    std::string msg;
+    bool help;
+    auto d = parse({}, msg, help);
+    ASSERT_TRUE(d);
+    EXPECT_EQ(d->journal, "file");  // durable by default
+    EXPECT_EQ(d->journal_fsync_ms, 100u);
+    EXPECT_EQ(d->session_retention_s, 30u * 24 * 3600);
+    auto c = parse({"--journal", "none", "--journal-fsync-ms=0", "--session-retention", "12h"}, msg, help);
+    ASSERT_TRUE(c) << msg;
+    EXPECT_EQ(c->journal, "none");
+    EXPECT_EQ(c->journal_fsync_ms, 0u);
+    EXPECT_EQ(c->session_retention_s, 12u * 3600);
+    for (auto v : {"90", "90s"})
+        EXPECT_EQ(parse({"--session-retention", v}, msg, help)->session_retention_s, 90u);
+    EXPECT_EQ(parse({"--session-retention", "2d"}, msg, help)->session_retention_s, 2u * 86400);
+    for (auto bad : {"", "0", "d", "-1d", "12w", "1.5h", "99999999999999999999"}) {
+        EXPECT_FALSE(parse({"--session-retention", bad}, msg, help)) << bad;
+        EXPECT_NE(msg.find("--session-retention"), std::string::npos);
+    }
+    EXPECT_FALSE(parse({"--journal", "redis"}, msg, help));
+    EXPECT_FALSE(parse({"--journal-fsync-ms", "-5"}, msg, help));
+}

@@ -1,0 +1,200 @@
+#include "server/durability.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <filesystem>
+
+namespace lockstep {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string
+snapshot_of(session_header const& h)
+{
+    return h.snapshot_time + "#" + std::to_string(h.snapshot_seq) + "#" + h.snapshot_url;
+}
+
+}  // namespace
+
+session_journal::session_journal(durability_options opts, worker_metrics& metrics)
+    : opts_(std::move(opts)), metrics_(metrics),
+      writer_({opts_.dir, opts_.fsync_ms, [&metrics](double secs) { metrics.observe_fsync(secs); }}, &stats_)
+{
+}
+
+bool
+session_journal::resume(session& s)
+{
+    std::error_code ec;
+    auto stored = writer_.load(s.id(), ec);
+    mirror_stats();
+    if (!ec && !stored)
+        return false;  // never stored: a new session
+    if (!ec && s.restore(stored->header, stored->events, stored->resume_time_ms)) {
+        metrics_.add(metrics_.sessions_resumed);
+        spdlog::info("session {} resumed from {} ({} events, time {}{})", s.id(), stored->file,
+                     stored->events.size(), stored->resume_time_ms,
+                     stored->dropped_bytes ? ", torn tail dropped" : "");
+        capture(s);  // a new generation with the state as resumed
+        return true;
+    }
+    // Unreadable: keep it for the operator, out of the way of the new session.
+    auto name = journal::encode_id(s.id());
+    auto aside = opts_.dir + "/" + name + ".unreadable-" +
+                 std::to_string(std::chrono::system_clock::now().time_since_epoch() / std::chrono::seconds(1));
+    std::error_code mv;
+    fs::rename(opts_.dir + "/" + name, aside, mv);
+    spdlog::error("session {}: journal cannot be resumed ({}); moved to {}{}; the session starts afresh", s.id(),
+                  ec ? ec.message() : "its header and log do not fit together", aside,
+                  mv ? " (move failed: " + mv.message() + ")" : "");
+    return false;
+}
+
+void
+session_journal::capture(session const& s)
+{
+    if (!s.created())
+        return;
+    auto& j = sessions_[s.id()];
+    auto seq = s.seq();
+    if (!j.based) {
+        rebase(s, j);
+    } else if (s.header_version() != j.header_version) {
+        auto h = s.header();
+        if (snapshot_of(h) != j.snapshot) {
+            rebase(s, j);  // compaction: the new segment holds only what the snapshot left
+        } else {
+            s.each_logged_after(j.seq, [&](std::uint32_t q, std::string_view e) { writer_.event(s.id(), q, e); });
+            writer_.header(h);
+            j.header_version = s.header_version();
+            j.seq = seq;
+        }
+    } else if (seq != j.seq) {
+        s.each_logged_after(j.seq, [&](std::uint32_t q, std::string_view e) { writer_.event(s.id(), q, e); });
+        j.seq = seq;
+    }
+    // No client may be shown a session time the journal does not cover.
+    if (s.time_ms() > j.lease_ms) {
+        if (++j.seen_records > opts_.seen_per_base) {
+            rebase(s, j);  // compaction without a snapshot: the seen records go
+            return;
+        }
+        j.lease_ms = s.time_ms() + opts_.lease_ms;
+        writer_.seen(s.id(), j.lease_ms);
+    }
+}
+
+void
+session_journal::rebase(session const& s, journaled& j)
+{
+    auto h = s.header();
+    writer_.begin_base(h);
+    s.each_logged_after(h.seq - static_cast<std::uint32_t>(s.log_size()),
+                        [&](std::uint32_t q, std::string_view e) { writer_.event(h.id, q, e); });
+    writer_.end_base(h.id);
+    j.based = true;
+    j.seq = h.seq;
+    j.header_version = s.header_version();
+    j.snapshot = snapshot_of(h);
+    j.lease_ms = h.time_ms;  // the base covers time up to here; the next tick stages a lease
+    j.seen_records = 0;
+}
+
+void
+session_journal::flush()
+{
+    bool was_failing = !failing_.empty();
+    auto r = writer_.flush();
+    mirror_stats();
+    // A session's staged records are all retried by each flush: written now, or failing.
+    for (auto it = failing_.begin(); it != failing_.end();)
+        it = writer_.pending(*it) ? std::next(it) : failing_.erase(it);
+    for (auto const& id : r.failed)
+        failing_.insert(id);
+    if (was_failing && failing_.empty())
+        spdlog::info("journal: writing again; every staged record is on disk");
+    if (!r.failed.empty() && !was_failing)
+        spdlog::error("journal: cannot write {} session(s) (first: {}): {}; their clients are closed with 1013 "
+                      "and their records kept in memory until a write succeeds",
+                      r.failed.size(), r.failed.front(), r.error.message());
+}
+
+bool
+session_journal::release(std::string const& id)
+{
+    writer_.close(id);
+    if (writer_.pending(id)) {
+        failing_.insert(id);
+        return false;
+    }
+    sessions_.erase(id);
+    mirror_stats();
+    return true;
+}
+
+std::vector<std::string>
+session_journal::stored(std::function<bool(std::string const&)> const& mine,
+                        std::function<bool(std::string const&)> const& live) const
+{
+    std::vector<std::string> out;
+    for (auto& id : writer_.stored())
+        if (mine(id) && !live(id))
+            out.push_back(std::move(id));
+    return out;
+}
+
+std::size_t
+session_journal::sweep(std::function<bool(std::string const&)> const& mine,
+                       std::function<bool(std::string const&)> const& live)
+{
+    auto now = fs::file_time_type::clock::now();
+    auto limit = std::chrono::seconds(static_cast<std::int64_t>(opts_.retention_s));
+    std::size_t removed = 0;
+    std::uint64_t bytes = 0;
+    for (auto const& id : writer_.stored()) {
+        if (!mine(id))
+            continue;
+        std::error_code ec;
+        std::uint64_t size = 0;
+        auto newest = fs::file_time_type::min();
+        for (fs::directory_iterator it(opts_.dir + "/" + journal::encode_id(id), ec), end; !ec && it != end;
+             it.increment(ec)) {
+            std::error_code e2;
+            size += it->file_size(e2);
+            newest = std::max(newest, it->last_write_time(e2));
+        }
+        if (!live(id) && newest != fs::file_time_type::min() && now - newest > limit) {
+            if (!writer_.remove(id)) {
+                ++removed;
+                spdlog::info("session {}: journal deleted after {} s unused (--session-retention)", id,
+                             opts_.retention_s);
+                continue;
+            }
+        }
+        bytes += size;
+    }
+    metrics_.journal_disk_bytes.store(static_cast<std::int64_t>(bytes), std::memory_order_relaxed);
+    return removed;
+}
+
+void
+session_journal::sync()
+{
+    barrier();
+    writer_.sync();
+}
+
+void
+session_journal::mirror_stats()
+{
+    auto copy = [](auto& to, auto const& from) { to.store(from.load(std::memory_order_relaxed), std::memory_order_relaxed); };
+    copy(metrics_.journal_bytes, stats_.bytes_written);
+    copy(metrics_.journal_writes, stats_.writes);
+    copy(metrics_.journal_write_errors, stats_.write_errors);
+    copy(metrics_.journal_tails_dropped, stats_.tails_dropped);
+}
+
+}  // namespace lockstep

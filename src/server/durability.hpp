@@ -1,0 +1,97 @@
+// A worker's durable sessions: keeps each live session's journal current and brings
+// stored sessions back (docs/durability.md). No Asio: the worker calls it at four
+// points — a slot for an unknown session was made (resume), after every call into a
+// session (capture), before any output reaches a socket (barrier), when a session
+// leaves memory (release).
+//
+// @par Thread safety
+// One per worker, used only on the worker's thread (the journal writer's fsync thread
+// runs inside it).
+#pragma once
+
+#include "reflector/session.hpp"
+#include "server/metrics.hpp"
+#include "store/journal.hpp"
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+
+namespace lockstep {
+
+struct durability_options {
+    std::string dir;                    // <data-dir>/journal
+    std::int32_t fsync_ms = 100;        // group commit period; 0 = before output is flushed
+    std::uint32_t lease_ms = 1000;      // "seen" records run this far ahead of session time
+    std::uint32_t seen_per_base = 3600; // after this many seen records the session is rewritten
+                                        // (an idle session's journal does not grow forever)
+    std::uint64_t retention_s = 30ull * 24 * 3600;  // stored sessions unused this long are deleted
+};
+
+class session_journal {
+public:
+    /// Throws std::system_error when the directory cannot be created (start-up only).
+    session_journal(durability_options opts, worker_metrics& metrics);
+
+    /// `s` was just made for an id not in memory: if it has a journal, restores it.
+    /// A journal that cannot be read is moved aside (kept for the operator, logged) and
+    /// the session starts afresh. True when the session was resumed.
+    bool resume(session& s);
+    /// After any call into `s`: stages what changed since the last capture — the whole
+    /// state when the session is new or has a new snapshot (a new segment: compaction),
+    /// else its new events and a header that changed, and a seen record when session
+    /// time passed the last one.
+    void capture(session const& s);
+    /// Writes everything staged. Call before any output is written to a socket.
+    void
+    barrier()
+    {
+        if (writer_.dirty())
+            flush();
+    }
+    /// The session leaves memory; its journal stays. False (nothing released) while its
+    /// journal cannot be written: the session must stay in memory, or what it holds
+    /// that is not on disk yet would be lost.
+    bool release(std::string const& id);
+    /// True while the session's records cannot be written (disk full, I/O error). Its
+    /// output must not be shown; it is retried at every barrier.
+    bool
+    failing(std::string const& id) const
+    {
+        return !failing_.empty() && failing_.count(id) > 0;
+    }
+    /// Ids of the stored sessions for which `mine` is true and `live` is false.
+    std::vector<std::string> stored(std::function<bool(std::string const&)> const& mine,
+                                    std::function<bool(std::string const&)> const& live) const;
+    /// Deletes the journals of sessions (`mine`, not `live`) unused for the retention
+    /// period and updates the disk-usage gauge. Returns how many were deleted.
+    std::size_t sweep(std::function<bool(std::string const&)> const& mine,
+                      std::function<bool(std::string const&)> const& live);
+    /// Waits until everything written is on disk (drain).
+    void sync();
+
+private:
+    struct journaled {
+        bool based = false;             // a segment with this session's base exists or is staged
+        std::uint32_t seq = 0;          // last seq staged
+        std::uint64_t header_version = 0;
+        std::string snapshot;           // snapshot time/seq/url of the base or last header
+        std::int64_t lease_ms = -1;     // latest seen record staged
+        std::uint32_t seen_records = 0; // seen records since the base
+    };
+
+    void flush();
+    void rebase(session const& s, journaled& j);
+    void mirror_stats();
+
+    durability_options opts_;
+    worker_metrics& metrics_;
+    journal::writer_stats stats_;
+    journal::journal_writer writer_;
+    std::unordered_map<std::string, journaled> sessions_;
+    std::unordered_set<std::string> failing_;  // sessions whose last write failed
+};
+
+}  // namespace lockstep

@@ -1,0 +1,193 @@
+#!/usr/bin/env node
+// Durable sessions with the real client: two counter-app.mjs processes (unmodified
+// @multisynq/client, snapshots uploaded to the reflector's own /files) play in one
+// session while the reflector process is stopped and started again on the same port
+// and data dir — once with SIGKILL, once with SIGTERM (graceful drain). Afterwards:
+//   - both replicas hold the same state (count, digest);
+//   - no increment is missing except, at most, one per client that was in flight (sent,
+//     not yet reflected, so seen by nobody) at the moment of a SIGKILL;
+//   - the session kept its timeline and model time continued instead of restarting at 0;
+//   - the reconnect was seamless: the library logged "seamless rejoin successful", and
+//     no view was torn down and rebuilt.
+// And: after everyone left and the linger time passed, a new client gets the old state.
+//
+//   LOCKSTEP_REFLECTOR_BIN=build/bin/lockstep-reflector node --test tests/compat/run-restart.mjs
+//
+// Environment: LOCKSTEP_REFLECTOR_BIN (required), COMPAT_LOG_DIR (default: a fresh temp
+// dir), COMPAT_SLOW (factor >= 1 for the timeouts).
+
+import { test, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdtempSync, mkdirSync, createWriteStream, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import net from "node:net";
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const BIN = process.env.LOCKSTEP_REFLECTOR_BIN || "";
+const SLOW = Math.max(1, Number(process.env.COMPAT_SLOW) || 1);
+const LOG_DIR = process.env.COMPAT_LOG_DIR
+    ? (mkdirSync(process.env.COMPAT_LOG_DIR, { recursive: true }), process.env.COMPAT_LOG_DIR)
+    : mkdtempSync(join(tmpdir(), "lockstep-restart-"));
+
+const SENDS = 24;        // per client, one every SEND_MS
+const SEND_MS = 250;
+const STOP_AT_MS = 7000; // after the snapshot at model time 5.2 s
+const children = new Set();
+after(() => { for (const c of children) c.kill("SIGKILL"); });
+
+const sleep = ms => new Promise(r => setTimeout(r, ms));
+
+function freePort() {
+    return new Promise((resolve, reject) => {
+        const s = net.createServer();
+        s.on("error", reject);
+        s.listen(0, "127.0.0.1", () => { const p = s.address().port; s.close(() => resolve(p)); });
+    });
+}
+
+async function ready(port) {
+    for (let i = 0; i < 200; i++) {  // bounded: 10 s
+        try {
+            const r = await fetch(`http://127.0.0.1:${port}/health/ready`);
+            if (r.status === 200) return;
+        } catch (e) { /* not listening yet */ }
+        await sleep(50);
+    }
+    throw new Error(`reflector on ${port} not ready`);
+}
+
+/** A lockstep-reflector process on a fixed port and data dir; start() may be called again. */
+class Reflector {
+    constructor(port, dir, more = []) { this.port = port; this.dir = dir; this.more = more; this.runs = 0; }
+    async start() {
+        const log = createWriteStream(join(LOG_DIR, `reflector-${this.port}-${++this.runs}.log`));
+        this.proc = spawn(BIN, ["--bind", "127.0.0.1", "--port", String(this.port), "--data-dir", this.dir,
+            "--drain-timeout-ms", "3000", ...this.more], { stdio: ["ignore", "pipe", "pipe"] });
+        children.add(this.proc);
+        this.proc.stdout.pipe(log);
+        this.proc.stderr.pipe(log);
+        this.exited = new Promise(resolve => this.proc.on("exit", (code, signal) => { children.delete(this.proc); resolve({ code, signal }); }));
+        await ready(this.port);
+    }
+    async stop(signal) {
+        this.proc.kill(signal);
+        const r = await Promise.race([this.exited, sleep(10000 * SLOW).then(() => null)]);
+        if (!r) { this.proc.kill("SIGKILL"); await this.exited; throw new Error(`reflector did not exit after ${signal}`); }
+        return r;
+    }
+}
+
+/** One counter-app.mjs process; resolves its RESULT. */
+function runClient(name, env) {
+    const logFile = join(LOG_DIR, `${env.SESSION}-${name}.log`);
+    const log = createWriteStream(logFile);
+    const proc = spawn(process.execPath, [join(HERE, "counter-app.mjs")],
+        { cwd: HERE, env: { ...process.env, ...env, NAME: name }, stdio: ["ignore", "pipe", "pipe"] });
+    children.add(proc);
+    let out = "";
+    proc.stdout.on("data", c => { log.write(c); out += c.toString("utf8"); });
+    proc.stderr.on("data", c => log.write(c));
+    return new Promise(resolve => proc.on("exit", code => {
+        children.delete(proc);
+        log.end();
+        const line = out.split("\n").find(l => l.startsWith("RESULT "));
+        resolve({ code, logFile, result: line ? JSON.parse(line.slice(7)) : null });
+    }));
+}
+
+async function scenario(signal) {
+    assert.ok(BIN, "LOCKSTEP_REFLECTOR_BIN must name the reflector binary");
+    const port = await freePort();
+    const dir = mkdtempSync(join(tmpdir(), "lockstep-restart-data-"));
+    const refl = new Reflector(port, dir);
+    await refl.start();
+    const session = `restart-${signal}-${Date.now()}`;
+    const env = {
+        LIB: "multisynq", REFLECTOR: `ws://127.0.0.1:${port}/reflector`, FILES: `http://127.0.0.1:${port}/files`,
+        SESSION: session, SENDS: String(SENDS), SEND_MS: String(SEND_MS), RUN_MS: "14000",
+        EXPECT_COUNT: String(2 * SENDS), SETTLE_MS: "5000", HARD_TIMEOUT_MS: String(60000 * SLOW),
+    };
+    const a = runClient("A", { ...env, SNAPSHOT_AT: "5200" });
+    await sleep(300);
+    const b = runClient("B", env);
+    await sleep(STOP_AT_MS);
+    const stopped = await refl.stop(signal);
+    await refl.start();  // at once: within the client's rejoinLimit (1 s)
+    const [ra, rb] = await Promise.all([a, b]);
+    await refl.stop("SIGTERM");
+    const tails = () => [ra, rb].map(r => `--- ${r.logFile}\n${readFileSync(r.logFile, "utf8").split("\n").slice(-15).join("\n")}`).join("\n");
+    try {
+        if (signal === "SIGTERM") assert.equal(stopped.code, 0, "drain exits with 0");
+        for (const r of [ra, rb]) {
+            assert.ok(r.result, `no RESULT from ${r.logFile}`);
+            const res = r.result;
+            assert.equal(r.code, 0, `${res.name} exit ${r.code}: ${res.error}`);
+            // The session came back, not a new one: one timeline, time went on.
+            const timelines = new Set(res.syncs.map(s => s.timeline));
+            assert.equal(res.syncs.length >= 2, true, `${res.name} saw ${res.syncs.length} SYNCs (no reconnect?)`);
+            assert.equal(timelines.size, 1, `${res.name}: timeline changed across the restart`);
+            const after = res.syncs[res.syncs.length - 1];
+            assert.ok(after.time >= STOP_AT_MS - 1500, `${res.name}: SYNC after the restart at time ${after.time}`);
+            assert.ok(res.modelTime > STOP_AT_MS, `${res.name}: model time ${res.modelTime} restarted`);
+            // Seamless: model and view kept.
+            assert.ok(res.logs.seamless >= 1, `${res.name}: no seamless rejoin`);
+            assert.equal(res.logs.cannotRejoin, 0, `${res.name}: could not rejoin seamlessly`);
+            assert.equal(res.viewsCreated, 1, `${res.name}: view rebuilt`);
+            assert.equal(res.viewsDetached, 0, `${res.name}: view torn down`);
+            assert.equal(res.initRan, 1, `${res.name}: model init ran again`);
+        }
+        assert.equal(ra.result.count, rb.result.count, "replicas differ in count");
+        assert.equal(ra.result.digest, rb.result.digest, "replicas differ in state");
+        const lost = 2 * SENDS - ra.result.count;
+        assert.ok(lost >= 0 && lost <= (signal === "SIGKILL" ? 2 : 2), `count ${ra.result.count} of ${2 * SENDS}`);
+        assert.ok(ra.result.snapsSent.length + rb.result.snapsSent.length >= 1, "no snapshot was taken before the stop");
+    } catch (e) {
+        e.message += `\n${tails()}`;
+        throw e;
+    } finally {
+        rmSync(dir, { recursive: true, force: true });
+    }
+}
+
+// Everyone leaves; past the linger time the session is only in the journal; a new client
+// joining then gets the old state (from the snapshot and the log), not a fresh session.
+async function emptyRoom() {
+    assert.ok(BIN, "LOCKSTEP_REFLECTOR_BIN must name the reflector binary");
+    const port = await freePort();
+    const dir = mkdtempSync(join(tmpdir(), "lockstep-restart-data-"));
+    const refl = new Reflector(port, dir, ["--session-linger-ms", "500"]);
+    await refl.start();
+    const env = {
+        LIB: "multisynq", REFLECTOR: `ws://127.0.0.1:${port}/reflector`, FILES: `http://127.0.0.1:${port}/files`,
+        SESSION: `linger-${Date.now()}`, SEND_MS: String(SEND_MS), HARD_TIMEOUT_MS: String(60000 * SLOW),
+    };
+    try {
+        const first = await runClient("A", { ...env, SENDS: "12", RUN_MS: "7000", SNAPSHOT_AT: "5200", EXPECT_COUNT: "12" });
+        assert.equal(first.code, 0, `first client: ${first.result && first.result.error}`);
+        assert.equal(first.result.count, 12);
+        let stored = false;
+        for (let i = 0; i < 100 && !stored; i++) {  // bounded: 5 s
+            await sleep(50);
+            const list = await (await fetch(`http://127.0.0.1:${port}/sessions`)).json();
+            stored = list.length > 0 && list.every(e => e.state === "stored");
+        }
+        assert.ok(stored, "the session did not leave memory after the linger time");
+        const later = await runClient("L", { ...env, SENDS: "0", RUN_MS: "1500", EXPECT_COUNT: "12" });
+        assert.equal(later.code, 0, `late client: ${later.result && later.result.error}`);
+        assert.equal(later.result.count, 12, "the old state is not there");
+        assert.ok(first.result.snapsSent.length >= 1, "no snapshot before everyone left");
+        assert.equal(later.result.initRan, 0, "the late client ran init() instead of loading the old snapshot");
+        assert.equal(later.result.firstSync.timeline, first.result.syncs[0].timeline, "a fresh session was made");
+        assert.ok(later.result.modelTime > first.result.modelTime, "model time restarted");
+    } finally {
+        await refl.stop("SIGTERM");
+        rmSync(dir, { recursive: true, force: true });
+    }
+}
+
+test("real client joining a session everyone left long ago gets its state", { timeout: 120000 * SLOW }, emptyRoom);
+test("real client across a SIGKILL restart of the reflector", { timeout: 120000 * SLOW }, () => scenario("SIGKILL"));
+test("real client across a SIGTERM (drain) restart of the reflector", { timeout: 120000 * SLOW }, () => scenario("SIGTERM"));
