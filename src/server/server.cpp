@@ -582,8 +582,10 @@ server::drain()
     // Give clients the drain timeout to go, then stop.
     auto timer = std::make_shared<net::steady_timer>(st.workers[0]->ioc);
     auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(st.cfg.drain_timeout_ms);
+    // The function holds itself only weakly; each pending wait holds it strongly, so
+    // it is freed when the drain ends or when the worker is torn down mid-drain.
     auto check = std::make_shared<std::function<void()>>();
-    *check = [this, timer, deadline, check] {
+    *check = [this, timer, deadline, weak = std::weak_ptr<std::function<void()>>(check)] {
         long n = 0;
         for (auto const& w : impl_->st.workers)
             n += w->metrics.connections.load();
@@ -591,13 +593,12 @@ server::drain()
             if (n)
                 spdlog::warn("drain timeout: {} connections still open", n);
             stop();
-            *check = nullptr;  // breaks the self-reference; touch no capture after this
             return;
         }
         timer->expires_after(std::chrono::milliseconds(50));
-        timer->async_wait([check](error_code) {
-            if (*check)
-                (*check)();
+        timer->async_wait([self = weak.lock()](error_code) {
+            if (self)
+                (*self)();
         });
     };
     st.workers[0]->defer([check] { (*check)(); });

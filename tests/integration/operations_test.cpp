@@ -151,7 +151,7 @@ TEST(operations, a_second_signal_stops_a_drain_at_once)
     // Far below the 120 s drain timeout: only the second signal can end it this soon.
     auto status = r.wait_exit(stuck);
     ASSERT_TRUE(status) << "a second signal did not stop the drain";
-    EXPECT_EQ(*status, 0);
+    EXPECT_EQ(*status, 0) << r.log();
 }
 
 TEST(operations, a_redis_outage_answers_503_with_a_field_sessions_go_on_and_it_recovers)
