@@ -324,10 +324,11 @@ TEST(Sdk, JoinRoomThroughTheRouterFillsShards)
     std::this_thread::sleep_for(300ms);
     counter c(user("u3", "3"));
     // Joined through the router: confirmed members (not just reserved seats).
+    // 404 until the first counter has asked the router for a seat (slow under sanitizers).
     auto room = [&] {
         auto r2 = lockstep::test::http_request(r.port(), "GET", "/v1/rooms/lobby");
-        EXPECT_EQ(r2.status, 200) << r2.body;
-        return json::parse(r2.body, nullptr, false);
+        EXPECT_TRUE(r2.status == 200 || r2.status == 404) << r2.status << " " << r2.body;
+        return r2.status == 200 ? json::parse(r2.body, nullptr, false) : json();
     };
     json info;
     for (int i = 0; i < 100; ++i) {  // bounded: 5 s
