@@ -88,12 +88,38 @@ reserved_temp_name(std::string const& seg)
     return seg.size() > 4 && seg.compare(seg.size() - 4, 4, ".tmp") == 0 && seg.find(".lockstep-") != std::string::npos;
 }
 
+/// UTF-8 by decoding each code point and checking its value (an independent oracle for
+/// valid_utf8, which checks byte ranges): no overlong forms, no surrogates, <= U+10FFFF.
+bool
+ref_utf8(std::string_view s)
+{
+    std::size_t i = 0;
+    while (i < s.size()) {
+        auto b = static_cast<unsigned char>(s[i]);
+        int len = b < 0x80 ? 1 : (b >> 5) == 0x6 ? 2 : (b >> 4) == 0xE ? 3 : (b >> 3) == 0x1E ? 4 : 0;
+        if (len == 0 || i + len > s.size())
+            return false;
+        std::uint32_t cp = len == 1 ? b : b & (0x7F >> len);
+        for (int k = 1; k < len; ++k) {
+            auto c = static_cast<unsigned char>(s[i + k]);
+            if ((c >> 6) != 0x2)
+                return false;
+            cp = (cp << 6) | (c & 0x3F);
+        }
+        static constexpr std::uint32_t min_for_len[] = {0, 0, 0x80, 0x800, 0x10000};
+        if (cp < min_for_len[len] || (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
+            return false;
+        i += len;
+    }
+    return true;
+}
+
 std::optional<std::string>
 ref_blob_path(std::string_view url)
 {
     auto q = url.find_first_of("?#");
     auto d = ref_decode(url.substr(0, q));
-    if (!d || d->empty() || d->size() > lockstep::store::max_path_bytes || (*d)[0] == '/')
+    if (!d || d->empty() || d->size() > lockstep::store::max_path_bytes || !ref_utf8(*d) || (*d)[0] == '/')
         return std::nullopt;
     for (unsigned char c : *d)
         if (c < 0x20 || c == 0x7F || c == '\\')
