@@ -57,13 +57,7 @@ struct journal_fixture : ::testing::Test {
     void
     run_ms(session& s, session_journal& j, int ms)
     {
-        for (int i = 0; i < ms; ++i) {
-            clock.advance_ms(1);
-            if (s.next_deadline_us() <= clock.now_us()) {
-                s.on_timer();
-                j.capture(s);
-            }
-        }
+        lockstep::test::run_session_ms(s, clock, ms, [&j](session& t) { j.capture(t); });
     }
     std::vector<fs::path>
     segments() const

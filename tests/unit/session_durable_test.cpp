@@ -63,11 +63,7 @@ struct durable : ::testing::Test {
     void
     run_ms(int ms)
     {
-        for (int i = 0; i < ms; ++i) {
-            clock.advance_ms(1);
-            if (s->next_deadline_us() <= clock.now_us())
-                s->on_timer();
-        }
+        lockstep::test::run_session_ms(*s, clock, ms);
     }
     /// The session as a restarted process gets it back from the journal.
     std::unique_ptr<session>

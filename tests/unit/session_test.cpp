@@ -66,11 +66,7 @@ struct fixture : ::testing::Test {
     void
     run_ms(int ms)
     {
-        for (int i = 0; i < ms; ++i) {
-            clock.advance_ms(1);
-            if (s->next_deadline_us() <= clock.now_us())
-                s->on_timer();
-        }
+        lockstep::test::run_session_ms(*s, clock, ms);
     }
 };
 

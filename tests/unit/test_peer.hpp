@@ -98,4 +98,19 @@ private:
     std::string tag_;
 };
 
+/// Advances `clock` in 1 ms steps for `ms` and runs the session's timer whenever it is
+/// due, as the worker does; `after(s)` runs after each timer call.
+template <class After = void (*)(session&)>
+void
+run_session_ms(session& s, manual_clock& clock, int ms, After after = [](session&) {})
+{
+    for (int i = 0; i < ms; ++i) {
+        clock.advance_ms(1);
+        if (s.next_deadline_us() <= clock.now_us()) {
+            s.on_timer();
+            after(s);
+        }
+    }
+}
+
 }  // namespace lockstep::test
