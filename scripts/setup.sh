@@ -11,6 +11,7 @@ packages=(
   libssl-dev zlib1g-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libhiredis-dev redis-server
+  libjwt-dev                # JWT verification for access control (src/auth/)
   nodejs npm                # real npm clients for the compatibility tests
   util-linux                # taskset for pinned benchmarks
   openssl socat             # test certificates and a TLS terminator for the SDK's wss:// test

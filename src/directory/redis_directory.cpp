@@ -254,4 +254,13 @@ redis_directory::member_left(std::string const& token, bool left, std::string co
     eval({"mleft", token, left ? "1" : "0", conn}, s, n, nil);
 }
 
+bool
+redis_directory::seat_live(std::string const& token)
+{
+    std::string s;
+    long long n = 0;
+    bool nil = false;
+    return eval({"seat", token}, s, n, nil) && n == 1;
+}
+
 }  // namespace lockstep::router

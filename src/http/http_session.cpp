@@ -2,6 +2,7 @@
 #include "http/routes.hpp"
 #include "server/internal.hpp"
 
+#include "auth/token.hpp"
 #include "common/text.hpp"
 
 #include <spdlog/spdlog.h>
@@ -46,13 +47,16 @@ private:
             return shutdown();
         }
         auto& h = header_->get();
-        if (websocket::is_upgrade(h))
+        bool is_upgrade = websocket::is_upgrade(h);
+        if (!admit(h, is_upgrade))
+            return;
+        if (is_upgrade)
             return upgrade();
         std::string_view target(h.target().data(), h.target().size());
         bool is_put = h.method() == http::verb::put && target.rfind("/files/", 0) == 0;
         std::size_t limit = is_put ? st_.cfg.max_blob_bytes : max_plain_body_bytes;
         if (auto len = header_->content_length(); len && *len > limit) {
-            spdlog::info("http: {} body of {} bytes over the limit of {}", std::string(target.substr(0, 200)), *len,
+            spdlog::info("http: {} body of {} bytes over the limit of {}", auth::redact(target.substr(0, 200)), *len,
                          limit);
             return fail_status(http::status::payload_too_large, "body too large", false);
         }
@@ -89,9 +93,18 @@ private:
         stream_.expires_never();
         auto self = shared_from_this();
         auto req = body_->release();
-        // Kept for the log line: the request itself moves into the route.
+        // Kept for the log line (credentials redacted): the request moves into the route.
         std::string what = fmt::format("{} {}", std::string_view(req.method_string().data(), req.method_string().size()),
-                                       std::string_view(req.target().data(), std::min<std::size_t>(req.target().size(), 200)));
+                                       auth::redact(std::string_view(req.target().data(), std::min<std::size_t>(req.target().size(), 200))));
+        // A /files token pair is not part of the blob path.
+        if (decision_.target.size() != req.target().size())
+            req.target(decision_.target);
+        std::string why;
+        if (int status = st_.gate->check_seat_body(decision_, decision_.target.substr(0, decision_.target.find('?')),
+                                                   req.body(), why)) {
+            spdlog::info("http: {} refused: {}", what, why);
+            return fail_status(static_cast<http::status>(status), why, false);
+        }
         auto replied = std::make_shared<std::atomic<bool>>(false);
         try {
             http_routes::handle(st_, w_, std::move(req), [self, replied](http::message_generator msg) mutable {
@@ -139,6 +152,32 @@ private:
         fail_status(http::status::bad_request, "bad request: " + why, false);
     }
 
+    /// Access control (docs/security.md), on the request line and headers alone, before
+    /// any body is read. Answers the refusal itself and returns false.
+    bool
+    admit(http::request_parser<http::empty_body>::value_type const& h, bool is_upgrade)
+    {
+        std::string_view target(h.target().data(), h.target().size());
+        auto header = [&](http::field f) {
+            auto it = h.find(f);
+            return it == h.end() ? std::string_view() : std::string_view(it->value().data(), it->value().size());
+        };
+        auth::request_view rv{std::string_view(h.method_string().data(), h.method_string().size()), target,
+                              header(http::field::authorization), header(http::field::origin), is_upgrade};
+        auto now_s = std::chrono::duration_cast<std::chrono::seconds>(
+                         std::chrono::system_clock::now().time_since_epoch()).count();
+        decision_ = st_.gate->check(rv, now_s, [this](std::string const& path) {
+            auto seat = router::router::token_from_path(path);
+            return !seat.empty() && st_.rtr->seat_live(seat);
+        });
+        if (decision_.status == 200)
+            return true;
+        spdlog::info("http: {} {} refused {}: {}", rv.method, auth::redact(target.substr(0, 200)), decision_.status,
+                     decision_.reason);
+        fail_status(static_cast<http::status>(decision_.status), decision_.reason, false);
+        return false;
+    }
+
     void
     upgrade()
     {
@@ -157,7 +196,8 @@ private:
             return fail_status(http::status::service_unavailable, "draining", false);
         }
         stream_.expires_never();
-        start_websocket(st_, w_, stream_.release_socket(), std::move(req), std::move(id));
+        auth::admission adm{std::move(decision_.user), decision_.via_seat};
+        start_websocket(st_, w_, stream_.release_socket(), std::move(req), std::move(id), std::move(adm));
     }
 
     void
@@ -173,6 +213,7 @@ private:
     beast::flat_buffer buf_;
     std::optional<http::request_parser<http::empty_body>> header_;
     std::optional<http::request_parser<http::string_body>> body_;
+    auth::decision decision_;  // of the request being read
 };
 
 }  // namespace

@@ -380,6 +380,14 @@ router::member_joined(std::string const& token, std::string const& name, std::st
     return true;
 }
 
+bool
+router::seat_live(std::string const& token)
+{
+    std::lock_guard lock(mu_);
+    auto ref = find_by_token(token);
+    return ref && (ref->s->second.confirmed || ref->s->second.expires_us >= clock_.now_us());
+}
+
 void
 router::member_left(std::string const& token, bool left, std::string const& conn)
 {

@@ -111,6 +111,9 @@ public:
     /// seat is freed; after a drop it goes back to reserved with a fresh expiry, so a
     /// reconnect can take it again, and is freed if nobody does.
     virtual void member_left(std::string const& token, bool left, std::string const& conn) = 0;
+    /// Whether `token` names a seat that is confirmed or reserved and not expired: such
+    /// a seat URL admits its holder when tokens are required (docs/security.md).
+    virtual bool seat_live(std::string const& token) = 0;
 
     /// False while the state store cannot be reached (the API then answers 503).
     virtual bool available() const { return true; }
@@ -132,6 +135,7 @@ public:
     nlohmann::json reflectors() override;
     bool member_joined(std::string const& token, std::string const& name, std::string const& conn) override;
     void member_left(std::string const& token, bool left, std::string const& conn) override;
+    bool seat_live(std::string const& token) override;
 
     /// The reflector URL a seated user connects to: the seat token travels in the path
     /// (`<reflector>/r/<token>`); the client appends `/<sessionId>`.

@@ -60,6 +60,19 @@ Router (docs/router.md)
   --heartbeat-ttl-ms N      a reflector that has not refreshed its registration
                             for this long gets no new sessions (default 10000;
                             each reflector refreshes every TTL/5, at most 2 s)
+Access control (docs/security.md)
+  --auth-secret SECRET      require a JWT signed HS256 with SECRET on every
+                            WebSocket upgrade, /files and /v1 request (also
+                            from $LOCKSTEP_AUTH_SECRET); tokens travel as a
+                            path pair t/<jwt>, Authorization: Bearer or ?token=
+  --auth-public-key FILE    the same with RS256/ES256 JWTs checked against the
+                            PEM public key in FILE
+  --admin-token TOKEN       Bearer token for /sessions, /metrics and admin /v1
+                            operations (also from $LOCKSTEP_ADMIN_TOKEN)
+  --metrics-open            serve /metrics without the admin token
+  --allowed-origins LIST    comma-separated Origin values allowed to open
+                            WebSockets and use HTTP from a browser; others get
+                            403 (default: any)
 Performance
   --max-coalesce-us N       while a worker thread is busy (>60% CPU), output to
                             each client is gathered for up to this long so one
@@ -147,6 +160,23 @@ parse_config(int argc, char const* const* argv, std::string& message, bool& help
         {"--redis", str(c.redis)},
         {"--heartbeat-ttl-ms", num(c.heartbeat_ttl_ms)},
         {"--shard-retire-ms", num(c.shard_retire_ms)},
+        {"--auth-secret", str(c.auth_secret)},
+        {"--auth-public-key", str(c.auth_public_key)},
+        {"--admin-token", str(c.admin_token)},
+        {"--allowed-origins", setter([&c](std::string const& v) {
+             std::size_t start = 0;
+             while (start <= v.size()) {
+                 auto comma = v.find(',', start);
+                 auto item = v.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+                 if (item.empty())
+                     return false;
+                 c.allowed_origins.push_back(item);
+                 if (comma == std::string::npos)
+                     break;
+                 start = comma + 1;
+             }
+             return true;
+         })},
         {"--room-policy", setter([&c](std::string const& v) {
              auto eq = v.find('=');
              if (eq == std::string::npos || eq == 0 || eq + 1 == v.size())
@@ -161,6 +191,10 @@ parse_config(int argc, char const* const* argv, std::string& message, bool& help
             help = true;
             message = usage();
             return std::nullopt;
+        }
+        if (arg == "--metrics-open") {
+            c.metrics_open = true;
+            continue;
         }
         std::string value;
         bool has_value = false;
@@ -237,6 +271,15 @@ parse_config(int argc, char const* const* argv, std::string& message, bool& help
             message = "bad --room-policy '" + p + "' (want PATTERN=CAPACITY[:OVERFLOW])";
             return std::nullopt;
         }
+    }
+    // Secrets may come from the environment, out of the process list.
+    if (char const* e = std::getenv("LOCKSTEP_AUTH_SECRET"); e && *e && c.auth_secret.empty())
+        c.auth_secret = e;
+    if (char const* e = std::getenv("LOCKSTEP_ADMIN_TOKEN"); e && *e && c.admin_token.empty())
+        c.admin_token = e;
+    if (!c.auth_secret.empty() && !c.auth_public_key.empty()) {
+        message = "use either --auth-secret or --auth-public-key, not both";
+        return std::nullopt;
     }
     if (c.public_url.empty())
         c.public_url = "ws://" + c.bind + ":" + std::to_string(c.port);

@@ -30,6 +30,11 @@
 // | --room-policy P=C[:F]    | room_policies        | (none)       |
 // | --redis URL              | redis                | (embedded)   |
 // | --heartbeat-ttl-ms N     | heartbeat_ttl_ms     | 10000        |
+// | --auth-secret SECRET     | auth_secret          | (none)       |
+// | --auth-public-key FILE   | auth_public_key      | (none)       |
+// | --admin-token TOKEN      | admin_token          | (none)       |
+// | --metrics-open           | metrics_open         | off          |
+// | --allowed-origins LIST   | allowed_origins      | (any)        |
 #pragma once
 
 #include <cstdint>
@@ -69,6 +74,12 @@ struct config {
     std::vector<std::string> room_policies;   // "PATTERN=CAPACITY[:OVERFLOW]" per room-name glob
     std::string redis;                        // redis://host:port: cluster mode (shared router state)
     std::uint32_t heartbeat_ttl_ms = 10000;   // a reflector silent this long gets no placements
+    // Access control (docs/security.md)
+    std::string auth_secret;                  // HS256 secret: JWTs required on upgrades, /files, /v1
+    std::string auth_public_key;              // PEM file: RS256/ES256 JWTs instead
+    std::string admin_token;                  // Bearer token for /sessions, /metrics, admin /v1
+    bool metrics_open = false;                // /metrics without the admin token
+    std::vector<std::string> allowed_origins; // Origin values accepted (empty: any)
 };
 
 /// Parses argv. Returns nullopt and fills `message` for --help (exit 0) or an error

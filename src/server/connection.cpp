@@ -31,8 +31,9 @@ constexpr std::size_t compact_bytes = 64u << 10;
 
 class connection final : public peer, public flushable, public std::enable_shared_from_this<connection> {
 public:
-    connection(server_state& st, worker& w, tcp::socket sock, std::string session_id)
-        : st_(st), w_(w), ws_(std::move(sock)), session_id_(std::move(session_id)), join_timer_(w.ioc)
+    connection(server_state& st, worker& w, tcp::socket sock, std::string session_id, auth::admission adm = {})
+        : st_(st), w_(w), ws_(std::move(sock)), session_id_(std::move(session_id)), join_timer_(w.ioc),
+          adm_(std::move(adm))
     {
         error_code ec;
         auto ep = ws_.next_layer().next_layer().remote_endpoint(ec);
@@ -225,6 +226,33 @@ private:
         do_read();
     }
 
+    /// With access control on: the token's claims allow this session, and a connection
+    /// admitted by a router seat JOINs that seat's session. Closes 4103 if not.
+    bool
+    admit_join(session_slot& slot, std::string_view args)
+    {
+        if (!adm_.user && !adm_.via_seat)
+            return true;
+        std::string app, name, why;
+        auth::join_names(args, app, name);
+        if (slot.s.created())
+            name = slot.s.name();  // the session's own name, not what this JOIN says
+        if (adm_.user && !auth::allows_session(*adm_.user, app, name, why)) {
+            spdlog::info("{} JOIN refused ({}): closing 4103", tag_, why);
+            close(close_code::bad_api_key, why);
+            return false;
+        }
+        if (adm_.via_seat && !seat_confirmed_) {
+            seat_confirmed_ = st_.rtr->member_joined(seat_token_, name, conn_key());
+            if (!seat_confirmed_) {
+                spdlog::info("{} JOIN refused (router seat is not for this session): closing 4103", tag_);
+                close(close_code::bad_api_key, "seat is not for this session");
+                return false;
+            }
+        }
+        return true;
+    }
+
     void
     handle(std::string_view text)
     {
@@ -250,6 +278,10 @@ private:
             joined_ = true;
             join_timer_.cancel();
             auto& slot = w_.session_for(session_id_);
+            if (!admit_join(slot, f.args)) {
+                w_.after(slot);
+                return;
+            }
             if (slot.s.join(*this, f.args.empty() ? std::string_view("null") : f.args)) {
                 slot_ = &slot;
                 if (!seat_token_.empty() && !seat_confirmed_)  // came through a router seat
@@ -498,6 +530,7 @@ private:
     session_slot* slot_ = nullptr;  // set once a JOIN was answered with SYNC
     std::string seat_token_;         // router seat from the URL path (/r/<token>/<id>)
     bool seat_confirmed_ = false;
+    auth::admission adm_;            // what access control admitted (user token, seat)
 
     std::string out_;                // frames not yet taken by the socket, from out_off_
     std::size_t out_off_ = 0;
@@ -525,11 +558,12 @@ close_connection(connection& c, close_code code, std::string_view reason)
 
 void
 start_websocket(server_state& st, worker& from, tcp::socket sock, http::request<http::string_body> req,
-                std::string session_id)
+                std::string session_id, auth::admission adm)
 {
     worker& target = session_id.empty() ? from : st.worker_for(session_id);
     if (&target == &from) {
-        std::make_shared<connection>(st, target, std::move(sock), std::move(session_id))->start(std::move(req));
+        std::make_shared<connection>(st, target, std::move(sock), std::move(session_id), std::move(adm))
+            ->start(std::move(req));
         return;
     }
     // Hand the socket to the worker that owns the session: no lock on the hot path.
@@ -540,7 +574,8 @@ start_websocket(server_state& st, worker& from, tcp::socket sock, http::request<
         spdlog::warn("cannot hand over socket: {}", ec.message());
         return;
     }
-    net::post(target.ioc, [&st, &target, protocol, fd, req = std::move(req), id = std::move(session_id)]() mutable {
+    net::post(target.ioc, [&st, &target, protocol, fd, req = std::move(req), id = std::move(session_id),
+                           adm = std::move(adm)]() mutable {
         error_code ec2;
         tcp::socket s(target.ioc);
         s.assign(protocol, fd, ec2);
@@ -548,7 +583,7 @@ start_websocket(server_state& st, worker& from, tcp::socket sock, http::request<
             ::close(fd);
             return;
         }
-        std::make_shared<connection>(st, target, std::move(s), std::move(id))->start(std::move(req));
+        std::make_shared<connection>(st, target, std::move(s), std::move(id), std::move(adm))->start(std::move(req));
     });
 }
 

@@ -2,6 +2,7 @@
 // Includes Asio/Beast: only the networking translation units include this.
 #pragma once
 
+#include "auth/access.hpp"
 #include "reflector/clock.hpp"
 #include "router/router.hpp"
 #include "reflector/session.hpp"
@@ -112,6 +113,7 @@ struct server_state {
     std::unique_ptr<router::directory> rtr;  // embedded or Redis (docs/router.md)
     std::string self_id;                      // this reflector's router id (set before serving)
     std::string instance;                     // random per process: tells a restart apart
+    std::unique_ptr<auth::gate> gate;         // access control (docs/security.md)
 
     explicit server_state(config c);
     /// Registers this reflector with the router and refreshes its load (heartbeat).
@@ -124,7 +126,7 @@ struct server_state {
 /// socket is moved there if needed).
 void
 start_websocket(server_state& st, worker& from, tcp::socket sock, http::request<http::string_body> req,
-                std::string session_id);
+                std::string session_id, auth::admission adm = {});
 
 /// Closes every WebSocket connection of the worker (drain). Call on its thread.
 void

@@ -206,6 +206,13 @@ server_state::server_state(config c)
     : cfg(std::move(c)), files(cfg.data_dir),
       persistence(files, [this](std::function<void()> f) { net::post(disk, std::move(f)); })
 {
+    auth::settings as;
+    as.secret = cfg.auth_secret;
+    as.public_key_file = cfg.auth_public_key;
+    as.admin_token = cfg.admin_token;
+    as.metrics_open = cfg.metrics_open;
+    as.allowed_origins = cfg.allowed_origins;
+    gate = std::make_unique<auth::gate>(std::move(as));
     sopts.linger_ms = cfg.session_linger_ms;
     sopts.requ_threshold = cfg.log_requ_threshold;
     sopts.log_max = cfg.log_max;
@@ -362,6 +369,19 @@ server::run()
     auto& st = impl_->st;
     spdlog::info("lockstep-reflector listening on {}:{} ({} worker threads, data in {}, region {})", st.cfg.bind,
                  port(), st.workers.size(), st.cfg.data_dir, st.cfg.region);
+    {
+        error_code ec;
+        auto a = net::ip::make_address(st.cfg.bind, ec);
+        if (!ec && !a.is_loopback()) {
+            if (!st.gate->user_auth())
+                spdlog::warn("listening on {} without --auth-secret/--auth-public-key: anyone who can reach this "
+                             "port may open sessions, store blobs and use /v1 (docs/security.md)",
+                             st.cfg.bind);
+            if (!st.gate->admin_auth() && !st.gate->user_auth())
+                spdlog::warn("listening on {} without --admin-token: /sessions and /metrics are open to anyone",
+                             st.cfg.bind);
+        }
+    }
     impl_->guards.resize(st.workers.size());
     for (std::size_t i = 0; i < st.workers.size(); ++i)
         impl_->guards[i].emplace(st.workers[i]->ioc.get_executor());
