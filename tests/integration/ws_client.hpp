@@ -16,8 +16,9 @@ using namespace std::chrono_literals;
 
 class ws_client {
 public:
-    /// Connects to 127.0.0.1:port and performs the upgrade for `path`. Throws on failure.
-    ws_client(std::uint16_t port, std::string const& path);
+    /// Connects to 127.0.0.1:port and performs the upgrade for `path` (with more header
+    /// lines, each ending in \r\n). Throws on failure.
+    ws_client(std::uint16_t port, std::string const& path, std::string const& extra_headers = "");
     ~ws_client();
     ws_client(ws_client const&) = delete;
     ws_client& operator=(ws_client const&) = delete;
