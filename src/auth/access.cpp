@@ -133,6 +133,7 @@ gate::check(request_view const& r, std::int64_t now_s, std::function<bool(std::s
     if (!user_auth() || d.admin)
         return d;
     std::string token = !path_token.empty() ? path_token : (!bearer.empty() ? bearer : query_token(r.target));
+    bool files = !r.upgrade && starts_with(path, "/files/");
     if (token.empty()) {
         if (r.upgrade && seat_live && seat_live(std::string(path))) {
             d.via_seat = true;
@@ -140,10 +141,29 @@ gate::check(request_view const& r, std::int64_t now_s, std::function<bool(std::s
         }
         return refuse(401, "token required");
     }
+    // A blob URL in a SYNC carries the token of the client that stored it, and a late
+    // joiner may read it long after that token expired: reads through a path token
+    // accept an expired (still correctly signed) token.
+    bool read_grace = files && !path_token.empty() && (r.method == "GET" || r.method == "HEAD");
     std::string why;
-    auto g = verifier_->verify(token, now_s, why);
+    auto g = verifier_->verify(token, now_s, why, read_grace);
     if (!g)
         return refuse(401, "invalid token: " + why);
+    std::string_view want = r.upgrade ? "reflector" : (files ? "files" : "api");
+    if (!g->scope.empty() && g->scope != want)
+        return refuse(403, "token scope is " + g->scope + ", not " + std::string(want));
+    if (files && g->app) {
+        // Blobs of an app live under /files/apps/<appId>/ (the client's layout).
+        std::string_view blob = std::string_view(d.target).substr(0, d.target.find_first_of("?#"));
+        auto rest = blob.substr(std::string_view("/files/").size());
+        bool ok = starts_with(rest, "apps/");
+        if (ok) {
+            rest.remove_prefix(5);
+            ok = pattern_match(*g->app, rest.substr(0, rest.find('/')));
+        }
+        if (!ok)
+            return refuse(403, "token is not for this app's files");
+    }
     d.user = std::move(*g);
     return d;
 }

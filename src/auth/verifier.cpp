@@ -94,7 +94,7 @@ verifier::from_public_key_pem(std::string pem)
 }
 
 std::optional<grant>
-verifier::verify(std::string_view token, std::int64_t now_s, std::string& why) const
+verifier::verify(std::string_view token, std::int64_t now_s, std::string& why, bool allow_expired) const
 {
     if (!looks_like_jwt(token)) {
         why = "not a JWT";
@@ -135,8 +135,11 @@ verifier::verify(std::string_view token, std::int64_t now_s, std::string& why) c
     }
     g.expires = exp->get<std::int64_t>();
     if (g.expires + leeway_s < now_s) {
-        why = "token expired";
-        return std::nullopt;
+        if (!allow_expired) {
+            why = "token expired";
+            return std::nullopt;
+        }
+        g.expired = true;
     }
     if (auto nbf = claims.find("nbf"); nbf != claims.end()) {
         if (!nbf->is_number_integer() || nbf->get<std::int64_t>() - leeway_s > now_s) {
@@ -164,6 +167,13 @@ verifier::verify(std::string_view token, std::int64_t now_s, std::string& why) c
             return std::nullopt;
         }
         g.sessions = s->get<std::vector<std::string>>();
+    }
+    if (auto sc = claims.find("scope"); sc != claims.end()) {
+        if (!sc->is_string() || (*sc != "reflector" && *sc != "files" && *sc != "api")) {
+            why = "scope must be \"reflector\", \"files\" or \"api\"";
+            return std::nullopt;
+        }
+        g.scope = sc->get<std::string>();
     }
     return g;
 }

@@ -9,6 +9,8 @@
 //   sub       the user (optional; when present, /v1 seat requests must be for this user)
 //   app       appId this token is for (optional; `*` at the end matches any suffix)
 //   sessions  array of session-name patterns (optional; same `*` rule)
+//   scope     "reflector", "files" or "api": the token is good for WebSocket upgrades,
+//             /files or /v1 only (optional; absent: all three)
 #pragma once
 
 #include <cstdint>
@@ -26,6 +28,8 @@ struct grant {
     std::int64_t expires = 0;                        // `exp`, seconds since the epoch
     std::optional<std::string> app;                  // `app`: allowed appId pattern
     std::optional<std::vector<std::string>> sessions;  // `sessions`: allowed name patterns
+    std::string scope;                               // `scope`: "", "reflector", "files" or "api"
+    bool expired = false;                            // past `exp` (only with allow_expired)
 };
 
 /// Seconds of clock difference tolerated for `exp` and `nbf`.
@@ -42,7 +46,10 @@ public:
 
     /// Verifies `token` at `now_s` (seconds since the epoch). On failure returns nullopt
     /// and a short reason (never the token) in `why`.
-    std::optional<grant> verify(std::string_view token, std::int64_t now_s, std::string& why) const;
+    /// `allow_expired`: a token past its `exp` passes with `expired` set (reads of blob
+    /// URLs handed out in SYNC, docs/security.md); everything else is still checked.
+    std::optional<grant> verify(std::string_view token, std::int64_t now_s, std::string& why,
+                                bool allow_expired = false) const;
 
     kind key_kind() const noexcept { return kind_; }
 

@@ -311,3 +311,33 @@ TEST(auth_gate, join_names)
     join_names("[", app, name);
     EXPECT_EQ(name, "");
 }
+
+TEST(auth_gate, scopes_app_files_and_read_grace)
+{
+    settings s;
+    s.secret = "k";
+    gate g(s);
+    auto now = unix_now();
+    auto files_tok = mint({{"exp", now + 60}, {"scope", "files"}, {"app", "io.app"}}, "k");
+    auto chk = [&](std::string_view m, std::string const& target, bool up = false) {
+        return g.check({m, target, "", "", up}, now).status;
+    };
+    EXPECT_EQ(chk("PUT", "/files/t/" + files_tok + "/apps/io.app/snap/x"), 200);
+    EXPECT_EQ(chk("PUT", "/files/t/" + files_tok + "/apps/io.other/snap/x"), 403);
+    EXPECT_EQ(chk("PUT", "/files/t/" + files_tok + "/elsewhere/x"), 403);
+    EXPECT_EQ(chk("GET", "/t/" + files_tok + "/S1", true), 403);  // not a reflector token
+    EXPECT_EQ(chk("GET", "/v1/rooms/r?token=" + files_tok), 403);
+    auto ws_tok = mint({{"exp", now + 60}, {"scope", "reflector"}}, "k");
+    EXPECT_EQ(chk("GET", "/t/" + ws_tok + "/S1", true), 200);
+    EXPECT_EQ(chk("GET", "/files/t/" + ws_tok + "/apps/a/x"), 403);
+    EXPECT_EQ(chk("GET", "/t/" + mint({{"exp", now + 60}, {"scope", "all"}}, "k") + "/S1", true), 401);
+    // An expired path token still reads blobs (URLs handed out in SYNC), nothing else.
+    auto old = mint({{"exp", now - 86400}, {"scope", "files"}}, "k");
+    EXPECT_EQ(chk("GET", "/files/t/" + old + "/apps/a/x"), 200);
+    EXPECT_EQ(chk("HEAD", "/files/t/" + old + "/apps/a/x"), 200);
+    EXPECT_EQ(chk("PUT", "/files/t/" + old + "/apps/a/x"), 401);
+    EXPECT_EQ(chk("GET", "/files/apps/a/x?token=" + old), 401);
+    EXPECT_EQ(chk("GET", "/t/" + old + "/S1", true), 401);
+    // ... but it must still be signed with the key.
+    EXPECT_EQ(chk("GET", "/files/t/" + mint({{"exp", now - 86400}}, "other") + "/apps/a/x"), 401);
+}
