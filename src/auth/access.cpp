@@ -93,7 +93,6 @@ gate::origin_allowed(std::string_view origin) const
 decision
 gate::check(request_view const& r, std::int64_t now_s, std::function<bool(std::string const&)> const& seat_live) const
 {
-    auto path = r.target.substr(0, r.target.find_first_of("?#"));
     if (!r.origin.empty() && !origin_allowed(r.origin))
         return refuse(403, "origin not allowed");
 
@@ -102,17 +101,25 @@ gate::check(request_view const& r, std::int64_t now_s, std::function<bool(std::s
     auto bearer = bearer_token(r.authorization);
     d.admin = admin_auth() && !bearer.empty() && equal_secret(bearer, s_.admin_token);
 
-    // The /files token pair is removed whether or not tokens are required, so a client
-    // configured with a token URL works against any reflector.
+    // Token pairs in HTTP paths (`/files/t/<jwt>/<blob>`, and `/t/<jwt>/<route>` for a
+    // base URL such as the SDK's router URL) are removed whether or not tokens are
+    // required, so a client configured with a token URL works against any reflector.
     std::string path_token;
-    if (!r.upgrade && starts_with(path, "/files/t/")) {
+    if (!r.upgrade) {
+        std::string_view path = r.target.substr(0, r.target.find_first_of("?#"));
         std::string stripped;
-        path_token = files_path_token(path, stripped);
+        if (starts_with(path, "/t/"))
+            path_token = files_path_token("/files" + std::string(path), stripped);
+        if (!path_token.empty())
+            stripped.erase(0, 6);  // "/files"
+        else if (starts_with(path, "/files/t/"))
+            path_token = files_path_token(path, stripped);
         if (!path_token.empty())
             d.target = stripped + std::string(r.target.substr(path.size()));
-    } else if (r.upgrade) {
-        path_token = ws_path_token(path);
     }
+    std::string_view path = std::string_view(d.target).substr(0, d.target.find_first_of("?#"));
+    if (r.upgrade)
+        path_token = ws_path_token(path);
 
     switch (scope_of(r, path, s_.metrics_open)) {
     case scope::open:
@@ -154,8 +161,7 @@ gate::check(request_view const& r, std::int64_t now_s, std::function<bool(std::s
         return refuse(403, "token scope is " + g->scope + ", not " + std::string(want));
     if (files && g->app) {
         // Blobs of an app live under /files/apps/<appId>/ (the client's layout).
-        std::string_view blob = std::string_view(d.target).substr(0, d.target.find_first_of("?#"));
-        auto rest = blob.substr(std::string_view("/files/").size());
+        auto rest = path.substr(std::string_view("/files/").size());
         bool ok = starts_with(rest, "apps/");
         if (ok) {
             rest.remove_prefix(5);

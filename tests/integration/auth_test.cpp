@@ -3,6 +3,8 @@
 #include "integration/fixture.hpp"
 #include "integration/jwt_mint.hpp"
 
+#include <lockstep/client/router.hpp>
+
 #include <gtest/gtest.h>
 
 #include <spdlog/sinks/ostream_sink.h>
@@ -243,4 +245,21 @@ TEST(auth, tokens_never_reach_the_logs)
     }
     spdlog::set_default_logger(previous);
     spdlog::set_level(spdlog::level::warn);
+}
+
+TEST(auth, sdk_router_helper_with_a_token_url)
+{
+    running_server srv(auth_config());
+    auto base = "http://127.0.0.1:" + std::to_string(srv.port());
+    std::error_code ec;
+    client::reserve_seat(base, "lobby", "alice", ec);
+    EXPECT_TRUE(ec);  // 401 without a token
+    ec.clear();
+    auto seat = client::reserve_seat(base + "/t/" + user_token(secret, "alice"), "lobby", "alice", ec);
+    ASSERT_FALSE(ec);
+    EXPECT_EQ(seat.session, "lobby");
+    EXPECT_NE(seat.reflector.find("/r/"), std::string::npos);
+    // The token names alice: no seat for bob with it.
+    client::reserve_seat(base + "/t/" + user_token(secret, "alice"), "lobby", "bob", ec);
+    EXPECT_TRUE(ec);
 }

@@ -226,6 +226,12 @@ TEST(auth_gate, scopes)
     EXPECT_EQ(d.target, "/files/a/b?x=1");
     EXPECT_EQ(d.user->user, "alice");
     EXPECT_EQ(check("POST", "/v1/rooms/r/join").status, 401);
+    // A base URL with a token pair (the SDK's router URL "https://host/t/<jwt>").
+    d = check("POST", "/t/" + tok + "/v1/rooms/r/join?x");
+    EXPECT_EQ(d.status, 200);
+    EXPECT_EQ(d.target, "/v1/rooms/r/join?x");
+    EXPECT_EQ(check("GET", "/t/" + tok + "/sessions").status, 401);  // a user token is no admin token
+    EXPECT_EQ(check("GET", "/t/" + user_token("bad") + "/files/a").status, 401);
     EXPECT_EQ(check("POST", "/v1/rooms/r/join", "Bearer " + tok).status, 200);
     EXPECT_EQ(check("GET", "/s1", "", true).status, 401);
     EXPECT_EQ(check("GET", "/t/" + tok + "/s1", "", true).status, 200);
