@@ -55,8 +55,9 @@ Router (docs/router.md)
   --room-policy P=C[:F]     capacity C (and overflow F) for rooms whose name
                             matches the glob P; repeatable, first match wins
   --redis URL               cluster mode: keep router state in the Redis at
-                            redis://HOST:PORT, shared by every reflector
-                            pointed at it (default: in this process)
+                            redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] (AUTH,
+                            SELECT), shared by every reflector pointed at it
+                            (default: in this process)
   --heartbeat-ttl-ms N      a reflector that has not refreshed its registration
                             for this long gets no new sessions (default 10000;
                             each reflector refreshes every TTL/5, at most 2 s)
@@ -244,7 +245,7 @@ parse_config(int argc, char const* const* argv, std::string& message, bool& help
         return std::nullopt;
     }
     if (!c.redis.empty() && c.redis.rfind("redis://", 0) != 0) {
-        message = "--redis must look like redis://HOST:PORT";
+        message = "--redis must look like redis://[:PASSWORD@]HOST[:PORT][/DB]";
         return std::nullopt;
     }
     if (c.heartbeat_ttl_ms < 100) {
