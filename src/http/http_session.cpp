@@ -17,7 +17,16 @@ constexpr std::size_t max_plain_body_bytes = 64 * 1024;
 
 class http_session : public std::enable_shared_from_this<http_session> {
 public:
-    http_session(server_state& st, worker& w, tcp::socket sock) : st_(st), w_(w), stream_(std::move(sock)) {}
+    http_session(server_state& st, worker& w, tcp::socket sock, limits::ticket ticket)
+        : st_(st), w_(w), stream_(std::move(sock)), ticket_(std::move(ticket))
+    {
+        error_code ec;
+        auto peer = stream_.socket().remote_endpoint(ec);
+        if (!ec) {
+            ip_ = peer.address().to_string();
+            loopback_ = peer.address().is_loopback();
+        }
+    }
 
     void
     start()
@@ -48,6 +57,8 @@ private:
         }
         auto& h = header_->get();
         bool is_upgrade = websocket::is_upgrade(h);
+        if (!within_limits(h, is_upgrade))
+            return;
         if (!admit(h, is_upgrade))
             return;
         if (is_upgrade)
@@ -75,6 +86,13 @@ private:
     void
     read_body(std::size_t limit)
     {
+        if (header_->get().method() == http::verb::put) {
+            upload_ = st_.limits->begin_upload();
+            if (!upload_) {
+                spdlog::info("http: upload refused: over --max-uploads");
+                return fail_status(http::status::service_unavailable, "too many uploads in progress, retry later", false);
+            }
+        }
         body_.emplace(std::move(*header_));
         body_->body_limit(limit);
         // Large blobs over slow links: 10 minutes for the whole body.
@@ -86,6 +104,7 @@ private:
     void
     on_body(error_code ec)
     {
+        upload_.reset();
         if (ec == http::error::body_limit)
             return fail_status(http::status::payload_too_large, "body too large", false);
         if (ec)
@@ -152,6 +171,44 @@ private:
         fail_status(http::status::bad_request, "bad request: " + why, false);
     }
 
+    /// Edge limits (docs/operations.md, "Limits"): the client's address (X-Forwarded-For
+    /// with --trust-proxy) within --max-connections-per-ip, and /v1 and /files requests
+    /// within --max-http-rate. Answers the refusal itself and returns false.
+    bool
+    within_limits(http::request_parser<http::empty_body>::value_type const& h, bool is_upgrade)
+    {
+        if (st_.cfg.trust_proxy && !ticket_.per_ip_counted()) {
+            if (auto it = h.find("X-Forwarded-For"); it != h.end()) {
+                std::string_view xff(it->value().data(), it->value().size());
+                auto last = xff.substr(xff.rfind(',') + 1);
+                while (!last.empty() && last.front() == ' ')
+                    last.remove_prefix(1);
+                while (!last.empty() && last.back() == ' ')
+                    last.remove_suffix(1);
+                error_code ec;
+                auto a = net::ip::make_address(std::string(last), ec);
+                if (!ec) {
+                    ip_ = a.to_string();
+                    loopback_ = a.is_loopback();
+                }
+            }
+            if (!st_.limits->take_ip(ticket_, ip_, loopback_)) {
+                spdlog::info("http: over --max-connections-per-ip for a forwarded address: 503");
+                fail_status(http::status::service_unavailable, "too many connections from this address", false);
+                return false;
+            }
+        }
+        std::string_view target(h.target().data(), h.target().size());
+        if (!is_upgrade && (target.rfind("/v1/", 0) == 0 || target.rfind("/files/", 0) == 0 ||
+                            target.rfind("/t/", 0) == 0)) {
+            if (!st_.limits->allow_request(ip_, loopback_)) {
+                fail_status(http::status::too_many_requests, "too many requests from this address, slow down", false);
+                return false;
+            }
+        }
+        return true;
+    }
+
     /// Access control (docs/security.md), on the request line and headers alone, before
     /// any body is read. Answers the refusal itself and returns false.
     bool
@@ -197,7 +254,8 @@ private:
         }
         stream_.expires_never();
         auth::admission adm{std::move(decision_.user), decision_.via_seat};
-        start_websocket(st_, w_, stream_.release_socket(), std::move(req), std::move(id), std::move(adm));
+        start_websocket(st_, w_, stream_.release_socket(), std::move(req), std::move(id), std::move(adm),
+                        std::move(ticket_));
     }
 
     void
@@ -214,14 +272,18 @@ private:
     std::optional<http::request_parser<http::empty_body>> header_;
     std::optional<http::request_parser<http::string_body>> body_;
     auth::decision decision_;  // of the request being read
+    limits::ticket ticket_;    // this socket's place in the connection counts
+    std::optional<limits::upload_slot> upload_;  // while a PUT body is being received
+    std::string ip_;           // client address (X-Forwarded-For with --trust-proxy)
+    bool loopback_ = false;
 };
 
 }  // namespace
 
 void
-start_http(server_state& st, worker& w, tcp::socket sock)
+start_http(server_state& st, worker& w, tcp::socket sock, limits::ticket ticket)
 {
-    std::make_shared<http_session>(st, w, std::move(sock))->start();
+    std::make_shared<http_session>(st, w, std::move(sock), std::move(ticket))->start();
 }
 
 }  // namespace lockstep

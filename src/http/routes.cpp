@@ -93,10 +93,31 @@ files(server_state& st, request&& req, std::string_view rest, reply_fn reply)
         reply(json_error(req, http::status::bad_request, "bad path: " + why));
         return;
     }
+    if (auto depth = static_cast<std::size_t>(std::count(rel->begin(), rel->end(), '/')) + 1;
+        depth > st.cfg.max_files_depth) {
+        st.limits->refused(limits::reason::files_depth);
+        spdlog::info("files: path of {} segments over --max-files-depth {}: 400", depth, st.cfg.max_files_depth);
+        reply(json_error(req, http::status::bad_request,
+                         "bad path: more than " + std::to_string(st.cfg.max_files_depth) + " segments"));
+        return;
+    }
     if (req.method() == http::verb::put) {
         auto r = std::make_shared<request>(std::move(req));
         net::post(st.disk, [&st, r, rel = std::move(*rel), reply = std::move(reply)]() mutable {
+            // The disk thread is the only writer: the check and the write do not race.
+            std::error_code sec;
+            auto old_size = std::filesystem::file_size(st.files.file_of(rel), sec);
+            if (sec)
+                old_size = 0;
+            if (!st.limits->disk_fits(old_size, r->body().size())) {
+                spdlog::warn("files: store full (--max-disk-bytes {}): refusing {} bytes with 507",
+                             st.cfg.max_disk_bytes, r->body().size());
+                reply(json_error(*r, http::status::insufficient_storage, "blob store full"));
+                return;
+            }
             auto ec = st.files.put(rel, r->body());
+            if (!ec)
+                st.limits->disk_written(old_size, r->body().size());
             if (ec) {
                 spdlog::error("files: cannot store {}: {}", rel, ec.message());
                 reply(json_error(*r, http::status::internal_server_error, "cannot store blob"));
@@ -397,7 +418,8 @@ handle(server_state& st, worker& w, request&& req, reply_fn reply)
         if (!get)
             return reply(method_not_allowed(req, "GET, HEAD"));
         return reply(text_response(req, http::status::ok,
-                                   render_metrics(st.metrics(), st.closes, st.http_requests.load(), st.draining.load()),
+                                   render_metrics(st.metrics(), st.closes, st.http_requests.load(), st.draining.load()) +
+                                       st.limits->render(),
                                    "text/plain; version=0.0.4; charset=utf-8"));
     }
     if (path == "/sessions") {

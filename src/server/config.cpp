@@ -74,6 +74,21 @@ Access control (docs/security.md)
   --allowed-origins LIST    comma-separated Origin values allowed to open
                             WebSockets and use HTTP from a browser; others get
                             403 (default: any)
+Edge limits (loopback peers are not limited per address)
+  --max-connections N       open sockets (HTTP and WebSocket) before new ones get
+                            503 (default: the file-descriptor limit minus 64)
+  --max-connections-per-ip N  open sockets per client address (default 1000;
+                            0 = no limit)
+  --trust-proxy             the client address is the last X-Forwarded-For entry
+                            (only behind a proxy that sets it)
+  --max-http-rate N         /v1 and /files requests per second per address,
+                            bursts of 2N; more get 429 (default 100; 0 = none)
+  --max-uploads N           PUT /files bodies received at once; more get 503
+                            (default 64; 0 = none)
+  --max-disk-bytes N        blob store size; a PUT that would exceed it gets
+                            507 (default 0 = no limit)
+  --max-files-depth N       path segments of a /files path; deeper get 400
+                            (default 32)
 Performance
   --max-coalesce-us N       while a worker thread is busy (>60% CPU), output to
                             each client is gathered for up to this long so one
@@ -178,6 +193,12 @@ parse_config(int argc, char const* const* argv, std::string& message, bool& help
              }
              return true;
          })},
+        {"--max-connections", num(c.max_connections)},
+        {"--max-connections-per-ip", num(c.max_connections_per_ip)},
+        {"--max-http-rate", num(c.max_http_rate)},
+        {"--max-uploads", num(c.max_uploads)},
+        {"--max-disk-bytes", num(c.max_disk_bytes)},
+        {"--max-files-depth", num(c.max_files_depth)},
         {"--room-policy", setter([&c](std::string const& v) {
              auto eq = v.find('=');
              if (eq == std::string::npos || eq == 0 || eq + 1 == v.size())
@@ -195,6 +216,10 @@ parse_config(int argc, char const* const* argv, std::string& message, bool& help
         }
         if (arg == "--metrics-open") {
             c.metrics_open = true;
+            continue;
+        }
+        if (arg == "--trust-proxy") {
+            c.trust_proxy = true;
             continue;
         }
         std::string value;
@@ -280,6 +305,10 @@ parse_config(int argc, char const* const* argv, std::string& message, bool& help
         c.admin_token = e;
     if (!c.auth_secret.empty() && !c.auth_public_key.empty()) {
         message = "use either --auth-secret or --auth-public-key, not both";
+        return std::nullopt;
+    }
+    if (c.max_files_depth == 0) {
+        message = "--max-files-depth must be at least 1";
         return std::nullopt;
     }
     if (c.public_url.empty())

@@ -35,6 +35,13 @@
 // | --admin-token TOKEN      | admin_token          | (none)       |
 // | --metrics-open           | metrics_open         | off          |
 // | --allowed-origins LIST   | allowed_origins      | (any)        |
+// | --max-connections N      | max_connections      | NOFILE - 64  |
+// | --max-connections-per-ip N | max_connections_per_ip | 1000     |
+// | --trust-proxy            | trust_proxy          | off          |
+// | --max-http-rate N        | max_http_rate        | 100          |
+// | --max-uploads N          | max_uploads          | 64           |
+// | --max-disk-bytes N       | max_disk_bytes       | 0 (none)     |
+// | --max-files-depth N      | max_files_depth      | 32           |
 #pragma once
 
 #include <cstdint>
@@ -80,6 +87,14 @@ struct config {
     std::string admin_token;                  // Bearer token for /sessions, /metrics, admin /v1
     bool metrics_open = false;                // /metrics without the admin token
     std::vector<std::string> allowed_origins; // Origin values accepted (empty: any)
+    // Edge limits (docs/operations.md, "Limits"); loopback peers are not limited per address
+    std::uint64_t max_connections = 0;        // open sockets; 0: the file-descriptor limit minus 64
+    std::uint32_t max_connections_per_ip = 1000;  // open sockets per client address; 0: none
+    bool trust_proxy = false;                 // client address from X-Forwarded-For
+    std::uint32_t max_http_rate = 100;        // /v1 + /files requests per second per address; 0: none
+    std::uint32_t max_uploads = 64;           // PUT /files bodies received at once; 0: none
+    std::uint64_t max_disk_bytes = 0;         // blob store size; 0: none
+    std::uint32_t max_files_depth = 32;       // segments of a /files path
 };
 
 /// Parses argv. Returns nullopt and fills `message` for --help (exit 0) or an error

@@ -31,9 +31,10 @@ constexpr std::size_t compact_bytes = 64u << 10;
 
 class connection final : public peer, public flushable, public std::enable_shared_from_this<connection> {
 public:
-    connection(server_state& st, worker& w, tcp::socket sock, std::string session_id, auth::admission adm = {})
+    connection(server_state& st, worker& w, tcp::socket sock, std::string session_id, auth::admission adm = {},
+               limits::ticket ticket = {})
         : st_(st), w_(w), ws_(std::move(sock)), session_id_(std::move(session_id)), join_timer_(w.ioc),
-          adm_(std::move(adm))
+          adm_(std::move(adm)), ticket_(std::move(ticket))
     {
         error_code ec;
         auto ep = ws_.next_layer().next_layer().remote_endpoint(ec);
@@ -531,6 +532,7 @@ private:
     std::string seat_token_;         // router seat from the URL path (/r/<token>/<id>)
     bool seat_confirmed_ = false;
     auth::admission adm_;            // what access control admitted (user token, seat)
+    limits::ticket ticket_;          // this socket's place in the connection counts
 
     std::string out_;                // frames not yet taken by the socket, from out_off_
     std::size_t out_off_ = 0;
@@ -558,11 +560,12 @@ close_connection(connection& c, close_code code, std::string_view reason)
 
 void
 start_websocket(server_state& st, worker& from, tcp::socket sock, http::request<http::string_body> req,
-                std::string session_id, auth::admission adm)
+                std::string session_id, auth::admission adm, limits::ticket ticket)
 {
     worker& target = session_id.empty() ? from : st.worker_for(session_id);
     if (&target == &from) {
-        std::make_shared<connection>(st, target, std::move(sock), std::move(session_id), std::move(adm))
+        std::make_shared<connection>(st, target, std::move(sock), std::move(session_id), std::move(adm),
+                                     std::move(ticket))
             ->start(std::move(req));
         return;
     }
@@ -575,7 +578,7 @@ start_websocket(server_state& st, worker& from, tcp::socket sock, http::request<
         return;
     }
     net::post(target.ioc, [&st, &target, protocol, fd, req = std::move(req), id = std::move(session_id),
-                           adm = std::move(adm)]() mutable {
+                           adm = std::move(adm), ticket = std::move(ticket)]() mutable {
         error_code ec2;
         tcp::socket s(target.ioc);
         s.assign(protocol, fd, ec2);
@@ -583,7 +586,8 @@ start_websocket(server_state& st, worker& from, tcp::socket sock, http::request<
             ::close(fd);
             return;
         }
-        std::make_shared<connection>(st, target, std::move(s), std::move(id), std::move(adm))->start(std::move(req));
+        std::make_shared<connection>(st, target, std::move(s), std::move(id), std::move(adm), std::move(ticket))
+            ->start(std::move(req));
     });
 }
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "auth/access.hpp"
+#include "limits/edge_limits.hpp"
 #include "reflector/clock.hpp"
 #include "router/router.hpp"
 #include "reflector/session.hpp"
@@ -114,6 +115,7 @@ struct server_state {
     std::string self_id;                      // this reflector's router id (set before serving)
     std::string instance;                     // random per process: tells a restart apart
     std::unique_ptr<auth::gate> gate;         // access control (docs/security.md)
+    std::unique_ptr<limits::edge_limits> limits;  // connection, request, upload and disk limits
 
     explicit server_state(config c);
     /// Registers this reflector with the router and refreshes its load (heartbeat).
@@ -126,7 +128,7 @@ struct server_state {
 /// socket is moved there if needed).
 void
 start_websocket(server_state& st, worker& from, tcp::socket sock, http::request<http::string_body> req,
-                std::string session_id, auth::admission adm = {});
+                std::string session_id, auth::admission adm = {}, limits::ticket ticket = {});
 
 /// Closes every WebSocket connection of the worker (drain). Call on its thread.
 void
@@ -134,6 +136,6 @@ close_all_connections(worker& w, protocol::close_code code, std::string_view rea
 
 /// Serves plain HTTP on an accepted socket.
 void
-start_http(server_state& st, worker& w, tcp::socket sock);
+start_http(server_state& st, worker& w, tcp::socket sock, limits::ticket ticket = {});
 
 }  // namespace lockstep

@@ -6,7 +6,10 @@
 
 #include <spdlog/spdlog.h>
 
+#include <sys/resource.h>
+
 #include <condition_variable>
+#include <filesystem>
 #include <cstdlib>
 #include <random>
 #include <ctime>
@@ -213,6 +216,36 @@ server_state::server_state(config c)
     as.metrics_open = cfg.metrics_open;
     as.allowed_origins = cfg.allowed_origins;
     gate = std::make_unique<auth::gate>(std::move(as));
+    {
+        // Many clients need many descriptors: raise the soft limit to the hard one, and
+        // refuse sockets cleanly (503) before accept() could fail for lack of them.
+        rlimit rl{};
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+            auto before = rl.rlim_cur;
+            rl.rlim_cur = rl.rlim_max;
+            if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+                spdlog::info("file-descriptor limit raised from {} to {}", before, rl.rlim_cur);
+            getrlimit(RLIMIT_NOFILE, &rl);
+        }
+        limits::settings ls;
+        ls.max_connections = cfg.max_connections;
+        if (ls.max_connections == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur > 128)
+            ls.max_connections = rl.rlim_cur - 64;  // room for files, Redis, the listener
+        ls.max_connections_per_ip = cfg.max_connections_per_ip;
+        ls.max_http_rate = cfg.max_http_rate;
+        ls.trust_proxy = cfg.trust_proxy;
+        ls.max_uploads = cfg.max_uploads;
+        ls.max_disk_bytes = cfg.max_disk_bytes;
+        limits = std::make_unique<limits::edge_limits>(ls);
+        // The blob store's size, counted against --max-disk-bytes from here on.
+        std::uint64_t used = 0;
+        std::error_code ec;
+        for (auto it = std::filesystem::recursive_directory_iterator(std::filesystem::path(cfg.data_dir) / "files", ec);
+             !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec))
+            if (it->is_regular_file(ec))
+                used += it->file_size(ec);
+        limits->set_disk_used(used);
+    }
     sopts.linger_ms = cfg.session_linger_ms;
     sopts.requ_threshold = cfg.log_requ_threshold;
     sopts.log_max = cfg.log_max;
@@ -294,6 +327,7 @@ struct server::impl {
     std::vector<std::optional<net::executor_work_guard<net::io_context::executor_type>>> guards;
 
     net::steady_timer hb_timer{st.workers[0]->ioc};
+    net::steady_timer accept_timer{st.workers[0]->ioc};  // pause after EMFILE/ENFILE
 
     void
     arm_heartbeat(std::uint16_t port)
@@ -306,6 +340,34 @@ struct server::impl {
             arm_heartbeat(port);
         });
     }
+
+    /// A socket over a connection limit gets a short 503 (best effort, never blocks)
+    /// and is closed.
+    void
+    refuse(tcp::socket& sock, limits::reason why)
+    {
+        static constexpr char const body_total[] = R"({"error":"too many connections"})";
+        static constexpr char const body_ip[] = R"({"error":"too many connections from this address"})";
+        std::string_view body = why == limits::reason::connections ? body_total : body_ip;
+        auto msg = fmt::format("HTTP/1.1 503 Service Unavailable\r\nServer: lockstep-reflector\r\n"
+                               "Content-Type: application/json\r\nRetry-After: 5\r\nConnection: close\r\n"
+                               "Content-Length: {}\r\n\r\n{}",
+                               body.size(), body);
+        error_code ec;
+        sock.non_blocking(true, ec);
+        sock.write_some(net::buffer(msg), ec);
+        sock.shutdown(tcp::socket::shutdown_both, ec);
+        sock.close(ec);
+        // One line per second at most: a flood must not flood the log too.
+        auto now = std::chrono::steady_clock::now();
+        if (now - last_refusal_log > std::chrono::seconds(1)) {
+            last_refusal_log = now;
+            spdlog::warn("refusing connections: over --{} ({} open)",
+                         why == limits::reason::connections ? "max-connections" : "max-connections-per-ip",
+                         st.limits->open_sockets());
+        }
+    }
+    std::chrono::steady_clock::time_point last_refusal_log{};
 
     explicit impl(config c) : st(std::move(c)), acceptor(st.workers[0]->ioc)
     {
@@ -336,13 +398,34 @@ struct server::impl {
             if (ec) {
                 if (ec == net::error::operation_aborted || !acceptor.is_open())
                     return;
+                if (ec == net::error::no_descriptors || ec.value() == ENFILE || ec == net::error::no_buffer_space ||
+                    ec == net::error::no_memory) {
+                    // Out of descriptors: retrying at once would spin. Pause, then retry.
+                    st.limits->accept_backoff();
+                    spdlog::warn("accept: {}; pausing accepts for 100 ms", ec.message());
+                    accept_timer.expires_after(std::chrono::milliseconds(100));
+                    accept_timer.async_wait([this](error_code e) {
+                        if (!e && !stopped)
+                            do_accept();
+                    });
+                    return;
+                }
                 spdlog::warn("accept: {}", ec.message());
             } else {
-                net::post(w.ioc, [this, &w, s = std::move(sock)]() mutable {
-                    error_code ignored;
-                    s.set_option(tcp::no_delay(true), ignored);
-                    start_http(st, w, std::move(s));
-                });
+                error_code pec;
+                auto peer = sock.remote_endpoint(pec);
+                auto ip = pec ? std::string() : peer.address().to_string();
+                limits::reason why{};
+                auto ticket = st.limits->admit(ip, !pec && peer.address().is_loopback(), why);
+                if (!ticket) {
+                    refuse(sock, why);
+                } else {
+                    net::post(w.ioc, [this, &w, s = std::move(sock), t = std::move(*ticket)]() mutable {
+                        error_code ignored;
+                        s.set_option(tcp::no_delay(true), ignored);
+                        start_http(st, w, std::move(s), std::move(t));
+                    });
+                }
             }
             do_accept();
         });
@@ -458,7 +541,10 @@ server::stop()
             wp->load_timer.cancel();
             wp->coalesce_timer.cancel();
         });
-    net::post(impl_->st.workers[0]->ioc, [this] { impl_->hb_timer.cancel(); });
+    net::post(impl_->st.workers[0]->ioc, [this] {
+        impl_->hb_timer.cancel();
+        impl_->accept_timer.cancel();
+    });
     for (auto& w : impl_->st.workers)
         w->ioc.stop();
 }
