@@ -7,11 +7,17 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
+#include <sstream>
+
+#include "integration/net_util.hpp"
 
 using namespace lockstep;
 using namespace lockstep::test;
@@ -223,4 +229,75 @@ TEST(limits, concurrent_uploads)
     ::close(slow);
     EXPECT_EQ(http_request(port, "PUT", "/files/apps/a/other", "x").status, 201);
     EXPECT_TRUE(metric_at_least(port, "lockstep_limit_refusals_total{limit=\"uploads\"}", 1));
+}
+
+// A real reflector process whose descriptor limit is tiny (hard limit 64, so raising the
+// soft limit cannot help) and whose --max-connections is above it: accept() fails with
+// EMFILE. It must pause instead of spinning, and serve again once sockets close.
+TEST(limits, out_of_descriptors_backs_off_instead_of_spinning)
+{
+    auto port = free_port();
+    auto dir = test_config().data_dir;
+    pid_t pid = ::fork();
+    if (pid == 0) {
+        rlimit rl{64, 64};
+        ::setrlimit(RLIMIT_NOFILE, &rl);
+        auto p = std::to_string(port);
+        ::execl(LOCKSTEP_REFLECTOR_BIN, LOCKSTEP_REFLECTOR_BIN, "--port", p.c_str(), "--data-dir", dir.c_str(),
+                "--threads", "1", "--max-connections", "1000", "--log-level", "error", static_cast<char*>(nullptr));
+        ::_exit(127);
+    }
+    ASSERT_GT(pid, 0);
+    struct reaper {
+        pid_t pid;
+        std::string dir;
+        ~reaper()
+        {
+            ::kill(pid, SIGKILL);
+            int st = 0;
+            ::waitpid(pid, &st, 0);
+            std::error_code ec;
+            std::filesystem::remove_all(dir, ec);
+        }
+    } reap{pid, dir};
+    bool up = false;
+    for (int i = 0; i < 200 && !up; ++i) {
+        std::this_thread::sleep_for(50ms);
+        int probe = raw_connect(port);
+        if (probe >= 0) {
+            ::close(probe);
+            up = http_request(port, "GET", "/health/live").status == 200;
+        }
+    }
+    ASSERT_TRUE(up);
+    std::vector<int> held;
+    for (int i = 0; i < 100; ++i)
+        if (int fd = raw_connect(port); fd >= 0)
+            held.push_back(fd);  // the kernel queues them even when the process cannot accept
+    auto cpu = [pid] {
+        std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+        std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        std::istringstream fields(s.substr(s.rfind(')') + 2));
+        std::string f;
+        long ticks = 0;
+        for (int i = 3; i <= 15 && fields >> f; ++i)
+            if (i == 14 || i == 15)
+                ticks += std::atol(f.c_str());
+        return ticks;
+    };
+    std::this_thread::sleep_for(300ms);
+    auto before = cpu();
+    std::this_thread::sleep_for(1s);
+    auto used = cpu() - before;
+    EXPECT_LT(used, sysconf(_SC_CLK_TCK) / 4) << "the reflector spun on accept() for " << used << " ticks in 1 s";
+    for (int fd : held)
+        ::close(fd);
+    bool back = false;
+    for (int i = 0; i < 100 && !back; ++i) {
+        back = http_request(port, "GET", "/health/live").status == 200;
+        if (!back)
+            std::this_thread::sleep_for(50ms);
+    }
+    EXPECT_TRUE(back);
+    EXPECT_TRUE(metric_at_least(port, "lockstep_accept_backoffs_total", 1));
 }
