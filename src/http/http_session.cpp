@@ -25,6 +25,11 @@ public:
         if (!ec) {
             ip_ = peer.address().to_string();
             loopback_ = peer.address().is_loopback();
+        } else {
+            // A TLS client's plaintext arrives over a local socket: its address was
+            // taken when the TCP connection was accepted.
+            ip_ = ticket_.address();
+            loopback_ = ticket_.loopback();
         }
     }
 

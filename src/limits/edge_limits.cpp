@@ -26,6 +26,8 @@ ticket::operator=(ticket&& o) noexcept
         release();
         owner_ = o.owner_;
         ip_ = std::move(o.ip_);
+        address_ = std::move(o.address_);
+        loopback_ = o.loopback_;
         o.owner_ = nullptr;
         o.ip_.clear();
     }
@@ -58,6 +60,8 @@ edge_limits::admit(std::string const& ip, bool loopback, reason& why)
     open_.fetch_add(1);
     ticket t;
     t.owner_ = this;
+    t.address_ = ip;
+    t.loopback_ = loopback;
     if (!s_.trust_proxy && !take_ip(t, ip, loopback)) {
         why = reason::connections_per_ip;
         return std::nullopt;  // t's destructor gives the place back

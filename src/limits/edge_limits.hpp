@@ -42,12 +42,17 @@ public:
     ticket& operator=(ticket const&) = delete;
     ~ticket() { release(); }
     bool per_ip_counted() const noexcept { return !ip_.empty(); }
+    /// The peer address given at accept, and whether it is a loopback one.
+    std::string const& address() const noexcept { return address_; }
+    bool loopback() const noexcept { return loopback_; }
 
 private:
     friend class edge_limits;
     void release() noexcept;
     edge_limits* owner_ = nullptr;
     std::string ip_;  // counted per address when set
+    std::string address_;
+    bool loopback_ = false;
 };
 
 /// A PUT /files body being received; released when destroyed. Move-only.

@@ -74,6 +74,10 @@ Access control (docs/security.md)
   --allowed-origins LIST    comma-separated Origin values allowed to open
                             WebSockets and use HTTP from a browser; others get
                             403 (default: any)
+TLS
+  --tls-cert FILE           serve wss:// and https:// on the port with this PEM
+                            certificate chain (reloaded on SIGHUP)
+  --tls-key FILE            its PEM private key
 Edge limits (loopback peers are not limited per address)
   --max-connections N       open sockets (HTTP and WebSocket) before new ones get
                             503 (default: the file-descriptor limit minus 64)
@@ -193,6 +197,8 @@ parse_config(int argc, char const* const* argv, std::string& message, bool& help
              }
              return true;
          })},
+        {"--tls-cert", str(c.tls_cert)},
+        {"--tls-key", str(c.tls_key)},
         {"--max-connections", num(c.max_connections)},
         {"--max-connections-per-ip", num(c.max_connections_per_ip)},
         {"--max-http-rate", num(c.max_http_rate)},
@@ -311,8 +317,12 @@ parse_config(int argc, char const* const* argv, std::string& message, bool& help
         message = "--max-files-depth must be at least 1";
         return std::nullopt;
     }
+    if (c.tls_cert.empty() != c.tls_key.empty()) {
+        message = "--tls-cert and --tls-key go together";
+        return std::nullopt;
+    }
     if (c.public_url.empty())
-        c.public_url = "ws://" + c.bind + ":" + std::to_string(c.port);
+        c.public_url = (c.tls_cert.empty() ? "ws://" : "wss://") + c.bind + ":" + std::to_string(c.port);
     return c;
 }
 

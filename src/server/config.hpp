@@ -42,6 +42,8 @@
 // | --max-uploads N          | max_uploads          | 64           |
 // | --max-disk-bytes N       | max_disk_bytes       | 0 (none)     |
 // | --max-files-depth N      | max_files_depth      | 32           |
+// | --tls-cert FILE          | tls_cert             | (none)       |
+// | --tls-key FILE           | tls_key              | (none)       |
 #pragma once
 
 #include <cstdint>
@@ -95,6 +97,9 @@ struct config {
     std::uint32_t max_uploads = 64;           // PUT /files bodies received at once; 0: none
     std::uint64_t max_disk_bytes = 0;         // blob store size; 0: none
     std::uint32_t max_files_depth = 32;       // segments of a /files path
+    // TLS on this port (wss://, https://); reloaded on SIGHUP
+    std::string tls_cert;                     // PEM certificate chain
+    std::string tls_key;                      // PEM private key
 };
 
 /// Parses argv. Returns nullopt and fills `message` for --help (exit 0) or an error

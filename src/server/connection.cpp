@@ -51,7 +51,8 @@ public:
         seat_token_ = router::router::token_from_path(std::string_view(req.target().data(), req.target().size()));
         w_.connections[this] = weak_from_this();
         w_.metrics.add(w_.metrics.connections, 1);
-        ws_.next_layer().next_layer().set_option(tcp::no_delay(true));
+        error_code nd;  // a TLS client's plaintext end is a local socket: no TCP options
+        ws_.next_layer().next_layer().set_option(tcp::no_delay(true), nd);
         ws_.read_message_max(st_.cfg.max_frame_bytes);
         ws_.auto_fragment(false);
         websocket::stream_base::timeout t{};

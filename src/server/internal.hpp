@@ -26,6 +26,10 @@
 
 namespace lockstep {
 
+namespace tls {
+class front;
+}
+
 namespace net = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
@@ -116,6 +120,7 @@ struct server_state {
     std::string instance;                     // random per process: tells a restart apart
     std::unique_ptr<auth::gate> gate;         // access control (docs/security.md)
     std::unique_ptr<limits::edge_limits> limits;  // connection, request, upload and disk limits
+    std::shared_ptr<tls::front> tls;          // --tls-cert: TLS on this port (tls/tls_front.hpp)
 
     explicit server_state(config c);
     /// Registers this reflector with the router and refreshes its load (heartbeat).

@@ -3,6 +3,7 @@
 #include "server/internal.hpp"
 
 #include "directory/redis_directory.hpp"
+#include "tls/tls_front.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -216,6 +217,8 @@ server_state::server_state(config c)
     as.metrics_open = cfg.metrics_open;
     as.allowed_origins = cfg.allowed_origins;
     gate = std::make_unique<auth::gate>(std::move(as));
+    if (!cfg.tls_cert.empty())
+        tls = std::make_shared<tls::front>(cfg.tls_cert, cfg.tls_key);
     {
         // Many clients need many descriptors: raise the soft limit to the hard one, and
         // refuse sockets cleanly (503) before accept() could fail for lack of them.
@@ -284,8 +287,9 @@ server_state::heartbeat(std::uint16_t port)
     r.instance = instance;
     r.region = cfg.region;
     auto pub = cfg.public_url;
-    if (pub.empty() || (cfg.port == 0 && pub == "ws://" + cfg.bind + ":0"))
-        pub = "ws://" + cfg.bind + ":" + std::to_string(port);
+    auto scheme = tls ? "wss://" : "ws://";
+    if (pub.empty() || (cfg.port == 0 && pub == scheme + cfg.bind + ":0"))
+        pub = scheme + cfg.bind + ":" + std::to_string(port);
     r.url = pub;
     auto http = pub.rfind("wss://", 0) == 0 ? "https://" + pub.substr(6)
                                              : (pub.rfind("ws://", 0) == 0 ? "http://" + pub.substr(5) : pub);
@@ -423,7 +427,11 @@ struct server::impl {
                     net::post(w.ioc, [this, &w, s = std::move(sock), t = std::move(*ticket)]() mutable {
                         error_code ignored;
                         s.set_option(tcp::no_delay(true), ignored);
-                        start_http(st, w, std::move(s), std::move(t));
+                        if (!st.tls)
+                            return start_http(st, w, std::move(s), std::move(t));
+                        st.tls->start(std::move(s), [this, &w, t = std::move(t)](tcp::socket plain) mutable {
+                            start_http(st, w, std::move(plain), std::move(t));
+                        });
                     });
                 }
             }
@@ -527,6 +535,12 @@ server::drain()
         });
     };
     net::post(st.workers[0]->ioc, [check] { (*check)(); });
+}
+
+bool
+server::reload_tls()
+{
+    return impl_->st.tls && impl_->st.tls->reload();
 }
 
 void

@@ -118,6 +118,11 @@ public:
         ::waitpid(pid_, &st, 0);
         pid_ = -1;
     }
+    void signal(int sig) const
+    {
+        if (pid_ > 0)
+            ::kill(pid_, sig);
+    }
     std::string ws() const { return "ws://127.0.0.1:" + std::to_string(port_); }
     std::string http() const { return "http://127.0.0.1:" + std::to_string(port_); }
     std::string files() const { return http() + "/files"; }
@@ -620,4 +625,95 @@ TEST(Sdk, WssAndHttpsThroughATlsTerminator)
     std::error_code ec;
     fs::remove_all(certs, ec);
     fs::remove_all(other, ec);
+}
+
+namespace {
+
+/// SHA-256 fingerprint of the certificate a TLS server on `port` presents ("" if none).
+std::string
+served_fingerprint(std::uint16_t port)
+{
+    auto cmd = "openssl s_client -connect 127.0.0.1:" + std::to_string(port) +
+               " </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256 2>/dev/null";
+    std::string out;
+    if (FILE* p = ::popen(cmd.c_str(), "r")) {
+        char buf[256];
+        while (std::fgets(buf, sizeof buf, p))
+            out += buf;
+        ::pclose(p);
+    }
+    return out;
+}
+
+std::string
+file_fingerprint(fs::path const& cert)
+{
+    std::string out;
+    auto cmd = "openssl x509 -noout -fingerprint -sha256 -in '" + cert.string() + "'";
+    if (FILE* p = ::popen(cmd.c_str(), "r")) {
+        char buf[256];
+        while (std::fgets(buf, sizeof buf, p))
+            out += buf;
+        ::pclose(p);
+    }
+    return out;
+}
+
+}  // namespace
+
+// TLS on the reflector itself (--tls-cert/--tls-key): the SDK over wss:// and https://
+// on the reflector's own port, and the certificate reloaded on SIGHUP.
+TEST(Sdk, WssAndHttpsOnTheReflectorsOwnPort)
+{
+    auto certs = scratch_dir("own-certs");
+    ASSERT_TRUE(make_certificate(certs, "IP:127.0.0.1"));
+    reflector r({"--tls-cert", (certs / "cert.pem").string(), "--tls-key", (certs / "key.pem").string()});
+    ASSERT_TRUE(r.up());
+    auto base = "127.0.0.1:" + std::to_string(r.port());
+    std::vector<std::string> tls = {"--reflector", "wss://" + base, "--files", "https://" + base + "/files",
+                                    "--tls-ca", (certs / "cert.pem").string(), "--session", "own-tls",
+                                    "--snapshot-ms", "1000", "--send-ms", "100"};
+    auto with = [&](std::vector<std::string> more) {
+        more.insert(more.begin(), tls.begin(), tls.end());
+        return more;
+    };
+    counter a(with({"--sends", "15", "--run-ms", "5500"}));
+    std::this_thread::sleep_for(2500ms);
+    counter b(with({"--sends", "5", "--run-ms", "2500"}));
+    auto ra = run_ok(a, "a"), rb = run_ok(b, "b");
+    EXPECT_EQ(rb["built_from"], "snapshot") << rb.dump();  // downloaded over https
+    EXPECT_GE(ra["stats"]["snapshots_uploaded"].get<int>(), 1);
+    EXPECT_EQ(ra["count"], 20);
+    EXPECT_EQ(rb["count"], 20);
+    expect_same_history({ra, rb}, 1);
+    // Plain ws:// on a TLS port does not get through.
+    counter plain({"--reflector", "ws://" + base, "--session", "own-tls", "--run-ms", "100"});
+    EXPECT_EQ(plain.result().first, 1);
+
+    // SIGHUP: new connections get the new certificate.
+    auto first = file_fingerprint(certs / "cert.pem");
+    ASSERT_FALSE(first.empty());
+    EXPECT_EQ(served_fingerprint(r.port()), first);
+    auto next = scratch_dir("own-certs-next");
+    ASSERT_TRUE(make_certificate(next, "IP:127.0.0.1"));
+    fs::copy_file(next / "cert.pem", certs / "cert.pem", fs::copy_options::overwrite_existing);
+    fs::copy_file(next / "key.pem", certs / "key.pem", fs::copy_options::overwrite_existing);
+    auto second = file_fingerprint(certs / "cert.pem");
+    ASSERT_NE(first, second);
+    r.signal(SIGHUP);
+    std::string served;
+    for (int i = 0; i < 50 && served != second; ++i) {  // bounded: 5 s
+        std::this_thread::sleep_for(100ms);
+        served = served_fingerprint(r.port());
+    }
+    EXPECT_EQ(served, second);
+    // A broken file on the next reload keeps the current certificate.
+    std::ofstream(certs / "cert.pem") << "not a certificate";
+    r.signal(SIGHUP);
+    std::this_thread::sleep_for(300ms);
+    EXPECT_EQ(served_fingerprint(r.port()), second);
+    EXPECT_TRUE(r.up());
+    std::error_code ec;
+    fs::remove_all(certs, ec);
+    fs::remove_all(next, ec);
 }
