@@ -2,7 +2,10 @@
 # Starts build/bin/lockstep-reflector on a free loopback port with a fresh data dir,
 # runs the real-client compatibility tests against its WebSocket and /files endpoints
 # (box layout: ws://HOST:PORT/reflector + http://HOST:PORT/files), then stops it.
-# Usage: run-against-reflector.sh <path to lockstep-reflector> [--auth]
+# Usage: run-against-reflector.sh <path to lockstep-reflector> [--auth|--tls]
+# --tls: the reflector serves TLS itself (--tls-cert/--tls-key, a certificate made here
+# for IP:127.0.0.1); the clients use wss:// and https:// and trust it through
+# NODE_EXTRA_CA_CERTS.
 # --auth: the reflector requires JWTs (--auth-secret, from the environment) and an admin
 # token; the clients carry tokens in their URLs (ws://H:P/reflector/t/<jwt>,
 # http://H:P/files/t/<jwt>), the router API calls send a Bearer token, and the
@@ -28,7 +31,19 @@ if [ "$mode" = "--auth" ]; then
   LOCKSTEP_ADMIN_TOKEN=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
   export LOCKSTEP_AUTH_SECRET LOCKSTEP_ADMIN_TOKEN
 fi
-"$bin" --bind 127.0.0.1 --port 0 --data-dir "$work/data" --drain-timeout-ms 500 >"$work/reflector.log" 2>&1 &
+tls_args=()
+scheme=ws
+hscheme=http
+if [ "$mode" = "--tls" ]; then
+  openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=lockstep-compat -keyout "$work/key.pem" \
+    -out "$work/cert.pem" -addext subjectAltName=IP:127.0.0.1 >/dev/null 2>&1
+  tls_args=(--tls-cert "$work/cert.pem" --tls-key "$work/key.pem")
+  scheme=wss
+  hscheme=https
+  export NODE_EXTRA_CA_CERTS="$work/cert.pem"
+fi
+"$bin" --bind 127.0.0.1 --port 0 --data-dir "$work/data" --drain-timeout-ms 500 "${tls_args[@]}" \
+  >"$work/reflector.log" 2>&1 &
 pid=$!
 port=""
 for _ in $(seq 1 100); do
@@ -57,6 +72,9 @@ if [ "$mode" = "--auth" ]; then
     fi
   done
   unset LOCKSTEP_AUTH_SECRET LOCKSTEP_ADMIN_TOKEN
+elif [ "$mode" = "--tls" ]; then
+  LOCKSTEP_URL="wss://127.0.0.1:$port/reflector" LOCKSTEP_FILES="https://127.0.0.1:$port/files" \
+    COMPAT_LIBS=${COMPAT_LIBS:-multisynq} COMPAT_LOG_DIR="$work/clients" node --test "$here/run-compat.mjs" || status=$?
 else
   LOCKSTEP_URL="ws://127.0.0.1:$port/reflector" LOCKSTEP_FILES="http://127.0.0.1:$port/files" \
     COMPAT_LOG_DIR="$work/clients" node --test "$here/run-compat.mjs" || status=$?

@@ -419,8 +419,9 @@ async function runRouterScenario(t, lib) {
             assert.equal(a.room, room, `join ${user}: room`);
             assert.equal(a.session, room, `join ${user}: the first shard's session is the room name`);
             assert.equal(a.shard, 1, `join ${user}: shard`);
-            assert.ok(a.reflector.startsWith(`ws://${host}/r/`) && a.reflector.length > `ws://${host}/r/`.length,
-                `join ${user}: reflector ${a.reflector} must be ws://${host}/r/<seat-token>`);
+            const ws = new URL(REFLECTOR).protocol;  // ws: or wss: (a reflector serving TLS itself)
+            assert.ok(a.reflector.startsWith(`${ws}//${host}/r/`) && a.reflector.length > `${ws}//${host}/r/`.length,
+                `join ${user}: reflector ${a.reflector} must be ${ws}//${host}/r/<seat-token>`);
             assert.match(a.files, /^https?:\/\/.+\/files$/, `join ${user}: files`);
             assert.ok(Number.isInteger(a.expires_in_ms) && a.expires_in_ms > 0, `join ${user}: expires_in_ms ${a.expires_in_ms}`);
         }
