@@ -1,5 +1,6 @@
 #include "reflector/session.hpp"
 
+#include "auth/token.hpp"
 #include "protocol/json_scan.hpp"
 #include "server/metrics.hpp"
 
@@ -696,7 +697,9 @@ session::save(peer& p, std::string_view args_raw)
     auto url = args["url"].get<std::string>();
     if (persistence_)
         persistence_->record(app_id_, persistent_id_, url);
-    spdlog::info("session {} persistent data for {}/{} saved: {}", id_, app_id_, persistent_id_, url);
+    // The URL may carry the client's files token (…/files/t/<jwt>/…): never logged.
+    spdlog::info("session {} persistent data for {}/{} saved: {}", id_, app_id_, persistent_id_,
+                 auth::redact(url.substr(0, 500)));
 }
 
 void

@@ -235,7 +235,14 @@ TEST(auth, tokens_never_reach_the_logs)
         ws_client c(port, "/t/" + good + "/S1");
         c.send_json(join_msg("x"));
         ASSERT_TRUE(c.recv_action("SYNC"));
+        // A SAVE names a blob URL that carries the client's files token.
+        c.send_json({{"id", "x"},
+                     {"action", "SAVE"},
+                     {"args", {{"url", "http://127.0.0.1/files/t/" + good + "/apps/it/saved"}}}});
+        for (int i = 0; i < 100 && out.str().find("saved:") == std::string::npos; ++i)
+            std::this_thread::sleep_for(10ms);
         spdlog::set_default_logger(previous);
+        EXPECT_NE(out.str().find("/files/t/***/apps/it/saved"), std::string::npos) << out.str();
         auto text = out.str();
         EXPECT_NE(text.find("refused 401"), std::string::npos) << text;
         for (auto const& t : {good, bad}) {
