@@ -54,16 +54,11 @@ metric_at_least(std::uint16_t port, std::string const& line_prefix, long min)
 int
 raw_connect(std::uint16_t port)
 {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-        ::close(fd);
+    try {
+        return connect_loopback(port);
+    } catch (std::exception const&) {
         return -1;
     }
-    return fd;
 }
 
 std::string

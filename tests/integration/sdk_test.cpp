@@ -548,6 +548,30 @@ make_certificate(fs::path const& dir, std::string const& san)
     return true;
 }
 
+/// Two counter processes over wss:// and https:// at `base` (trusting `ca`): the second
+/// joins late and starts from the snapshot the first uploaded; both end with the same
+/// history.
+void
+expect_two_counters_over_tls(std::string const& base, fs::path const& ca, std::string const& session)
+{
+    std::vector<std::string> tls = {"--reflector", "wss://" + base, "--files", "https://" + base + "/files",
+                                    "--tls-ca", ca.string(), "--session", session,
+                                    "--snapshot-ms", "1000", "--send-ms", "100"};
+    auto with = [&](std::vector<std::string> more) {
+        more.insert(more.begin(), tls.begin(), tls.end());
+        return more;
+    };
+    counter a(with({"--sends", "15", "--run-ms", "5500"}));
+    std::this_thread::sleep_for(2500ms);
+    counter b(with({"--sends", "5", "--run-ms", "2500"}));
+    auto ra = run_ok(a, "a"), rb = run_ok(b, "b");
+    EXPECT_EQ(rb["built_from"], "snapshot") << rb.dump();  // downloaded over https
+    EXPECT_GE(ra["stats"]["snapshots_uploaded"].get<int>(), 1);
+    EXPECT_EQ(ra["count"], 20);
+    EXPECT_EQ(rb["count"], 20);
+    expect_same_history({ra, rb}, 1);
+}
+
 /// socat terminating TLS on a free port in front of a reflector (what an operator's
 /// proxy or load balancer does); killed at the end.
 class tls_terminator {
@@ -589,22 +613,7 @@ TEST(Sdk, WssAndHttpsThroughATlsTerminator)
     tls_terminator t(certs / "server.pem", r.port());
     ASSERT_TRUE(port_open(t.port()));
     auto base = "127.0.0.1:" + std::to_string(t.port());
-    std::vector<std::string> tls = {"--reflector", "wss://" + base, "--files", "https://" + base + "/files",
-                                    "--tls-ca", (certs / "cert.pem").string(), "--session", "tls",
-                                    "--snapshot-ms", "1000", "--send-ms", "100"};
-    auto with = [&](std::vector<std::string> more) {
-        more.insert(more.begin(), tls.begin(), tls.end());
-        return more;
-    };
-    counter a(with({"--sends", "15", "--run-ms", "5500"}));
-    std::this_thread::sleep_for(2500ms);
-    counter b(with({"--sends", "5", "--run-ms", "2500"}));
-    auto ra = run_ok(a, "a"), rb = run_ok(b, "b");
-    EXPECT_EQ(rb["built_from"], "snapshot") << rb.dump();  // downloaded over https
-    EXPECT_GE(ra["stats"]["snapshots_uploaded"].get<int>(), 1);
-    EXPECT_EQ(ra["count"], 20);
-    EXPECT_EQ(rb["count"], 20);
-    expect_same_history({ra, rb}, 1);
+    expect_two_counters_over_tls(base, certs / "cert.pem", "tls");
 
     // Without the CA the certificate is not trusted; with a certificate for another name
     // the host name check fails: both refuse to connect.
@@ -670,22 +679,7 @@ TEST(Sdk, WssAndHttpsOnTheReflectorsOwnPort)
     reflector r({"--tls-cert", (certs / "cert.pem").string(), "--tls-key", (certs / "key.pem").string()});
     ASSERT_TRUE(r.up());
     auto base = "127.0.0.1:" + std::to_string(r.port());
-    std::vector<std::string> tls = {"--reflector", "wss://" + base, "--files", "https://" + base + "/files",
-                                    "--tls-ca", (certs / "cert.pem").string(), "--session", "own-tls",
-                                    "--snapshot-ms", "1000", "--send-ms", "100"};
-    auto with = [&](std::vector<std::string> more) {
-        more.insert(more.begin(), tls.begin(), tls.end());
-        return more;
-    };
-    counter a(with({"--sends", "15", "--run-ms", "5500"}));
-    std::this_thread::sleep_for(2500ms);
-    counter b(with({"--sends", "5", "--run-ms", "2500"}));
-    auto ra = run_ok(a, "a"), rb = run_ok(b, "b");
-    EXPECT_EQ(rb["built_from"], "snapshot") << rb.dump();  // downloaded over https
-    EXPECT_GE(ra["stats"]["snapshots_uploaded"].get<int>(), 1);
-    EXPECT_EQ(ra["count"], 20);
-    EXPECT_EQ(rb["count"], 20);
-    expect_same_history({ra, rb}, 1);
+    expect_two_counters_over_tls(base, certs / "cert.pem", "own-tls");
     // Plain ws:// on a TLS port does not get through.
     counter plain({"--reflector", "ws://" + base, "--session", "own-tls", "--run-ms", "100"});
     EXPECT_EQ(plain.result().first, 1);

@@ -12,7 +12,6 @@
 #include <stdexcept>
 
 namespace lockstep::test {
-namespace {
 
 int
 connect_loopback(std::uint16_t port)
@@ -32,6 +31,8 @@ connect_loopback(std::uint16_t port)
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     return fd;
 }
+
+namespace {
 
 void
 write_all(int fd, std::string const& s)

@@ -49,6 +49,10 @@ private:
     std::string in_;  // bytes received, not yet taken as frames
 };
 
+/// A TCP connection to 127.0.0.1:port (TCP_NODELAY); throws if it cannot connect.
+int
+connect_loopback(std::uint16_t port);
+
 struct http_response {
     int status = 0;
     std::string body;
