@@ -10,6 +10,8 @@
 // carrying its id and send time; its own echo gives the latency. Every RECV's seq is
 // checked against the previous one (gaps), TICK arrivals against the requested interval.
 // The last line of output is one JSON object.
+#include "common/options.hpp"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -61,109 +63,103 @@ struct options {
     int threads = 1;
     std::string run_id;              // session name prefix (fresh sessions per run)
     double join_timeout = 30;
-    bool delayed_acks = true;        // TCP_QUICKACK=0 after each read (see --help)
+    bool quick_acks = false;         // else TCP_QUICKACK=0 after each read (see --help)
     bool busy_poll = false;          // poll epoll without sleeping (see --help)
     int probe_sockets = 0;           // --loopback-probe N: measure the kernel, not a reflector
     int probe_cpu = 0;
 };
 
+/// Every option of the load generator, once (flag, environment LOCKSTEP_BENCH_<NAME>,
+/// --config key, --help, docs/operations.md table).
 void
-usage()
+define(lockstep::cli::options& cli, options& o, std::string& url)
 {
-    std::puts(R"(lockstep-bench: load generator for Croquet/Multisynq-protocol reflectors
-
-Usage: lockstep-bench [options]
-  --url URL         reflector WebSocket URL, e.g. ws://127.0.0.1:9090/reflector
-                    (the session id is appended as the last path segment)
-  --sessions N      number of sessions (default 10)
-  --clients N       total clients, spread evenly over the sessions (default 100)
-  --rate R          SENDs per second per client (default 1; 0 = idle clients)
-  --seconds S       measured duration (default 10)
-  --warmup S        time after all clients joined before measuring (default 2)
-  --payload B       bytes of each SEND payload (default 120)
-  --tps N           ticks per second requested in JOIN (default 20)
-  --threads N       generator threads (default 1)
-  --run-id ID       prefix of the session ids (default: random)
-  --join-timeout S  give up joining after S seconds (default 30)
-  --quick-acks      let the kernel acknowledge every received segment at once
-                    (default: TCP_QUICKACK=0 after each read, so ACKs are delayed
-                    and the generator, which shares the machine, spends its core
-                    on reading rather than on ACK packets)
-  --busy-poll       never sleep in epoll_wait: the generator's own wake-up delay
-                    (ms on some VMs) stays out of the latencies it measures;
-                    empty polls count as idle in cpu_util
-  --loopback-probe N
-                    no reflector: open N loopback TCP connections and measure how
-                    many small (30-byte) writes per second one thread pinned to
-                    --probe-cpu can make while this thread reads them; the ceiling
-                    any server on this machine meets when each frame is one write
-  --probe-cpu C     the writer's CPU for --loopback-probe (default 0)
-  --help            this text
-
+    cli.app().footer(R"(
 Output: progress on stderr; the last line on stdout is one JSON object with joined,
 errors, gaps, deliveries_per_s, sent_per_s, p50_ms, p99_ms, p999_ms, max_ms,
 ticks_per_s, tick_late_p99_ms and the generator's own cpu_s.)");
+    cli.group("Load");
+    cli.add("--url", url, "reflector WebSocket URL, e.g. ws://127.0.0.1:9090/reflector",
+            "The session id is appended as the last path segment");
+    cli.add("--sessions", o.sessions, "number of sessions")->check(CLI::Range(1, 10000000));
+    cli.add("--clients", o.clients, "total clients, spread evenly over the sessions")->check(CLI::Range(1, 10000000));
+    cli.add("--rate", o.rate, "SENDs per second per client (0 = idle clients)")->check(CLI::Range(0.0, 1e9));
+    cli.add("--seconds", o.seconds, "measured duration")->check(CLI::Range(0.0, 1e9));
+    cli.add("--warmup", o.warmup, "time after all clients joined before measuring")->check(CLI::Range(0.0, 1e9));
+    cli.add("--payload", o.payload, "bytes of each SEND payload (at least 40)")->check(CLI::Range(40, 1 << 24));
+    cli.add("--tps", o.tps, "ticks per second requested in JOIN")->check(CLI::Range(1, 10000000));
+    cli.add("--threads", o.threads, "generator threads")->check(CLI::Range(1, 10000000));
+    cli.add("--run-id", o.run_id, "prefix of the session ids (default: random)");
+    cli.add("--join-timeout", o.join_timeout, "give up joining after this many seconds");
+    cli.group("Measurement");
+    cli.add("--quick-acks", o.quick_acks,
+            "let the kernel acknowledge every received segment at once",
+            "Default: TCP_QUICKACK=0 after each read, so ACKs are delayed and the generator, which shares the "
+            "machine, spends its core on reading rather than on ACK packets");
+    cli.add("--busy-poll", o.busy_poll, "never sleep in epoll_wait",
+            "The generator's own wake-up delay (ms on some VMs) stays out of the latencies it measures; empty "
+            "polls count as idle in cpu_util");
+    cli.add("--loopback-probe", o.probe_sockets,
+            "no reflector: measure small loopback writes per second over N connections",
+            "Opens N loopback TCP connections and measures how many small (30-byte) writes per second one "
+            "thread pinned to --probe-cpu can make while this thread reads them: the ceiling any server on "
+            "this machine meets when each frame is one write")
+        ->type_name("N");
+    cli.add("--probe-cpu", o.probe_cpu, "the writer's CPU for --loopback-probe");
 }
 
+/// Splits ws://host[:port][/prefix] into the options; false if it is not such a URL.
 bool
+set_url(std::string u, options& o)
+{
+    if (u.rfind("ws://", 0) != 0)
+        return false;
+    u = u.substr(5);
+    auto slash = u.find('/');
+    std::string hostport = u.substr(0, slash);
+    o.path_prefix = slash == std::string::npos ? "/" : u.substr(slash);
+    if (o.path_prefix.back() != '/')
+        o.path_prefix += '/';
+    auto colon = hostport.rfind(':');
+    o.host = hostport.substr(0, colon);
+    if (o.host.empty())
+        return false;
+    if (colon == std::string::npos) {
+        o.port = 80;
+        return true;
+    }
+    auto p = hostport.substr(colon + 1);
+    unsigned v = 0;
+    auto r = std::from_chars(p.data(), p.data() + p.size(), v);
+    o.port = static_cast<std::uint16_t>(v);
+    return r.ec == std::errc{} && r.ptr == p.data() + p.size() && v > 0 && v < 65536;
+}
+
+/// -1: go on; otherwise the exit status.
+int
 parse_args(int argc, char** argv, options& o)
 {
-    for (int i = 1; i < argc; ++i) {
-        std::string a = argv[i];
-        auto next = [&]() -> std::string {
-            if (i + 1 >= argc) {
-                std::fprintf(stderr, "%s needs a value\n", a.c_str());
-                std::exit(2);
-            }
-            return argv[++i];
-        };
-        if (a == "--help" || a == "-h") {
-            usage();
-            std::exit(0);
-        } else if (a == "--url") {
-            std::string u = next();
-            if (u.rfind("ws://", 0) != 0) {
-                std::fprintf(stderr, "--url must start with ws://\n");
-                return false;
-            }
-            u = u.substr(5);
-            auto slash = u.find('/');
-            std::string hostport = u.substr(0, slash);
-            o.path_prefix = slash == std::string::npos ? "/" : u.substr(slash);
-            if (o.path_prefix.back() != '/')
-                o.path_prefix += '/';
-            auto colon = hostport.rfind(':');
-            if (colon != std::string::npos) {
-                o.host = hostport.substr(0, colon);
-                o.port = static_cast<std::uint16_t>(std::stoi(hostport.substr(colon + 1)));
-            } else {
-                o.host = hostport;
-                o.port = 80;
-            }
-        } else if (a == "--sessions") o.sessions = std::stoi(next());
-        else if (a == "--clients") o.clients = std::stoi(next());
-        else if (a == "--rate") o.rate = std::stod(next());
-        else if (a == "--seconds") o.seconds = std::stod(next());
-        else if (a == "--warmup") o.warmup = std::stod(next());
-        else if (a == "--payload") o.payload = std::stoi(next());
-        else if (a == "--tps") o.tps = std::stoi(next());
-        else if (a == "--threads") o.threads = std::stoi(next());
-        else if (a == "--run-id") o.run_id = next();
-        else if (a == "--join-timeout") o.join_timeout = std::stod(next());
-        else if (a == "--quick-acks") o.delayed_acks = false;
-        else if (a == "--busy-poll") o.busy_poll = true;
-        else if (a == "--loopback-probe") o.probe_sockets = std::stoi(next());
-        else if (a == "--probe-cpu") o.probe_cpu = std::stoi(next());
-        else {
-            std::fprintf(stderr, "unknown option %s (see --help)\n", a.c_str());
-            return false;
-        }
+    lockstep::cli::options cli("lockstep-bench", "lockstep-bench: load generator for Croquet/Multisynq-protocol reflectors",
+                               "LOCKSTEP_BENCH_");
+    std::string url = "ws://127.0.0.1:9090/";
+    define(cli, o, url);
+    if (int status = lockstep::cli::parse_or_exit_status(cli, argc, argv); status >= 0)
+        return status;
+    char const* error = nullptr;
+    if (!set_url(url, o))
+        error = "--url must look like ws://HOST[:PORT][/PREFIX]";
+    else if (o.clients < o.sessions)
+        error = "--clients must be at least --sessions";
+    if (error) {
+        std::fprintf(stderr, "lockstep-bench: %s (see --help)\n", error);
+        return 2;
     }
-    if (o.sessions < 1 || o.clients < o.sessions || o.payload < 40 || o.tps < 1 || o.threads < 1) {
-        std::fprintf(stderr, "need sessions >= 1, clients >= sessions, payload >= 40, tps >= 1, threads >= 1\n");
-        return false;
+    std::string printed;
+    if (cli.finish(printed) == 0) {
+        std::fputs(printed.c_str(), stdout);
+        return 0;
     }
-    return true;
+    return -1;
 }
 
 // Shared phase, set by the main thread.
@@ -400,7 +396,7 @@ private:
             if (static_cast<std::size_t>(n) < sizeof buf)
                 break;
         }
-        if (o_.delayed_acks && c.fd >= 0) {
+        if (!o_.quick_acks && c.fd >= 0) {
             int zero = 0;
             ::setsockopt(c.fd, IPPROTO_TCP, TCP_QUICKACK, &zero, sizeof zero);
         }
@@ -727,8 +723,8 @@ int
 main(int argc, char** argv)
 {
     options o;
-    if (!parse_args(argc, argv, o))
-        return 2;
+    if (int status = parse_args(argc, argv, o); status >= 0)
+        return status;
     rlimit rl{};
     getrlimit(RLIMIT_NOFILE, &rl);
     if (rl.rlim_cur < static_cast<rlim_t>(std::max(o.clients, 2 * o.probe_sockets) + 64)) {

@@ -3,7 +3,12 @@
 #include "protocol/json_scan.hpp"
 #include "reflector/session.hpp"
 
+#include <lockstep/version.hpp>
+
 #include <benchmark/benchmark.h>
+
+#include <cstdio>
+#include <string_view>
 #include <spdlog/spdlog.h>
 
 #include <memory>
@@ -108,4 +113,23 @@ BENCHMARK(bm_validate_json);
 
 }  // namespace
 
-BENCHMARK_MAIN();
+int
+main(int argc, char** argv)
+{
+    for (int i = 1; i < argc; ++i) {
+        std::string_view a = argv[i];
+        if (a == "--version") {
+            std::printf("lockstep-microbench %s\n", lockstep::version);
+            return 0;
+        }
+        if (a == "--help")  // Google Benchmark's own help follows
+            std::puts("lockstep-microbench: microbenchmarks of the codec and session logic\n"
+                      "  --version  print the version and exit\n");
+    }
+    benchmark::Initialize(&argc, argv);
+    if (benchmark::ReportUnrecognizedArguments(argc, argv))
+        return 2;
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+    return 0;
+}

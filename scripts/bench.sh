@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # make bench: the scenario matrix of docs/performance.md, plus microbenchmarks.
 # Reflector pinned to core 0 (--threads 1), load generator pinned to core 1.
-# Every run prints one JSON line; all lines go to bench/results/latest.jsonl and the
-# summary table in docs/performance.md is rewritten from them.
+# Every run prints one JSON line; all lines go to bench/results/latest.jsonl. Progress
+# ([3/25] fanout --rate 15 ... ETA 4 min) goes to stderr.
 #
-# Environment: BENCH_QUICK=1 for a short smoke run (fewer steps, 3 s each).
+# Environment: BENCH_QUICK=1 for a short smoke run (fewer steps, 3 s each);
+# BENCH_DOCS=1 (make bench-docs) also rewrites the summary table in docs/performance.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=build/bin
@@ -16,6 +17,26 @@ quick=${BENCH_QUICK:-0}
 secs=8; warm=2
 [ "$quick" = 1 ] && { secs=3; warm=1; }
 ulimit -n 65536 2>/dev/null || true
+
+# The steps of each series (BENCH_QUICK=1: fewer), counted up front for the progress line.
+rates_fanout="5 10 15 20 25 30 40"; rates_400c="25 37.5 50 60"; counts_ticks="1000 2000 5000 10000"
+counts_busy="1000 1500 2000 3000 5000 10000"; rates_threads="20 30 40"
+if [ "$quick" = 1 ]; then
+  rates_fanout="10 20"; rates_400c="50"; counts_ticks="2000"; counts_busy="1500"; rates_threads="20"
+fi
+words() { echo $#; }
+total=$(( 2 + $(words $rates_fanout) + $(words $rates_400c) + 1 + 1 + $(words $counts_ticks) \
+          + $(words $counts_busy) + $(words $rates_threads) + 1 ))
+step_no=0; started=$(date +%s)
+progress() {  # what this step runs
+  step_no=$((step_no + 1))
+  local eta="" done_steps=$((step_no - 1))
+  if [ "$done_steps" -gt 0 ]; then
+    local left=$(( ($(date +%s) - started) * (total - done_steps) / done_steps ))
+    eta=" ETA $((left / 60)) min $((left % 60)) s"
+  fi
+  echo "[$step_no/$total] $*$eta" >&2
+}
 
 ncores=$(nproc)
 pin_refl="taskset -c 0"; pin_gen="taskset -c 1"
@@ -49,6 +70,7 @@ rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 run() {  # scenario label, then lockstep-bench args
   local label=$1; shift
   local line
+  progress "$label $*"
   line=$($pin_gen "$BIN/lockstep-bench" --url "ws://127.0.0.1:$port/reflector" --seconds "$secs" --warmup "$warm" "$@" 2>/dev/null | tail -n1) || true
   [ -n "$line" ] || line='{"errors":-1}'
   line="{\"scenario\":\"$label\",\"reflector_threads\":$threads,${line#\{}"
@@ -57,6 +79,7 @@ run() {  # scenario label, then lockstep-bench args
 
 # 0. The machine: small loopback TCP writes per second from one core (no reflector).
 for n in 1000 9000; do
+  progress "loopback-probe $n sockets"
   $pin_gen "$BIN/lockstep-bench" --loopback-probe "$n" --probe-cpu 0 --seconds "$secs" \
     | sed 's/^{/{"scenario":"loopback-probe",/' | tee -a "$res"
 done
@@ -64,15 +87,13 @@ done
 # 1. Fan-out: sessions of 20 clients, 120-byte payloads, stepping the send rate.
 threads=1
 start_reflector 1
-rates="5 10 15 20 25 30 40"; [ "$quick" = 1 ] && rates="10 20"
-for r in $rates; do run fanout --sessions 50 --clients 1000 --rate "$r" --payload 120 --tps 20; done
+for r in $rates_fanout; do run fanout --sessions 50 --clients 1000 --rate "$r" --payload 120 --tps 20; done
 stop_reflector
 
 # 1b. The same deliveries from fewer, busier clients (400 in 20 sessions of 20; the JS
 # client allows up to 60 events/s): more frames per connection per write.
 start_reflector 1
-rates="25 37.5 50 60"; [ "$quick" = 1 ] && rates="50"
-for r in $rates; do run fanout-400c --sessions 20 --clients 400 --rate "$r" --payload 120 --tps 20; done
+for r in $rates_400c; do run fanout-400c --sessions 20 --clients 400 --rate "$r" --payload 120 --tps 20; done
 stop_reflector
 
 # 2. Scale: 10,000 clients in 200 sessions of 50 at 20 ticks/s, one event per 5 s each.
@@ -81,6 +102,7 @@ run scale --sessions 200 --clients 10000 --rate 0.2 --payload 120 --tps 20 --joi
 stop_reflector
 
 # 3. Memory: RSS per idle connection (10,000 joined, idle clients).
+progress "memory: 10,000 idle clients"
 start_reflector 1
 sleep 0.5
 base=$(rss_kb "$refl_pid")
@@ -95,26 +117,24 @@ stop_reflector
 
 # 4. Ticks: lateness with many tick-driven sessions (events rare), stepping the load.
 start_reflector 1
-counts="1000 2000 5000 10000"; [ "$quick" = 1 ] && counts="2000"
-for n in $counts; do run ticks --sessions $((n / 50)) --clients "$n" --rate 0.2 --payload 120 --tps 20 --join-timeout 120; done
+for n in $counts_ticks; do run ticks --sessions $((n / 50)) --clients "$n" --rate 0.2 --payload 120 --tps 20 --join-timeout 120; done
 stop_reflector
 
 # 4b. The same with busy-polling on both sides (reflector --busy-poll-us 2000, generator
 # --busy-poll): neither thread sleeps, so the VM's wake-up delay leaves the figures.
 start_reflector 1 --busy-poll-us 2000
-counts="1000 1500 2000 3000 5000 10000"; [ "$quick" = 1 ] && counts="1500"
-for n in $counts; do run ticks-busypoll --sessions $((n / 50)) --clients "$n" --rate 0.2 --payload 120 --tps 20 --join-timeout 120 --busy-poll; done
+for n in $counts_busy; do run ticks-busypoll --sessions $((n / 50)) --clients "$n" --rate 0.2 --payload 120 --tps 20 --join-timeout 120 --busy-poll; done
 stop_reflector
 
 # 5. Threads: fan-out with --threads 2 (reflector unpinned: it shares the cores with the generator).
 threads=2
 pin_refl=""
 start_reflector 2
-rates="20 30 40"; [ "$quick" = 1 ] && rates="20"
-for r in $rates; do run fanout-threads2 --sessions 50 --clients 1000 --rate "$r" --payload 120 --tps 20 --threads 1; done
+for r in $rates_threads; do run fanout-threads2 --sessions 50 --clients 1000 --rate "$r" --payload 120 --tps 20 --threads 1; done
 stop_reflector
 
 # 6. Microbenchmarks (one JSON line each).
+progress "microbenchmarks"
 "$BIN/lockstep-microbench" --benchmark_format=json --benchmark_min_time=0.2 2>/dev/null \
   | python3 -c '
 import json,sys
@@ -125,5 +145,9 @@ for b in d["benchmarks"]:
     if "bytes_per_second" in b: o["mb_per_s"]=round(b["bytes_per_second"]/1e6,1)
     print(json.dumps(o))' | tee -a "$res"
 
-python3 scripts/perf_table.py "$res" docs/performance.md
-echo "results: $res; table written to docs/performance.md"
+if [ "${BENCH_DOCS:-0}" = 1 ]; then
+  python3 scripts/perf_table.py "$res" docs/performance.md
+  echo "results: $res; table written to docs/performance.md"
+else
+  echo "results: $res (make bench-docs also writes the table in docs/performance.md)"
+fi

@@ -1,32 +1,53 @@
 #!/usr/bin/env bash
-# Builds the fuzz targets with clang + libFuzzer + ASan/UBSan into build-fuzz/ and runs
-# each for N seconds (default 60): the codec/session target on build-fuzz/corpus, the
-# token target (src/auth/) on build-fuzz/token-corpus.
+# Builds every libFuzzer target with clang + ASan/UBSan into build-fuzz/ and runs each for
+# N seconds (default 60), one after the other, each on its own corpus in
+# build-fuzz/corpus/<target> seeded with a few valid inputs. A crash, a sanitizer report
+# or a failed oracle check (the targets abort) fails the script; the reproducer is left
+# in build-fuzz/ (crash-*).
+#   codec  JSON scanner vs nlohmann (both directions), client frames, SEND -> RECV
+#   paths  /v1 path segments and /files blob paths vs a reference implementation
+#   join   JOIN arguments vs the documented rules
+#   token  credential extraction, redaction, the gate, JWT verification (src/auth/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-60}
 bash scripts/setup.sh
-if ! command -v clang++ >/dev/null; then
-  apt-get install -y -qq clang libclang-rt-14-dev >/dev/null
+if ! command -v clang++ >/dev/null || ! ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1; then
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get install -y -qq clang libclang-rt-14-dev >/dev/null
 fi
+targets=(codec paths join token)
 cmake -S . -B build-fuzz -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DLOCKSTEP_FUZZ=ON -DLOCKSTEP_TESTS=OFF -DLOCKSTEP_BENCH=OFF >/dev/null
-cmake --build build-fuzz -j "$(nproc)" --target lockstep-codec-fuzz lockstep-token-fuzz
-mkdir -p build-fuzz/corpus
-for s in '{"action":"SEND","args":[1,0,"payload",3],"tags":{"debounce":5000,"msgID":"x"}}' \
-         '{"action":"JOIN","args":{"version":1,"apiKey":"x","user":"v","ticks":{"tick":50,"delay":10}}}' \
-         '{"action":"TUTTI","args":[10,0,"p",[10,0,"f"],true,["t"],"k"]}' \
-         '{"action":"SNAP","args":{"time":5,"seq":4294967290,"url":"u"}}' \
-         '{"action":"PING","args":{"a":[1,2,{"b":null}]}}'; do
-  printf '%s' "$s" > "build-fuzz/corpus/$(printf '%s' "$s" | md5sum | cut -c1-12)"
+  -DLOCKSTEP_FUZZ=ON -DLOCKSTEP_TESTS=OFF -DLOCKSTEP_BENCH=OFF -DLOCKSTEP_EXAMPLES=OFF >/dev/null
+cmake --build build-fuzz -j "$(nproc)" --target lockstep-codec-fuzz lockstep-paths-fuzz lockstep-join-fuzz lockstep-token-fuzz
+seed() {  # seed <target> <input>...
+  local dir=build-fuzz/corpus/$1
+  shift
+  mkdir -p "$dir"
+  for s in "$@"; do printf '%s' "$s" > "$dir/seed-$(printf '%s' "$s" | md5sum | cut -c1-12)"; done
+}
+seed codec '{"action":"SEND","args":[1,0,"payload",3],"tags":{"debounce":5000,"msgID":"x"}}' \
+  '{"action":"JOIN","args":{"version":1,"apiKey":"x","user":"v","ticks":{"tick":50,"delay":10}}}' \
+  '{"action":"TUTTI","args":[10,0,"p",[10,0,"f"],true,["t"],"k"]}' \
+  '{"action":"SNAP","args":{"time":5,"seq":4294967290,"url":"u"}}' \
+  '{"action":"PING","args":{"a":[1,2,{"b":null}],"s":"\u00e9\ud83d\ude00 \"q\"","n":-1.5e-3}}'
+seed paths 'rooms/lobby/join' 'apps/a%2Fb/snap.json?x=1' 'x/y/.lockstep-1.tmp' 'a/../b' '%zz' 'sessions/abc/'
+seed token '/t/eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1In0.c2ln/sess' \
+  '/files/t/eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1In0.c2ln/apps/a/b?token=x' \
+  'Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1In0.c2ln' \
+  '{"sub":"u","app":"io.*","sessions":["r-*"],"scope":"files"}' \
+  '/v1/rooms/r/join?a=1&token=abc' '/r/0123456789abcdef/S'
+seed join '{"version":1,"apiKey":"x","user":["v",1],"ticks":{"tick":50,"delay":10,"scale":2},"tove":{"a":1}}' \
+  '{"version":0,"apiKey":"x"}' '{"version":"1","leaveDelay":100,"flags":{"rawtime":1}}' '[1]'
+for t in "${targets[@]}"; do
+  echo "fuzz: $t for ${secs}s"
+  log=build-fuzz/$t.log
+  if ! ./build-fuzz/bin/lockstep-$t-fuzz -max_total_time="$secs" -max_len=4096 -print_final_stats=1 \
+       -artifact_prefix=build-fuzz/"$t"- "build-fuzz/corpus/$t" >"$log" 2>&1; then
+    tail -n 60 "$log"
+    echo "fuzz: $t FAILED (reproducer: build-fuzz/$t-crash-*; log: $log)"
+    exit 1
+  fi
+  grep -E '^stat::(number_of_executed_units|peak_rss_mb)' "$log" | sed "s/^/  $t /"
 done
-./build-fuzz/bin/lockstep-codec-fuzz -max_total_time="$secs" -max_len=4096 build-fuzz/corpus
-mkdir -p build-fuzz/token-corpus
-for s in '/t/eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1In0.c2ln/sess' \
-         '/files/t/eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1In0.c2ln/apps/a/b?token=x' \
-         'Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1In0.c2ln' \
-         '{"sub":"u","app":"io.*","sessions":["r-*"],"scope":"files"}' \
-         '/v1/rooms/r/join?a=1&token=abc' '/r/0123456789abcdef/S'; do
-  printf '%s' "$s" > "build-fuzz/token-corpus/$(printf '%s' "$s" | md5sum | cut -c1-12)"
-done
-./build-fuzz/bin/lockstep-token-fuzz -max_total_time="$secs" -max_len=2048 build-fuzz/token-corpus

@@ -1,21 +1,38 @@
 #!/usr/bin/env bash
-# Installs what lockstep needs to build, test and benchmark on a fresh Debian 12 machine.
+# Installs what lockstep needs on a fresh Debian 12 machine, in two sets:
+#   scripts/setup.sh runtime   what building and running the reflector needs (make run)
+#   scripts/setup.sh test      that plus the test and benchmark toolchain (make test, make bench):
+#                              GoogleTest, Google Benchmark, redis-server, Node/npm for the real
+#                              clients, Chromium for the browser tests, promtool, ...
 # Idempotent: packages already present are not touched, and apt is only consulted when
 # something is missing. Safe to run as root (CI) or with sudo available.
 set -euo pipefail
+set_name=${1:-test}
 
-packages=(
+runtime=(
   g++ make cmake ccache pkg-config
   libboost1.81-dev          # Asio + Beast (header-only, compiled once in src/common/asio_beast.cpp)
-  nlohmann-json3-dev libspdlog-dev libfmt-dev
+  nlohmann-json3-dev libspdlog-dev libfmt-dev libcli11-dev
   libssl-dev zlib1g-dev
+  libhiredis-dev            # cluster mode's Redis client (the server itself is only for tests)
+)
+test=(
   libgtest-dev libgmock-dev libbenchmark-dev
-  libhiredis-dev redis-server
+  redis-server
   libjwt-dev                # JWT verification for access control (src/auth/)
-  nodejs npm                # real npm clients for the compatibility tests
+  nodejs npm                # real npm clients for the compatibility and browser tests
+  chromium                  # headless browser for the demo and admin page tests
+  prometheus                # promtool: metrics and alert-rule checks
+  python3 python3-yaml      # deploy/ and Dockerfile checks
   util-linux                # taskset for pinned benchmarks
   openssl socat             # test certificates and a TLS terminator for the SDK's wss:// test
 )
+
+case "$set_name" in
+  runtime) packages=("${runtime[@]}") ;;
+  test) packages=("${runtime[@]}" "${test[@]}") ;;
+  *) echo "usage: $0 [runtime|test]" >&2; exit 2 ;;
+esac
 
 missing=()
 for p in "${packages[@]}"; do
@@ -30,7 +47,7 @@ for p in "${packages[@]}"; do
 done
 
 if ((${#missing[@]})); then
-  echo "setup: installing ${missing[*]}"
+  echo "setup ($set_name): installing ${missing[*]}"
   SUDO=""
   if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
   export DEBIAN_FRONTEND=noninteractive

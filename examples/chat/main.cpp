@@ -5,6 +5,8 @@
 // and calls session::publish, which is thread-safe.
 #include <lockstep/client/session.hpp>
 
+#include "common/options.hpp"
+
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -73,26 +75,24 @@ main(int argc, char** argv)
     o.app_id = "io.lockstep.chat";
     o.session_name = "lobby";
     std::string nick = "anon";
-    for (int i = 1; i < argc; ++i) {
-        std::string a = argv[i];
-        bool has = i + 1 < argc;
-        if (a == "--help" || a == "-h") {
-            std::puts("usage: lockstep-chat --reflector URL [--room NAME] [--name NICK] [--password PW] [--files URL]\n"
-                      "Type a line to send it; /quit (or end of input) leaves.");
-            return 0;
-        } else if (a == "--reflector" && has) o.reflector = argv[++i];
-        else if (a == "--room" && has) o.session_name = argv[++i];
-        else if (a == "--name" && has) nick = argv[++i];
-        else if (a == "--password" && has) o.password = argv[++i];
-        else if (a == "--files" && has) o.files = argv[++i];
-        else {
-            std::fprintf(stderr, "lockstep-chat: bad option %s (see --help)\n", a.c_str());
-            return 2;
-        }
-    }
+    // Every option once: flag, LOCKSTEP_CHAT_<NAME>, --config key, --help, docs table.
+    lockstep::cli::options cli("lockstep-chat", "lockstep-chat: a chat room on the C++ SDK", "LOCKSTEP_CHAT_");
+    cli.app().footer("\nType a line to send it; /quit (or end of input) leaves.");
+    cli.group("Chat");
+    cli.add("--reflector", o.reflector, "reflector URL, ws://host:port or wss://... (required)");
+    cli.add("--room", o.session_name, "room (session) name");
+    cli.add("--name", nick, "your nickname");
+    cli.add("--password", o.password, "encrypt messages end-to-end");
+    cli.add("--files", o.files, "files URL for snapshots, e.g. http://127.0.0.1:9090/files");
+    if (int status = lockstep::cli::parse_or_exit_status(cli, argc, argv); status >= 0)
+        return status;
     if (o.reflector.empty()) {
-        std::fprintf(stderr, "lockstep-chat: --reflector is required\n");
+        std::fprintf(stderr, "lockstep-chat: --reflector is required (see --help)\n");
         return 2;
+    }
+    if (std::string printed; cli.finish(printed) == 0) {
+        std::fputs(printed.c_str(), stdout);
+        return 0;
     }
     std::error_code ec;
     auto s = lc::session::join(o, ec);

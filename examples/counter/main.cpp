@@ -6,6 +6,8 @@
 #include <lockstep/client/router.hpp>
 #include <lockstep/client/session.hpp>
 
+#include "common/options.hpp"
+
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -104,33 +106,6 @@ private:
     json checkpoints_ = json::array();
 };
 
-void
-usage()
-{
-    std::puts(
-        "usage: lockstep-counter --reflector URL --session NAME [options]\n"
-        "       lockstep-counter --router URL --room NAME --user NAME [options]\n"
-        "  --reflector URL     ws://host:port (or a router seat URL)\n"
-        "  --session NAME      session name (with the app id it names the session)\n"
-        "  --sends N           increments to publish (default 0)\n"
-        "  --send-ms MS        interval between increments (default 100)\n"
-        "  --run-ms MS         how long to run after joining (default 5000)\n"
-        "  --router URL        ask this router (a reflector's http://host:port) for a seat\n"
-        "  --room NAME         room to join through the router (the shard is the session)\n"
-        "  --user NAME         user name for the router's seat (default: counter-<pid>)\n"
-        "  --region R          region asked of the router (default: any)\n"
-        "  --files URL         files URL for snapshots, e.g. http://127.0.0.1:9090/files\n"
-        "  --password PW       encrypt events and snapshots end-to-end\n"
-        "  --tls-ca FILE       PEM certificate authorities for wss:// and https:// (default: system)\n"
-        "  --tps N             reflector ticks per second for a new session (default 20)\n"
-        "  --snapshot-ms MS    model time between snapshots (default 5000)\n"
-        "  --app-id ID         application id (default io.lockstep.counter)\n"
-        "  --drop-at-ms MS     testing: drop the TCP connection once, MS after joining\n"
-        "  --verbose           SDK logs at info level (default: warnings)\n"
-        "The last line on stdout is RESULT {json} with count, clock, digest and checkpoints\n"
-        "([model_time, clock, count, views, digest] every 20 clock ticks).");
-}
-
 }  // namespace
 
 int
@@ -146,50 +121,40 @@ main(int argc, char** argv)
     o.app_id = "io.lockstep.counter";
     long sends = 0, send_ms = 100, run_ms = 5000, drop_at = -1;
     std::string router, room, user, region;
-    for (int i = 1; i < argc; ++i) {
-        std::string a = argv[i];
-        auto next = [&]() -> std::string {
-            if (i + 1 >= argc) {
-                std::fprintf(stderr, "lockstep-counter: %s needs a value\n", a.c_str());
-                std::exit(2);
-            }
-            return argv[++i];
-        };
-        auto num = [&]() {
-            auto v = next();
-            char* end = nullptr;
-            long n = std::strtol(v.c_str(), &end, 10);
-            if (v.empty() || *end != '\0' || n < 0) {
-                std::fprintf(stderr, "lockstep-counter: %s wants a non-negative integer, not '%s'\n", a.c_str(), v.c_str());
-                std::exit(2);
-            }
-            return n;
-        };
-        if (a == "--help" || a == "-h") {
-            usage();
-            return 0;
-        } else if (a == "--reflector") o.reflector = next();
-        else if (a == "--session") o.session_name = next();
-        else if (a == "--sends") sends = num();
-        else if (a == "--send-ms") send_ms = num();
-        else if (a == "--run-ms") run_ms = num();
-        else if (a == "--router") router = next();
-        else if (a == "--room") room = next();
-        else if (a == "--user") user = next();
-        else if (a == "--region") region = next();
-        else if (a == "--files") o.files = next();
-        else if (a == "--password") o.password = next();
-        else if (a == "--tls-ca") o.tls_ca_file = next();
-        else if (a == "--tps") o.tps = static_cast<int>(num());
-        else if (a == "--snapshot-ms") o.snapshot_interval_ms = num();
-        else if (a == "--app-id") o.app_id = next();
-        else if (a == "--drop-at-ms") drop_at = num();
-        else if (a == "--verbose") spdlog::set_level(spdlog::level::info);
-        else {
-            std::fprintf(stderr, "lockstep-counter: unknown option %s (see --help)\n", a.c_str());
-            return 2;
-        }
-    }
+    bool verbose = false;
+    // Every option once: flag, LOCKSTEP_COUNTER_<NAME>, --config key, --help, docs table.
+    lockstep::cli::options cli("lockstep-counter",
+                               "lockstep-counter: a replicated counter on the C++ SDK\n"
+                               "  lockstep-counter --reflector URL --session NAME [options]\n"
+                               "  lockstep-counter --router URL --room NAME --user NAME [options]",
+                               "LOCKSTEP_COUNTER_");
+    cli.app().footer("\nThe last line on stdout is RESULT {json} with count, clock, digest and checkpoints\n"
+                     "([model_time, clock, count, views, digest] every 20 clock ticks).");
+    auto nonneg = CLI::Range(0L, 1000000000L);
+    cli.group("Session");
+    cli.add("--reflector", o.reflector, "ws://host:port (or a router seat URL)");
+    cli.add("--session", o.session_name, "session name (with the app id it names the session)");
+    cli.add("--app-id", o.app_id, "application id");
+    cli.add("--files", o.files, "files URL for snapshots, e.g. http://127.0.0.1:9090/files");
+    cli.add("--password", o.password, "encrypt events and snapshots end-to-end");
+    cli.add("--tls-ca", o.tls_ca_file, "PEM certificate authorities for wss:// and https:// (default: system)");
+    cli.add("--tps", o.tps, "reflector ticks per second for a new session")->check(CLI::Range(1, 60));
+    cli.add("--snapshot-ms", o.snapshot_interval_ms, "model time between snapshots")->check(nonneg);
+    cli.group("Router");
+    cli.add("--router", router, "ask this router (a reflector's http://host:port) for a seat");
+    cli.add("--room", room, "room to join through the router (the shard is the session)");
+    cli.add("--user", user, "user name for the router's seat (default: counter-<pid>)");
+    cli.add("--region", region, "region asked of the router (default: any)");
+    cli.group("Run");
+    cli.add("--sends", sends, "increments to publish")->check(nonneg);
+    cli.add("--send-ms", send_ms, "interval between increments")->check(nonneg);
+    cli.add("--run-ms", run_ms, "how long to run after joining")->check(nonneg);
+    cli.add("--drop-at-ms", drop_at, "testing: drop the TCP connection once, MS after joining (-1: never)");
+    cli.add("--verbose", verbose, "SDK logs at info level (default: warnings)");
+    if (int status = lockstep::cli::parse_or_exit_status(cli, argc, argv); status >= 0)
+        return status;
+    if (verbose)
+        spdlog::set_level(spdlog::level::info);
     if (router.empty() && (o.reflector.empty() || o.session_name.empty())) {
         std::fprintf(stderr, "lockstep-counter: --reflector and --session are required (see --help)\n");
         return 2;
@@ -197,6 +162,10 @@ main(int argc, char** argv)
     if (!router.empty() && room.empty()) {
         std::fprintf(stderr, "lockstep-counter: --router needs --room (see --help)\n");
         return 2;
+    }
+    if (std::string printed; cli.finish(printed) == 0) {
+        std::fputs(printed.c_str(), stdout);
+        return 0;
     }
 
     std::error_code ec;

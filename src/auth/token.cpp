@@ -1,5 +1,7 @@
 #include "auth/token.hpp"
 
+#include "common/text.hpp"
+
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 
@@ -128,43 +130,7 @@ query_token(std::string_view target)
 std::string
 redact(std::string_view target)
 {
-    auto q = target.find('?');
-    auto path = target.substr(0, q);
-    std::string out;
-    out.reserve(target.size());
-    auto seg = segments(path);
-    bool hide_next = false;
-    for (std::size_t i = 0; i < seg.size(); ++i) {
-        if (!path.empty() && (path.front() == '/' || i > 0))
-            out.push_back('/');
-        // Only segments with a next segment can be a credential in front of an id.
-        if (hide_next && !seg[i].empty()) {
-            out += "***";
-        } else {
-            out.append(seg[i]);
-        }
-        hide_next = (seg[i] == "t" || seg[i] == "r");
-    }
-    if (q == std::string_view::npos)
-        return out;
-    auto query = target.substr(q + 1);
-    out.push_back('?');
-    bool first = true;
-    while (true) {
-        auto amp = query.find('&');
-        auto param = query.substr(0, amp);
-        if (!first)
-            out.push_back('&');
-        first = false;
-        if (param.substr(0, 6) == "token=")
-            out += "token=***";
-        else
-            out.append(param);
-        if (amp == std::string_view::npos)
-            break;
-        query.remove_prefix(amp + 1);
-    }
-    return out;
+    return redact_credentials(target);
 }
 
 bool

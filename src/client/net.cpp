@@ -1,4 +1,5 @@
 #include "client/net.hpp"
+#include "protocol/ws_frame.hpp"
 
 #include <lockstep/client/error.hpp>
 
@@ -288,7 +289,7 @@ private:
     {
         ++generation_;
         buf_.clear();  // a message cut off by the last connection must not prefix the next
-        chunks_.clear();
+        chunks_.reset();
         open_ = false;
         synced_ = false;
         writing_ = false;
@@ -400,18 +401,18 @@ private:
 
     void deliver(std::string text)
     {
-        // "_CHUNK" + first(1/0) + last(1/0) + slice
-        if (text.rfind("_CHUNK", 0) == 0 && text.size() >= 8) {
-            if (text[6] == '1')
-                chunks_.clear();
-            chunks_.append(text, 8, std::string::npos);
-            if (text[7] != '1')
-                return;
-            text = std::move(chunks_);
-            chunks_.clear();
+        std::string_view message;
+        switch (chunks_.feed(text, message)) {
+        case protocol::chunk_assembler::status::partial: return;
+        case protocol::chunk_assembler::status::malformed:
+            // Dropped: the message it belonged to is missing, which the session sees as a
+            // gap in the event sequence (a protocol error that rebuilds from a SYNC).
+            spdlog::warn("lockstep: malformed _CHUNK message from the reflector dropped");
+            return;
+        case protocol::chunk_assembler::status::complete: break;
         }
         if (cb_.on_message)
-            cb_.on_message(std::move(text));
+            cb_.on_message(message.data() == text.data() ? std::move(text) : std::string(message));
     }
 
     void queue(std::string frame, std::string timeline = {})
@@ -562,7 +563,7 @@ private:
     // Network-thread state.
     std::unique_ptr<ws_stream> ws_;
     beast::flat_buffer buf_;
-    std::string chunks_;
+    protocol::chunk_assembler chunks_{512u << 20};  // _CHUNK reassembly, bounded like a frame
     struct held_frame {
         std::string frame;
         std::string timeline;  // empty: not bound to a timeline

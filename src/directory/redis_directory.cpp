@@ -104,7 +104,8 @@ redis_directory::connect()
 {
     if (ctx_)
         redisFree(ctx_);
-    // Short time-outs: calls run on the worker threads (router API, JOIN, disconnect).
+    // Short time-outs: calls run on the server's directory thread, which also serves the
+    // router API; a frozen Redis should make the API answer 503 soon, not hang it.
     timeval tv{0, 500000};
     ctx_ = redisConnectWithTimeout(host_.c_str(), port_, tv);
     if (!ctx_ || ctx_->err) {

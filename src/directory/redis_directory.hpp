@@ -4,11 +4,12 @@
 // never hand out the same seat or create the same shard twice.
 //
 // @par Thread safety
-// All members may be called from any thread (one connection, one mutex; calls are
-// short and only on the router API, JOIN and disconnect paths, never per event).
+// All members may be called from any thread (one connection, one mutex). Calls block
+// for up to the Redis time-out: the server makes them only on its directory thread
+// (server/directory_thread.hpp), never on an event loop.
 #pragma once
 
-#include "router/router.hpp"
+#include "router/directory.hpp"
 
 #include <atomic>
 #include <memory>

@@ -1,6 +1,6 @@
 -- lockstep router state in Redis: one script, run atomically by EVAL, so every
 -- reflector of a cluster changes rooms, seats, children and placement consistently.
--- The rules are those of src/router/router.cpp (docs/router.md); time is Redis's.
+-- The rules are those of src/router/memory_directory.cpp (docs/router.md); time is Redis's.
 --
 -- Keys:  ls:refl             hash  reflector id -> {"region","url","files","load","draining","instance","hb"}
 --        ls:room:<room>      string JSON {"pol":{cap,over,ttl,retire},"next":n,"shards":[...]}

@@ -1,6 +1,7 @@
 #include "http/routes.hpp"
 
 #include "common/text.hpp"
+#include "protocol/url_path.hpp"
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
@@ -8,7 +9,7 @@
 #include <algorithm>
 #include <cctype>
 #include <filesystem>
-#include <mutex>
+#include <memory>
 
 namespace lockstep::http_routes {
 namespace {
@@ -42,49 +43,7 @@ method_not_allowed(request const& req, char const* allow)
 }
 
 void
-sessions(server_state& st, request&& req, reply_fn reply)
-{
-    struct gather {
-        std::mutex mu;
-        nlohmann::json list = nlohmann::json::array();
-        std::size_t left;
-        reply_fn reply;
-        request req;
-    };
-    auto g = std::make_shared<gather>();
-    g->left = st.workers.size();
-    g->reply = std::move(reply);
-    g->req = std::move(req);
-    for (auto& wp : st.workers) {
-        worker& wk = *wp;
-        net::post(wk.ioc, [g, &wk] {
-            nlohmann::json mine = nlohmann::json::array();
-            for (auto const& [id, slot] : wk.sessions) {
-                auto const& s = slot->s;
-                if (!s.created())
-                    continue;
-                mine.push_back({{"id", id},
-                                {"name", s.name()},
-                                {"clients", s.client_count()},
-                                {"active", s.active_count()},
-                                {"time", s.current_time_ms()},
-                                {"seq", s.seq()},
-                                {"log", s.log_size()},
-                                {"tick_ms", s.tick_ms()},
-                                {"timeline", s.timeline()},
-                                {"worker", wk.index}});
-            }
-            std::lock_guard lock(g->mu);
-            for (auto& e : mine)
-                g->list.push_back(std::move(e));
-            if (--g->left == 0)
-                g->reply(text_response(g->req, http::status::ok, safe_dump(g->list), "application/json"));
-        });
-    }
-}
-
-void
-files(server_state& st, request&& req, std::string_view rest, reply_fn reply)
+files(service& svc, request&& req, std::string_view rest, reply_fn reply)
 {
     std::string why;
     auto rel = store::blob_path(rest, why);
@@ -94,30 +53,30 @@ files(server_state& st, request&& req, std::string_view rest, reply_fn reply)
         return;
     }
     if (auto depth = static_cast<std::size_t>(std::count(rel->begin(), rel->end(), '/')) + 1;
-        depth > st.cfg.max_files_depth) {
-        st.limits->refused(limits::reason::files_depth);
-        spdlog::info("files: path of {} segments over --max-files-depth {}: 400", depth, st.cfg.max_files_depth);
+        depth > svc.max_files_depth()) {
+        svc.limits().refused(limits::reason::files_depth);
+        spdlog::info("files: path of {} segments over --max-files-depth {}: 400", depth, svc.max_files_depth());
         reply(json_error(req, http::status::bad_request,
-                         "bad path: more than " + std::to_string(st.cfg.max_files_depth) + " segments"));
+                         "bad path: more than " + std::to_string(svc.max_files_depth()) + " segments"));
         return;
     }
     if (req.method() == http::verb::put) {
         auto r = std::make_shared<request>(std::move(req));
-        net::post(st.disk, [&st, r, rel = std::move(*rel), reply = std::move(reply)]() mutable {
-            // The disk thread is the only writer: the check and the write do not race.
+        svc.run_blocking([&svc, r, rel = std::move(*rel), reply = std::move(reply)]() mutable {
+            // One blocking thread writes blobs: the check and the write do not race.
             std::error_code sec;
-            auto old_size = std::filesystem::file_size(st.files.file_of(rel), sec);
+            auto old_size = std::filesystem::file_size(svc.blobs().file_of(rel), sec);
             if (sec)
                 old_size = 0;
-            if (!st.limits->disk_fits(old_size, r->body().size())) {
+            if (!svc.limits().disk_fits(old_size, r->body().size())) {
                 spdlog::warn("files: store full (--max-disk-bytes {}): refusing {} bytes with 507",
-                             st.cfg.max_disk_bytes, r->body().size());
+                             svc.max_disk_bytes(), r->body().size());
                 reply(json_error(*r, http::status::insufficient_storage, "blob store full"));
                 return;
             }
-            auto ec = st.files.put(rel, r->body());
+            auto ec = svc.blobs().put(rel, r->body());
             if (!ec)
-                st.limits->disk_written(old_size, r->body().size());
+                svc.limits().disk_written(old_size, r->body().size());
             if (ec) {
                 spdlog::error("files: cannot store {}: {}", rel, ec.message());
                 reply(json_error(*r, http::status::internal_server_error, "cannot store blob"));
@@ -132,17 +91,17 @@ files(server_state& st, request&& req, std::string_view rest, reply_fn reply)
         reply(method_not_allowed(req, "GET, HEAD, PUT, OPTIONS"));
         return;
     }
-    auto path = st.files.file_of(*rel);
+    auto path = svc.blobs().file_of(*rel);
     std::error_code fec;
     if (!std::filesystem::is_regular_file(path, fec)) {
         reply(json_error(req, http::status::not_found, "no such blob"));
         return;
     }
     http::file_body::value_type body;
-    error_code ec;
-    body.open(path.c_str(), beast::file_mode::scan, ec);
+    boost::system::error_code ec;
+    body.open(path.c_str(), boost::beast::file_mode::scan, ec);
     if (ec) {
-        reply(json_error(req, ec == beast::errc::no_such_file_or_directory ? http::status::not_found
+        reply(json_error(req, ec == boost::beast::errc::no_such_file_or_directory ? http::status::not_found
                                                                             : http::status::internal_server_error,
                          "cannot read blob"));
         return;
@@ -167,27 +126,6 @@ files(server_state& st, request&& req, std::string_view rest, reply_fn reply)
 }
 
 // ---- router API (docs/router.md) ----
-
-std::string
-percent_decode(std::string_view s, bool& ok)
-{
-    std::string out;
-    ok = true;
-    for (std::size_t i = 0; i < s.size(); ++i) {
-        if (s[i] == '%') {
-            if (i + 2 >= s.size() || !std::isxdigit(static_cast<unsigned char>(s[i + 1])) ||
-                !std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
-                ok = false;
-                return {};
-            }
-            out.push_back(static_cast<char>(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16)));
-            i += 2;
-        } else {
-            out.push_back(s[i]);
-        }
-    }
-    return out;
-}
 
 http::message_generator
 field_error(request const& req, int status, std::string const& message, std::string const& field)
@@ -246,26 +184,18 @@ string_field(nlohmann::json const& j, char const* name, std::string& out, bool r
     return true;
 }
 
+/// The /v1 router API. Runs on the directory thread (`rt` may block).
 void
-router_api(server_state& st, request&& req, std::string_view path, reply_fn reply)
+router_api(service& svc, router::directory& rt, request&& req, std::string_view path, reply_fn reply)
 {
     // Segments after /v1/
     std::vector<std::string> seg;
-    std::string_view rest = path.substr(4);
-    while (!rest.empty()) {
-        auto slash = rest.find('/');
-        bool ok = true;
-        seg.push_back(percent_decode(rest.substr(0, slash), ok));
-        if (!ok)
-            return reply(field_error(req, 400, "bad percent-encoding in path", "path"));
-        if (!valid_utf8(seg.back()))
+    if (!url_path::split_segments(path.substr(4), seg))
+        return reply(field_error(req, 400, "bad percent-encoding in path", "path"));
+    for (auto const& s : seg)
+        if (!valid_utf8(s))
             return reply(field_error(req, 400, "path is not UTF-8 after percent-decoding", "path"));
-        if (slash == std::string_view::npos)
-            break;
-        rest = rest.substr(slash + 1);
-    }
     auto method = req.method();
-    auto& rt = *st.rtr;
     if (seg.size() == 1 && seg[0] == "reflectors") {
         if (method != http::verb::get && method != http::verb::head)
             return reply(method_not_allowed(req, "GET, HEAD"));
@@ -309,7 +239,7 @@ router_api(server_state& st, request&& req, std::string_view path, reply_fn repl
             }
             if (!string_field(*body, "region", region, false, 64, req, reply))
                 return;
-            if (st.draining.load())
+            if (svc.draining())
                 return reply(field_error(req, 503, "this reflector is draining", "region"));
             router::api_error err;
             auto seat = rt.join(room, user, region, err);
@@ -379,9 +309,9 @@ json_error(request const& req, http::status status, std::string const& message)
 }
 
 void
-handle(server_state& st, worker& w, request&& req, reply_fn reply)
+handle(service& svc, request&& req, reply_fn reply)
 {
-    st.http_requests.fetch_add(1, std::memory_order_relaxed);
+    svc.count_request();
     auto path = path_of(req);
     auto method = req.method();
 
@@ -398,7 +328,7 @@ handle(server_state& st, worker& w, request&& req, reply_fn reply)
     if (path.rfind("/files/", 0) == 0) {
         auto rest = path.substr(7);
         std::string copy(rest);
-        files(st, std::move(req), copy, std::move(reply));
+        files(svc, std::move(req), copy, std::move(reply));
         return;
     }
     bool get = method == http::verb::get || method == http::verb::head;
@@ -410,32 +340,50 @@ handle(server_state& st, worker& w, request&& req, reply_fn reply)
     if (path == "/health/ready") {
         if (!get)
             return reply(method_not_allowed(req, "GET, HEAD"));
-        bool draining = st.draining.load();
+        bool draining = svc.draining();
         return reply(text_response(req, draining ? http::status::service_unavailable : http::status::ok,
                                    draining ? "draining\n" : "ready\n"));
     }
     if (path == "/metrics") {
         if (!get)
             return reply(method_not_allowed(req, "GET, HEAD"));
-        return reply(text_response(req, http::status::ok,
-                                   render_metrics(st.metrics(), st.closes, st.http_requests.load(), st.draining.load()) +
-                                       st.limits->render(),
-                                   "text/plain; version=0.0.4; charset=utf-8"));
+        return reply(
+            text_response(req, http::status::ok, svc.metrics_text(), "text/plain; version=0.0.4; charset=utf-8"));
     }
     if (path == "/sessions") {
         if (!get)
             return reply(method_not_allowed(req, "GET, HEAD"));
-        return sessions(st, std::move(req), std::move(reply));
+        auto r = std::make_shared<request>(std::move(req));
+        svc.list_sessions([r, reply = std::move(reply)](nlohmann::json list) mutable {
+            reply(text_response(*r, http::status::ok, safe_dump(list), "application/json"));
+        });
+        return;
     }
     if (path.rfind("/v1/", 0) == 0) {
-        std::string copy(path);
-        return router_api(st, std::move(req), copy, std::move(reply));
+        svc.with_directory([&svc, r = std::move(req), p = std::string(path),
+                            reply = std::move(reply)](router::directory& rt) mutable {
+            // On the directory thread: the HTTP connection's own catch cannot see this.
+            auto replied = std::make_shared<bool>(false);
+            request head;
+            head.version(r.version());
+            head.keep_alive(false);
+            try {
+                router_api(svc, rt, std::move(r), p, [&reply, replied](http::message_generator m) mutable {
+                    *replied = true;
+                    reply(std::move(m));
+                });
+            } catch (std::exception const& e) {
+                spdlog::error("http: {} failed: {}", p.substr(0, 200), e.what());
+                if (!*replied)
+                    reply(json_error(head, http::status::internal_server_error, "internal error"));
+            }
+        });
+        return;
     }
     if (path == "/" || path == "/healthz") {
         return reply(text_response(req, http::status::ok,
                                    "lockstep-reflector: a Croquet/Multisynq-compatible reflector\n"));
     }
-    (void)w;
     reply(json_error(req, http::status::not_found, "not found"));
 }
 

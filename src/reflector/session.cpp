@@ -1,8 +1,9 @@
 #include "reflector/session.hpp"
 
-#include "auth/token.hpp"
+#include "common/text.hpp"
+
 #include "protocol/json_scan.hpp"
-#include "server/metrics.hpp"
+#include "common/logging.hpp"
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
@@ -98,8 +99,8 @@ number_of(json const& o, char const* key)
 }  // namespace
 
 session::session(std::string id, clock_source const& clock, session_options const& opts,
-                 persistence_index* persistence, worker_metrics* metrics)
-    : id_(std::move(id)), clock_(clock), opts_(opts), persistence_(persistence), metrics_(metrics)
+                 persistence_index* persistence, session_counters* counters, load_signal const* load)
+    : id_(std::move(id)), clock_(clock), opts_(opts), persistence_(persistence), metrics_(counters), load_(load)
 {
 }
 
@@ -128,8 +129,8 @@ std::int64_t
 session::tick_period_us() const noexcept
 {
     std::int64_t period = static_cast<std::int64_t>(tick_ms_) * 1000;
-    if (metrics_) {  // overload protection (--max-tick-stretch) thins ticks
-        auto pct = metrics_->tick_stretch_pct.load(std::memory_order_relaxed);
+    if (load_) {  // overload protection (--max-tick-stretch) thins ticks
+        auto pct = load_->tick_stretch_pct();
         if (pct > 100)
             period = period * pct / 100;
     }
@@ -161,6 +162,7 @@ session::join(peer& p, std::string_view args_raw)
     auto now = clock_.now_us();
     if (!created_) {
         created_ = true;
+        created_at_us_ = now;
         name_ = args.value("name", json("")).is_string() ? args.value("name", std::string()) : std::string();
         if (auto a = args.find("appId"); a != args.end() && a->is_string())
             app_id_ = a->get<std::string>();
@@ -189,8 +191,9 @@ session::join(peer& p, std::string_view args_raw)
                 persisted_url_ = *url;
         if (metrics_)
             metrics_->add(metrics_->sessions, 1);
-        spdlog::info("session {} created: name='{}' tick={}ms{} timeline={}", id_, name_, tick_ms_,
-                     persisted_url_.empty() ? "" : " persisted", timeline_);
+        log_event(spdlog::level::info, {.event = "session_start", .session = id_, .app = app_id_, .name = name_},
+                  fmt::format("session {} created: name='{}' tick={}ms{} timeline={}", id_, name_, tick_ms_,
+                              persisted_url_.empty() ? "" : " persisted", timeline_));
     }
     // Last JOIN wins; absent values reset (as the reference does).
     auto ld = number_of(args, "leaveDelay");
@@ -212,6 +215,7 @@ session::join(peer& p, std::string_view args_raw)
         fresh.p = &p;
         fresh.serial = next_serial_++;
         clients_.push_back(std::move(fresh));
+        ++clients_joined_;
         c = &clients_.back();
     }
     if (auto u = args.find("user"); u != args.end() && truthy(*u)) {
@@ -484,6 +488,7 @@ void
 session::reflect_now(std::string_view rest)
 {
     seq_ += 1;  // uint32: wraps from 0xFFFFFFFF to 0
+    ++events_reflected_;
     auto m = codec::make_recv(id_, time_, seq_, rest);
     auto n = broadcast_active(m);
     log_.push_back({seq_, std::move(m)});
@@ -699,7 +704,7 @@ session::save(peer& p, std::string_view args_raw)
         persistence_->record(app_id_, persistent_id_, url);
     // The URL may carry the client's files token (…/files/t/<jwt>/…): never logged.
     spdlog::info("session {} persistent data for {}/{} saved: {}", id_, app_id_, persistent_id_,
-                 auth::redact(url.substr(0, 500)));
+                 redact_credentials(url.substr(0, 500)));
 }
 
 void

@@ -12,8 +12,8 @@
 #pragma once
 
 #include "protocol/codec.hpp"
-#include "protocol/frame.hpp"
-#include "reflector/clock.hpp"
+#include "common/clock.hpp"
+#include "reflector/ports.hpp"
 
 #include <lockstep/protocol/constants.hpp>
 
@@ -28,38 +28,6 @@
 #include <vector>
 
 namespace lockstep {
-
-struct worker_metrics;
-
-/// A connection as a session sees it.
-class peer {
-public:
-    virtual ~peer() = default;
-    /// Queues a message. Never drops it: a peer that cannot keep up closes itself.
-    virtual void deliver(out_ptr const& m) = 0;
-    /// Queues a SYNC. It is not counted against the peer's queue limit: a session's
-    /// log may legitimately be larger than the limit, and refusing it would make the
-    /// joiner reconnect forever.
-    virtual void deliver_sync(out_ptr const& m) { deliver(m); }
-    /// Queues a TICK: a time beacon is worth little late, so it is written at the end
-    /// of the current loop turn even while output is being coalesced.
-    virtual void deliver_tick(out_ptr const& m) { deliver(m); }
-    /// True while the connection's socket is full and output waits for it (ticks are
-    /// skipped then).
-    virtual bool backlogged() const noexcept = 0;
-    /// Closes the connection with a WebSocket close code.
-    virtual void close(protocol::close_code code, std::string_view reason) = 0;
-    /// Short text for logs ("c17 127.0.0.1:5555").
-    virtual std::string const& tag() const noexcept = 0;
-};
-
-/// Where SAVE records live: (appId, persistentId) -> URL of the persistent data.
-class persistence_index {
-public:
-    virtual ~persistence_index() = default;
-    virtual std::optional<std::string> lookup(std::string const& app_id, std::string const& persistent_id) = 0;
-    virtual void record(std::string const& app_id, std::string const& persistent_id, std::string const& url) = 0;
-};
 
 /// Per-session limits and timings (reference values; see docs/protocol.md).
 struct session_options {
@@ -77,7 +45,8 @@ struct session_options {
 class session {
 public:
     session(std::string id, clock_source const& clock, session_options const& opts,
-            persistence_index* persistence = nullptr, worker_metrics* metrics = nullptr);
+            persistence_index* persistence = nullptr, session_counters* counters = nullptr,
+            load_signal const* load = nullptr);
     session(session const&) = delete;
     session& operator=(session const&) = delete;
 
@@ -113,6 +82,11 @@ public:
     // ---- introspection (/sessions, tests) ----
     std::string const& id() const noexcept { return id_; }
     std::string const& name() const noexcept { return name_; }
+    std::string const& app_id() const noexcept { return app_id_; }
+    /// Totals since creation, for the session's summary log line.
+    std::uint64_t events_reflected() const noexcept { return events_reflected_; }
+    std::uint64_t clients_joined() const noexcept { return clients_joined_; }
+    std::int64_t created_at_us() const noexcept { return created_at_us_; }
     bool created() const noexcept { return created_; }
     std::int64_t time_ms() const noexcept { return time_; }
     /// Session time now, without sampling it (reporting only).
@@ -185,9 +159,12 @@ private:
     clock_source const& clock_;
     session_options opts_;
     persistence_index* persistence_;
-    worker_metrics* metrics_;
+    session_counters* metrics_;
+    load_signal const* load_;
 
     bool created_ = false;
+    std::uint64_t events_reflected_ = 0, clients_joined_ = 0;
+    std::int64_t created_at_us_ = 0;
     std::string name_, app_id_, persistent_id_;
     std::string timeline_;
     std::string tove_;                 // raw JSON; empty = absent

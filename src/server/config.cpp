@@ -1,291 +1,212 @@
 #include "server/config.hpp"
 
-#include <charconv>
+#include "common/options.hpp"
+
+#include <algorithm>
 #include <cstdlib>
-#include <functional>
-#include <map>
 #include <thread>
 
 namespace lockstep {
 
-std::string
-usage()
+namespace {
+
+/// Every option of the reflector, once: flag, field, --help line, and the notes the
+/// table of docs/operations.md adds (tests/ops/options_doc.sh keeps that table equal to
+/// `lockstep-reflector --options-markdown`).
+void
+define(cli::options& o, config& c)
 {
-    return R"(lockstep-reflector: a Croquet/Multisynq-compatible reflector
+    o.group("Network");
+    o.add("--bind", c.bind, "listen address",
+          "The default only serves the local host: use `0.0.0.0` (or an interface address) to serve other "
+          "machines, and always inside a container");
+    o.add("--port", c.port, "the one port for WebSocket and HTTP", "`0` picks a free port (logged at start)");
+    o.add("--public-url", c.public_url, "URL clients use to reach this reflector (default ws://BIND:PORT)",
+          "The router hands it out (as `<url>/r/<seat>`, and `http(s)://…/files` for files). Set it whenever "
+          "clients reach the reflector through another name, port or a TLS proxy");
+    o.add("--region", c.region, "region name reported to clients",
+          "Sent to clients as SYNC `reflector` (they only log it) and shown in the start-up log line. Set it "
+          "per deployment");
+    o.add("--threads", c.threads, "worker threads, sessions are sharded over them (0 = number of cores)",
+          "See [section 7](#7-threads-and-sharding). Lower it to share a machine");
+    o.group("Storage");
+    o.add("--data-dir", c.data_dir, "snapshots and persistent data",
+          "Root of the blob store and SAVE records ([section 3](#3-data-directory)). Point it at persistent "
+          "storage");
+    o.add("--max-blob-bytes", c.max_blob_bytes, "largest PUT /files/... body (larger: 413)",
+          "Bodies are held in memory while uploading, so this also bounds per-upload memory. Snapshots of "
+          "typical apps are KB–MB");
+    o.group("Limits");
+    o.add("--max-frame-bytes", c.max_frame_bytes, "largest client frame; larger closes with 1009 (minimum 1024)",
+          "Client events are at most 16 KiB; raise only for unusual clients");
+    o.add("--max-queue-bytes", c.max_queue_bytes,
+          "unsent bytes per client; more closes it with 1013 and the client rejoins",
+          "The connection's queue is dropped. A **SYNC does not count** against it, so a late joiner always "
+          "receives the whole message log, however large; only what is queued besides the SYNC counts. Raise "
+          "it for clients on slow links that fall behind during bursts");
+    o.add("--join-timeout-ms", c.join_timeout_ms, "close sockets that send no JOIN with 4121",
+          "Real clients JOIN immediately; lower it to shed idle sockets faster");
+    o.add("--session-linger-ms", c.session_linger_ms, "keep a session after its last client left",
+          "Clients reconnecting within this time continue the same session seamlessly; longer values help "
+          "flaky networks at the cost of memory");
+    o.add("--log-requ-threshold", c.log_requ_threshold,
+          "message-log length from which clients are asked for a snapshot (REQU, INFO)",
+          "Events since the last snapshot. Must be between 1 and `--log-max`");
+    o.add("--log-max", c.log_max, "message-log length at which new events are refused until a snapshot arrives",
+          "Lower both limits to bound memory per session (each logged event costs its JSON size, and every "
+          "SYNC being sent holds a copy of the whole log)");
+    o.add("--default-tick-ms", c.default_tick_ms, "tick interval for a session whose creating JOIN names none",
+          "Real clients always name one. Must be > 0");
+    o.add("--drain-timeout-ms", c.drain_timeout_ms, "on SIGTERM/SIGINT, time given to clients to leave before exit",
+          "See [section 6](#6-graceful-drain). Keep the service manager's stop timeout above it");
+    o.group("Router (docs/router.md)");
+    o.add("--reflector-id", c.reflector_id, "this reflector's id in the router (default REGION-PORT)",
+          "Must be unique within a cluster");
+    o.add("--room-capacity", c.room_capacity, "seats per room shard");
+    o.add("--room-overflow", c.room_overflow, "open a new shard when every shard is this full (0 < F <= 1)")
+        ->check(CLI::Range(0.0, 1.0));
+    o.add("--seat-ttl-ms", c.seat_ttl_ms, "a reserved seat is held this long for its user to join",
+          "And for a dropped user to come back");
+    o.add("--shard-retire-ms", c.shard_retire_ms, "an empty overflow shard is removed after this long");
+    o.add("--room-policy", c.room_policies,
+          "PATTERN=CAPACITY[:OVERFLOW]: capacity (and overflow) for rooms whose name matches the glob; "
+          "repeatable, first match wins")
+        ->type_name("P=C[:F]");
+    o.add("--redis", c.redis,
+          "cluster mode: keep router state in the Redis at redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] (AUTH, SELECT)",
+          "Shared by every reflector given the same URL; without it the state lives in this process. With a "
+          "password the reflector sends `AUTH` (with USER: Redis 6 ACL users), with `/DB` a `SELECT`, on every "
+          "connection; percent-encode `@`, `:` and `/` in the password. A wrong or missing password stops the "
+          "start (exit 1; the log says `AUTH failed` or `NOAUTH`, never the password). Redis "
+          "must answer at start-up; a URL not starting with `redis://` exits with 2, and one with a bad port "
+          "or no host is refused at start-up (exit 1)");
+    o.add("--heartbeat-ttl-ms", c.heartbeat_ttl_ms,
+          "a reflector silent this long gets no new sessions (minimum 100)",
+          "Nor does a draining one ([section 6](#6-graceful-drain)). Each reflector re-registers every "
+          "min(2 s, N/5). In a cluster, give every reflector the same value");
+    o.group("Access control (docs/security.md)");
+    o.add("--auth-secret", c.auth_secret,
+          "require a JWT signed HS256 with this secret on every WebSocket upgrade, /files and /v1 request",
+          "See [security.md](security.md). Prefer the environment variable, which keeps it out of the process "
+          "list. Tokens travel as a path pair `t/<jwt>`, `Authorization: Bearer` or `?token=`. Refusals: 401/403, "
+          "JOIN outside the token's claims: close 4103");
+    o.add("--auth-public-key", c.auth_public_key, "the same with RS256/ES256 JWTs checked against this PEM public key",
+          "Not together with `--auth-secret`. A file that is not an RSA or EC public key stops the start (exit 1)")
+        ->type_name("FILE");
+    o.add("--admin-token", c.admin_token, "Bearer token for /sessions, /metrics and /v1/reflectors",
+          "401 without, 403 with another. With user auth on and no admin token these endpoints answer 403. "
+          "Prefer the environment variable");
+    o.add("--metrics-open", c.metrics_open, "serve /metrics without the admin token",
+          "For a scraper that cannot send one");
+    o.add("--allowed-origins", c.allowed_origins,
+          "comma-separated Origin values allowed (default: any); an upgrade or HTTP request with another Origin "
+          "gets 403",
+          "Requests without `Origin` are not affected. Repeatable")
+        ->type_name("LIST");
+    o.group("TLS");
+    o.add("--tls-cert", c.tls_cert, "serve wss:// and https:// on the port with this PEM certificate chain",
+          "TLS 1.2 and 1.3; with `--tls-key`, both or neither. `--public-url` then defaults to `wss://BIND:PORT` "
+          "and the router hands out `https://…/files`. `kill -HUP` re-reads both files (log: `tls: certificate "
+          "reloaded`); new connections use the new certificate, open ones keep theirs, and files that cannot be "
+          "used leave the current certificate in place (logged as an error). Plain `ws://`/`http://` is not "
+          "served on a TLS port. TLS clients cost one extra copy per byte")
+        ->type_name("FILE");
+    o.add("--tls-key", c.tls_key, "the PEM private key of --tls-cert")->type_name("FILE");
+    o.group("Edge limits (loopback peers are not limited per address)");
+    o.add("--max-connections", c.max_connections,
+          "open sockets (HTTP and WebSocket together); 0 = the file-descriptor limit minus 64",
+          "Over it a new socket gets a short `503 {\"error\":\"too many connections\"}` and is closed, instead of "
+          "accept() failing for lack of descriptors. At start the soft `RLIMIT_NOFILE` is raised to the hard "
+          "limit (logged). Metric: `lockstep_limit_refusals_total{limit=\"connections\"}`, "
+          "`lockstep_open_sockets`");
+    o.add("--max-connections-per-ip", c.max_connections_per_ip, "open sockets per client address (0 = no limit)",
+          "More get `503 too many connections from this address`. Loopback peers are not counted (benchmarks, a "
+          "local proxy). Metric: `{limit=\"connections_per_ip\"}`");
+    o.add("--trust-proxy", c.trust_proxy,
+          "take the client address from the last X-Forwarded-For entry, for the per-address limits",
+          "Only behind a proxy that sets it: otherwise clients choose their own address");
+    o.add("--max-http-rate", c.max_http_rate,
+          "/v1 and /files requests per second per address (bursts of 2N); more get 429 (0 = no limit)",
+          "Health, metrics and WebSocket upgrades are not counted; loopback peers are not limited. Metric: "
+          "`{limit=\"http_rate\"}`");
+    o.add("--max-uploads", c.max_uploads, "PUT /files bodies received at once; more get 503 (0 = no limit)",
+          "With `--max-blob-bytes` this bounds upload memory. Metric: `{limit=\"uploads\"}`, "
+          "`lockstep_uploads_in_progress`");
+    o.add("--max-disk-bytes", c.max_disk_bytes, "size of the blob store; a PUT that would exceed it gets 507 (0 = none)",
+          "`DATA/files`, counted at start and on every write. Blobs already stored stay intact, and replacing a "
+          "blob counts only the difference. Metric: `{limit=\"disk\"}`, `lockstep_blob_store_bytes`");
+    o.add("--max-files-depth", c.max_files_depth, "path segments of a /files path; deeper gets 400 (minimum 1)",
+          "The real client uses 6. Metric: `{limit=\"files_depth\"}`");
+    o.group("Performance");
+    o.add("--max-coalesce-us", c.max_coalesce_us,
+          "upper bound of adaptive write coalescing under load (0 = off)",
+          "While a worker thread is over 85 % busy its output to each client is gathered for up to this long "
+          "so one system call carries many frames (ticks excepted); below 60 % it writes at once. See "
+          "docs/performance.md");
+    o.add("--max-tick-stretch", c.max_tick_stretch_pct,
+          "overload: stretch tick intervals up to this % of the requested one (100 = off)",
+          "When a worker stays over 90 % busy with coalescing already at its maximum, the tick interval of "
+          "its sessions is stretched by a quarter per 100 ms, up to PCT % of what the clients asked for (400: "
+          "a 50 ms tick becomes at most 200 ms). Below 75 % busy it shrinks back. Events are never delayed "
+          "by it. Watch `lockstep_tick_stretch_percent`")
+        ->type_name("PCT");
+    o.add("--busy-poll-us", c.busy_poll_us,
+          "idle workers poll for new work this long before sleeping (0 = sleep at once)",
+          "On VMs a sleeping thread can take milliseconds to run again; polling keeps that delay out of ticks "
+          "and events at the price of a core kept busy while traffic flows. Counted as idle by the load "
+          "controls. Use it on hosts where the reflector owns its cores");
+    o.group("Logging");
+    o.add("--log-level", c.log_level, "trace|debug|info|warn|error|critical|off",
+          "`debug` logs every connect, disconnect and SYNC")
+        ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
+    o.add("--log-format", c.log_format, "text for people, json (one object per line) for machines",
+          "See [section 5](#5-logs)")
+        ->check(CLI::IsMember({"text", "json"}));
+}
 
-Usage: lockstep-reflector [options]
-
-Network
-  --bind ADDR               listen address (default 127.0.0.1)
-  --port N                  WebSocket + HTTP port (default 9090)
-  --public-url URL          URL clients use to reach this reflector
-                            (default ws://BIND:PORT)
-  --region NAME             region name reported to clients (default local)
-  --threads N               worker threads, sessions are sharded over them
-                            (default: number of cores)
-Storage
-  --data-dir DIR            snapshots, persistent data (default ./data)
-  --max-blob-bytes N        largest PUT /files/... body (default 268435456)
-Limits
-  --max-frame-bytes N       largest client frame; larger closes with 1009
-                            (default 4194304)
-  --max-queue-bytes N       unsent bytes per client; more closes it with
-                            1013 and the client rejoins (default 8388608)
-  --join-timeout-ms N       close sockets that send no JOIN with 4121
-                            (default 30000)
-  --session-linger-ms N     keep a session after its last client left
-                            (default 10000)
-  --log-requ-threshold N    message-log length from which clients are asked
-                            for a snapshot (REQU, INFO) (default 60000)
-  --log-max N               message-log length at which new events are
-                            refused until a snapshot arrives (default 100000)
-  --default-tick-ms N       tick interval for a session whose creating JOIN
-                            names none (default 200)
-  --drain-timeout-ms N      on SIGTERM/SIGINT, time given to clients to leave
-                            before exit (default 5000)
-Router (docs/router.md)
-  --reflector-id ID         this reflector's id (default REGION-PORT)
-  --room-capacity N         seats per room shard (default 50)
-  --room-overflow F         open a new shard when every shard is this full,
-                            0 < F <= 1 (default 0.8)
-  --seat-ttl-ms N           a reserved seat is held this long for its user to
-                            join (default 30000)
-  --shard-retire-ms N       an empty overflow shard is removed after this long
-                            (default 60000)
-  --room-policy P=C[:F]     capacity C (and overflow F) for rooms whose name
-                            matches the glob P; repeatable, first match wins
-  --redis URL               cluster mode: keep router state in the Redis at
-                            redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] (AUTH,
-                            SELECT), shared by every reflector pointed at it
-                            (default: in this process)
-  --heartbeat-ttl-ms N      a reflector that has not refreshed its registration
-                            for this long gets no new sessions (default 10000;
-                            each reflector refreshes every TTL/5, at most 2 s)
-Access control (docs/security.md)
-  --auth-secret SECRET      require a JWT signed HS256 with SECRET on every
-                            WebSocket upgrade, /files and /v1 request (also
-                            from $LOCKSTEP_AUTH_SECRET); tokens travel as a
-                            path pair t/<jwt>, Authorization: Bearer or ?token=
-  --auth-public-key FILE    the same with RS256/ES256 JWTs checked against the
-                            PEM public key in FILE
-  --admin-token TOKEN       Bearer token for /sessions, /metrics and admin /v1
-                            operations (also from $LOCKSTEP_ADMIN_TOKEN)
-  --metrics-open            serve /metrics without the admin token
-  --allowed-origins LIST    comma-separated Origin values allowed to open
-                            WebSockets and use HTTP from a browser; others get
-                            403 (default: any)
-TLS
-  --tls-cert FILE           serve wss:// and https:// on the port with this PEM
-                            certificate chain (reloaded on SIGHUP)
-  --tls-key FILE            its PEM private key
-Edge limits (loopback peers are not limited per address)
-  --max-connections N       open sockets (HTTP and WebSocket) before new ones get
-                            503 (default: the file-descriptor limit minus 64)
-  --max-connections-per-ip N  open sockets per client address (default 1000;
-                            0 = no limit)
-  --trust-proxy             the client address is the last X-Forwarded-For entry
-                            (only behind a proxy that sets it)
-  --max-http-rate N         /v1 and /files requests per second per address,
-                            bursts of 2N; more get 429 (default 100; 0 = none)
-  --max-uploads N           PUT /files bodies received at once; more get 503
-                            (default 64; 0 = none)
-  --max-disk-bytes N        blob store size; a PUT that would exceed it gets
-                            507 (default 0 = no limit)
-  --max-files-depth N       path segments of a /files path; deeper get 400
-                            (default 32)
-Performance
-  --max-coalesce-us N       while a worker thread is busy (>60% CPU), output to
-                            each client is gathered for up to this long so one
-                            system call carries many frames; idle workers write
-                            at once. 0 disables it (default 20000)
-  --max-tick-stretch PCT    overload protection: when a worker stays over 90%
-                            CPU with coalescing at its maximum, its sessions'
-                            tick intervals are stretched, up to PCT percent of
-                            the interval the clients asked for, so events keep
-                            their latency; they return to normal below 75%.
-                            100 disables it (default 400)
-  --busy-poll-us N          a worker with nothing to do polls for new work for
-                            up to N microseconds before it sleeps. Costs a core
-                            while traffic flows; cuts the wake-up delay a
-                            sleeping thread pays (ms on some VMs) from ticks
-                            and events. Counted as idle by the load controls.
-                            0 = sleep at once (default 0)
-Logging
-  --log-level LEVEL         trace|debug|info|warn|error|critical|off (default info)
-  --log-format FMT          text|json (default text)
-  --help                    show this text
-
+char const footer[] = R"(
 HTTP on the same port: /health/live, /health/ready, /metrics, /sessions,
 PUT/GET /files/<path>. WebSocket: ws://HOST:PORT/<sessionId> or any
 prefix, e.g. ws://HOST:PORT/reflector/<sessionId>.
-)";
-}
+Every option is also read from the environment variable shown, and from
+the TOML file given with --config (key = option name without --);
+a flag beats the environment, which beats the file.)";
 
-namespace {
-
-template <class T>
-bool
-parse_uint(std::string const& s, T& out)
+/// Checks what the parser cannot, fills computed defaults; an error message or "".
+std::string
+validate(config& c)
 {
-    unsigned long long v = 0;
-    auto r = std::from_chars(s.data(), s.data() + s.size(), v);
-    if (r.ec != std::errc{} || r.ptr != s.data() + s.size())
-        return false;
-    if (v > static_cast<unsigned long long>(std::numeric_limits<T>::max()))
-        return false;
-    out = static_cast<T>(v);
-    return true;
-}
-
-}  // namespace
-
-std::optional<config>
-parse_config(int argc, char const* const* argv, std::string& message, bool& help)
-{
-    config c;
-    help = false;
-    using setter = std::function<bool(std::string const&)>;
-    auto str = [](std::string& f) { return setter([&f](std::string const& v) { f = v; return !v.empty(); }); };
-    auto num = [](auto& f) { return setter([&f](std::string const& v) { return parse_uint(v, f); }); };
-    std::map<std::string, setter> flags = {
-        {"--bind", str(c.bind)},
-        {"--port", num(c.port)},
-        {"--data-dir", str(c.data_dir)},
-        {"--threads", num(c.threads)},
-        {"--region", str(c.region)},
-        {"--public-url", str(c.public_url)},
-        {"--log-level", str(c.log_level)},
-        {"--log-format", str(c.log_format)},
-        {"--max-frame-bytes", num(c.max_frame_bytes)},
-        {"--max-queue-bytes", num(c.max_queue_bytes)},
-        {"--max-blob-bytes", num(c.max_blob_bytes)},
-        {"--join-timeout-ms", num(c.join_timeout_ms)},
-        {"--session-linger-ms", num(c.session_linger_ms)},
-        {"--log-requ-threshold", num(c.log_requ_threshold)},
-        {"--log-max", num(c.log_max)},
-        {"--default-tick-ms", num(c.default_tick_ms)},
-        {"--drain-timeout-ms", num(c.drain_timeout_ms)},
-        {"--max-coalesce-us", num(c.max_coalesce_us)},
-        {"--max-tick-stretch", num(c.max_tick_stretch_pct)},
-        {"--busy-poll-us", num(c.busy_poll_us)},
-        {"--reflector-id", str(c.reflector_id)},
-        {"--room-capacity", num(c.room_capacity)},
-        {"--room-overflow", setter([&c](std::string const& v) {
-             char* end = nullptr;
-             double d = std::strtod(v.c_str(), &end);
-             c.room_overflow = d;
-             return end && *end == '\0' && d > 0 && d <= 1;
-         })},
-        {"--seat-ttl-ms", num(c.seat_ttl_ms)},
-        {"--redis", str(c.redis)},
-        {"--heartbeat-ttl-ms", num(c.heartbeat_ttl_ms)},
-        {"--shard-retire-ms", num(c.shard_retire_ms)},
-        {"--auth-secret", str(c.auth_secret)},
-        {"--auth-public-key", str(c.auth_public_key)},
-        {"--admin-token", str(c.admin_token)},
-        {"--allowed-origins", setter([&c](std::string const& v) {
-             std::size_t start = 0;
-             while (start <= v.size()) {
-                 auto comma = v.find(',', start);
-                 auto item = v.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-                 if (item.empty())
-                     return false;
-                 c.allowed_origins.push_back(item);
-                 if (comma == std::string::npos)
-                     break;
-                 start = comma + 1;
-             }
-             return true;
-         })},
-        {"--tls-cert", str(c.tls_cert)},
-        {"--tls-key", str(c.tls_key)},
-        {"--max-connections", num(c.max_connections)},
-        {"--max-connections-per-ip", num(c.max_connections_per_ip)},
-        {"--max-http-rate", num(c.max_http_rate)},
-        {"--max-uploads", num(c.max_uploads)},
-        {"--max-disk-bytes", num(c.max_disk_bytes)},
-        {"--max-files-depth", num(c.max_files_depth)},
-        {"--room-policy", setter([&c](std::string const& v) {
-             auto eq = v.find('=');
-             if (eq == std::string::npos || eq == 0 || eq + 1 == v.size())
-                 return false;
-             c.room_policies.push_back(v);
-             return true;
-         })},
-    };
-    for (int i = 1; i < argc; ++i) {
-        std::string arg = argv[i];
-        if (arg == "--help" || arg == "-h") {
-            help = true;
-            message = usage();
-            return std::nullopt;
-        }
-        if (arg == "--metrics-open") {
-            c.metrics_open = true;
-            continue;
-        }
-        if (arg == "--trust-proxy") {
-            c.trust_proxy = true;
-            continue;
-        }
-        std::string value;
-        bool has_value = false;
-        if (auto eq = arg.find('='); eq != std::string::npos) {
-            value = arg.substr(eq + 1);
-            arg = arg.substr(0, eq);
-            has_value = true;
-        }
-        auto it = flags.find(arg);
-        if (it == flags.end()) {
-            message = "unknown option " + arg + " (see --help)";
-            return std::nullopt;
-        }
-        if (!has_value) {
-            if (i + 1 >= argc) {
-                message = "option " + arg + " needs a value";
-                return std::nullopt;
-            }
-            value = argv[++i];
-        }
-        if (!it->second(value)) {
-            message = "bad value for " + arg + ": '" + value + "'";
-            return std::nullopt;
-        }
-    }
+    for (auto* s : {&c.bind, &c.data_dir, &c.region})
+        if (s->empty())
+            return "--bind, --data-dir and --region must not be empty";
+    if (!(c.room_overflow > 0 && c.room_overflow <= 1))
+        return "--room-overflow must be above 0 and at most 1";
     if (c.threads == 0)
         c.threads = std::max(1u, std::thread::hardware_concurrency());
     if (c.log_format != "text" && c.log_format != "json") {
-        message = "--log-format must be text or json";
-        return std::nullopt;
+        return "--log-format must be text or json";
     }
     static char const* const levels[] = {"trace", "debug", "info", "warn", "error", "critical", "off"};
     if (std::find(std::begin(levels), std::end(levels), c.log_level) == std::end(levels)) {
-        message = "--log-level must be one of trace|debug|info|warn|error|critical|off";
-        return std::nullopt;
+        return "--log-level must be one of trace|debug|info|warn|error|critical|off";
     }
     if (c.log_max == 0 || c.log_requ_threshold == 0 || c.log_requ_threshold > c.log_max) {
-        message = "--log-requ-threshold must be between 1 and --log-max";
-        return std::nullopt;
+        return "--log-requ-threshold must be between 1 and --log-max";
     }
     if (c.max_frame_bytes < 1024) {
-        message = "--max-frame-bytes must be at least 1024";
-        return std::nullopt;
+        return "--max-frame-bytes must be at least 1024";
     }
     if (c.default_tick_ms == 0) {
-        message = "--default-tick-ms must be positive";
-        return std::nullopt;
+        return "--default-tick-ms must be positive";
     }
     if (!c.redis.empty() && c.redis.rfind("redis://", 0) != 0) {
-        message = "--redis must look like redis://[:PASSWORD@]HOST[:PORT][/DB]";
-        return std::nullopt;
+        return "--redis must look like redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]";
     }
     if (c.heartbeat_ttl_ms < 100) {
-        message = "--heartbeat-ttl-ms must be at least 100";
-        return std::nullopt;
+        return "--heartbeat-ttl-ms must be at least 100";
     }
     if (c.room_capacity == 0 || c.room_capacity > 1'000'000) {
-        message = "--room-capacity must be between 1 and 1000000";
-        return std::nullopt;
+        return "--room-capacity must be between 1 and 1000000";
     }
     for (auto const& p : c.room_policies) {
         auto rest = p.substr(p.find('=') + 1);
@@ -300,29 +221,58 @@ parse_config(int argc, char const* const* argv, std::string& message, bool& help
             ok = *end == '\0';
         }
         if (!ok) {
-            message = "bad --room-policy '" + p + "' (want PATTERN=CAPACITY[:OVERFLOW])";
-            return std::nullopt;
+            return "bad --room-policy '" + p + "' (want PATTERN=CAPACITY[:OVERFLOW])";
         }
     }
-    // Secrets may come from the environment, out of the process list.
-    if (char const* e = std::getenv("LOCKSTEP_AUTH_SECRET"); e && *e && c.auth_secret.empty())
-        c.auth_secret = e;
-    if (char const* e = std::getenv("LOCKSTEP_ADMIN_TOKEN"); e && *e && c.admin_token.empty())
-        c.admin_token = e;
-    if (!c.auth_secret.empty() && !c.auth_public_key.empty()) {
-        message = "use either --auth-secret or --auth-public-key, not both";
-        return std::nullopt;
+    // Secrets may come from the environment (LOCKSTEP_AUTH_SECRET, LOCKSTEP_ADMIN_TOKEN),
+    // out of the process list: the option definitions read them.
+    if (!c.auth_secret.empty() && !c.auth_public_key.empty())
+        return "use either --auth-secret or --auth-public-key, not both";
+    std::vector<std::string> origins;  // "a,b" and repeated flags alike
+    for (auto const& list : c.allowed_origins) {
+        for (std::size_t start = 0;;) {
+            auto comma = list.find(',', start);
+            auto item = list.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+            if (item.empty())
+                return "--allowed-origins must not have empty entries";
+            origins.push_back(std::move(item));
+            if (comma == std::string::npos)
+                break;
+            start = comma + 1;
+        }
     }
-    if (c.max_files_depth == 0) {
-        message = "--max-files-depth must be at least 1";
-        return std::nullopt;
-    }
-    if (c.tls_cert.empty() != c.tls_key.empty()) {
-        message = "--tls-cert and --tls-key go together";
-        return std::nullopt;
-    }
+    c.allowed_origins = std::move(origins);
+    if (c.max_files_depth == 0)
+        return "--max-files-depth must be at least 1";
+    if (c.tls_cert.empty() != c.tls_key.empty())
+        return "--tls-cert and --tls-key go together";
     if (c.public_url.empty())
         c.public_url = (c.tls_cert.empty() ? "ws://" : "wss://") + c.bind + ":" + std::to_string(c.port);
+    return {};
+}
+
+}  // namespace
+
+std::optional<config>
+parse_config(int argc, char const* const* argv, std::string& message, bool& help)
+{
+    config c;
+    help = false;
+    cli::options o("lockstep-reflector", "lockstep-reflector: a Croquet/Multisynq-compatible reflector", "LOCKSTEP_");
+    define(o, c);
+    o.app().footer(footer);
+    if (int status = o.parse(argc, argv, message); status >= 0) {
+        help = status == 0;
+        return std::nullopt;
+    }
+    if (auto error = validate(c); !error.empty()) {
+        message = "lockstep-reflector: " + error + " (see --help)";
+        return std::nullopt;
+    }
+    if (o.finish(message) == 0) {
+        help = true;
+        return std::nullopt;
+    }
     return c;
 }
 

@@ -1,49 +1,6 @@
-// Reflector configuration: one plain struct, defaults in class, parsed and validated once.
-//
-// | flag                     | field                | default      |
-// |--------------------------|----------------------|--------------|
-// | --bind ADDR              | bind                 | 127.0.0.1    |
-// | --port N                 | port                 | 9090         |
-// | --data-dir DIR           | data_dir             | ./data       |
-// | --threads N              | threads              | cores        |
-// | --region NAME            | region               | local        |
-// | --public-url URL         | public_url           | ws://bind:port |
-// | --log-level LEVEL        | log_level            | info         |
-// | --log-format text|json   | log_format           | text         |
-// | --max-frame-bytes N      | max_frame_bytes      | 4 MiB        |
-// | --max-queue-bytes N      | max_queue_bytes      | 8 MiB        |
-// | --max-blob-bytes N       | max_blob_bytes       | 256 MiB      |
-// | --join-timeout-ms N      | join_timeout_ms      | 30000        |
-// | --session-linger-ms N    | session_linger_ms    | 10000        |
-// | --log-requ-threshold N   | log_requ_threshold   | 60000        |
-// | --log-max N              | log_max              | 100000       |
-// | --default-tick-ms N      | default_tick_ms      | 200          |
-// | --drain-timeout-ms N     | drain_timeout_ms     | 5000         |
-// | --max-coalesce-us N      | max_coalesce_us      | 20000        |
-// | --max-tick-stretch PCT   | max_tick_stretch_pct | 400          |
-// | --busy-poll-us N         | busy_poll_us         | 0            |
-// | --reflector-id ID        | reflector_id         | REGION-PORT  |
-// | --room-capacity N        | room_capacity        | 50           |
-// | --room-overflow F        | room_overflow        | 0.8          |
-// | --seat-ttl-ms N          | seat_ttl_ms          | 30000        |
-// | --shard-retire-ms N      | shard_retire_ms      | 60000        |
-// | --room-policy P=C[:F]    | room_policies        | (none)       |
-// | --redis URL              | redis                | (embedded)   |
-// | --heartbeat-ttl-ms N     | heartbeat_ttl_ms     | 10000        |
-// | --auth-secret SECRET     | auth_secret          | (none)       |
-// | --auth-public-key FILE   | auth_public_key      | (none)       |
-// | --admin-token TOKEN      | admin_token          | (none)       |
-// | --metrics-open           | metrics_open         | off          |
-// | --allowed-origins LIST   | allowed_origins      | (any)        |
-// | --max-connections N      | max_connections      | NOFILE - 64  |
-// | --max-connections-per-ip N | max_connections_per_ip | 1000     |
-// | --trust-proxy            | trust_proxy          | off          |
-// | --max-http-rate N        | max_http_rate        | 100          |
-// | --max-uploads N          | max_uploads          | 64           |
-// | --max-disk-bytes N       | max_disk_bytes       | 0 (none)     |
-// | --max-files-depth N      | max_files_depth      | 32           |
-// | --tls-cert FILE          | tls_cert             | (none)       |
-// | --tls-key FILE           | tls_key              | (none)       |
+// Reflector configuration: one plain struct, defaults in class. The options that fill it
+// (flags, LOCKSTEP_<NAME> environment variables, --config TOML file) are defined once, in
+// define() of config.cpp; docs/operations.md's table is generated from them.
 #pragma once
 
 #include <cstdint>
@@ -102,13 +59,9 @@ struct config {
     std::string tls_key;                      // PEM private key
 };
 
-/// Parses argv. Returns nullopt and fills `message` for --help (exit 0) or an error
-/// (exit 2); `help` tells which.
+/// Parses argv, the environment and --config. Returns nullopt and fills `message` for
+/// --help, --version or --print-config (exit 0) or an error (exit 2); `help` tells which.
 std::optional<config>
 parse_config(int argc, char const* const* argv, std::string& message, bool& help);
-
-/// The --help text.
-std::string
-usage();
 
 }  // namespace lockstep

@@ -1,11 +1,16 @@
-// One WebSocket client. Beast does the handshake, the reads and the control frames;
-// outbound data frames are pre-encoded by the session, appended to this connection's
-// output buffer and written with one non-blocking send() per flush (see
-// gated_stream.hpp for how those writes and Beast's own frames stay apart).
+// One WebSocket client, I/O only. Beast does the handshake, the reads and the control
+// frames; each text frame read goes to the reflector's dispatch (reflector/dispatch.hpp)
+// with this connection as the peer and its worker as the host. Outbound data frames
+// are pre-encoded by the session, appended to this connection's output buffer and
+// written with one non-blocking send() per flush (see gated_stream.hpp for how those
+// writes and Beast's own frames stay apart).
+//
+// @par Thread safety
+// A connection lives on one worker's thread; every member is used only there.
 #include "server/gated_stream.hpp"
 #include "server/internal.hpp"
+#include "common/logging.hpp"
 
-#include "protocol/codec.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -33,14 +38,21 @@ class connection final : public peer, public flushable, public std::enable_share
 public:
     connection(server_state& st, worker& w, tcp::socket sock, std::string session_id, auth::admission adm = {},
                limits::ticket ticket = {})
-        : st_(st), w_(w), ws_(std::move(sock)), session_id_(std::move(session_id)), join_timer_(w.ioc),
-          adm_(std::move(adm)), ticket_(std::move(ticket))
+        : st_(st), w_(w), ws_(std::move(sock)), join_timer_(w.ioc), adm_(std::move(adm)), ticket_(std::move(ticket))
     {
         error_code ec;
         auto ep = ws_.next_layer().next_layer().remote_endpoint(ec);
         serial_ = st_.next_conn_id.fetch_add(1);
-        tag_ = ec ? fmt::format("c{} ? {}", serial_, session_id_.substr(0, 8))
-                  : fmt::format("c{} {}:{} {}", serial_, ep.address().to_string(), ep.port(), session_id_.substr(0, 8));
+        tag_ = ec ? fmt::format("c{} ? {}", serial_, session_id.substr(0, 8))
+                  : fmt::format("c{} {}:{} {}", serial_, ep.address().to_string(), ep.port(), session_id.substr(0, 8));
+        m_.session_id = std::move(session_id);
+        // This connection's name in the router, unique in the cluster and across
+        // restarts: "<reflector id>#<process instance>:<serial>".
+        m_.conn_key = st_.self_id + "#" + st_.instance + ":" + std::to_string(serial_);
+        if (adm_.user || adm_.via_seat)
+            m_.admit_join = [this](session& s, std::string_view args, std::string& why) {
+                return admit_join(s, args, why);
+            };
     }
 
     ~connection() override { w_.metrics.add(w_.metrics.queue_bytes, -static_cast<std::int64_t>(pending())); }
@@ -48,7 +60,7 @@ public:
     void
     start(http::request<http::string_body> req)
     {
-        seat_token_ = router::router::token_from_path(std::string_view(req.target().data(), req.target().size()));
+        m_.seat_token = router::token_from_path(std::string_view(req.target().data(), req.target().size()));
         w_.connections[this] = weak_from_this();
         w_.metrics.add(w_.metrics.connections, 1);
         error_code nd;  // a TLS client's plaintext end is a local socket: no TCP options
@@ -93,6 +105,7 @@ public:
             return;
         auto wire = m->wire();
         out_.append(wire.data(), wire.size());
+        ++messages_out_;
         if (exempt)
             exempt_bytes_ += wire.size();
         w_.metrics.add(w_.metrics.queue_bytes, static_cast<std::int64_t>(wire.size()));
@@ -161,7 +174,7 @@ private:
         }
         accepted_ = true;
         spdlog::debug("{} connected", tag_);
-        if (session_id_.empty()) {
+        if (m_.session_id.empty()) {
             spdlog::info("{} no session id in the URL path: closing 4100", tag_);
             close(close_code::outdated_protocol, "outdated protocol");
         } else if (!close_requested_) {
@@ -178,7 +191,7 @@ private:
     void
     on_join_timeout(error_code ec)
     {
-        if (ec || joined_ || close_requested_)
+        if (ec || m_.join_seen || close_requested_)
             return;
         spdlog::info("{} sent no JOIN within {} ms: closing 4121", tag_, st_.cfg.join_timeout_ms);
         close(close_code::never_joined, "client never joined");
@@ -209,19 +222,18 @@ private:
         }
         w_.metrics.add(w_.metrics.frames_in);
         w_.metrics.add(w_.metrics.bytes_in, n);
+        ++messages_in_;
+        bytes_in_ += n;
         if (!close_requested_) {
             if (!ws_.got_text()) {
                 spdlog::info("{} binary frame: closing 1003", tag_);
                 close(close_code::unsupported_data, "binary frames are not supported");
             } else {
                 auto data = rbuf_.cdata();
-                try {
-                    handle(std::string_view(static_cast<char const*>(data.data()), data.size()));
-                } catch (std::exception const& e) {
-                    // Nothing a frame contains may end the process or touch other sessions.
-                    spdlog::error("{} frame handling failed: {}: closing 1011", tag_, e.what());
-                    close(close_code::internal_error, "internal error");
-                }
+                bool joined_before = m_.join_seen;
+                dispatch(w_, m_, *this, std::string_view(static_cast<char const*>(data.data()), data.size()));
+                if (m_.join_seen && !joined_before)
+                    join_timer_.cancel();
             }
         }
         rbuf_.consume(rbuf_.size());
@@ -229,107 +241,31 @@ private:
     }
 
     /// With access control on: the token's claims allow this session, and a connection
-    /// admitted by a router seat JOINs that seat's session. Closes 4103 if not.
+    /// admitted by a router seat JOINs that seat's session (the dispatch closes 4103 if
+    /// not). Called by the dispatch on JOIN, through membership::admit_join.
     bool
-    admit_join(session_slot& slot, std::string_view args)
+    admit_join(session& s, std::string_view args, std::string& why)
     {
-        if (!adm_.user && !adm_.via_seat)
-            return true;
-        std::string app, name, why;
+        std::string app, name;
         auth::join_names(args, app, name);
-        if (slot.s.created())
-            name = slot.s.name();  // the session's own name, not what this JOIN says
-        if (adm_.user && !auth::allows_session(*adm_.user, app, name, why)) {
-            spdlog::info("{} JOIN refused ({}): closing 4103", tag_, why);
-            close(close_code::bad_api_key, why);
+        if (s.created())
+            name = s.name();  // the session's own name, not what this JOIN says
+        if (adm_.user && !auth::allows_session(*adm_.user, app, name, why))
             return false;
-        }
-        if (adm_.via_seat && !seat_confirmed_) {
-            seat_confirmed_ = st_.rtr->member_joined(seat_token_, name, conn_key());
-            if (!seat_confirmed_) {
-                spdlog::info("{} JOIN refused (router seat is not for this session): closing 4103", tag_);
-                close(close_code::bad_api_key, "seat is not for this session");
+        if (adm_.via_seat && !seat_admitted_) {
+            // The seat must be this session's: asked of the directory on its thread
+            // (bounded wait; no answer refuses the JOIN, the client rejoins).
+            seat_admitted_ = st_.ask_directory(
+                [token = m_.seat_token, name, conn = m_.conn_key](router::directory& d) {
+                    return d.member_joined(token, name, conn);
+                },
+                std::chrono::seconds(2));
+            if (!seat_admitted_) {
+                why = "seat is not for this session";
                 return false;
             }
         }
         return true;
-    }
-
-    void
-    handle(std::string_view text)
-    {
-        codec::client_frame f;
-        auto r = codec::parse_client_frame(text, f, scratch_);
-        if (r != codec::parse_result::ok) {
-            spdlog::info("{} {}: closing 4102", tag_,
-                         r == codec::parse_result::not_json ? "frame is not JSON" : "frame is not a JSON object");
-            close(close_code::malformed_message, "malformed message");
-            return;
-        }
-        using codec::action;
-        switch (f.act) {
-        case action::send:
-            if (!slot_) {
-                spdlog::debug("{} SEND before JOIN ignored", tag_);
-                return;
-            }
-            slot_->s.send(*this, f.args, f.tags);
-            w_.after(*slot_);
-            return;
-        case action::join: {
-            joined_ = true;
-            join_timer_.cancel();
-            auto& slot = w_.session_for(session_id_);
-            if (!admit_join(slot, f.args)) {
-                w_.after(slot);
-                return;
-            }
-            if (slot.s.join(*this, f.args.empty() ? std::string_view("null") : f.args)) {
-                slot_ = &slot;
-                if (!seat_token_.empty() && !seat_confirmed_)  // came through a router seat
-                    seat_confirmed_ = st_.rtr->member_joined(seat_token_, slot.s.name(), conn_key());
-            }
-            w_.after(slot);
-            return;
-        }
-        case action::tutti:
-        case action::snap:
-        case action::save:
-        case action::ticks: {
-            // Like the reference, these work on the URL's session even without a JOIN
-            // on this socket, but the session must exist.
-            session_slot* s = slot_ ? slot_ : w_.find_session(session_id_);
-            if (!s || !s->s.created()) {
-                spdlog::info("{} {} for unknown session: closing 4000", tag_, f.action_name);
-                close(close_code::unknown_session, "unknown session");
-                return;
-            }
-            if (f.act == action::tutti)
-                s->s.tutti(*this, f.args);
-            else if (f.act == action::snap)
-                s->s.snap(*this, f.args);
-            else if (f.act == action::save)
-                s->s.save(*this, f.args);
-            else
-                s->s.ticks(*this, f.args);
-            w_.after(*s);
-            return;
-        }
-        case action::ping:
-            if (slot_)
-                slot_->s.ping(*this, f.args);
-            else
-                deliver(codec::make_pong(f.args));
-            return;
-        case action::pulse:
-            return;
-        case action::log:
-            spdlog::info("{} LOG {}", tag_, f.args.substr(0, 2000));
-            return;
-        case action::unknown:
-            spdlog::warn("{} unknown action {} ignored", tag_, f.action_name.substr(0, 100));
-            return;
-        }
     }
 
     // ---- output: one buffer, written by non-blocking send() until the socket is full ----
@@ -400,6 +336,7 @@ private:
         if (sent == 0)
             return;
         w_.metrics.add(w_.metrics.bytes_out, sent);
+        bytes_out_ += sent;
         w_.metrics.add(w_.metrics.queue_bytes, -static_cast<std::int64_t>(sent));
         exempt_bytes_ -= std::min(exempt_bytes_, sent);  // a SYNC is ahead of what follows it
         if (out_off_ == out_.size()) {
@@ -495,43 +432,37 @@ private:
             return;
         finished_ = true;
         join_timer_.cancel();
-        if (slot_) {
-            auto* s = slot_;
-            slot_ = nullptr;
-            s->s.disconnect(*this);
-            w_.after(*s);
-        }
-        if (seat_confirmed_) {
-            // A normal leave (close 1000 from the client) frees the seat; a drop keeps
-            // it reserved for a reconnect.
-            bool left = ws_.reason().code == websocket::close_code::normal;
-            st_.rtr->member_left(seat_token_, left, conn_key());
-        }
+        if (m_.joined)
+            app_id_ = m_.joined->app_id();  // for the summary line below
+        // A normal leave (close 1000 from the client) frees a router seat; a drop keeps
+        // it reserved for a reconnect.
+        hang_up(w_, m_, *this, ws_.reason().code == websocket::close_code::normal);
         w_.connections.erase(this);
         w_.metrics.add(w_.metrics.connections, -1);
-        spdlog::debug("{} disconnected", tag_);
-    }
-
-    /// This connection's name in the router, unique in the cluster and across restarts:
-    /// "<reflector id>#<process instance>:<serial>".
-    std::string
-    conn_key() const
-    {
-        return st_.self_id + "#" + st_.instance + ":" + std::to_string(serial_);
+        // The connection's summary: who, how it ended, what went through it.
+        log_fields f{.event = "connection_end", .session = m_.session_id, .app = app_id_};
+        f.conn = static_cast<std::int64_t>(serial_);
+        // The reflector's close code, else the client's; 1006 when the socket just went away.
+        f.code = close_requested_ ? static_cast<int>(close_reason_.code) : static_cast<int>(ws_.reason().code);
+        if (f.code == 0)
+            f.code = 1006;
+        f.messages_in = static_cast<std::int64_t>(messages_in_);
+        f.messages_out = static_cast<std::int64_t>(messages_out_);
+        f.bytes_in = static_cast<std::int64_t>(bytes_in_);
+        f.bytes_out = static_cast<std::int64_t>(bytes_out_);
+        f.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - opened_).count();
+        log_event(spdlog::level::info, f, fmt::format("{} disconnected", tag_));
     }
 
     server_state& st_;
     worker& w_;
     std::uint64_t serial_ = 0;
     websocket::stream<gated_stream> ws_;
-    std::string session_id_;
     std::string tag_;
     beast::flat_buffer rbuf_;
-    std::vector<json_scan::member> scratch_;
     net::steady_timer join_timer_;
-    session_slot* slot_ = nullptr;  // set once a JOIN was answered with SYNC
-    std::string seat_token_;         // router seat from the URL path (/r/<token>/<id>)
-    bool seat_confirmed_ = false;
+    membership m_;                   // the session and seat, as the dispatch keeps them
+    bool seat_admitted_ = false;     // access control: the seat was checked for this session
     auth::admission adm_;            // what access control admitted (user token, seat)
     limits::ticket ticket_;          // this socket's place in the connection counts
 
@@ -544,10 +475,13 @@ private:
     bool blocked_ = false;           // the socket is full: waiting until it is writable
     bool flush_scheduled_ = false;
     bool urgent_scheduled_ = false;
-    bool joined_ = false;
     bool close_requested_ = false;
     bool close_started_ = false;
     bool finished_ = false;
+    // Totals for the connection_end line.
+    std::chrono::steady_clock::time_point opened_ = std::chrono::steady_clock::now();
+    std::uint64_t messages_in_ = 0, messages_out_ = 0, bytes_in_ = 0, bytes_out_ = 0;
+    std::string app_id_;
     websocket::close_reason close_reason_;
 
     friend void close_connection(connection& c, close_code code, std::string_view reason);
@@ -578,8 +512,8 @@ start_websocket(server_state& st, worker& from, tcp::socket sock, http::request<
         spdlog::warn("cannot hand over socket: {}", ec.message());
         return;
     }
-    net::post(target.ioc, [&st, &target, protocol, fd, req = std::move(req), id = std::move(session_id),
-                           adm = std::move(adm), ticket = std::move(ticket)]() mutable {
+    target.defer([&st, &target, protocol, fd, req = std::move(req), id = std::move(session_id),
+                  adm = std::move(adm), ticket = std::move(ticket)]() mutable {
         error_code ec2;
         tcp::socket s(target.ioc);
         s.assign(protocol, fd, ec2);

@@ -14,7 +14,7 @@
 #pragma once
 
 #include "server/internal.hpp"
-#include "server/unique_function.hpp"
+#include "common/unique_function.hpp"
 
 #include <vector>
 

@@ -1,12 +1,15 @@
-// Server internals shared by the listener, HTTP sessions and WebSocket connections.
+// Server internals shared by the listener, HTTP connections and WebSocket connections.
 // Includes Asio/Beast: only the networking translation units include this.
 #pragma once
 
 #include "auth/access.hpp"
 #include "limits/edge_limits.hpp"
-#include "reflector/clock.hpp"
-#include "router/router.hpp"
+#include "common/clock.hpp"
+#include "http/service.hpp"
+#include "reflector/dispatch.hpp"
 #include "reflector/session.hpp"
+#include "router/directory.hpp"
+#include "server/directory_thread.hpp"
 #include "server/config.hpp"
 #include "server/metrics.hpp"
 #include "server/server.hpp"
@@ -41,10 +44,12 @@ class connection;
 struct worker;
 
 /// A session plus the timer that drives it, owned by one worker.
-struct session_slot {
+///
+/// @par Thread safety
+/// Only on the owning worker's thread.
+struct session_slot final : session {
     session_slot(worker& w, std::string const& id);
     worker& w;
-    session s;
     net::steady_timer timer;
     std::int64_t armed_us = std::numeric_limits<std::int64_t>::max();
 };
@@ -56,17 +61,34 @@ public:
     virtual void flush() = 0;
 };
 
-/// One thread, one io_context; owns the sessions whose id hashes to it.
-struct worker {
+/// One thread, one io_context; owns the sessions whose id hashes to it and their
+/// connections. It is the dispatch's session host.
+///
+/// @par Thread safety
+/// defer() may be called from any thread: it is the only way into the worker from
+/// outside. `metrics` and `load` are written by the worker and read from any thread
+/// (atomics); `st` and `index` are immutable. Every other member is used only on the
+/// worker's own thread.
+struct worker final : session_host {
     worker(struct server_state& st, unsigned index);
     server_state& st;
     unsigned index;
     net::io_context ioc{1};
     worker_metrics metrics;
+    load_signal load;  // fed by start_load_sampling(), read by the sessions
     steady_clock_source clock;
     std::unordered_map<std::string, std::unique_ptr<session_slot>> sessions;
     std::unordered_map<connection*, std::weak_ptr<connection>> connections;
     std::thread thread;
+
+    /// The one entry point into this worker: runs `f` on its thread, after the handlers
+    /// already queued. Nothing else posts into `ioc`.
+    template <class F>
+    void
+    defer(F&& f)
+    {
+        net::post(ioc, std::forward<F>(f));
+    }
 
     /// Corking: connections with new output register here and are written once, after
     /// every handler that was ready in this turn of the event loop has run, so frames
@@ -93,40 +115,67 @@ struct worker {
     void run();
     void run_loop();
 
-    /// Finds or creates the session (creation only records the id; the first JOIN
-    /// sets it up).
-    session_slot& session_for(std::string const& id);
-    session_slot* find_session(std::string const& id);
-    /// Re-arms the session's timer and deletes it when it has expired. Call after
-    /// every call into the session.
-    void after(session_slot& slot);
+    /// Summaries of this worker's live sessions (for /sessions). Call on its thread.
+    nlohmann::json session_list() const;
+
+    // ---- session_host (the dispatch's view of the worker) ----
+    session* find_session(std::string const& id) override;
+    session& session_for(std::string const& id) override;
+    /// Re-arms the session's timer and deletes it when it has expired.
+    void touched(session& s) override;
+    void seat_joined(std::string const& token, std::string const& name, std::string const& conn) override;
+    void seat_left(std::string const& token, bool normal, std::string const& conn) override;
 };
 
-/// State shared by all workers. Immutable after start except where noted.
-struct server_state {
+/// State shared by all workers, the directory thread, the disk pool and the signal
+/// thread. Implements the HTTP routes' service interface.
+///
+/// @par Thread safety
+/// Every thread reads it. Members are immutable once run() starts serving unless their
+/// comment says otherwise.
+struct server_state final : http_routes::service {
     config cfg;
     session_options sopts;
-    store::file_store files;
-    store::file_persistence persistence;
-    std::vector<std::unique_ptr<worker>> workers;
-    net::thread_pool disk{1};                  // blocking file I/O off the event loops
-    close_counter closes;
-    std::atomic<std::uint64_t> http_requests{0};
-    std::atomic<bool> draining{false};
-    std::atomic<std::uint64_t> next_conn_id{1};
-    steady_clock_source router_clock;
-    std::unique_ptr<router::directory> rtr;  // embedded or Redis (docs/router.md)
+    store::file_store files;                   // stateless paths: any thread
+    store::file_persistence persistence;       // any thread (own mutex)
+    std::vector<std::unique_ptr<worker>> workers;  // the vector is fixed; see worker for its members
+    net::thread_pool disk{1};                  // blocking file I/O off the event loops; any thread
+                                               // posts; after the workers: goes first
+    close_counter closes;                      // any thread (own mutex)
+    std::atomic<std::uint64_t> http_requests{0};   // any thread
+    std::atomic<bool> draining_{false};        // set by drain() on any thread, read everywhere
+    std::atomic<std::uint64_t> next_conn_id{1};    // any worker
+    steady_clock_source router_clock;          // stateless: any thread
     std::string self_id;                      // this reflector's router id (set before serving)
-    std::string instance;                     // random per process: tells a restart apart
+    std::string instance;                     // random per process: tells a restart apart (same)
     std::unique_ptr<auth::gate> gate;         // access control (docs/security.md)
-    std::unique_ptr<limits::edge_limits> limits;  // connection, request, upload and disk limits
+    std::unique_ptr<limits::edge_limits> limits_;  // connection, request, upload and disk limits
     std::shared_ptr<tls::front> tls;          // --tls-cert: TLS on this port (tls/tls_front.hpp)
+    directory_thread directory;               // embedded or Redis (docs/router.md): post from any
+                                              // thread; declared last, so its thread stops first
 
     explicit server_state(config c);
-    /// Registers this reflector with the router and refreshes its load (heartbeat).
-    void heartbeat(std::uint16_t port);
+    /// This reflector as the router should list it now (heartbeat).
+    router::reflector_info self_info(std::uint16_t port) const;
     worker& worker_for(std::string_view session_id);
     std::vector<worker_metrics const*> metrics() const;
+    /// Runs `question` on the directory thread and waits for its answer at most
+    /// `timeout` (false without one). Only for access checks that must be answered before
+    /// a connection goes on (router seats with access control on); bounded, so a frozen
+    /// Redis delays those connections, never the event loop for longer than `timeout`.
+    bool ask_directory(std::function<bool(router::directory&)> question, std::chrono::milliseconds timeout);
+
+    // ---- http_routes::service ----
+    bool draining() const override { return draining_.load(); }
+    void count_request() override { http_requests.fetch_add(1, std::memory_order_relaxed); }
+    std::string metrics_text() const override;
+    void list_sessions(unique_function<void(nlohmann::json)> done) override;
+    void with_directory(unique_function<void(router::directory&)> task) override;
+    store::file_store const& blobs() const override { return files; }
+    limits::edge_limits& limits() override { return *limits_; }
+    std::uint32_t max_files_depth() const override { return cfg.max_files_depth; }
+    std::uint64_t max_disk_bytes() const override { return cfg.max_disk_bytes; }
+    void run_blocking(unique_function<void()> task) override;
 };
 
 /// Starts serving a WebSocket upgrade on the worker that owns `session_id` (the
@@ -139,7 +188,7 @@ start_websocket(server_state& st, worker& from, tcp::socket sock, http::request<
 void
 close_all_connections(worker& w, protocol::close_code code, std::string_view reason);
 
-/// Serves plain HTTP on an accepted socket.
+/// Serves plain HTTP on an accepted socket (server/http_connection.cpp).
 void
 start_http(server_state& st, worker& w, tcp::socket sock, limits::ticket ticket = {});
 

@@ -1,7 +1,7 @@
 // lockstep-reflector: entry point. Parses flags, sets up logging, serves until
 // SIGTERM/SIGINT (graceful drain) or a second signal (immediate stop).
 #include "server/config.hpp"
-#include "server/logging.hpp"
+#include "common/logging.hpp"
 #include "server/server.hpp"
 
 #include <spdlog/spdlog.h>

@@ -1,21 +1,14 @@
 #include "server/metrics.hpp"
 
+#include "server/process_metrics.hpp"
+
+#include <lockstep/version.hpp>
+
 #include <fmt/format.h>
 
 #include <algorithm>
 
 namespace lockstep {
-
-void
-worker_metrics::observe_tick_late(double ms) noexcept
-{
-    std::size_t i = 0;
-    while (i < tick_late_buckets_ms.size() && ms > tick_late_buckets_ms[i])
-        ++i;
-    add(tick_late[i]);
-    add(tick_late_count);
-    tick_late_sum_ms.store(tick_late_sum_ms.load(std::memory_order_relaxed) + ms, std::memory_order_relaxed);
-}
 
 std::string
 render_metrics(std::vector<worker_metrics const*> const& workers, close_counter const& closes,
@@ -28,6 +21,10 @@ render_metrics(std::vector<worker_metrics const*> const& workers, close_counter 
             s += static_cast<long double>((w->*member).load(std::memory_order_relaxed));
         return s;
     };
+    out += fmt::format("# HELP lockstep_build_info The running build: its version (always 1).\n"
+                       "# TYPE lockstep_build_info gauge\n"
+                       "lockstep_build_info{{version=\"{}\"}} 1\n",
+                       version);
     auto max_of = [&](auto member) {
         long double m = 0;
         for (auto const* w : workers)
@@ -42,9 +39,9 @@ render_metrics(std::vector<worker_metrics const*> const& workers, close_counter 
     metric("lockstep_sessions", "gauge", "Live sessions.", sum(&worker_metrics::sessions));
     metric("lockstep_outbound_queue_bytes", "gauge", "Unsent outbound bytes over all connections.",
            sum(&worker_metrics::queue_bytes));
-    metric("lockstep_write_coalesce_us", "gauge",
+    metric("lockstep_write_coalesce_seconds", "gauge",
            "Largest current write-coalescing interval over the workers (0 = write at once).",
-           max_of(&worker_metrics::coalesce_us));
+           max_of(&worker_metrics::coalesce_us) / 1e6);
     metric("lockstep_tick_stretch_percent", "gauge",
            "Largest current tick-interval stretch over the workers (100 = ticks as requested; more under overload).",
            max_of(&worker_metrics::tick_stretch_pct));
@@ -64,16 +61,17 @@ render_metrics(std::vector<worker_metrics const*> const& workers, close_counter 
            static_cast<long double>(http_requests));
     metric("lockstep_draining", "gauge", "1 while the reflector drains.", draining ? 1 : 0);
 
-    out += "# HELP lockstep_tick_lateness_ms How late ticks fire against their schedule.\n"
-           "# TYPE lockstep_tick_lateness_ms histogram\n";
+    out += "# HELP lockstep_tick_lateness_seconds How late ticks fire against their schedule.\n"
+           "# TYPE lockstep_tick_lateness_seconds histogram\n";
     std::uint64_t cum = 0;
     for (std::size_t i = 0; i <= tick_late_buckets_ms.size(); ++i) {
         for (auto const* w : workers)
             cum += w->tick_late[i].load(std::memory_order_relaxed);
         if (i < tick_late_buckets_ms.size())
-            out += fmt::format("lockstep_tick_lateness_ms_bucket{{le=\"{}\"}} {}\n", tick_late_buckets_ms[i], cum);
+            out += fmt::format("lockstep_tick_lateness_seconds_bucket{{le=\"{}\"}} {}\n",
+                               tick_late_buckets_ms[i] / 1000, cum);
         else
-            out += fmt::format("lockstep_tick_lateness_ms_bucket{{le=\"+Inf\"}} {}\n", cum);
+            out += fmt::format("lockstep_tick_lateness_seconds_bucket{{le=\"+Inf\"}} {}\n", cum);
     }
     double lsum = 0;
     std::uint64_t lcount = 0;
@@ -81,12 +79,14 @@ render_metrics(std::vector<worker_metrics const*> const& workers, close_counter 
         lsum += w->tick_late_sum_ms.load(std::memory_order_relaxed);
         lcount += w->tick_late_count.load(std::memory_order_relaxed);
     }
-    out += fmt::format("lockstep_tick_lateness_ms_sum {}\nlockstep_tick_lateness_ms_count {}\n", lsum, lcount);
+    out += fmt::format("lockstep_tick_lateness_seconds_sum {}\nlockstep_tick_lateness_seconds_count {}\n",
+                       lsum / 1000, lcount);
 
     out += "# HELP lockstep_closes_total WebSocket closes sent by the reflector, by code.\n"
            "# TYPE lockstep_closes_total counter\n";
     for (auto const& [code, n] : closes.snapshot())
         out += fmt::format("lockstep_closes_total{{code=\"{}\"}} {}\n", code, n);
+    out += render_process_metrics();
     return out;
 }
 

@@ -2,6 +2,8 @@
 // writer (relaxed atomics, no shared cache lines on the hot path); /metrics sums them.
 #pragma once
 
+#include "reflector/ports.hpp"
+
 #include <array>
 #include <atomic>
 #include <cstdint>
@@ -12,42 +14,21 @@
 
 namespace lockstep {
 
-/// Upper bounds (ms) of the tick lateness histogram buckets.
-inline constexpr std::array<double, 10> tick_late_buckets_ms = {0.5, 1, 2, 5, 10, 20, 50, 100, 250, 1000};
-
-struct alignas(64) worker_metrics {
-    using counter = std::atomic<std::uint64_t>;
-    using gauge = std::atomic<std::int64_t>;
-
+/// A worker's counters: the sessions' own (session_counters, a port of the reflector
+/// core) plus the connection and write path's.
+///
+/// @par Thread safety
+/// Written only by the owning worker thread (relaxed atomics); read by /metrics from
+/// any thread.
+struct alignas(64) worker_metrics : session_counters {
     gauge connections{0};        // open WebSocket connections
-    gauge sessions{0};           // live sessions
     gauge queue_bytes{0};        // unsent outbound bytes over all connections
     gauge coalesce_us{0};        // current write-coalescing interval
-    gauge tick_stretch_pct{100}; // tick intervals are stretched to this % under overload
-    counter events_in{0};        // SEND/TUTTI-first messages accepted
-    counter events_out{0};       // RECV frames queued to clients
+    gauge tick_stretch_pct{100}; // exposition of the worker's load_signal (tick stretch %)
     counter frames_in{0};        // client frames read
     counter bytes_in{0};         // client frame payload bytes
     counter bytes_out{0};        // bytes written to client sockets
-    counter ticks{0};            // TICK frames queued
     counter writes{0};           // gathered socket writes
-    counter debounced{0};        // SENDs dropped by tags debounce
-    counter refused{0};          // SENDs refused at --log-max
-    std::array<counter, tick_late_buckets_ms.size() + 1> tick_late{};  // last = +Inf
-    counter tick_late_count{0};
-    std::atomic<double> tick_late_sum_ms{0};
-
-    void
-    add(counter& c, std::uint64_t n = 1) noexcept
-    {
-        c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
-    }
-    void
-    add(gauge& g, std::int64_t n) noexcept
-    {
-        g.store(g.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
-    }
-    void observe_tick_late(double ms) noexcept;
 };
 
 /// Close codes are counted from any thread (closes are rare), under a mutex.

@@ -1,11 +1,15 @@
 #include "server/server.hpp"
 
 #include "server/internal.hpp"
+#include "common/logging.hpp"
 
 #include "directory/redis_directory.hpp"
+#include "router/memory_directory.hpp"
 #include "tls/tls_front.hpp"
 
 #include <spdlog/spdlog.h>
+
+#include <future>
 
 #include <sys/resource.h>
 
@@ -21,7 +25,7 @@ namespace lockstep {
 // ------------------------------------------------------------------ sessions/workers
 
 session_slot::session_slot(worker& wk, std::string const& id)
-    : w(wk), s(id, wk.clock, wk.st.sopts, &wk.st.persistence, &wk.metrics), timer(wk.ioc)
+    : session(id, wk.clock, wk.st.sopts, &wk.st.persistence, &wk.metrics, &wk.load), w(wk), timer(wk.ioc)
 {
 }
 
@@ -50,7 +54,7 @@ worker::schedule_flush(std::shared_ptr<flushable> f, bool urgent)
     if (flush_posted)
         return;
     flush_posted = true;
-    net::post(ioc, [this] {
+    defer([this] {
         flush_posted = false;
         auto list = std::move(to_flush);
         to_flush.clear();
@@ -103,12 +107,13 @@ worker::start_load_sampling()
         // Overload: more writes are due than the core can make. Coalescing cannot merge
         // ticks (each is due at its own time), so thin them: events keep their latency
         // and the clients' clocks still advance, in coarser steps.
-        auto stretch = metrics.tick_stretch_pct.load(std::memory_order_relaxed);
+        auto stretch = load.tick_stretch_pct();
         auto max_stretch = static_cast<std::int64_t>(std::max<std::uint32_t>(100, st.cfg.max_tick_stretch_pct));
         if (busy > 0.9 && (coalesce_us >= max_us || max_us == 0) && stretch < max_stretch)
             stretch = std::min(max_stretch, stretch * 5 / 4 + 1);
         else if (busy < 0.75 && stretch > 100)
             stretch = std::max<std::int64_t>(100, stretch * 4 / 5);
+        load.set_tick_stretch_pct(stretch);
         metrics.tick_stretch_pct.store(stretch, std::memory_order_relaxed);
         start_load_sampling();
     });
@@ -157,7 +162,7 @@ worker::run_loop()
     }
 }
 
-session_slot&
+session&
 worker::session_for(std::string const& id)
 {
     auto& slot = sessions[id];
@@ -166,7 +171,7 @@ worker::session_for(std::string const& id)
     return *slot;
 }
 
-session_slot*
+session*
 worker::find_session(std::string const& id)
 {
     auto it = sessions.find(id);
@@ -174,17 +179,57 @@ worker::find_session(std::string const& id)
 }
 
 void
-worker::after(session_slot& slot)
+worker::seat_joined(std::string const& token, std::string const& name, std::string const& conn)
 {
-    if (slot.s.expired()) {
-        if (slot.s.created()) {
-            spdlog::info("session {} ended (no clients for {} ms)", slot.s.id(), st.sopts.linger_ms);
+    st.directory.seat_joined(token, name, conn);
+}
+
+void
+worker::seat_left(std::string const& token, bool normal, std::string const& conn)
+{
+    st.directory.seat_left(token, normal, conn);
+}
+
+nlohmann::json
+worker::session_list() const
+{
+    nlohmann::json mine = nlohmann::json::array();
+    for (auto const& [id, s] : sessions) {
+        if (!s->created())
+            continue;
+        mine.push_back({{"id", id},
+                        {"name", s->name()},
+                        {"clients", s->client_count()},
+                        {"active", s->active_count()},
+                        {"time", s->current_time_ms()},
+                        {"seq", s->seq()},
+                        {"log", s->log_size()},
+                        {"tick_ms", s->tick_ms()},
+                        {"timeline", s->timeline()},
+                        {"worker", index}});
+    }
+    return mine;
+}
+
+void
+worker::touched(session& s)
+{
+    auto& slot = static_cast<session_slot&>(s);  // every session of a worker is a slot
+    if (slot.expired()) {
+        if (slot.created()) {
+            log_fields f{.event = "session_end", .session = slot.id(), .app = slot.app_id(), .name = slot.name()};
+            f.clients = static_cast<std::int64_t>(slot.clients_joined());
+            f.messages_in = static_cast<std::int64_t>(slot.events_reflected());
+            f.seconds = static_cast<double>(clock.now_us() - slot.created_at_us()) / 1e6;
+            log_event(spdlog::level::info, f,
+                      fmt::format("session {} ended (no clients for {} ms)", slot.id(), st.sopts.linger_ms));
             metrics.add(metrics.sessions, -1);
         }
-        sessions.erase(slot.s.id());  // destroys slot (and cancels its timer)
+        std::string id = slot.id();  // not a reference into what erase() destroys
+        sessions.erase(id);          // destroys slot (and cancels its timer)
         return;
     }
-    auto deadline = slot.s.next_deadline_us();
+    auto deadline = slot.next_deadline_us();
     if (deadline == slot.armed_us)
         return;
     slot.armed_us = deadline;
@@ -194,21 +239,55 @@ worker::after(session_slot& slot)
     }
     slot.timer.expires_at(net::steady_timer::time_point(std::chrono::microseconds(deadline)));
     // The handler finds the slot by id: it may have been deleted meanwhile.
-    slot.timer.async_wait([this, id = slot.s.id(), slotp = &slot](error_code ec) {
+    slot.timer.async_wait([this, id = slot.id(), slotp = &slot](error_code ec) {
         if (ec)
             return;
-        auto* s = find_session(id);
-        if (s != slotp)
+        auto it = sessions.find(id);
+        if (it == sessions.end() || it->second.get() != slotp)
             return;
-        s->armed_us = std::numeric_limits<std::int64_t>::max();
-        s->s.on_timer();
-        after(*s);
+        slotp->armed_us = std::numeric_limits<std::int64_t>::max();
+        slotp->on_timer();
+        touched(*slotp);
     });
 }
 
+namespace {
+
+router::options
+router_options(config const& cfg)
+{
+    router::options ro;
+    ro.defaults.capacity = cfg.room_capacity;
+    ro.defaults.overflow = cfg.room_overflow;
+    ro.defaults.seat_ttl_ms = cfg.seat_ttl_ms;
+    ro.defaults.retire_ms = cfg.shard_retire_ms;
+    for (auto const& p : cfg.room_policies) {
+        // Validated by parse_config: PATTERN=CAPACITY[:OVERFLOW]
+        auto eq = p.find('=');
+        router::policy pol = ro.defaults;
+        char* end = nullptr;
+        pol.capacity = static_cast<std::uint32_t>(std::strtoul(p.c_str() + eq + 1, &end, 10));
+        if (end && *end == ':')
+            pol.overflow = std::strtod(end + 1, nullptr);
+        ro.patterns.emplace_back(p.substr(0, eq), pol);
+    }
+    return ro;
+}
+
+std::unique_ptr<router::directory>
+make_directory(config const& cfg, clock_source const& clock)
+{
+    if (cfg.redis.empty())
+        return std::make_unique<router::memory_directory>(clock, router_options(cfg), cfg.heartbeat_ttl_ms);
+    return std::make_unique<router::redis_directory>(cfg.redis, router_options(cfg), cfg.heartbeat_ttl_ms);
+}
+
+}  // namespace
+
 server_state::server_state(config c)
     : cfg(std::move(c)), files(cfg.data_dir),
-      persistence(files, [this](std::function<void()> f) { net::post(disk, std::move(f)); })
+      persistence(files, [this](std::function<void()> f) { net::post(disk, std::move(f)); }),
+      directory(make_directory(cfg, router_clock))
 {
     auth::settings as;
     as.secret = cfg.auth_secret;
@@ -239,7 +318,7 @@ server_state::server_state(config c)
         ls.trust_proxy = cfg.trust_proxy;
         ls.max_uploads = cfg.max_uploads;
         ls.max_disk_bytes = cfg.max_disk_bytes;
-        limits = std::make_unique<limits::edge_limits>(ls);
+        limits_ = std::make_unique<limits::edge_limits>(ls);
         // The blob store's size, counted against --max-disk-bytes from here on.
         std::uint64_t used = 0;
         std::error_code ec;
@@ -247,7 +326,7 @@ server_state::server_state(config c)
              !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec))
             if (it->is_regular_file(ec))
                 used += it->file_size(ec);
-        limits->set_disk_used(used);
+        limits_->set_disk_used(used);
     }
     sopts.linger_ms = cfg.session_linger_ms;
     sopts.requ_threshold = cfg.log_requ_threshold;
@@ -256,34 +335,15 @@ server_state::server_state(config c)
     sopts.reflector_name = cfg.region;
     for (unsigned i = 0; i < cfg.threads; ++i)
         workers.push_back(std::make_unique<worker>(*this, i));
-    router::options ro;
-    ro.defaults.capacity = cfg.room_capacity;
-    ro.defaults.overflow = cfg.room_overflow;
-    ro.defaults.seat_ttl_ms = cfg.seat_ttl_ms;
-    ro.defaults.retire_ms = cfg.shard_retire_ms;
-    for (auto const& p : cfg.room_policies) {
-        // Validated by parse_config: PATTERN=CAPACITY[:OVERFLOW]
-        auto eq = p.find('=');
-        router::policy pol = ro.defaults;
-        char* end = nullptr;
-        pol.capacity = static_cast<std::uint32_t>(std::strtoul(p.c_str() + eq + 1, &end, 10));
-        if (end && *end == ':')
-            pol.overflow = std::strtod(end + 1, nullptr);
-        ro.patterns.emplace_back(p.substr(0, eq), pol);
-    }
-    if (cfg.redis.empty())
-        rtr = std::make_unique<router::router>(router_clock, std::move(ro), cfg.heartbeat_ttl_ms);
-    else
-        rtr = std::make_unique<router::redis_directory>(cfg.redis, std::move(ro), cfg.heartbeat_ttl_ms);
 }
 
-void
-server_state::heartbeat(std::uint16_t port)
+router::reflector_info
+server_state::self_info(std::uint16_t port) const
 {
     router::reflector_info r;
     r.id = self_id;
     // A draining reflector stays registered as draining: no new placements.
-    r.draining = draining.load();
+    r.draining = draining_.load();
     r.instance = instance;
     r.region = cfg.region;
     auto pub = cfg.public_url;
@@ -300,7 +360,67 @@ server_state::heartbeat(std::uint16_t port)
     for (auto const& w : workers)
         load += w->metrics.connections.load(std::memory_order_relaxed);
     r.load = static_cast<double>(load);
-    rtr->register_reflector(std::move(r));
+    return r;
+}
+
+std::string
+server_state::metrics_text() const
+{
+    return render_metrics(metrics(), closes, http_requests.load(), draining_.load()) + limits_->render();
+}
+
+void
+server_state::list_sessions(unique_function<void(nlohmann::json)> done)
+{
+    struct gather {
+        std::mutex mu;
+        nlohmann::json list = nlohmann::json::array();
+        std::size_t left;
+        unique_function<void(nlohmann::json)> done;
+    };
+    auto g = std::make_shared<gather>();
+    g->left = workers.size();
+    g->done = std::move(done);
+    for (auto& wp : workers) {
+        worker& wk = *wp;
+        wk.defer([g, &wk] {
+            auto mine = wk.session_list();
+            std::lock_guard lock(g->mu);
+            for (auto& e : mine)
+                g->list.push_back(std::move(e));
+            if (--g->left == 0)
+                g->done(std::move(g->list));
+        });
+    }
+}
+
+void
+server_state::with_directory(unique_function<void(router::directory&)> task)
+{
+    directory.post(std::move(task));
+}
+
+bool
+server_state::ask_directory(std::function<bool(router::directory&)> question, std::chrono::milliseconds timeout)
+{
+    auto answer = std::make_shared<std::promise<bool>>();
+    auto result = answer->get_future();
+    directory.post([answer, question = std::move(question)](router::directory& d) {
+        bool ok = false;
+        try {
+            ok = question(d);
+        } catch (std::exception const& e) {
+            spdlog::warn("directory: {}", e.what());
+        }
+        answer->set_value(ok);
+    });
+    return result.wait_for(timeout) == std::future_status::ready && result.get();
+}
+
+void
+server_state::run_blocking(unique_function<void()> task)
+{
+    net::post(disk, std::move(task));
 }
 
 worker&
@@ -330,20 +450,7 @@ struct server::impl {
     bool drain_requested = false;
     std::vector<std::optional<net::executor_work_guard<net::io_context::executor_type>>> guards;
 
-    net::steady_timer hb_timer{st.workers[0]->ioc};
     net::steady_timer accept_timer{st.workers[0]->ioc};  // pause after EMFILE/ENFILE
-
-    void
-    arm_heartbeat(std::uint16_t port)
-    {
-        hb_timer.expires_after(std::chrono::milliseconds(std::min<std::uint32_t>(2000, st.cfg.heartbeat_ttl_ms / 5)));
-        hb_timer.async_wait([this, port](error_code ec) {
-            if (ec || stopped)
-                return;
-            st.heartbeat(port);
-            arm_heartbeat(port);
-        });
-    }
 
     /// A socket over a connection limit gets a short 503 (best effort, never blocks)
     /// and is closed.
@@ -368,7 +475,7 @@ struct server::impl {
             last_refusal_log = now;
             spdlog::warn("refusing connections: over --{} ({} open)",
                          why == limits::reason::connections ? "max-connections" : "max-connections-per-ip",
-                         st.limits->open_sockets());
+                         st.limits_->open_sockets());
         }
     }
     std::chrono::steady_clock::time_point last_refusal_log{};
@@ -405,7 +512,7 @@ struct server::impl {
                 if (ec == net::error::no_descriptors || ec.value() == ENFILE || ec == net::error::no_buffer_space ||
                     ec == net::error::no_memory) {
                     // Out of descriptors: retrying at once would spin. Pause, then retry.
-                    st.limits->accept_backoff();
+                    st.limits_->accept_backoff();
                     spdlog::warn("accept: {}; pausing accepts for 100 ms", ec.message());
                     accept_timer.expires_after(std::chrono::milliseconds(100));
                     accept_timer.async_wait([this](error_code e) {
@@ -420,11 +527,11 @@ struct server::impl {
                 auto peer = sock.remote_endpoint(pec);
                 auto ip = pec ? std::string() : peer.address().to_string();
                 limits::reason why{};
-                auto ticket = st.limits->admit(ip, !pec && peer.address().is_loopback(), why);
+                auto ticket = st.limits_->admit(ip, !pec && peer.address().is_loopback(), why);
                 if (!ticket) {
                     refuse(sock, why);
                 } else {
-                    net::post(w.ioc, [this, &w, s = std::move(sock), t = std::move(*ticket)]() mutable {
+                    w.defer([this, &w, s = std::move(sock), t = std::move(*ticket)]() mutable {
                         error_code ignored;
                         s.set_option(tcp::no_delay(true), ignored);
                         if (!st.tls)
@@ -477,14 +584,15 @@ server::run()
     for (std::size_t i = 0; i < st.workers.size(); ++i)
         impl_->guards[i].emplace(st.workers[i]->ioc.get_executor());
     impl_->do_accept();
-    // Register with the router now and refresh every 2 s (load and heartbeat).
+    // Register with the router now and refresh every 2 s (load and heartbeat), on the
+    // directory thread: a slow Redis never holds up an event loop.
     st.self_id = st.cfg.reflector_id.empty() ? st.cfg.region + "-" + std::to_string(port()) : st.cfg.reflector_id;
     st.instance = std::to_string(std::random_device{}()) + std::to_string(std::random_device{}());
-    st.heartbeat(port());
-    impl_->arm_heartbeat(port());
+    st.directory.start_heartbeat(std::chrono::milliseconds(std::min<std::uint32_t>(2000, st.cfg.heartbeat_ttl_ms / 5)),
+                                 [&st, p = port()] { return st.self_info(p); });
     for (auto& w : st.workers)
         if (st.cfg.max_coalesce_us > 0 || st.cfg.max_tick_stretch_pct > 100)
-            net::post(w->ioc, [wp = w.get()] { wp->start_load_sampling(); });
+            w->defer([wp = w.get()] { wp->start_load_sampling(); });
     for (std::size_t i = 1; i < st.workers.size(); ++i)
         st.workers[i]->thread = std::thread([w = st.workers[i].get()] { w->run(); });
     st.workers[0]->run();
@@ -492,6 +600,7 @@ server::run()
         if (st.workers[i]->thread.joinable())
             st.workers[i]->thread.join();
     st.disk.join();
+    st.directory.stop();
     spdlog::info("lockstep-reflector stopped");
 }
 
@@ -499,7 +608,7 @@ void
 server::drain()
 {
     auto& st = impl_->st;
-    if (st.draining.exchange(true))
+    if (st.draining_.exchange(true))
         return;
     spdlog::info("draining: not ready, refusing new WebSocket sessions, asking {} clients to reconnect elsewhere",
                  [&] {
@@ -510,9 +619,9 @@ server::drain()
                  }());
     // HTTP stays up (readiness answers 503, so load balancers move away); new
     // WebSocket upgrades are refused with 503; the router stops placing sessions here.
-    net::post(st.workers[0]->ioc, [this] { impl_->st.heartbeat(port()); });
+    st.directory.post([&st, p = port()](router::directory& d) { d.register_reflector(st.self_info(p)); });
     for (auto& w : st.workers)
-        net::post(w->ioc, [wp = w.get()] { close_all_connections(*wp, protocol::close_code::going_away, "reflector draining"); });
+        w->defer([wp = w.get()] { close_all_connections(*wp, protocol::close_code::going_away, "reflector draining"); });
     // Give clients the drain timeout to go, then stop.
     auto timer = std::make_shared<net::steady_timer>(st.workers[0]->ioc);
     auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(st.cfg.drain_timeout_ms);
@@ -534,7 +643,7 @@ server::drain()
                 (*check)();
         });
     };
-    net::post(st.workers[0]->ioc, [check] { (*check)(); });
+    st.workers[0]->defer([check] { (*check)(); });
 }
 
 bool
@@ -551,14 +660,11 @@ server::stop()
     for (auto& g : impl_->guards)
         g.reset();
     for (auto& w : impl_->st.workers)
-        net::post(w->ioc, [wp = w.get()] {
+        w->defer([wp = w.get()] {
             wp->load_timer.cancel();
             wp->coalesce_timer.cancel();
         });
-    net::post(impl_->st.workers[0]->ioc, [this] {
-        impl_->hb_timer.cancel();
-        impl_->accept_timer.cancel();
-    });
+    impl_->st.workers[0]->defer([this] { impl_->accept_timer.cancel(); });
     for (auto& w : impl_->st.workers)
         w->ioc.stop();
 }

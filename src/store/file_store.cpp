@@ -1,6 +1,7 @@
 #include "store/file_store.hpp"
 
 #include "common/text.hpp"
+#include "protocol/url_path.hpp"
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
@@ -18,15 +19,6 @@ namespace fs = std::filesystem;
 
 namespace lockstep::store {
 namespace {
-
-int
-hexval(char c)
-{
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
 
 /// File name of a persistence record: SHA-256 of the key, hex (the key itself is
 /// stored inside the file).
@@ -58,20 +50,12 @@ blob_path(std::string_view url_path, std::string& why)
 {
     if (auto q = url_path.find_first_of("?#"); q != std::string_view::npos)
         url_path = url_path.substr(0, q);
-    std::string decoded;
-    decoded.reserve(url_path.size());
-    for (std::size_t i = 0; i < url_path.size(); ++i) {
-        char c = url_path[i];
-        if (c == '%') {
-            if (i + 2 >= url_path.size() || hexval(url_path[i + 1]) < 0 || hexval(url_path[i + 2]) < 0) {
-                why = "bad percent-encoding";
-                return std::nullopt;
-            }
-            c = static_cast<char>(hexval(url_path[i + 1]) * 16 + hexval(url_path[i + 2]));
-            i += 2;
-        }
-        decoded.push_back(c);
+    auto maybe = lockstep::url_path::percent_decode(url_path);
+    if (!maybe) {
+        why = "bad percent-encoding";
+        return std::nullopt;
     }
+    std::string decoded = std::move(*maybe);
     if (decoded.empty()) {
         why = "empty path";
         return std::nullopt;

@@ -5,7 +5,7 @@
 // then renamed over the target, so a crash never leaves a half-written blob.
 #pragma once
 
-#include "reflector/session.hpp"
+#include "reflector/ports.hpp"
 
 #include <functional>
 #include <map>
@@ -46,6 +46,10 @@ private:
 
 /// SAVE records kept in memory and written through to <root>/persist/ (one small JSON
 /// file per appId/persistentId), so a restarted reflector still knows them.
+///
+/// @par Thread safety
+/// lookup() and record() are called from every worker thread: the map is under `mu_`
+/// and the file writes go to `post` (the disk thread), never blocking the caller.
 class file_persistence final : public persistence_index {
 public:
     /// Runs a blocking task somewhere else (the server's disk thread); default: inline.
@@ -57,7 +61,7 @@ public:
 private:
     file_store const& store_;
     post_fn post_;
-    std::mutex mu_;
+    std::mutex mu_;                            // guards urls_ (any worker thread)
     std::map<std::string, std::string> urls_;  // JSON ["appId","persistentId"] -> url
 };
 

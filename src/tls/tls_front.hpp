@@ -9,7 +9,7 @@
 #pragma once
 
 #include "server/internal.hpp"
-#include "server/unique_function.hpp"
+#include "common/unique_function.hpp"
 
 #include <functional>
 #include <memory>

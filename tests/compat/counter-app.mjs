@@ -19,6 +19,8 @@
 //   SENDS            number of counter:increment events to publish (default 10)
 //   SEND_MS          interval between sends in ms                 (default 250)
 //   SEND_START_MS    delay after joining before the first send    (default 300)
+//   PAD              characters of padding in every event (a `pad` string; its length
+//                    goes into the model's digest)                (default 0)
 //   RUN_MS           how long to stay in the session after joining (default 10000)
 //   EXPECT_COUNT     if set, after RUN_MS keep running until the model count reaches
 //                    this value (bounded by SETTLE_MS)
@@ -60,6 +62,7 @@ const NAME = env.NAME || Math.random().toString(36).slice(2, 8);
 const SENDS = num("SENDS", 10);
 const SEND_MS = num("SEND_MS", 250);
 const SEND_START_MS = num("SEND_START_MS", 300);
+const PAD = num("PAD", 0);
 const RUN_MS = num("RUN_MS", 10000);
 const EXPECT_COUNT = num("EXPECT_COUNT", null);
 const SETTLE_MS = num("SETTLE_MS", 15000);
@@ -148,7 +151,24 @@ let currentSocket = null;
 function summarizeFrame(dir, sock, data) {
     const text = typeof data === "string" ? data : Buffer.isBuffer(data) ? data.toString("utf8") : String(data);
     if (TRACE_FRAMES) process.stdout.write(`@@ FRAME ${dir} #${sock.__idx} ${text.slice(0, 400)}\n`);
-    if (text.startsWith("_CHUNK")) { (dir === "rx" ? obs.rx : obs.tx)._CHUNK = ((dir === "rx" ? obs.rx : obs.tx)._CHUNK || 0) + 1; return; }
+    if (text.startsWith("_CHUNK")) {
+        // Count the chunk, and look at the whole message once its last chunk is here.
+        const counts = dir === "rx" ? obs.rx : obs.tx;
+        counts._CHUNK = (counts._CHUNK || 0) + 1;
+        const key = `__chunk_${dir}`;
+        if (text[6] === "1") sock[key] = { parts: [], frames: 0 };
+        if (!sock[key]) return;
+        sock[key].parts.push(text.slice(8));
+        sock[key].frames++;
+        if (text[7] !== "1") return;
+        const whole = sock[key];
+        sock[key] = null;
+        return summarizeMessage(dir, sock, whole.parts.join(""), whole.frames);
+    }
+    return summarizeMessage(dir, sock, text, 1);
+}
+
+function summarizeMessage(dir, sock, text, frames) {
     let msg;
     try { msg = JSON.parse(text); } catch (e) { return; }
     const action = msg && msg.action || "?";
@@ -160,6 +180,7 @@ function summarizeFrame(dir, sock, data) {
             socket: sock.__idx, t: elapsed(), url: a.url, messages: (a.messages || []).length,
             time: a.time, seq: a.seq, snapshotTime: a.snapshotTime, snapshotSeq: a.snapshotSeq,
             timeline: a.timeline, tove: !!a.tove, reflector: a.reflector, idPresent: !!msg.id,
+            bytes: text.length, frames,
         };
         obs.syncs.push(s);
         sock.__syncAt = performance.now();
@@ -257,7 +278,8 @@ class CounterModel extends Model {
         this.perSender[from] = (this.perSender[from] || 0) + 1;
         if (from in this.lastN && n <= this.lastN[from]) this.dups++;
         else this.lastN[from] = n;
-        this.mix(`${this.now()}:${from}:${n}`);
+        const pad = data && typeof data.pad === "string" ? data.pad : "";
+        this.mix(`${this.now()}:${from}:${n}:${pad.length}:${pad.slice(0, 1)}`);
     }
 
     onViewJoin(viewId) {
@@ -430,7 +452,9 @@ if (SENDS > 0) {
         sent++;
         try {
             const view = session.view;
-            view.publish("counter", "increment", { from: NAME, n: sent });
+            const event = { from: NAME, n: sent };
+            if (PAD > 0) event.pad = String.fromCharCode(97 + sent % 26).repeat(PAD);
+            view.publish("counter", "increment", event);
             obs.sendsDone = sent;
         } catch (e) {
             console.error("publish failed", e);

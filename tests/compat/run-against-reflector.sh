@@ -55,6 +55,10 @@ done
 [ -n "$port" ] || { cat "$work/reflector.log"; echo "reflector did not report its port"; exit 1; }
 echo "reflector on port $port (log: $work/reflector.log)"
 
+# The full matrix always runs here: variables that would narrow it (COMPAT_LIBS,
+# COMPAT_SCENARIOS) are removed, and the TAP summary must show every case passed.
+# 1 preflight + 2 libraries x 4 scenarios (replay, snapshot, router, bigsync).
+expected=9
 status=0
 if [ "$mode" = "--auth" ]; then
   # Without a token the reflector refuses: the mode is really on.
@@ -76,8 +80,19 @@ elif [ "$mode" = "--tls" ]; then
   LOCKSTEP_URL="wss://127.0.0.1:$port/reflector" LOCKSTEP_FILES="https://127.0.0.1:$port/files" \
     COMPAT_LIBS=${COMPAT_LIBS:-multisynq} COMPAT_LOG_DIR="$work/clients" node --test "$here/run-compat.mjs" || status=$?
 else
-  LOCKSTEP_URL="ws://127.0.0.1:$port/reflector" LOCKSTEP_FILES="http://127.0.0.1:$port/files" \
-    COMPAT_LOG_DIR="$work/clients" node --test "$here/run-compat.mjs" || status=$?
+  env -u COMPAT_LIBS -u COMPAT_SCENARIOS \
+    LOCKSTEP_URL="ws://127.0.0.1:$port/reflector" LOCKSTEP_FILES="http://127.0.0.1:$port/files" \
+    COMPAT_LOG_DIR="$work/clients" node --test \
+    --test-reporter=spec --test-reporter-destination=stdout \
+    --test-reporter=tap --test-reporter-destination="$work/results.tap" \
+    "$here/run-compat.mjs" || status=$?
+  count() { sed -n "s/^# $1 \([0-9]*\)\$/\1/p" "$work/results.tap" | tail -n1; }
+  ran=$(count tests); passed=$(count pass)
+  echo "compat: $ran cases ran, $passed passed (expected $expected)"
+  if [ "$ran" != "$expected" ] || [ "$passed" != "$expected" ]; then
+    echo "compat: expected exactly $expected cases to run and pass"
+    [ "$status" -ne 0 ] || status=1
+  fi
 fi
 # The reflector must drain and exit cleanly (under sanitizers this also catches leaks).
 kill -TERM "$pid" 2>/dev/null || true

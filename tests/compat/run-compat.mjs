@@ -13,7 +13,7 @@
 //   LOCKSTEP_URL     (required) WebSocket URL of the reflector; the client appends /<sessionId>
 //   LOCKSTEP_FILES   file-server URL, required by the snapshot scenario (missing = failure)
 //   COMPAT_LIBS      comma list of libraries to test (default "multisynq,croquet")
-//   COMPAT_SCENARIOS comma list of scenarios (default "replay,snapshot,router")
+//   COMPAT_SCENARIOS comma list of scenarios (default "replay,snapshot,router,bigsync")
 //   COMPAT_LOG_DIR   where the per-process logs go (default: a fresh dir under the OS tmp dir)
 //   COMPAT_TRACE     "1" to make the clients print every WebSocket frame into their logs
 //   COMPAT_SLOW      factor (>= 1) to stretch the timeouts on a slow machine (default 1)
@@ -29,6 +29,11 @@
 //             the winner of the snapshot vote uploads it (PUT <files>/apps/...) and sends
 //             SNAP; the late joiner starts after that and must start from the snapshot
 //             (its model init() must not run), C drops its connection after the snapshot.
+//   bigsync:  client A publishes 100 events of 10,000 characters each (no file server;
+//             the clients refuse payloads over 16 KiB, encrypted);
+//             a late joiner starts after A saw all of them reflected, so the SYNC that
+//             carries the log is over 1,000,000 bytes and arrives as _CHUNK frames; it
+//             must rebuild the same state (count and checkpoint digests) as A.
 //   router:   the session router HTTP API on the reflector's port (http origin of
 //             LOCKSTEP_URL): 2 users get seats in a fresh room (POST /v1/rooms/<room>/join),
 //             connect through their seat URLs (ws://HOST:PORT/r/<token>, the client appends
@@ -52,7 +57,7 @@ const REFLECTOR = process.env.LOCKSTEP_URL || "";
 const API_TOKEN = process.env.LOCKSTEP_API_TOKEN || "";
 const FILES = (process.env.LOCKSTEP_FILES || "").replace(/\/+$/, "");
 const LIBS = (process.env.COMPAT_LIBS || "multisynq,croquet").split(",").map(s => s.trim()).filter(Boolean);
-const SCENARIOS = (process.env.COMPAT_SCENARIOS || "replay,snapshot,router").split(",").map(s => s.trim()).filter(Boolean);
+const SCENARIOS = (process.env.COMPAT_SCENARIOS || "replay,snapshot,router,bigsync").split(",").map(s => s.trim()).filter(Boolean);
 const TRACE = process.env.COMPAT_TRACE === "1";
 const SLOW = Math.max(1, Number(process.env.COMPAT_SLOW) || 1);
 const LOG_DIR = process.env.COMPAT_LOG_DIR
@@ -89,7 +94,7 @@ const ROUTER_FREE_MS = 3000;   // a left seat must be gone within this (and well
 
 // every variable counter-app.mjs reads: never inherited from the runner's environment
 const APP_ENV_VARS = ["LIB", "REFLECTOR", "FILES", "SESSION", "APP", "PASSWORD", "NAME", "SENDS", "SEND_MS",
-    "SEND_START_MS", "RUN_MS", "EXPECT_COUNT", "SETTLE_MS", "DROP_AT_MS", "SNAPSHOT_AT", "CLOCK_MS",
+    "SEND_START_MS", "PAD", "RUN_MS", "EXPECT_COUNT", "SETTLE_MS", "DROP_AT_MS", "SNAPSHOT_AT", "CLOCK_MS",
     "CHECKPOINT_EVERY", "TPS", "JOIN_TIMEOUT_MS", "HARD_TIMEOUT_MS", "CLIENT_DEBUG", "TRACE_FRAMES"];
 
 const children = new Set();
@@ -509,6 +514,59 @@ async function runRouterScenario(t, lib) {
 }
 
 // ---------------------------------------------------------------------------
+// a late joiner whose SYNC is over the _CHUNK threshold
+// ---------------------------------------------------------------------------
+const BIG_SENDS = 100;
+const BIG_PAD = 10000;  // ~13.5 KB encrypted: under the clients' 16 KiB payload limit
+const BIG_SEND_MS = 75; // one event per SEND: above the clients' 50 ms bundling window and under their 20/s rate limit
+
+async function runBigSyncScenario(t, lib) {
+    if (preflightError) throw new Error(`not run: ${preflightError} (see the preflight test)`);
+    const label = `${lib}-bigsync`;
+    const session = `compat-${label}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 7)}`;
+    const common = {
+        LIB: lib, REFLECTOR, SESSION: session, APP: "io.lockstep.compat", PASSWORD: "compat-password",
+        JOIN_TIMEOUT_MS: String(JOIN_TIMEOUT), HARD_TIMEOUT_MS: String(SCENARIO_TIMEOUT - 5000),
+        EXPECT_COUNT: String(BIG_SENDS), SETTLE_MS: String(30000 * SLOW), CLIENT_DEBUG: "session",
+        TRACE_FRAMES: TRACE ? "1" : "0",
+    };
+    const clients = [];
+    try {
+        const a = new Client(label, "A", { ...common, SENDS: String(BIG_SENDS), SEND_MS: String(BIG_SEND_MS), PAD: String(BIG_PAD), RUN_MS: "6000" });
+        clients.push(a);
+        await a.waitUntil(() => a.marker("JOINED"), JOIN_TIMEOUT, "JOINED");
+        await a.waitUntil(() => a.marker("SENDS_DONE"), SCENARIO_TIMEOUT, "SENDS_DONE");
+        const late = new Client(label, LATE, { ...common, SENDS: "0", RUN_MS: "3000" });
+        clients.push(late);
+        await late.waitUntil(() => late.marker("JOINED"), JOIN_TIMEOUT, "late joiner JOINED");
+        await withTimeout(Promise.all(clients.map(c => c.exited)), SCENARIO_TIMEOUT, "all clients to exit");
+
+        for (const c of clients) {
+            assert.ok(c.result, `${c.name} printed no RESULT line (exit ${JSON.stringify(c.exit)}); log ${c.logFile}\n${c.tail()}`);
+            assert.equal(c.exit.code, 0, `${c.name} exit code ${JSON.stringify(c.exit)} error=${c.result.error}`);
+            assert.equal(c.result.count, BIG_SENDS, `${c.name}: count ${c.result.count}, expected ${BIG_SENDS}`);
+            assert.equal(c.result.dups, 0, `${c.name}: duplicate events executed`);
+        }
+        const lr = late.result;
+        const sync = lr.firstSync;
+        assert.ok(sync, `the late joiner saw no SYNC (its tracer joins _CHUNK frames): ${JSON.stringify(lr.rx || {})}`);
+        assert.ok(sync.bytes > 1000000, `late joiner's SYNC was ${sync.bytes} bytes, expected over 1,000,000`);
+        assert.ok(sync.frames >= 2, `late joiner's SYNC came in ${sync.frames} frame(s), expected _CHUNK frames`);
+        assert.ok(sync.messages >= BIG_SENDS - 2, `late joiner's SYNC carried only ${sync.messages} messages`);
+        assert.equal(lr.initRan, 1, "late joiner must build the model from init() and the log");
+        const reference = assertCheckpointsAgree(clients.map(c => c.result));
+        assert.ok(reference.length >= 1, "no checkpoint to compare");
+        t.diagnostic(`${label}: SYNC ${sync.bytes} bytes in ${sync.frames} frames, ${sync.messages} messages, ` +
+            `checkpoints ${reference.length}, logs in ${LOG_DIR}`);
+    } catch (err) {
+        killAll();
+        throw withClientTails(err, clients);
+    } finally {
+        killAll();
+    }
+}
+
+// ---------------------------------------------------------------------------
 // tests
 // ---------------------------------------------------------------------------
 let preflightError = "preflight did not run";
@@ -529,6 +587,8 @@ for (const lib of LIBS) {
         for (const scenario of SCENARIOS) {
             const title = scenario === "snapshot"
                 ? "3 clients + drop/seamless rejoin + late joiner from a snapshot (files)"
+                : scenario === "bigsync"
+                    ? "a late joiner's SYNC over 1 MB arrives in _CHUNK frames and rebuilds the same state"
                 : scenario === "router"
                     ? "2 users seated by /v1/rooms/<room>/join share the shard's session; seats confirmed by JOIN, freed by leave"
                     : "3 clients + drop/seamless rejoin + late joiner replaying the log (no files)";
@@ -538,6 +598,7 @@ for (const lib of LIBS) {
                 if (scenario === "snapshot")
                     assert.ok(FILES, "LOCKSTEP_FILES must name the file endpoint for the snapshot scenario");
                 if (scenario === "router") return runRouterScenario(t, lib);
+                if (scenario === "bigsync") return runBigSyncScenario(t, lib);
                 return runScenario(t, lib, scenario);
             });
         }

@@ -2,6 +2,8 @@
 // started here on free loopback ports and killed at the end.
 #include "integration/fixture.hpp"
 #include "integration/net_util.hpp"
+#include "support/process.hpp"
+#include "support/redis_server.hpp"
 
 #include <gtest/gtest.h>
 
@@ -26,119 +28,13 @@ using nlohmann::json;
 
 namespace {
 
-
-class redis_server {
-public:
-    /// `password`: started with --requirepass.
-    explicit redis_server(std::string const& password = "") : port_(free_port())
-    {
-        pid_ = ::fork();
-        if (pid_ == 0) {
-            int devnull = ::open("/dev/null", O_WRONLY);
-            ::dup2(devnull, 1);
-            auto p = std::to_string(port_);
-            if (password.empty())
-                ::execlp("redis-server", "redis-server", "--port", p.c_str(), "--bind", "127.0.0.1", "--save", "",
-                         "--appendonly", "no", "--loglevel", "warning", static_cast<char*>(nullptr));
-            else
-                ::execlp("redis-server", "redis-server", "--port", p.c_str(), "--bind", "127.0.0.1", "--save", "",
-                         "--appendonly", "no", "--loglevel", "warning", "--requirepass", password.c_str(),
-                         static_cast<char*>(nullptr));
-            ::_exit(127);
-        }
-        // Ready when it answers PING (bounded: 5 s).
-        for (int i = 0; i < 100 && !ready_; ++i) {
-            std::this_thread::sleep_for(50ms);
-            ready_ = ping();
-        }
-    }
-    ~redis_server()
-    {
-        if (pid_ > 0) {
-            ::kill(pid_, SIGTERM);
-            int st = 0;
-            for (int i = 0; i < 100 && ::waitpid(pid_, &st, WNOHANG) == 0; ++i)
-                std::this_thread::sleep_for(20ms);
-            ::kill(pid_, SIGKILL);
-            ::waitpid(pid_, &st, WNOHANG);
-        }
-    }
-    bool ready() const { return ready_; }
-    std::string url() const { return "redis://127.0.0.1:" + std::to_string(port_); }
-    std::uint16_t port() const { return port_; }
-
-private:
-    bool
-    ping()
-    {
-        int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-        sockaddr_in a{};
-        a.sin_family = AF_INET;
-        a.sin_port = htons(port_);
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        bool ok = false;
-        if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
-            ::send(fd, "PING\r\n", 6, MSG_NOSIGNAL);
-            char buf[16] = {};
-            // With --requirepass an unauthenticated PING is refused, but answered.
-            ok = ::recv(fd, buf, sizeof buf - 1, 0) > 0 &&
-                 (std::string(buf).rfind("+PONG", 0) == 0 || std::string(buf).rfind("-NOAUTH", 0) == 0);
-        }
-        ::close(fd);
-        return ok;
-    }
-    std::uint16_t port_;
-    pid_t pid_ = -1;
-    bool ready_ = false;
-};
-
-/// A real lockstep-reflector process in cluster mode; SIGKILLed by kill() or at the end.
-class reflector_process {
-public:
-    reflector_process(std::string const& redis, std::string const& region, std::uint16_t port = 0)
-        : port_(port ? port : free_port()), dir_(test_config().data_dir)
-    {
-        pid_ = ::fork();
-        if (pid_ == 0) {
-            auto p = std::to_string(port_);
-            ::execl(LOCKSTEP_REFLECTOR_BIN, LOCKSTEP_REFLECTOR_BIN, "--port", p.c_str(), "--data-dir", dir_.c_str(),
-                    "--redis", redis.c_str(), "--region", region.c_str(), "--heartbeat-ttl-ms", "1000",
-                    "--threads", "1", "--log-level", "warn", static_cast<char*>(nullptr));
-            ::_exit(127);
-        }
-        for (int i = 0; i < 200; ++i) {  // bounded: 10 s (slow under sanitizers)
-            std::this_thread::sleep_for(50ms);
-            try {
-                if (http_request(port_, "GET", "/health/live").status == 200)
-                    break;
-            } catch (std::exception const&) {
-                // not listening yet
-            }
-        }
-    }
-    ~reflector_process()
-    {
-        kill();
-        std::error_code ec;
-        std::filesystem::remove_all(dir_, ec);
-    }
-    void
-    kill()
-    {
-        if (pid_ > 0) {
-            ::kill(pid_, SIGKILL);
-            int st = 0;
-            ::waitpid(pid_, &st, 0);
-            pid_ = -1;
-        }
-    }
-    std::uint16_t port() const { return port_; }
-
-private:
-    std::uint16_t port_;
-    std::string dir_;
-    pid_t pid_ = -1;
-};
+/// A lockstep-reflector process in cluster mode on `redis`.
+std::unique_ptr<reflector_process>
+cluster_node(std::string const& redis, std::string const& region, std::uint16_t port = 0)
+{
+    return std::make_unique<reflector_process>(
+        std::vector<std::string>{"--redis", redis, "--region", region, "--heartbeat-ttl-ms", "1000"}, port);
+}
 
 bool
 wait_reflectors(std::uint16_t port, std::size_t n)
@@ -149,6 +45,24 @@ wait_reflectors(std::uint16_t port, std::size_t n)
         std::this_thread::sleep_for(20ms);
     }
     return false;
+}
+
+/// Confirmed seats of a room's first shard, once they are `n` (bounded: 5 s), as seen
+/// through `port`. Seat reports are asynchronous (the directory thread sends them), so a
+/// reflector other than the one the client joined may not see them at once.
+int
+wait_members(std::uint16_t port, std::string const& room, int n)
+{
+    int members = -1;
+    for (int i = 0; i < 100; ++i) {
+        auto r = http_request(port, "GET", "/v1/rooms/" + room);
+        auto j = json::parse(r.body, nullptr, false);
+        members = r.status == 200 && j.contains("shards") ? j["shards"][0]["members"].get<int>() : -1;
+        if (members == n)
+            break;
+        std::this_thread::sleep_for(50ms);
+    }
+    return members;
 }
 
 json
@@ -166,7 +80,7 @@ TEST(cluster, three_reflectors_share_rooms_and_seats_through_redis)
     ASSERT_TRUE(redis.ready()) << "redis-server did not start";
     std::vector<std::unique_ptr<reflector_process>> nodes;
     for (auto region : {"eu", "us", "eu"})
-        nodes.push_back(std::make_unique<reflector_process>(redis.url(), region));
+        nodes.push_back(cluster_node(redis.url(), region));
     // All three registered and live.
     ASSERT_TRUE(wait_reflectors(nodes[0]->port(), 3));
 
@@ -224,8 +138,8 @@ TEST(cluster, a_dead_reflector_gets_no_placements_after_its_heartbeat_expires)
 {
     redis_server redis;
     ASSERT_TRUE(redis.ready()) << "redis-server did not start";
-    auto a = std::make_unique<reflector_process>(redis.url(), "eu");
-    auto b = std::make_unique<reflector_process>(redis.url(), "us");
+    auto a = cluster_node(redis.url(), "eu");
+    auto b = cluster_node(redis.url(), "us");
     ASSERT_TRUE(wait_reflectors(a->port(), 2));
     auto b_url = "ws://127.0.0.1:" + std::to_string(b->port()) + "/r/";
     auto first = post(a->port(), "/v1/rooms/r1/join", {{"user", "x"}, {"region", "us"}});
@@ -237,8 +151,7 @@ TEST(cluster, a_dead_reflector_gets_no_placements_after_its_heartbeat_expires)
     j["args"]["name"] = "com.example/r1";
     c.send_json(j);
     ASSERT_TRUE(c.recv_action("SYNC"));
-    auto room = json::parse(http_request(a->port(), "GET", "/v1/rooms/r1").body);
-    EXPECT_EQ(room["shards"][0]["members"], 1);
+    EXPECT_EQ(wait_members(a->port(), "r1", 1), 1);
     b->kill();  // the us reflector dies (SIGKILL: no goodbye)
     std::this_thread::sleep_for(1500ms);
     auto refl = json::parse(http_request(a->port(), "GET", "/v1/reflectors").body);
@@ -253,7 +166,7 @@ TEST(cluster, a_dead_reflector_gets_no_placements_after_its_heartbeat_expires)
             << j;
     }
     // Its connections died with it: x's seat is held for a reconnect, not forever.
-    room = json::parse(http_request(a->port(), "GET", "/v1/rooms/r1").body);
+    auto room = json::parse(http_request(a->port(), "GET", "/v1/rooms/r1").body);
     EXPECT_EQ(room["shards"][0]["members"], 0);
     EXPECT_EQ(room["shards"][0]["reserved"], 1);
     // The existing shard moves to a live reflector too.
@@ -265,7 +178,7 @@ TEST(cluster, a_restarted_reflector_does_not_keep_its_old_connections)
 {
     redis_server redis;
     ASSERT_TRUE(redis.ready()) << "redis-server did not start";
-    auto a = std::make_unique<reflector_process>(redis.url(), "eu");
+    auto a = cluster_node(redis.url(), "eu");
     ASSERT_TRUE(wait_reflectors(a->port(), 1));
     auto seat = post(a->port(), "/v1/rooms/rr/join", {{"user", "x"}})["reflector"].get<std::string>();
     {
@@ -277,7 +190,7 @@ TEST(cluster, a_restarted_reflector_does_not_keep_its_old_connections)
         EXPECT_EQ(json::parse(http_request(a->port(), "GET", "/v1/rooms/rr").body)["shards"][0]["members"], 1);
         auto port = a->port();
         a->kill();  // crash, then the same reflector (same id and port) comes back at once
-        a = std::make_unique<reflector_process>(redis.url(), "eu", port);
+        a = cluster_node(redis.url(), "eu", port);
     }
     // Well within the heartbeat TTL: the old process's connection no longer counts.
     for (int i = 0; i < 50; ++i) {
@@ -361,4 +274,78 @@ TEST(cluster, redis_with_a_password_and_a_database_number)
     };
     EXPECT_GT(count_keys(3), 0);
     EXPECT_EQ(count_keys(0), 0);
+}
+
+// No Redis call on an event loop: with its only worker thread and Redis frozen
+// (SIGSTOP) for 3 s, a reflector keeps ticking on time, syncs a brand-new session and a
+// client that comes through a router seat at once, and confirms that seat once Redis
+// is back.
+TEST(cluster, a_frozen_redis_does_not_stall_the_event_loop)
+{
+    redis_server redis;
+    ASSERT_TRUE(redis.ready()) << "redis-server did not start";
+    auto a = cluster_node(redis.url(), "eu");
+    ASSERT_TRUE(wait_reflectors(a->port(), 1));
+    auto seat = post(a->port(), "/v1/rooms/stall/join", {{"user", "s"}});
+    ASSERT_TRUE(seat.contains("reflector")) << seat;
+    auto seat_url = seat["reflector"].get<std::string>();
+
+    ws_client ticker(a->port(), "/TICKSESSION");
+    ticker.send_json(join_msg("vt", 50));
+    ASSERT_TRUE(ticker.recv_action("SYNC"));
+    ASSERT_TRUE(ticker.recv_action("TICK", 1000ms));
+
+    using clock = std::chrono::steady_clock;
+    auto const freeze = 3000ms;
+    redis.pause();
+    auto frozen_at = clock::now();
+    struct cont_guard {  // Redis thaws even if an assertion below fails
+        redis_server& r;
+        ~cont_guard() { r.resume(); }
+    } thaw{redis};
+
+    // Ticks of the 50 ms session, timed on arrival, on their own thread.
+    std::atomic<long> max_gap_ms{0};
+    std::atomic<int> ticks{0};
+    std::thread watch([&] {
+        auto last = clock::now();
+        while (clock::now() - frozen_at < freeze) {
+            auto m = ticker.recv(300ms);
+            auto now = clock::now();
+            if (m && (*m)["action"] == "TICK") {
+                ++ticks;
+                auto gap = std::chrono::duration_cast<std::chrono::milliseconds>(now - last).count();
+                max_gap_ms = std::max<long>(max_gap_ms, gap);
+                last = now;
+            } else if (!m) {
+                max_gap_ms = std::max<long>(
+                    max_gap_ms, std::chrono::duration_cast<std::chrono::milliseconds>(now - last).count());
+            }
+        }
+    });
+
+    std::this_thread::sleep_for(400ms);  // Redis is frozen; the heartbeat is stuck on it by now
+    {
+        ws_client fresh(a->port(), "/BRANDNEWSESSION");
+        auto t0 = clock::now();
+        fresh.send_json(join_msg("vf", 100));
+        EXPECT_TRUE(fresh.recv_action("SYNC", 1000ms)) << "a new session got no SYNC within 1 s";
+        EXPECT_LT(clock::now() - t0, 1000ms);
+    }
+    ws_client seated(a->port(), seat_url.substr(seat_url.find("/r/")) + "/SEATSESSION");
+    {
+        auto j = join_msg("vs", 100);
+        j["args"]["name"] = "com.example/stall";
+        auto t0 = clock::now();
+        seated.send_json(j);
+        EXPECT_TRUE(seated.recv_action("SYNC", 1000ms)) << "a seated client got no SYNC within 1 s";
+        EXPECT_LT(clock::now() - t0, 1000ms);
+    }
+    watch.join();
+    redis.resume();
+    EXPECT_LE(max_gap_ms.load(), 250) << "ticks stalled while Redis was frozen";
+    EXPECT_GE(ticks.load(), 30);  // ~60 due in 3 s
+
+    // Redis is back: the seat taken meanwhile is confirmed (bounded: 5 s).
+    EXPECT_EQ(wait_members(a->port(), "stall", 1), 1) << "the seat was not confirmed after Redis came back";
 }

@@ -10,6 +10,8 @@
 #include <spdlog/spdlog.h>
 
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <thread>
@@ -45,6 +47,12 @@ public:
     ~running_server()
     {
         srv_->stop();
+        // Bounded: a server that does not stop is a failure of its own, reported as such
+        // (ctest names the case) instead of a hang until the suite's timeout.
+        if (!wait_stopped(30s)) {
+            std::fprintf(stderr, "running_server: run() did not return within 30 s of stop()\n");
+            std::abort();
+        }
         if (thread_.joinable())
             thread_.join();
         std::error_code ec;

@@ -1,7 +1,12 @@
 // Plain HTTP on the reflector port: health, metrics, sessions, files.
 #include "integration/fixture.hpp"
+#include "support/metrics.hpp"
+
+#include <lockstep/version.hpp>
 
 #include <gtest/gtest.h>
+
+#include <ctime>
 
 using namespace lockstep;
 using namespace lockstep::test;
@@ -34,11 +39,30 @@ TEST(http, metrics_and_sessions_reflect_traffic)
     auto m = http_request(srv.port(), "GET", "/metrics");
     ASSERT_EQ(m.status, 200);
     EXPECT_NE(m.headers.find("text/plain; version=0.0.4"), std::string::npos);
-    for (auto name : {"lockstep_connections 1", "lockstep_sessions 1", "lockstep_events_in_total 4",
-                      "lockstep_events_out_total 4", "lockstep_bytes_in_total", "lockstep_bytes_out_total",
-                      "lockstep_ticks_total", "lockstep_tick_lateness_ms_bucket{le=\"1\"}",
-                      "lockstep_outbound_queue_bytes", "lockstep_closes_total"})
-        EXPECT_NE(m.body.find(name), std::string::npos) << name;
+    auto mx = metrics::parse(m.body);
+    EXPECT_EQ(mx["lockstep_connections"], 1);
+    EXPECT_EQ(mx["lockstep_sessions"], 1);
+    EXPECT_EQ(mx["lockstep_events_in_total"], 4);  // 3 SENDs and the users event
+    EXPECT_EQ(mx["lockstep_events_out_total"], 4);
+    EXPECT_GT(mx["lockstep_bytes_in_total"], 0);
+    EXPECT_GT(mx["lockstep_bytes_out_total"], 0);
+    EXPECT_GE(mx["lockstep_ticks_total"], 0);
+    EXPECT_TRUE(mx.has("lockstep_tick_lateness_seconds_bucket{le=\"0.001\"}"));
+    EXPECT_GE(mx["lockstep_tick_lateness_seconds_bucket{le=\"+Inf\"}"],
+              mx["lockstep_tick_lateness_seconds_bucket{le=\"0.001\"}"]);
+    EXPECT_GE(mx["lockstep_outbound_queue_bytes"], 0);
+    EXPECT_EQ(mx.types["lockstep_closes_total"], "counter");
+    EXPECT_FALSE(mx.has("lockstep_closes_total{code=\"4102\"}"));
+    EXPECT_EQ(mx["lockstep_build_info{version=\"" LOCKSTEP_VERSION "\"}"], 1);
+    // This process (the server runs in it) started within the last hour, holds a few
+    // descriptors (the client socket at least) and some resident memory.
+    auto now = static_cast<double>(std::time(nullptr));
+    EXPECT_LE(mx["process_start_time_seconds"], now + 1);
+    EXPECT_GT(mx["process_start_time_seconds"], now - 3600);
+    EXPECT_GT(mx["process_open_fds"], 2);
+    EXPECT_GT(mx["process_max_fds"], mx["process_open_fds"]);
+    EXPECT_GT(mx["process_resident_memory_bytes"], 1 << 20);
+    EXPECT_GE(mx["process_cpu_seconds_total"], 0);
     auto s = http_request(srv.port(), "GET", "/sessions");
     ASSERT_EQ(s.status, 200);
     auto list = json::parse(s.body);
@@ -54,7 +78,7 @@ TEST(http, metrics_and_sessions_reflect_traffic)
     bad.send_text("nope");
     EXPECT_EQ(bad.wait_close(), 4102);
     m = http_request(srv.port(), "GET", "/metrics");
-    EXPECT_NE(m.body.find("lockstep_closes_total{code=\"4102\"} 1"), std::string::npos);
+    EXPECT_EQ(metrics::parse(m.body)["lockstep_closes_total{code=\"4102\"}"], 1);
 }
 
 TEST(http, files_round_trip)
@@ -152,4 +176,68 @@ TEST(http, non_utf8_names_get_400_and_nothing_else_is_hurt)
     auto m = a.recv_action("RECV");
     ASSERT_TRUE(m);
     EXPECT_EQ((*m)["args"][2], "after");
+}
+
+TEST(http, edge_cases_of_the_operations_guide)
+{
+    auto cfg = test_config();
+    cfg.max_blob_bytes = 1000;
+    running_server srv(cfg);
+    auto status_of = [](std::string const& head) { return head.rfind("HTTP/1.1 ", 0) == 0 ? std::stoi(head.substr(9, 3)) : 0; };
+    {
+        // Expect: 100-continue: the interim answer first, then the body, then 201.
+        tcp_connection c(srv.port());
+        c.send("PUT /files/edge/continued HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+        auto const& got = c.read_until("\r\n\r\n");
+        ASSERT_EQ(status_of(got), 100) << got;
+        auto end = got.find("\r\n\r\n") + 4;
+        c.send("hello");
+        EXPECT_EQ(status_of(c.read_until("\r\n\r\n", end).substr(end)), 201) << c.received();
+        EXPECT_EQ(http_request(srv.port(), "GET", "/files/edge/continued").body, "hello");
+    }
+    {
+        // ... but a declared length over --max-blob-bytes gets 413 at once, no 100.
+        tcp_connection c(srv.port());
+        c.send("PUT /files/edge/big HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n");
+        EXPECT_EQ(status_of(c.read_until("\r\n\r\n")), 413) << c.received();
+    }
+    {
+        // A chunked body that grows over the limit: 413, and the stored blob is untouched.
+        ASSERT_EQ(http_request(srv.port(), "PUT", "/files/edge/chunked", "old").status, 201);
+        tcp_connection c(srv.port());
+        std::string chunk(600, 'c');
+        c.send("PUT /files/edge/chunked HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n258\r\n" + chunk +
+               "\r\n258\r\n" + chunk + "\r\n0\r\n\r\n");
+        auto const& got = c.read_until("\r\n\r\n");
+        EXPECT_EQ(status_of(got), 413) << got;
+        EXPECT_NE(got.find("body too large"), std::string::npos);
+        EXPECT_EQ(http_request(srv.port(), "GET", "/files/edge/chunked").body, "old");
+    }
+    {
+        // Headers over 16 KiB: 400 with a JSON error.
+        auto r = http_request(srv.port(), "GET", "/health/live", "", "X-Big: " + std::string(20000, 'h') + "\r\n");
+        EXPECT_EQ(r.status, 400);
+        EXPECT_TRUE(json::parse(r.body, nullptr, false).contains("error")) << r.body;
+    }
+    // A wrong method: 405 naming the allowed ones.
+    auto wrong = http_request(srv.port(), "POST", "/metrics", "x");
+    EXPECT_EQ(wrong.status, 405);
+    EXPECT_NE(wrong.headers.find("Allow: GET, HEAD"), std::string::npos) << wrong.headers;
+    // OPTIONS anywhere: 204 with the CORS answer.
+    auto opt = http_request(srv.port(), "OPTIONS", "/anything/at/all");
+    EXPECT_EQ(opt.status, 204);
+    EXPECT_NE(opt.headers.find("Access-Control-Allow-Methods: GET, HEAD, PUT, POST, OPTIONS"), std::string::npos);
+    EXPECT_NE(opt.headers.find("Access-Control-Allow-Headers: Content-Type, Authorization"), std::string::npos);
+    EXPECT_NE(opt.headers.find("Access-Control-Max-Age: 86400"), std::string::npos);
+    EXPECT_NE(opt.headers.find("Access-Control-Allow-Origin: *"), std::string::npos);
+    // The store's temporary-file names are reserved.
+    auto tmp = http_request(srv.port(), "PUT", "/files/edge/x.lockstep-42.tmp", "x");
+    EXPECT_EQ(tmp.status, 400);
+    EXPECT_EQ(json::parse(tmp.body, nullptr, false).value("error", ""), "bad path: reserved name") << tmp.body;
+    // A path that cannot be written (a component is a file): 500, and the process goes on.
+    ASSERT_EQ(http_request(srv.port(), "PUT", "/files/edge/file", "x").status, 201);
+    auto under_file = http_request(srv.port(), "PUT", "/files/edge/file/inner", "y");
+    EXPECT_EQ(under_file.status, 500);
+    EXPECT_EQ(json::parse(under_file.body, nullptr, false).value("error", ""), "cannot store blob") << under_file.body;
+    EXPECT_EQ(http_request(srv.port(), "GET", "/health/live").status, 200);
 }

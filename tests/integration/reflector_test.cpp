@@ -53,18 +53,26 @@ TEST(reflector, join_sync_send_recv_in_one_order)
     EXPECT_LT(sa["args"]["time"].get<int>(), 100);
     auto sb = join(b, "vb");
     EXPECT_EQ(sb["args"]["timeline"], sa["args"]["timeline"]);
-    // Both joins land in one users event (200 ms batch).
-    auto ua = next_recv(a);
-    ASSERT_TRUE(ua);
-    EXPECT_EQ((*ua)["args"][1], 0xFFFFFFF1u);
-    EXPECT_EQ((*ua)["args"][2]["what"], "users");
-    EXPECT_EQ((*ua)["args"][2]["joined"], json::array({"va", "vb"}));
-    auto ub = next_recv(b);
-    ASSERT_TRUE(ub);
-    EXPECT_EQ(*ua, *ub);
+    // The joins are announced in users events (batched for 200 ms: one event when both
+    // joins fall in one batch, two on a slow machine), in the same order to both.
+    json joined = json::array();
+    std::uint32_t expect = 0xFFFFFFF1u;
+    while (joined.size() < 2) {
+        auto ua = next_recv(a);
+        ASSERT_TRUE(ua);
+        EXPECT_EQ((*ua)["args"][1].get<std::uint32_t>(), expect++);
+        ASSERT_EQ((*ua)["args"][2]["what"], "users");
+        for (auto const& v : (*ua)["args"][2]["joined"])
+            joined.push_back(v);
+        if (joined.size() < 2 && joined == json::array({"va"}))
+            continue;  // b joined after a's batch went out: b sees only the second event
+        auto ub = next_recv(b);
+        ASSERT_TRUE(ub);
+        EXPECT_EQ(*ua, *ub);
+    }
+    EXPECT_EQ(joined, json::array({"va", "vb"}));
     for (int i = 0; i < 50; ++i)
         (i % 2 ? a : b).send_json(send_msg("m" + std::to_string(i)));
-    std::uint32_t expect = 0xFFFFFFF2u;
     for (int i = 0; i < 50; ++i) {
         auto ra = next_recv(a);
         auto rb = next_recv(b);
@@ -77,24 +85,28 @@ TEST(reflector, join_sync_send_recv_in_one_order)
 
 TEST(reflector, ticks_arrive_at_the_requested_interval)
 {
+    // The ticks' session times, not the wall clock of the test: a session's time runs at
+    // the real clock's rate, so 20 ticks at 50 ms span at least ~950 ms of session time
+    // however slow the machine is. An upper bound is only a sanity check: the overload
+    // control may stretch intervals by up to --max-tick-stretch (400%, so 5x) on a
+    // saturated CI machine, and nothing stretches them further.
     running_server srv;
-    ws_client a(srv.port(), "/T1");
-    join(a, "va", 50);
-    auto start = std::chrono::steady_clock::now();
-    int ticks = 0;
-    std::int64_t last = -1;
-    while (std::chrono::steady_clock::now() - start < 1000ms) {
-        auto m = a.recv(500ms);
-        ASSERT_TRUE(m);
-        if ((*m)["action"] == "TICK") {
-            ++ticks;
-            EXPECT_GT((*m)["args"].get<std::int64_t>(), last);
-            last = (*m)["args"].get<std::int64_t>();
+    for (int tick : {50, 100}) {
+        ws_client a(srv.port(), "/T" + std::to_string(tick));
+        join(a, "va", tick);
+        std::vector<std::int64_t> times;
+        while (times.size() < 20) {
+            auto m = a.recv_action("TICK", 30s);  // bounded: ~20 intervals needed
+            ASSERT_TRUE(m) << "no TICK within 30 s after " << times.size();
+            times.push_back((*m)["args"].get<std::int64_t>());
+            if (times.size() > 1) {
+                EXPECT_GT(times.back(), times[times.size() - 2]) << "session time went back";
+            }
         }
+        auto span = times.back() - times.front();
+        EXPECT_GE(span, 19 * tick * 9 / 10) << "ticks faster than requested (" << tick << " ms)";
+        EXPECT_LE(span, 19 * tick * 6) << "ticks far slower than requested (" << tick << " ms)";
     }
-    // 20 per second; allow for scheduling noise on a shared machine.
-    EXPECT_GE(ticks, 14);
-    EXPECT_LE(ticks, 22);
 }
 
 TEST(reflector, empty_session_id_closes_4100)
@@ -279,10 +291,22 @@ TEST(reflector, sessions_are_isolated_across_workers)
     for (int i = 0; i < 8; ++i)
         clients[i]->send_json(send_msg("only-" + std::to_string(i)));
     for (int i = 0; i < 8; ++i) {
-        auto r = next_event(*clients[i], "only-" + std::to_string(i));
-        ASSERT_TRUE(r);
-        // Each session has its own sequence; the event beats the 200 ms users batch.
-        EXPECT_EQ((*r)["args"][1], 0xFFFFFFF1u);
+        // Each session has its own sequence: before its own event a client sees at most
+        // its own users event (if the 200 ms batch went out first), nothing of the others.
+        std::uint32_t expect = 0xFFFFFFF1u;
+        for (;;) {
+            auto r = next_recv(*clients[i]);
+            ASSERT_TRUE(r) << "session " << i;
+            EXPECT_EQ((*r)["args"][1].get<std::uint32_t>(), expect++);
+            auto const& payload = (*r)["args"][2];
+            if (payload.is_object()) {
+                EXPECT_EQ(payload["what"], "users");
+                EXPECT_EQ(payload["joined"], json::array({"v" + std::to_string(i)}));
+                continue;
+            }
+            EXPECT_EQ(payload, "only-" + std::to_string(i));
+            break;
+        }
     }
 }
 
@@ -317,10 +341,17 @@ TEST(reflector, save_starts_the_next_fresh_session_from_persisted_data)
         a.send_text(R"({"action":"PING","args":1})");
         ASSERT_TRUE(a.recv_action("PONG"));
     }
-    // Wait out leave + linger, then a new session of the same app starts from it.
-    std::this_thread::sleep_for(600ms);
-    ws_client b(srv.port(), "/P2");
-    auto sync = join(b, "vb");
+    // Once P1 is gone (leave + linger), a new session of the same app starts from the
+    // saved data. Each probe is a new session id, so no probe sees a session it made.
+    json sync;
+    auto deadline = std::chrono::steady_clock::now() + 30s;
+    for (int n = 2; std::chrono::steady_clock::now() < deadline; ++n) {
+        ws_client b(srv.port(), "/P" + std::to_string(n));
+        sync = join(b, "vb");
+        if (sync["args"].value("url", "") == url)
+            break;
+        std::this_thread::sleep_for(50ms);
+    }
     EXPECT_EQ(sync["args"]["url"], url);
     EXPECT_EQ(sync["args"]["persisted"], true);
     EXPECT_EQ(sync["args"]["seq"], 0xFFFFFFF0u);
@@ -336,9 +367,14 @@ TEST(reflector, drain_asks_clients_to_reconnect_and_stops)
     // Until the last client is gone: not ready, and no new WebSocket sessions.
     EXPECT_EQ(http_request(srv.port(), "GET", "/health/ready").status, 503);
     EXPECT_EQ(http_request(srv.port(), "GET", "/health/live").status, 200);
-    EXPECT_THROW(ws_client(srv.port(), "/D1"), std::runtime_error);
+    // A new WebSocket upgrade is answered, not dropped: 503 {"error":"draining"}.
+    auto upgrade = http_request(srv.port(), "GET", "/D1", "",
+                                "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n");
+    EXPECT_EQ(upgrade.status, 503);
+    EXPECT_EQ(json::parse(upgrade.body, nullptr, false).value("error", ""), "draining") << upgrade.body;
     EXPECT_EQ(a.wait_close(), 1001);
-    EXPECT_TRUE(srv.wait_stopped(5000ms));
+    EXPECT_TRUE(srv.wait_stopped(10s));
 }
 
 TEST(reflector, sync_larger_than_the_queue_limit_still_reaches_a_late_joiner)

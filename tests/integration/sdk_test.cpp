@@ -5,6 +5,7 @@
 #include <lockstep/client/session.hpp>
 #include <lockstep/client/synctest.hpp>
 #include "integration/net_util.hpp"
+#include "support/process.hpp"
 #include "integration/ws_client.hpp"
 
 #include <gtest/gtest.h>
@@ -32,110 +33,11 @@ using lockstep::test::free_port;
 namespace {
 
 
-bool
-port_open(std::uint16_t port)
-{
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-    ::close(fd);
-    return ok;
-}
-
-fs::path
-scratch_dir(std::string const& what)
-{
-    static int n = 0;
-    auto d = fs::temp_directory_path() / ("lockstep-sdk-" + std::to_string(::getpid()) + "-" + what + "-" +
-                                          std::to_string(++n));
-    fs::create_directories(d);
-    return d;
-}
-
-std::string
-read_text(fs::path const& p)
-{
-    std::ifstream in(p);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-}
-
-pid_t
-spawn(std::vector<std::string> const& argv, fs::path const& out, fs::path const& err, fs::path const& in = "/dev/null")
-{
-    pid_t pid = ::fork();
-    if (pid == 0) {
-        int i = ::open(in.c_str(), O_RDONLY);
-        int o = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        int e = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        ::dup2(i, 0);
-        ::dup2(o, 1);
-        ::dup2(e, 2);
-        std::vector<char*> args;
-        for (auto& a : argv)
-            args.push_back(const_cast<char*>(a.c_str()));
-        args.push_back(nullptr);
-        ::execv(args[0], args.data());
-        ::_exit(127);
-    }
-    return pid;
-}
-
-/// A lockstep-reflector process on a free loopback port; killed at the end.
-class reflector {
-public:
-    explicit reflector(std::vector<std::string> more = {})
-        : port_(free_port()), dir_(scratch_dir("reflector")), more_(std::move(more))
-    {
-        start();
-    }
-    ~reflector()
-    {
-        kill();
-        std::error_code ec;
-        fs::remove_all(dir_, ec);
-    }
-    /// Starts the process (again, after kill(): same port, fresh memory).
-    void start()
-    {
-        std::vector<std::string> argv = {LOCKSTEP_REFLECTOR_BIN, "--bind", "127.0.0.1", "--port", std::to_string(port_),
-                                         "--data-dir", (dir_ / "data").string(), "--threads", "1", "--log-level", "warn"};
-        argv.insert(argv.end(), more_.begin(), more_.end());
-        pid_ = spawn(argv, dir_ / "out.log", dir_ / "err.log");
-        for (int i = 0; i < 100 && !port_open(port_); ++i)  // bounded: 5 s
-            std::this_thread::sleep_for(50ms);
-    }
-    void kill()
-    {
-        if (pid_ <= 0)
-            return;
-        ::kill(pid_, SIGKILL);
-        int st = 0;
-        ::waitpid(pid_, &st, 0);
-        pid_ = -1;
-    }
-    void signal(int sig) const
-    {
-        if (pid_ > 0)
-            ::kill(pid_, sig);
-    }
-    std::string ws() const { return "ws://127.0.0.1:" + std::to_string(port_); }
-    std::string http() const { return "http://127.0.0.1:" + std::to_string(port_); }
-    std::string files() const { return http() + "/files"; }
-    fs::path data() const { return dir_ / "data"; }
-    bool up() const { return port_open(port_); }
-    std::uint16_t port() const { return port_; }
-
-private:
-    std::uint16_t port_;
-    fs::path dir_;
-    std::vector<std::string> more_;
-    pid_t pid_ = -1;
-};
+using reflector = lockstep::test::reflector_process;
+using lockstep::test::read_text;
+using lockstep::test::scratch_dir;
+using lockstep::test::spawn;
+using lockstep::test::port_open;
 
 /// One lockstep-counter (or other example) process. result() waits (bounded) and parses
 /// its RESULT line.
@@ -668,7 +570,77 @@ file_fingerprint(fs::path const& cert)
     return out;
 }
 
+// Counts the events it got and folds their text into a digest (FNV-1a), so two replicas
+// agree only if they executed the same events in the same order.
+class ledger final : public lc::model {
+public:
+    void init(json const&) override { subscribe("l", "put", &ledger::put); }
+    void put(json const& v)
+    {
+        ++count_;
+        for (unsigned char c : v.get<std::string>())
+            digest_ = (digest_ ^ c) * 1099511628211ull;
+    }
+    void save(json& s) const override { s = {{"count", count_}, {"digest", std::to_string(digest_)}}; }
+    void load(json const& s) override
+    {
+        count_ = s.at("count").get<int>();
+        digest_ = std::stoull(s.at("digest").get<std::string>());
+    }
+    int count() const { return count_; }
+    std::uint64_t digest() const { return digest_; }
+
+private:
+    int count_ = 0;
+    std::uint64_t digest_ = 14695981039346656037ull;
+};
+
 }  // namespace
+
+TEST(Sdk, LateJoinerReplaysASyncOverOneMegabyte)
+{
+    reflector r;
+    ASSERT_TRUE(r.up());
+    lc::model_registry models;
+    models.add<ledger>("ledger").method("put", &ledger::put);
+    lc::join_options o;
+    o.reflector = r.ws();
+    o.app_id = "io.lockstep.test";
+    o.session_name = "big-sync";
+    o.models = &models;
+    o.root_model = "ledger";
+    o.join_timeout = 60s;
+    std::error_code ec;
+    auto first = lc::session::join(o, ec);
+    ASSERT_TRUE(first) << ec.message();
+    // 24 events of ~60 KB: the log a late joiner replays is ~1.4 MB, so its SYNC goes out
+    // as several _CHUNK frames (over 1,000,000 bytes). Each event differs.
+    constexpr int events = 24;
+    for (int i = 0; i < events; ++i) {
+        std::string big(60'000, static_cast<char>('a' + i % 26));
+        big += std::to_string(i);
+        first->publish("l", "put", big);
+    }
+    ASSERT_TRUE(first->run_until([&] { return first->root_as<ledger>().count() == events; }, 60s))
+        << first->error().message();
+    auto late = lc::session::join(o, ec);
+    ASSERT_TRUE(late) << ec.message();
+    EXPECT_EQ(late->stats().built_from, "log");
+    EXPECT_EQ(late->root_as<ledger>().count(), events);
+    EXPECT_EQ(late->root_as<ledger>().digest(), first->root_as<ledger>().digest());
+
+    // The SYNC really was over the _CHUNK threshold: a raw client sees its size.
+    lockstep::test::ws_client probe(r.port(), "/" + first->id());
+    probe.send_json({{"id", first->id()},
+                     {"action", "JOIN"},
+                     {"args", {{"version", 1}, {"apiKey", "none"}, {"user", "probe"}, {"name", "probe"}}}});
+    std::optional<std::string> sync;
+    for (int i = 0; i < 100 && (!sync || sync->find("\"action\":\"SYNC\"") == std::string::npos); ++i)
+        sync = probe.recv_text(10s);
+    ASSERT_TRUE(sync);
+    EXPECT_GT(sync->size(), 1'000'000u);
+}
+
 
 // TLS on the reflector itself (--tls-cert/--tls-key): the SDK over wss:// and https://
 // on the reflector's own port, and the certificate reloaded on SIGHUP.

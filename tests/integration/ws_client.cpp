@@ -242,12 +242,48 @@ ws_client::drop()
     close_code_ = 1006;
 }
 
+tcp_connection::tcp_connection(std::uint16_t port) : fd_(connect_loopback(port)) {}
+
+tcp_connection::~tcp_connection()
+{
+    ::close(fd_);
+}
+
+bool
+tcp_connection::send(std::string const& data)
+{
+    try {
+        write_all(fd_, data);
+        return true;
+    } catch (std::runtime_error const&) {
+        return false;
+    }
+}
+
+std::string const&
+tcp_connection::read_until(std::string const& marker, std::size_t from, std::chrono::milliseconds timeout)
+{
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    char buf[65536];
+    while (in_.find(marker, from) == std::string::npos) {
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+        pollfd pfd{fd_, POLLIN, 0};
+        if (left.count() <= 0 || ::poll(&pfd, 1, static_cast<int>(left.count())) <= 0)
+            break;
+        auto n = ::recv(fd_, buf, sizeof buf, 0);
+        if (n <= 0)
+            break;
+        in_.append(buf, static_cast<std::size_t>(n));
+    }
+    return in_;
+}
+
 http_response
 http_request(std::uint16_t port, std::string const& method, std::string const& target, std::string const& body,
              std::string const& extra_headers)
 {
     int fd = connect_loopback(port);
-    // The caller's own Connection header (an upgrade) replaces the default one.
+    // Connection: close unless the caller sets its own (an upgrade request).
     bool own_connection = extra_headers.find("Connection:") != std::string::npos;
     std::string req = method + " " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\n" +
                       (own_connection ? "" : "Connection: close\r\n") + extra_headers;

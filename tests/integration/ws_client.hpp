@@ -52,6 +52,26 @@ private:
 /// A TCP connection to 127.0.0.1:port (TCP_NODELAY); throws if it cannot connect.
 int
 connect_loopback(std::uint16_t port);
+/// A plain TCP connection for hand-written HTTP (Expect: 100-continue, chunked bodies,
+/// oversized headers). Every read is bounded.
+class tcp_connection {
+public:
+    explicit tcp_connection(std::uint16_t port);
+    ~tcp_connection();
+    tcp_connection(tcp_connection const&) = delete;
+    tcp_connection& operator=(tcp_connection const&) = delete;
+    /// Sends all of `data`; false if the peer is gone.
+    bool send(std::string const& data);
+    /// Reads until `marker` occurs after `from` in what was received, the peer closes, or
+    /// `timeout`. Returns everything received on the connection so far.
+    std::string const& read_until(std::string const& marker, std::size_t from = 0,
+                                  std::chrono::milliseconds timeout = 10000ms);
+    std::string const& received() const { return in_; }
+
+private:
+    int fd_ = -1;
+    std::string in_;
+};
 
 struct http_response {
     int status = 0;

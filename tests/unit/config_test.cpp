@@ -1,6 +1,13 @@
 #include "server/config.hpp"
 
+#include <lockstep/version.hpp>
+
 #include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <fstream>
+
+#include <unistd.h>
 
 #include <vector>
 
@@ -62,4 +69,88 @@ TEST(config, overload_and_polling_flags)
     EXPECT_FALSE(parse({"--busy-poll-us", "soon"}, msg, help));
     EXPECT_NE(msg.find("--busy-poll-us"), std::string::npos);
     EXPECT_FALSE(parse({"--max-tick-stretch", "-5"}, msg, help));
+}
+
+namespace {
+/// Sets an environment variable for the scope of one test.
+struct scoped_env {
+    std::string name;
+    scoped_env(std::string n, char const* value) : name(std::move(n)) { ::setenv(name.c_str(), value, 1); }
+    ~scoped_env() { ::unsetenv(name.c_str()); }
+};
+
+std::string
+write_file(std::string const& text)
+{
+    std::string path = ::testing::TempDir() + "lockstep-config-" + std::to_string(::getpid()) + ".toml";
+    std::ofstream(path) << text;
+    return path;
+}
+}  // namespace
+
+TEST(config, precedence_flag_over_env_over_file_over_default)
+{
+    std::string msg;
+    bool help;
+    auto file = write_file("port = 1111\nregion = \"from-file\"\ndata-dir = \"/file/data\"\n"
+                           "room-policy = [\"big-*=200\", \"duo=2:0.5\"]\n");
+    scoped_env port("LOCKSTEP_PORT", "2222");
+    scoped_env region("LOCKSTEP_REGION", "from-env");
+    auto c = parse({"--config", file.c_str(), "--port", "3333"}, msg, help);
+    ASSERT_TRUE(c) << msg;
+    EXPECT_EQ(c->port, 3333);               // flag beats env and file
+    EXPECT_EQ(c->region, "from-env");       // env beats file
+    EXPECT_EQ(c->data_dir, "/file/data");   // file beats default
+    EXPECT_EQ(c->bind, "127.0.0.1");        // default
+    EXPECT_EQ(c->room_policies, (std::vector<std::string>{"big-*=200", "duo=2:0.5"}));
+    EXPECT_EQ(c->public_url, "ws://127.0.0.1:3333");
+    // The file can also come from the environment.
+    scoped_env cfg("LOCKSTEP_CONFIG", file.c_str());
+    c = parse({}, msg, help);
+    ASSERT_TRUE(c) << msg;
+    EXPECT_EQ(c->port, 2222);
+    EXPECT_EQ(c->data_dir, "/file/data");
+}
+
+TEST(config, bad_input_names_its_source)
+{
+    std::string msg;
+    bool help = true;
+    {
+        scoped_env port("LOCKSTEP_PORT", "many");
+        EXPECT_FALSE(parse({}, msg, help));
+        EXPECT_FALSE(help);
+        EXPECT_NE(msg.find("LOCKSTEP_PORT"), std::string::npos) << msg;
+        // A flag overrides the bad environment value, which is then not read.
+        EXPECT_TRUE(parse({"--port", "1"}, msg, help)) << msg;
+    }
+    auto file = write_file("prot = 4\n");
+    EXPECT_FALSE(parse({"--config", file.c_str()}, msg, help));
+    EXPECT_NE(msg.find("prot"), std::string::npos) << msg;
+    EXPECT_FALSE(parse({"--config", "/nonexistent/lockstep.toml"}, msg, help));
+    EXPECT_FALSE(help);
+    auto bad = write_file("log-format = \"xml\"\n");
+    EXPECT_FALSE(parse({"--config", bad.c_str()}, msg, help));
+    EXPECT_NE(msg.find("log-format"), std::string::npos) << msg;
+}
+
+TEST(config, print_config_is_a_config_file)
+{
+    std::string msg;
+    bool help = false;
+    EXPECT_FALSE(parse({"--print-config", "--port", "4444", "--room-policy", "x*=3", "--room-overflow", "0.5"},
+                       msg, help));
+    EXPECT_TRUE(help);
+    EXPECT_NE(msg.find("port = 4444\n"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("room-policy = [\"x*=3\"]\n"), std::string::npos) << msg;
+    // Read back, it gives the same configuration.
+    auto file = write_file(msg);
+    auto c = parse({"--config", file.c_str()}, msg, help);
+    ASSERT_TRUE(c) << msg;
+    EXPECT_EQ(c->port, 4444);
+    EXPECT_EQ(c->room_overflow, 0.5);
+    EXPECT_EQ(c->room_policies, std::vector<std::string>{"x*=3"});
+    EXPECT_FALSE(parse({"--version"}, msg, help));
+    EXPECT_TRUE(help);
+    EXPECT_EQ(msg, std::string("lockstep-reflector ") + LOCKSTEP_VERSION + "\n");
 }

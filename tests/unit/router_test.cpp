@@ -1,4 +1,4 @@
-#include "router/router.hpp"
+#include "router/memory_directory.hpp"
 
 #include <gtest/gtest.h>
 
@@ -14,7 +14,7 @@ namespace {
 struct router_fixture : ::testing::Test {
     manual_clock clock;
     options opts;
-    std::unique_ptr<router::router> r;
+    std::unique_ptr<router::memory_directory> r;
     void
     make(std::uint32_t capacity = 10, double overflow = 0.8)
     {
@@ -22,7 +22,7 @@ struct router_fixture : ::testing::Test {
         opts.defaults.overflow = overflow;
         opts.defaults.seat_ttl_ms = 1000;
         opts.defaults.retire_ms = 5000;
-        r = std::make_unique<router::router>(clock, opts, 10000);
+        r = std::make_unique<router::memory_directory>(clock, opts, 10000);
         r->register_reflector({"eu-1", "eu", "ws://eu1:9090", "http://eu1:9090/files", 0, false, 0});
     }
     void SetUp() override { make(); }
@@ -37,7 +37,7 @@ struct router_fixture : ::testing::Test {
     std::string
     token_of(seat_answer const& a)
     {
-        return router::router::token_from_path(a.reflector.substr(a.reflector.find("/r/")) + "/SESSIONID");
+        return router::token_from_path(a.reflector.substr(a.reflector.find("/r/")) + "/SESSIONID");
     }
 };
 
@@ -209,10 +209,10 @@ TEST_F(router_fixture, children_are_named_under_their_parent)
 
 TEST(router_paths, seat_tokens_travel_in_the_path)
 {
-    EXPECT_EQ(router::router::seat_url("ws://h:1/", "tok"), "ws://h:1/r/tok");
-    EXPECT_EQ(router::router::token_from_path("/r/tok/SESSION"), "tok");
-    EXPECT_EQ(router::router::token_from_path("/prefix/r/tok/SESSION?x=1"), "tok");
-    EXPECT_EQ(router::router::token_from_path("/reflector/SESSION"), "");
-    EXPECT_EQ(router::router::token_from_path("/SESSION"), "");
-    EXPECT_EQ(router::router::token_from_path("/r/SESSION"), "");
+    EXPECT_EQ(router::seat_url("ws://h:1/", "tok"), "ws://h:1/r/tok");
+    EXPECT_EQ(router::token_from_path("/r/tok/SESSION"), "tok");
+    EXPECT_EQ(router::token_from_path("/prefix/r/tok/SESSION?x=1"), "tok");
+    EXPECT_EQ(router::token_from_path("/reflector/SESSION"), "");
+    EXPECT_EQ(router::token_from_path("/SESSION"), "");
+    EXPECT_EQ(router::token_from_path("/r/SESSION"), "");
 }

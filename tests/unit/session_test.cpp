@@ -1,5 +1,4 @@
 #include "reflector/session.hpp"
-#include "server/metrics.hpp"
 
 #include "unit/test_peer.hpp"
 
@@ -587,14 +586,15 @@ TEST_F(fixture, huge_messages_are_chunked)
 
 TEST_F(fixture, overload_stretches_the_tick_interval_and_recovery_restores_it)
 {
-    lockstep::worker_metrics m;
-    s = std::make_unique<session>("SID", clock, opts, &persist, &m);
+    lockstep::session_counters m;
+    lockstep::load_signal load;
+    s = std::make_unique<session>("SID", clock, opts, &persist, &m, &load);
     test_peer a;
     s->join(a, join_args("va", 50));
     run_ms(250);  // ticks at 50, 100, 150, (users event at 200), 250
     ASSERT_EQ(a.of("TICK").size(), 4u);
     EXPECT_EQ(a.of("TICK").back()["args"], 250);
-    m.tick_stretch_pct = 200;  // the worker is overloaded: ticks thin out
+    load.set_tick_stretch_pct(200);  // the worker is overloaded: ticks thin out
     run_ms(50);                // the tick already due at 300 comes; the next one 100 ms later
     ASSERT_EQ(a.of("TICK").size(), 5u);
     run_ms(99);
@@ -602,7 +602,7 @@ TEST_F(fixture, overload_stretches_the_tick_interval_and_recovery_restores_it)
     run_ms(1);
     ASSERT_EQ(a.of("TICK").size(), 6u);
     EXPECT_EQ(a.of("TICK").back()["args"], 400);
-    m.tick_stretch_pct = 100;  // recovered: after the tick already due, the requested interval
+    load.set_tick_stretch_pct(100);  // recovered: after the tick already due, the requested interval
     run_ms(100);
     ASSERT_EQ(a.of("TICK").size(), 7u);
     run_ms(50);

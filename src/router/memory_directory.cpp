@@ -1,11 +1,7 @@
-#include "router/router.hpp"
-
-#include <fnmatch.h>
-#include <openssl/rand.h>
+#include "router/memory_directory.hpp"
 
 #include <algorithm>
 #include <cmath>
-#include <random>
 
 namespace lockstep::router {
 
@@ -24,72 +20,13 @@ threshold_of(policy const& p)
 
 }  // namespace
 
-json
-seat_answer::to_json() const
-{
-    return {{"room", room},           {"session", session}, {"shard", shard},
-            {"reflector", reflector}, {"files", files},     {"expires_in_ms", expires_in_ms}};
-}
-
-router::router(clock_source const& clock, options opts, std::uint32_t heartbeat_ttl_ms)
+memory_directory::memory_directory(clock_source const& clock, options opts, std::uint32_t heartbeat_ttl_ms)
     : clock_(clock), opts_(std::move(opts)), heartbeat_ttl_us_(static_cast<std::int64_t>(heartbeat_ttl_ms) * 1000)
 {
 }
 
-policy
-policy_for(options const& opts, std::string const& room)
-{
-    for (auto const& [pattern, pol] : opts.patterns)
-        if (fnmatch(pattern.c_str(), room.c_str(), 0) == 0)
-            return pol;
-    return opts.defaults;
-}
-
-std::string
-random_token()
-{
-    unsigned char raw[16];
-    if (RAND_bytes(raw, sizeof raw) != 1) {
-        std::random_device rd;
-        for (auto& b : raw)
-            b = static_cast<unsigned char>(rd());
-    }
-    static char const digits[] = "0123456789abcdef";
-    std::string t;
-    for (unsigned char b : raw) {
-        t.push_back(digits[b >> 4]);
-        t.push_back(digits[b & 0xF]);
-    }
-    return t;
-}
-
-std::string
-router::seat_url(std::string const& reflector_url, std::string const& token)
-{
-    auto base = reflector_url;
-    while (!base.empty() && base.back() == '/')
-        base.pop_back();
-    return base + "/r/" + token;
-}
-
-std::string
-router::token_from_path(std::string_view path)
-{
-    path = path.substr(0, path.find_first_of("?#"));
-    // .../r/<token>/<sessionId>
-    auto last = path.rfind('/');
-    if (last == std::string_view::npos || last == 0)
-        return {};
-    auto prev = path.rfind('/', last - 1);
-    if (prev == std::string_view::npos || prev < 2)
-        return {};
-    if (path.substr(prev - 2, 3) != "/r/")
-        return {};
-    return std::string(path.substr(prev + 1, last - prev - 1));
-}
-
 void
-router::sweep(room& r, std::int64_t now)
+memory_directory::sweep(room& r, std::int64_t now)
 {
     for (auto& sh : r.shards) {
         for (auto it = sh.seats.begin(); it != sh.seats.end();) {
@@ -121,14 +58,14 @@ router::sweep(room& r, std::int64_t now)
 }
 
 reflector_info const*
-router::reflector_by_id(std::string const& id) const
+memory_directory::reflector_by_id(std::string const& id) const
 {
     auto it = reflectors_.find(id);
     return it == reflectors_.end() ? nullptr : &it->second;
 }
 
 reflector_info const*
-router::place(std::string const& region)
+memory_directory::place(std::string const& region)
 {
     auto now = clock_.now_us();
     reflector_info const* best = nullptr;
@@ -144,8 +81,8 @@ router::place(std::string const& region)
     return best ? best : best_any;
 }
 
-router::shard&
-router::spawn(std::string const& name, room& r, std::string const& region)
+memory_directory::shard&
+memory_directory::spawn(std::string const& name, room& r, std::string const& region)
 {
     shard sh;
     sh.index = r.next_index++;
@@ -158,7 +95,7 @@ router::spawn(std::string const& name, room& r, std::string const& region)
 }
 
 std::optional<seat_answer>
-router::join(std::string const& name, std::string const& user, std::string const& region, api_error& err)
+memory_directory::join(std::string const& name, std::string const& user, std::string const& region, api_error& err)
 {
     std::lock_guard lock(mu_);
     auto now = clock_.now_us();
@@ -223,7 +160,7 @@ router::join(std::string const& name, std::string const& user, std::string const
 }
 
 bool
-router::leave(std::string const& name, std::string const& user)
+memory_directory::leave(std::string const& name, std::string const& user)
 {
     std::lock_guard lock(mu_);
     auto it = rooms_.find(name);
@@ -240,7 +177,7 @@ router::leave(std::string const& name, std::string const& user)
 }
 
 void
-router::free_seat(shard& sh, std::map<std::string, seat>::iterator s)
+memory_directory::free_seat(shard& sh, std::map<std::string, seat>::iterator s)
 {
     tokens_.erase(s->second.token);
     sh.seats.erase(s);
@@ -248,8 +185,8 @@ router::free_seat(shard& sh, std::map<std::string, seat>::iterator s)
         sh.empty_since_us = clock_.now_us();
 }
 
-std::optional<router::seat_ref>
-router::find_by_token(std::string const& token)
+std::optional<memory_directory::seat_ref>
+memory_directory::find_by_token(std::string const& token)
 {
     auto t = tokens_.find(token);
     if (t == tokens_.end())
@@ -266,7 +203,7 @@ router::find_by_token(std::string const& token)
 }
 
 std::optional<json>
-router::room_info(std::string const& name)
+memory_directory::room_info(std::string const& name)
 {
     std::lock_guard lock(mu_);
     auto it = rooms_.find(name);
@@ -291,7 +228,7 @@ router::room_info(std::string const& name)
 }
 
 std::optional<json>
-router::create_child(std::string const& parent, std::string const& purpose, std::string const& region,
+memory_directory::create_child(std::string const& parent, std::string const& purpose, std::string const& region,
                      api_error& err)
 {
     std::lock_guard lock(mu_);
@@ -320,7 +257,7 @@ router::create_child(std::string const& parent, std::string const& purpose, std:
 }
 
 json
-router::children(std::string const& parent)
+memory_directory::children(std::string const& parent)
 {
     std::lock_guard lock(mu_);
     json out = json::array();
@@ -335,7 +272,7 @@ router::children(std::string const& parent)
 }
 
 void
-router::register_reflector(reflector_info r)
+memory_directory::register_reflector(reflector_info r)
 {
     std::lock_guard lock(mu_);
     r.heartbeat_us = clock_.now_us();
@@ -343,7 +280,7 @@ router::register_reflector(reflector_info r)
 }
 
 json
-router::reflectors()
+memory_directory::reflectors()
 {
     std::lock_guard lock(mu_);
     auto now = clock_.now_us();
@@ -361,7 +298,7 @@ router::reflectors()
 }
 
 bool
-router::member_joined(std::string const& token, std::string const& name, std::string const& conn)
+memory_directory::member_joined(std::string const& token, std::string const& name, std::string const& conn)
 {
     std::lock_guard lock(mu_);
     auto ref = find_by_token(token);
@@ -381,7 +318,7 @@ router::member_joined(std::string const& token, std::string const& name, std::st
 }
 
 bool
-router::seat_live(std::string const& token)
+memory_directory::seat_live(std::string const& token)
 {
     std::lock_guard lock(mu_);
     auto ref = find_by_token(token);
@@ -389,7 +326,7 @@ router::seat_live(std::string const& token)
 }
 
 void
-router::member_left(std::string const& token, bool left, std::string const& conn)
+memory_directory::member_left(std::string const& token, bool left, std::string const& conn)
 {
     std::lock_guard lock(mu_);
     auto ref = find_by_token(token);

@@ -1,4 +1,4 @@
-// Injected time. The session logic never reads a clock directly: the server passes a
+// Injected time. The session logic and the router never read a clock directly: the server passes a
 // steady clock, tests pass a manual one.
 #pragma once
 

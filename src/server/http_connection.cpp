@@ -1,4 +1,5 @@
-// Plain HTTP on the reflector port, and detection of WebSocket upgrades.
+// One plain-HTTP connection on the reflector port (I/O only: the routes are in
+// src/http/), and the hand-off of WebSocket upgrades to the worker of their session.
 #include "http/routes.hpp"
 #include "server/internal.hpp"
 
@@ -15,9 +16,9 @@ namespace {
 constexpr std::size_t max_header_bytes = 16 * 1024;
 constexpr std::size_t max_plain_body_bytes = 64 * 1024;
 
-class http_session : public std::enable_shared_from_this<http_session> {
+class http_connection : public std::enable_shared_from_this<http_connection> {
 public:
-    http_session(server_state& st, worker& w, tcp::socket sock, limits::ticket ticket)
+    http_connection(server_state& st, worker& w, tcp::socket sock, limits::ticket ticket)
         : st_(st), w_(w), stream_(std::move(sock)), ticket_(std::move(ticket))
     {
         error_code ec;
@@ -92,7 +93,7 @@ private:
     read_body(std::size_t limit)
     {
         if (header_->get().method() == http::verb::put) {
-            upload_ = st_.limits->begin_upload();
+            upload_ = st_.limits_->begin_upload();
             if (!upload_) {
                 spdlog::info("http: upload refused: over --max-uploads");
                 return fail_status(http::status::service_unavailable, "too many uploads in progress, retry later", false);
@@ -131,11 +132,12 @@ private:
         }
         auto replied = std::make_shared<std::atomic<bool>>(false);
         try {
-            http_routes::handle(st_, w_, std::move(req), [self, replied](http::message_generator msg) mutable {
+            http_routes::handle(st_, std::move(req), [self, replied](http::message_generator msg) mutable {
                 replied->store(true);
-                // Routes may answer from another thread (disk pool, other workers).
-                net::dispatch(self->stream_.get_executor(),
-                              [self, msg = std::move(msg)]() mutable { self->write(std::move(msg)); });
+                // Routes may answer from another thread (directory thread, disk pool,
+                // other workers): back onto this connection's worker through its entry point.
+                auto& w = self->w_;
+                w.defer([self = std::move(self), msg = std::move(msg)]() mutable { self->write(std::move(msg)); });
             });
         } catch (std::exception const& e) {
             // Nothing a request contains may end the process: answer 500 and log it.
@@ -197,7 +199,7 @@ private:
                     loopback_ = a.is_loopback();
                 }
             }
-            if (!st_.limits->take_ip(ticket_, ip_, loopback_)) {
+            if (!st_.limits_->take_ip(ticket_, ip_, loopback_)) {
                 spdlog::info("http: over --max-connections-per-ip for a forwarded address: 503");
                 fail_status(http::status::service_unavailable, "too many connections from this address", false);
                 return false;
@@ -206,7 +208,7 @@ private:
         std::string_view target(h.target().data(), h.target().size());
         if (!is_upgrade && (target.rfind("/v1/", 0) == 0 || target.rfind("/files/", 0) == 0 ||
                             target.rfind("/t/", 0) == 0)) {
-            if (!st_.limits->allow_request(ip_, loopback_)) {
+            if (!st_.limits_->allow_request(ip_, loopback_)) {
                 fail_status(http::status::too_many_requests, "too many requests from this address, slow down", false);
                 return false;
             }
@@ -229,8 +231,10 @@ private:
         auto now_s = std::chrono::duration_cast<std::chrono::seconds>(
                          std::chrono::system_clock::now().time_since_epoch()).count();
         decision_ = st_.gate->check(rv, now_s, [this](std::string const& path) {
-            auto seat = router::router::token_from_path(path);
-            return !seat.empty() && st_.rtr->seat_live(seat);
+            auto seat = router::token_from_path(path);
+            return !seat.empty() && st_.ask_directory(
+                                        [seat](router::directory& d) { return d.seat_live(seat); },
+                                        std::chrono::seconds(2));
         });
         if (decision_.status == 200)
             return true;
@@ -254,7 +258,7 @@ private:
             spdlog::info("http: upgrade path is not UTF-8: 400");
             return fail_status(http::status::bad_request, "path is not UTF-8", false);
         }
-        if (st_.draining.load()) {
+        if (st_.draining()) {
             return fail_status(http::status::service_unavailable, "draining", false);
         }
         stream_.expires_never();
@@ -288,7 +292,7 @@ private:
 void
 start_http(server_state& st, worker& w, tcp::socket sock, limits::ticket ticket)
 {
-    std::make_shared<http_session>(st, w, std::move(sock), std::move(ticket))->start();
+    std::make_shared<http_connection>(st, w, std::move(sock), std::move(ticket))->start();
 }
 
 }  // namespace lockstep

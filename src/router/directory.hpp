@@ -1,25 +1,21 @@
-// The session router: rooms of bounded size split into shards (sessions), seats with
+// The router's directory: rooms of bounded size split into shards (sessions), seats with
 // an expiry that real membership confirms, overflow shards, child sessions, and
-// placement on reflectors by region and load.
+// placement on reflectors by region and load (docs/router.md).
 //
-// This is the embedded directory: all state in this process, one mutex. Every
-// operation is a short critical section, so concurrent joins from any thread never
-// over-fill a shard or create a shard twice.
-//
-// @par Thread safety
-// All public members may be called from any thread.
+// One interface, two implementations with the same rules, checked by one conformance
+// suite (tests/unit/directory_conformance_test.cpp): memory_directory (all state in
+// this process, the embedded default) and redis_directory (state in Redis, shared by a
+// cluster). Implementations may block (Redis): the server calls them only on its
+// directory thread, never on an event loop.
 #pragma once
-
-#include "reflector/clock.hpp"
 
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
-#include <map>
-#include <mutex>
 #include <optional>
-#include <set>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 namespace lockstep::router {
@@ -75,8 +71,11 @@ policy_for(options const& opts, std::string const& room);
 std::string
 random_token();
 
-/// Where router state lives: this process (`router`, the embedded default) or Redis
-/// (`redis_directory`, shared by a cluster of reflectors). Same rules either way.
+/// Where router state lives: this process (`memory_directory`, the embedded default) or
+/// Redis (`redis_directory`, shared by a cluster of reflectors). Same rules either way.
+///
+/// @par Thread safety
+/// Implementations accept calls from any thread.
 class directory {
 public:
     virtual ~directory() = default;
@@ -119,75 +118,12 @@ public:
     virtual bool available() const { return true; }
 };
 
-/// The embedded directory: all state in this process.
-class router final : public directory {
-public:
-    router(clock_source const& clock, options opts, std::uint32_t heartbeat_ttl_ms = 10000);
-
-    std::optional<seat_answer> join(std::string const& room, std::string const& user, std::string const& region,
-                                    api_error& err) override;
-    bool leave(std::string const& room, std::string const& user) override;
-    std::optional<nlohmann::json> room_info(std::string const& room) override;
-    std::optional<nlohmann::json> create_child(std::string const& parent, std::string const& purpose,
-                                               std::string const& region, api_error& err) override;
-    nlohmann::json children(std::string const& parent) override;
-    void register_reflector(reflector_info r) override;
-    nlohmann::json reflectors() override;
-    bool member_joined(std::string const& token, std::string const& name, std::string const& conn) override;
-    void member_left(std::string const& token, bool left, std::string const& conn) override;
-    bool seat_live(std::string const& token) override;
-
-    /// The reflector URL a seated user connects to: the seat token travels in the path
-    /// (`<reflector>/r/<token>`); the client appends `/<sessionId>`.
-    static std::string seat_url(std::string const& reflector_url, std::string const& token);
-    /// Extracts a seat token from a WebSocket path `.../r/<token>/<sessionId>`.
-    static std::string token_from_path(std::string_view path);
-
-private:
-    struct seat {
-        std::string user;
-        std::string token;
-        bool confirmed = false;
-        std::set<std::string> conns;  // connections in the session through this seat
-        std::int64_t expires_us = 0;  // while not confirmed
-    };
-    struct shard {
-        std::uint32_t index = 0;
-        std::string session;
-        std::string reflector_id;
-        std::map<std::string, seat> seats;  // by user
-        std::int64_t empty_since_us = 0;
-    };
-    struct room {
-        policy pol;
-        std::vector<shard> shards;
-        std::uint32_t next_index = 1;
-    };
-    struct child {
-        std::string session, purpose, reflector_id;
-    };
-
-    struct seat_ref {
-        room* r;
-        shard* sh;
-        std::map<std::string, seat>::iterator s;
-    };
-
-    std::optional<seat_ref> find_by_token(std::string const& token);
-    void free_seat(shard& sh, std::map<std::string, seat>::iterator s);
-    void sweep(room& r, std::int64_t now);
-    shard& spawn(std::string const& name, room& r, std::string const& region);
-    reflector_info const* place(std::string const& region);
-    reflector_info const* reflector_by_id(std::string const& id) const;
-
-    clock_source const& clock_;
-    options opts_;
-    std::int64_t heartbeat_ttl_us_;
-    mutable std::mutex mu_;
-    std::map<std::string, room> rooms_;
-    std::map<std::string, std::pair<std::string, std::string>> tokens_;  // token -> (room, user)
-    std::map<std::string, std::vector<child>> children_;
-    std::map<std::string, reflector_info> reflectors_;
-};
+/// The reflector URL a seated user connects to: the seat token travels in the path
+/// (`<reflector>/r/<token>`); the client appends `/<sessionId>`.
+std::string
+seat_url(std::string const& reflector_url, std::string const& token);
+/// Extracts a seat token from a WebSocket path `.../r/<token>/<sessionId>`.
+std::string
+token_from_path(std::string_view path);
 
 }  // namespace lockstep::router

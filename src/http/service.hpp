@@ -1,0 +1,49 @@
+// What the HTTP routes need from the server, as an interface that http/ owns and the
+// server implements (server_state). The routes know nothing of workers, sessions'
+// threads or sockets; the server knows the routes only through http_routes::handle().
+//
+// @par Thread safety
+// Every member may be called from any thread.
+#pragma once
+
+#include "common/unique_function.hpp"
+#include "limits/edge_limits.hpp"
+#include "router/directory.hpp"
+#include "store/file_store.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <string>
+
+namespace lockstep::http_routes {
+
+class service {
+public:
+    virtual ~service() = default;
+
+    /// True while the reflector drains (readiness 503, no new seats).
+    virtual bool draining() const = 0;
+    /// Counts one HTTP request (a metric).
+    virtual void count_request() = 0;
+    /// The Prometheus text exposition.
+    virtual std::string metrics_text() const = 0;
+    /// Gathers a summary of every live session from the threads that own them and
+    /// calls `done` once with the JSON array (on any thread).
+    virtual void list_sessions(unique_function<void(nlohmann::json)> done) = 0;
+    /// Runs `task` on the directory's thread: it may block (Redis), so never on an
+    /// event loop.
+    virtual void with_directory(unique_function<void(router::directory&)> task) = 0;
+    /// The blob store under the data directory.
+    virtual store::file_store const& blobs() const = 0;
+    /// Connection, request, upload and disk limits (--max-*; limits/edge_limits.hpp).
+    virtual limits::edge_limits& limits() = 0;
+    /// --max-files-depth: path segments of a /files path.
+    virtual std::uint32_t max_files_depth() const = 0;
+    /// --max-disk-bytes: blob store size (0: none), for log lines.
+    virtual std::uint64_t max_disk_bytes() const = 0;
+    /// Runs blocking I/O (file writes) off the event loops.
+    virtual void run_blocking(unique_function<void()> task) = 0;
+};
+
+}  // namespace lockstep::http_routes

@@ -1,0 +1,122 @@
+#include "reflector/dispatch.hpp"
+
+#include "protocol/codec.hpp"
+
+#include <spdlog/spdlog.h>
+
+namespace lockstep {
+
+using protocol::close_code;
+
+namespace {
+
+void
+dispatch_frame(session_host& host, membership& m, peer& p, std::string_view text)
+{
+    codec::client_frame f;
+    auto r = codec::parse_client_frame(text, f, m.scratch);
+    if (r != codec::parse_result::ok) {
+        spdlog::info("{} {}: closing 4102", p.tag(),
+                     r == codec::parse_result::not_json ? "frame is not JSON" : "frame is not a JSON object");
+        p.close(close_code::malformed_message, "malformed message");
+        return;
+    }
+    using codec::action;
+    switch (f.act) {
+    case action::send:
+        if (!m.joined) {
+            spdlog::debug("{} SEND before JOIN ignored", p.tag());
+            return;
+        }
+        m.joined->send(p, f.args, f.tags);
+        host.touched(*m.joined);
+        return;
+    case action::join: {
+        m.join_seen = true;
+        auto& s = host.session_for(m.session_id);
+        if (std::string why; m.admit_join && !m.admit_join(s, f.args, why)) {
+            spdlog::info("{} JOIN refused ({}): closing 4103", p.tag(), why);
+            p.close(close_code::bad_api_key, why);
+            host.touched(s);
+            return;
+        }
+        if (s.join(p, f.args.empty() ? std::string_view("null") : f.args)) {
+            m.joined = &s;
+            if (!m.seat_token.empty() && !m.seat_reported) {  // came through a router seat
+                m.seat_reported = true;
+                host.seat_joined(m.seat_token, s.name(), m.conn_key);
+            }
+        }
+        host.touched(s);
+        return;
+    }
+    case action::tutti:
+    case action::snap:
+    case action::save:
+    case action::ticks: {
+        // Like the reference, these work on the URL's session even without a JOIN on
+        // this connection, but the session must exist.
+        session* s = m.joined ? m.joined : host.find_session(m.session_id);
+        if (!s || !s->created()) {
+            spdlog::info("{} {} for unknown session: closing 4000", p.tag(), f.action_name);
+            p.close(close_code::unknown_session, "unknown session");
+            return;
+        }
+        if (f.act == action::tutti)
+            s->tutti(p, f.args);
+        else if (f.act == action::snap)
+            s->snap(p, f.args);
+        else if (f.act == action::save)
+            s->save(p, f.args);
+        else
+            s->ticks(p, f.args);
+        host.touched(*s);
+        return;
+    }
+    case action::ping:
+        if (m.joined)
+            m.joined->ping(p, f.args);
+        else
+            p.deliver(codec::make_pong(f.args));
+        return;
+    case action::pulse:
+        return;
+    case action::log:
+        spdlog::info("{} LOG {}", p.tag(), f.args.substr(0, 2000));
+        return;
+    case action::unknown:
+        spdlog::warn("{} unknown action {} ignored", p.tag(), f.action_name.substr(0, 100));
+        return;
+    }
+}
+
+}  // namespace
+
+void
+dispatch(session_host& host, membership& m, peer& p, std::string_view text)
+{
+    try {
+        dispatch_frame(host, m, p, text);
+    } catch (std::exception const& e) {
+        // Nothing a frame contains may end the process or touch other sessions.
+        spdlog::error("{} frame handling failed: {}: closing 1011", p.tag(), e.what());
+        p.close(close_code::internal_error, "internal error");
+    }
+}
+
+void
+hang_up(session_host& host, membership& m, peer& p, bool normal_close)
+{
+    if (m.joined) {
+        auto* s = m.joined;
+        m.joined = nullptr;
+        s->disconnect(p);
+        host.touched(*s);
+    }
+    if (m.seat_reported) {
+        m.seat_reported = false;
+        host.seat_left(m.seat_token, normal_close, m.conn_key);
+    }
+}
+
+}  // namespace lockstep

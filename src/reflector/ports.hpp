@@ -1,0 +1,123 @@
+// The reflector core's ports: what a session needs from the world around it, as small
+// interfaces and plain counters that the runtime (the server's workers, or a test)
+// provides. Nothing here knows sockets, threads, metrics exposition or storage.
+#pragma once
+
+#include "protocol/frame.hpp"
+
+#include <lockstep/protocol/constants.hpp>
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace lockstep {
+
+/// A connection as a session sees it.
+///
+/// @par Thread safety
+/// Called only on the thread that owns the session (and the connection).
+class peer {
+public:
+    virtual ~peer() = default;
+    /// Queues a message. Never drops it: a peer that cannot keep up closes itself.
+    virtual void deliver(out_ptr const& m) = 0;
+    /// Queues a SYNC. It is not counted against the peer's queue limit: a session's
+    /// log may legitimately be larger than the limit, and refusing it would make the
+    /// joiner reconnect forever.
+    virtual void deliver_sync(out_ptr const& m) { deliver(m); }
+    /// Queues a TICK: a time beacon is worth little late, so it is written at the end
+    /// of the current loop turn even while output is being coalesced.
+    virtual void deliver_tick(out_ptr const& m) { deliver(m); }
+    /// True while the connection's socket is full and output waits for it (ticks are
+    /// skipped then).
+    virtual bool backlogged() const noexcept = 0;
+    /// Closes the connection with a WebSocket close code.
+    virtual void close(protocol::close_code code, std::string_view reason) = 0;
+    /// Short text for logs ("c17 127.0.0.1:5555").
+    virtual std::string const& tag() const noexcept = 0;
+};
+
+/// Where SAVE records live: (appId, persistentId) -> URL of the persistent data.
+///
+/// @par Thread safety
+/// Implementations must accept calls from every worker thread at once.
+class persistence_index {
+public:
+    virtual ~persistence_index() = default;
+    virtual std::optional<std::string> lookup(std::string const& app_id, std::string const& persistent_id) = 0;
+    virtual void record(std::string const& app_id, std::string const& persistent_id, std::string const& url) = 0;
+};
+
+/// Upper bounds (ms) of the tick lateness histogram buckets.
+inline constexpr std::array<double, 10> tick_late_buckets_ms = {0.5, 1, 2, 5, 10, 20, 50, 100, 250, 1000};
+
+/// What sessions count. One block per owning thread.
+///
+/// @par Thread safety
+/// Written only by the thread that owns the sessions (relaxed atomics, no
+/// read-modify-write); read from any thread (the metrics exposition sums the blocks).
+struct session_counters {
+    using counter = std::atomic<std::uint64_t>;
+    using gauge = std::atomic<std::int64_t>;
+
+    gauge sessions{0};           // live sessions
+    counter events_in{0};        // SEND/TUTTI-first messages accepted
+    counter events_out{0};       // RECV frames queued to clients
+    counter ticks{0};            // TICK frames queued
+    counter debounced{0};        // SENDs dropped by tags debounce
+    counter refused{0};          // SENDs refused at --log-max
+    std::array<counter, tick_late_buckets_ms.size() + 1> tick_late{};  // last = +Inf
+    counter tick_late_count{0};
+    std::atomic<double> tick_late_sum_ms{0};
+
+    void
+    add(counter& c, std::uint64_t n = 1) noexcept
+    {
+        c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+    }
+    void
+    add(gauge& g, std::int64_t n) noexcept
+    {
+        g.store(g.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+    }
+    void
+    observe_tick_late(double ms) noexcept
+    {
+        std::size_t i = 0;
+        while (i < tick_late_buckets_ms.size() && ms > tick_late_buckets_ms[i])
+            ++i;
+        add(tick_late[i]);
+        add(tick_late_count);
+        tick_late_sum_ms.store(tick_late_sum_ms.load(std::memory_order_relaxed) + ms, std::memory_order_relaxed);
+    }
+};
+
+/// The load control input the owner of a set of sessions feeds (the server's worker
+/// from its CPU samples; tests by hand): while the thread is overloaded, ticks are
+/// stretched to this percentage of their interval. Sessions read it; they never read
+/// a metric.
+///
+/// @par Thread safety
+/// Written by the owning thread; readable from any thread (the /metrics gauge).
+class load_signal {
+public:
+    std::int64_t
+    tick_stretch_pct() const noexcept
+    {
+        return stretch_pct_.load(std::memory_order_relaxed);
+    }
+    void
+    set_tick_stretch_pct(std::int64_t pct) noexcept
+    {
+        stretch_pct_.store(pct < 100 ? 100 : pct, std::memory_order_relaxed);
+    }
+
+private:
+    std::atomic<std::int64_t> stretch_pct_{100};
+};
+
+}  // namespace lockstep

@@ -1,0 +1,242 @@
+// The reflector's dispatch driven with in-memory peers and a fake host: no sockets, no
+// worker, a manual clock. What a WebSocket connection does with a frame is all here.
+#include "reflector/dispatch.hpp"
+
+#include "unit/test_peer.hpp"
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <memory>
+#include <stdexcept>
+
+using lockstep::manual_clock;
+using lockstep::membership;
+using lockstep::session;
+using lockstep::session_options;
+using lockstep::test::test_peer;
+using nlohmann::json;
+
+namespace {
+
+/// Keeps sessions in a map, deletes them when they expire, records what the dispatch
+/// reports.
+class fake_host final : public lockstep::session_host {
+public:
+    manual_clock clock;
+    session_options opts;
+    std::map<std::string, std::unique_ptr<session>> sessions;
+    int touches = 0;
+    std::vector<std::string> seat_reports;
+    bool fail_creation = false;  // session_for() throws, like a failed allocation
+
+    session*
+    find_session(std::string const& id) override
+    {
+        auto it = sessions.find(id);
+        return it == sessions.end() ? nullptr : it->second.get();
+    }
+    session&
+    session_for(std::string const& id) override
+    {
+        if (fail_creation)
+            throw std::runtime_error("no memory for a session");
+        auto& s = sessions[id];
+        if (!s)
+            s = std::make_unique<session>(id, clock, opts);
+        return *s;
+    }
+    void
+    touched(session& s) override
+    {
+        ++touches;
+        if (s.expired())
+            sessions.erase(s.id());
+    }
+    void
+    seat_joined(std::string const& token, std::string const& name, std::string const& conn) override
+    {
+        seat_reports.push_back("joined " + token + " " + name + " " + conn);
+    }
+    void
+    seat_left(std::string const& token, bool normal, std::string const& conn) override
+    {
+        seat_reports.push_back(std::string(normal ? "left " : "dropped ") + token + " " + conn);
+    }
+    /// Runs due session timers in 1 ms steps, as a worker's timers would.
+    void
+    run_ms(int ms)
+    {
+        for (int i = 0; i < ms; ++i) {
+            clock.advance_ms(1);
+            for (auto it = sessions.begin(); it != sessions.end();) {
+                auto& s = *it->second;
+                ++it;
+                if (s.next_deadline_us() <= clock.now_us()) {
+                    s.on_timer();
+                    touched(s);
+                }
+            }
+        }
+    }
+};
+
+/// A connection as the dispatch sees it: a peer plus its membership.
+struct conn {
+    test_peer peer;
+    membership m;
+    conn(std::string name, std::string session_id, std::string token = "")
+        : peer(name)
+    {
+        m.session_id = std::move(session_id);
+        m.seat_token = std::move(token);
+        m.conn_key = "refl#1:" + name;
+    }
+};
+
+std::string
+join_frame(std::string const& user, int tick = 50)
+{
+    return R"({"id":"SID","action":"JOIN","args":{"name":"app/demo","apiKey":"none","appId":"app","persistentId":"pid","version":1,"user":")" +
+           user + R"(","ticks":{"tick":)" + std::to_string(tick) + R"(,"delay":0},"leaveDelay":0}})";
+}
+
+std::string
+send_frame(std::string const& payload)
+{
+    return R"({"id":"SID","action":"SEND","args":[1,0,")" + payload + R"(",0]})";
+}
+
+struct dispatch_fixture : ::testing::Test {
+    fake_host host;
+    void
+    frame(conn& c, std::string const& text)
+    {
+        lockstep::dispatch(host, c.m, c.peer, text);
+    }
+};
+
+}  // namespace
+
+TEST_F(dispatch_fixture, join_syncs_and_send_reflects_to_every_member_in_order)
+{
+    conn a("a", "SID"), b("b", "SID");
+    frame(a, send_frame("early"));  // before JOIN: ignored, nothing created
+    EXPECT_TRUE(host.sessions.empty());
+    EXPECT_EQ(a.peer.closed, 0);
+
+    frame(a, join_frame("alice"));
+    ASSERT_EQ(a.peer.of("SYNC").size(), 1u);
+    EXPECT_TRUE(a.m.join_seen);
+    ASSERT_NE(a.m.joined, nullptr);
+    EXPECT_EQ(a.m.joined, host.find_session("SID"));
+    frame(b, join_frame("bob"));
+    ASSERT_EQ(b.peer.of("SYNC").size(), 1u);
+
+    int touches = host.touches;
+    frame(a, send_frame("one"));
+    frame(b, send_frame("two"));
+    EXPECT_EQ(host.touches, touches + 2);  // the dispatch tells the host after each call
+    for (auto* p : {&a.peer, &b.peer}) {
+        std::vector<std::string> payloads;
+        for (auto const& f : p->of("RECV"))
+            if (f["args"][2].is_string())
+                payloads.push_back(f["args"][2]);
+        EXPECT_EQ(payloads, (std::vector<std::string>{"one", "two"}));
+    }
+    EXPECT_TRUE(host.seat_reports.empty());  // nobody came through a router seat
+}
+
+TEST_F(dispatch_fixture, bad_frames_close_4102_and_unknown_actions_are_ignored)
+{
+    conn a("a", "SID");
+    frame(a, R"({"id":"SID","action":"FROB","args":[]})");
+    EXPECT_EQ(a.peer.closed, 0);
+    frame(a, "[1,2,3]");
+    EXPECT_EQ(a.peer.closed, 4102);
+    conn b("b", "SID");
+    frame(b, "not json at all");
+    EXPECT_EQ(b.peer.closed, 4102);
+}
+
+TEST_F(dispatch_fixture, session_actions_need_an_existing_session_but_not_a_join_on_this_connection)
+{
+    conn a("a", "SID"), outsider("o", "SID"), stray("s", "OTHER");
+    frame(stray, R"({"id":"OTHER","action":"TICKS","args":{"tick":100}})");
+    EXPECT_EQ(stray.peer.closed, 4000);  // unknown session
+    EXPECT_FALSE(host.find_session("OTHER"));
+
+    frame(a, join_frame("alice"));
+    frame(outsider, R"({"id":"SID","action":"TUTTI","args":[5,0,"vote",null,"k",1]})");
+    EXPECT_EQ(outsider.peer.closed, 0);
+    // The URL's session took it: the tally's RECV reaches the member.
+    EXPECT_FALSE(a.peer.of("RECV").empty());
+}
+
+TEST_F(dispatch_fixture, ping_answers_pong_with_or_without_a_session)
+{
+    conn a("a", "SID");
+    frame(a, R"({"id":"SID","action":"PING","args":{"x":1}})");
+    ASSERT_EQ(a.peer.of("PONG").size(), 1u);
+    EXPECT_EQ(a.peer.of("PONG")[0]["args"]["x"], 1);
+    EXPECT_TRUE(host.sessions.empty());
+}
+
+TEST_F(dispatch_fixture, a_seated_join_reports_once_and_hang_up_reports_the_leave)
+{
+    conn a("a", "SID", "tok123");
+    frame(a, join_frame("alice"));
+    frame(a, join_frame("alice"));  // a second JOIN on the same connection: one report
+    ASSERT_EQ(host.seat_reports.size(), 1u);
+    EXPECT_EQ(host.seat_reports[0], "joined tok123 app/demo refl#1:a");
+
+    lockstep::hang_up(host, a.m, a.peer, false);
+    lockstep::hang_up(host, a.m, a.peer, false);  // idempotent
+    ASSERT_EQ(host.seat_reports.size(), 2u);
+    EXPECT_EQ(host.seat_reports[1], "dropped tok123 refl#1:a");
+    EXPECT_EQ(a.m.joined, nullptr);
+
+    conn b("b", "SID", "tok456");
+    frame(b, join_frame("bob"));
+    lockstep::hang_up(host, b.m, b.peer, true);
+    EXPECT_EQ(host.seat_reports.back(), "left tok456 refl#1:b");
+}
+
+TEST_F(dispatch_fixture, a_failed_join_reports_no_seat_and_leaves_no_session)
+{
+    conn a("a", "SID", "tok");
+    frame(a, R"({"id":"SID","action":"JOIN","args":"not an object"})");
+    EXPECT_NE(a.peer.closed, 0);
+    EXPECT_TRUE(a.m.join_seen);
+    EXPECT_EQ(a.m.joined, nullptr);
+    EXPECT_TRUE(host.seat_reports.empty());
+    EXPECT_TRUE(host.sessions.empty());  // touched() saw it expired and deleted it
+}
+
+TEST_F(dispatch_fixture, the_session_is_deleted_after_the_last_member_hangs_up_and_linger_passes)
+{
+    host.opts.linger_ms = 100;
+    conn a("a", "SID");
+    frame(a, join_frame("alice"));
+    ASSERT_TRUE(host.find_session("SID"));
+    lockstep::hang_up(host, a.m, a.peer, true);
+    host.run_ms(50);
+    EXPECT_TRUE(host.find_session("SID"));
+    host.run_ms(200);
+    EXPECT_FALSE(host.find_session("SID"));
+}
+
+TEST_F(dispatch_fixture, nothing_thrown_escapes_the_dispatch_the_peer_is_closed_1011)
+{
+    host.fail_creation = true;
+    conn a("a", "SID");
+    EXPECT_NO_THROW(frame(a, join_frame("alice")));
+    EXPECT_EQ(a.peer.closed, 1011);
+    EXPECT_EQ(a.m.joined, nullptr);
+    // Other connections and sessions are untouched.
+    host.fail_creation = false;
+    conn b("b", "SID");
+    frame(b, join_frame("bob"));
+    EXPECT_EQ(b.peer.closed, 0);
+    EXPECT_EQ(b.peer.of("SYNC").size(), 1u);
+}
