@@ -23,7 +23,7 @@ check() {
         fi
     }
     local runtime='server/|http/|store/|router/|directory/|client/|boost/|hiredis/'
-    rule reflector "$runtime" "src/reflector/ is the core: no runtime, store, router, Boost or hiredis"
+    rule reflector "$runtime|auth/|limits/|tls/" "src/reflector/ is the core: no runtime, store, router, access control, Boost or hiredis"
     rule protocol "$runtime|reflector/" "src/protocol/ depends on nothing but common/"
     rule common "server/|http/|store/|router/|directory/|client/|reflector/|protocol/|hiredis/" \
         "src/common/ has no project dependencies"

@@ -8,6 +8,7 @@
 #   paths  /v1 path segments and /files blob paths vs a reference implementation
 #   join   JOIN arguments vs the documented rules
 #   journal  the session journal reader: raw segment files, after a valid header, framed records
+#   token  credential extraction, redaction, the gate, JWT verification (src/auth/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-60}
@@ -17,10 +18,10 @@ if ! command -v clang++ >/dev/null || ! ls /usr/lib/llvm-*/lib/clang/*/lib/linux
   if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
   $SUDO apt-get install -y -qq clang libclang-rt-14-dev >/dev/null
 fi
-targets=(codec paths join journal)
+targets=(codec paths join journal token)
 cmake -S . -B build-fuzz -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DLOCKSTEP_FUZZ=ON -DLOCKSTEP_TESTS=OFF -DLOCKSTEP_BENCH=OFF -DLOCKSTEP_EXAMPLES=OFF >/dev/null
-cmake --build build-fuzz -j "$(nproc)" --target lockstep-codec-fuzz lockstep-paths-fuzz lockstep-join-fuzz lockstep-journal-fuzz
+cmake --build build-fuzz -j "$(nproc)" --target lockstep-codec-fuzz lockstep-paths-fuzz lockstep-join-fuzz lockstep-journal-fuzz lockstep-token-fuzz
 seed() {  # seed <target> <input>...
   local dir=build-fuzz/corpus/$1
   shift
@@ -33,6 +34,11 @@ seed codec '{"action":"SEND","args":[1,0,"payload",3],"tags":{"debounce":5000,"m
   '{"action":"SNAP","args":{"time":5,"seq":4294967290,"url":"u"}}' \
   '{"action":"PING","args":{"a":[1,2,{"b":null}],"s":"\u00e9\ud83d\ude00 \"q\"","n":-1.5e-3}}'
 seed paths 'rooms/lobby/join' 'apps/a%2Fb/snap.json?x=1' 'x/y/.lockstep-1.tmp' 'a/../b' '%zz' 'sessions/abc/'
+seed token '/t/eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1In0.c2ln/sess' \
+  '/files/t/eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1In0.c2ln/apps/a/b?token=x' \
+  'Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1In0.c2ln' \
+  '{"sub":"u","app":"io.*","sessions":["r-*"],"scope":"files"}' \
+  '/v1/rooms/r/join?a=1&token=abc' '/r/0123456789abcdef/S'
 seed join '{"version":1,"apiKey":"x","user":["v",1],"ticks":{"tick":50,"delay":10,"scale":2},"tove":{"a":1}}' \
   '{"version":0,"apiKey":"x"}' '{"version":"1","leaveDelay":100,"flags":{"rawtime":1}}' '[1]'
 # Journal seeds: the first byte picks the mode (tests/fuzz/journal_fuzz.cpp). Mode 2 frames

@@ -19,6 +19,7 @@ runtime=(
 test=(
   libgtest-dev libgmock-dev libbenchmark-dev
   redis-server
+  libjwt-dev                # JWT verification for access control (src/auth/)
   nodejs npm                # real npm clients for the compatibility and browser tests
   chromium                  # headless browser for the demo and admin page tests
   prometheus                # promtool: metrics and alert-rule checks

@@ -62,6 +62,15 @@ public:
         return o;
     }
 
+    /// The option defined last holds a secret: --print-config shows it only as a comment
+    /// (set or not), never its value; give it back through the environment or the flag.
+    /// `when` narrows it to some values (a URL with a password, say).
+    void
+    secret(std::function<bool(std::string const&)> when = [](std::string const&) { return true; })
+    {
+        entries_.back().secret = std::move(when);
+    }
+
     /// Options defined after this call are listed under `name`.
     void
     group(std::string name)
@@ -146,7 +155,16 @@ public:
                 group = e.option->get_group();
                 message += "\n# " + group + "\n";
             }
-            message += e.option->get_name().substr(2) + " = " + e.value() + "\n";
+            // An empty list does not read back (CLI11 takes it for one empty value): it is
+            // the default anyway, so it is shown commented out.
+            auto value = e.value();
+            auto key = e.option->get_name().substr(2);
+            if (e.secret && value != "\"\"" && e.secret(value)) {
+                message += "# " + key + ": set, not printed (a secret; give it through " +
+                           e.option->get_envname() + " or " + e.option->get_name() + ")\n";
+                continue;
+            }
+            message += (value == "[]" ? "# " : "") + key + " = " + value + "\n";
         }
         return 0;
     }
@@ -185,6 +203,7 @@ private:
         CLI::Option* option;
         std::string notes;
         std::function<std::string()> value;
+        std::function<bool(std::string const&)> secret;  // true for a value not to print
     };
 
     static bool

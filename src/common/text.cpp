@@ -1,5 +1,7 @@
 #include "common/text.hpp"
 
+#include <vector>
+
 namespace lockstep {
 
 bool
@@ -40,6 +42,68 @@ valid_utf8(std::string_view s) noexcept
         p += len;
     }
     return true;
+}
+
+namespace {
+
+std::vector<std::string_view>
+path_segments(std::string_view path)
+{
+    std::vector<std::string_view> out;
+    if (!path.empty() && path.front() == '/')
+        path.remove_prefix(1);
+    while (true) {
+        auto slash = path.find('/');
+        out.push_back(path.substr(0, slash));
+        if (slash == std::string_view::npos)
+            break;
+        path.remove_prefix(slash + 1);
+    }
+    return out;
+}
+
+}  // namespace
+
+std::string
+redact_credentials(std::string_view target)
+{
+    auto q = target.find('?');
+    auto path = target.substr(0, q);
+    std::string out;
+    out.reserve(target.size());
+    auto seg = path_segments(path);
+    bool hide_next = false;
+    for (std::size_t i = 0; i < seg.size(); ++i) {
+        if (!path.empty() && (path.front() == '/' || i > 0))
+            out.push_back('/');
+        // Only segments with a next segment can be a credential in front of an id.
+        if (hide_next && !seg[i].empty()) {
+            out += "***";
+        } else {
+            out.append(seg[i]);
+        }
+        hide_next = (seg[i] == "t" || seg[i] == "r");
+    }
+    if (q == std::string_view::npos)
+        return out;
+    auto query = target.substr(q + 1);
+    out.push_back('?');
+    bool first = true;
+    while (true) {
+        auto amp = query.find('&');
+        auto param = query.substr(0, amp);
+        if (!first)
+            out.push_back('&');
+        first = false;
+        if (param.substr(0, 6) == "token=")
+            out += "token=***";
+        else
+            out.append(param);
+        if (amp == std::string_view::npos)
+            break;
+        query.remove_prefix(amp + 1);
+    }
+    return out;
 }
 
 }  // namespace lockstep

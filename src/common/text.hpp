@@ -23,4 +23,9 @@ safe_dump(nlohmann::json const& j)
     return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
+/// A URL or request target with every credential replaced by `***` (path pairs `t/<x>`,
+/// router seat pairs `r/<x>`, and `token=` query values), for log lines.
+std::string
+redact_credentials(std::string_view target);
+
 }  // namespace lockstep

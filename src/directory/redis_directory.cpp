@@ -5,6 +5,7 @@
 #include <hiredis/hiredis.h>
 #include <spdlog/spdlog.h>
 
+#include <cctype>
 #include <cstring>
 #include <stdexcept>
 
@@ -13,6 +14,26 @@ namespace lockstep::router {
 using nlohmann::json;
 
 namespace {
+
+std::string
+percent_decode(std::string const& s, bool& ok)
+{
+    std::string out;
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        if (s[i] != '%') {
+            out.push_back(s[i]);
+            continue;
+        }
+        if (i + 2 >= s.size() || !std::isxdigit(static_cast<unsigned char>(s[i + 1])) ||
+            !std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
+            ok = false;
+            return {};
+        }
+        out.push_back(static_cast<char>(std::stoi(s.substr(i + 1, 2), nullptr, 16)));
+        i += 2;
+    }
+    return out;
+}
 
 /// cjson encodes an empty Lua table as {}: where a list is meant, make it [].
 json
@@ -28,11 +49,32 @@ as_list(json j)
 redis_directory::redis_directory(std::string const& url, options opts, std::uint32_t heartbeat_ttl_ms)
     : opts_(std::move(opts)), heartbeat_ttl_ms_(heartbeat_ttl_ms)
 {
-    // redis://host[:port][/...]
+    // redis://[[user]:password@]host[:port][/db]
     if (url.rfind("redis://", 0) != 0)
-        throw std::runtime_error("--redis must be redis://host:port, not '" + url + "'");
+        throw std::runtime_error("--redis must be redis://[:PASSWORD@]HOST[:PORT][/DB]");
     auto rest = url.substr(8);
-    rest = rest.substr(0, rest.find('/'));
+    auto slash = rest.find('/');
+    std::string db = slash == std::string::npos ? std::string() : rest.substr(slash + 1);
+    rest = rest.substr(0, slash);
+    // The credentials end at the last '@' (a password may contain '@' only percent-encoded,
+    // but be lenient).
+    if (auto at = rest.rfind('@'); at != std::string::npos) {
+        auto cred = rest.substr(0, at);
+        rest = rest.substr(at + 1);
+        auto colon = cred.find(':');
+        bool ok = true;
+        user_ = percent_decode(colon == std::string::npos ? std::string() : cred.substr(0, colon), ok);
+        password_ = percent_decode(colon == std::string::npos ? cred : cred.substr(colon + 1), ok);
+        if (!ok)
+            throw std::runtime_error("--redis has bad percent-encoding in its credentials");
+    }
+    if (!db.empty()) {
+        char* end = nullptr;
+        long d = std::strtol(db.c_str(), &end, 10);
+        if (*end != '\0' || d < 0 || d > 65535)
+            throw std::runtime_error("--redis has a bad database number: '" + db + "'");
+        db_ = static_cast<int>(d);
+    }
     auto colon = rest.rfind(':');
     host_ = colon == std::string::npos ? rest : rest.substr(0, colon);
     if (colon != std::string::npos) {
@@ -40,14 +82,15 @@ redis_directory::redis_directory(std::string const& url, options opts, std::uint
         char* end = nullptr;
         long p = std::strtol(ps.c_str(), &end, 10);
         if (ps.empty() || *end != '\0' || p <= 0 || p > 65535)
-            throw std::runtime_error("--redis has a bad port: '" + url + "'");
+            throw std::runtime_error("--redis has a bad port: '" + ps + "'");
         port_ = static_cast<int>(p);
     }
     if (host_.empty())
-        throw std::runtime_error("--redis has no host: '" + url + "'");
+        throw std::runtime_error("--redis has no host");
     std::lock_guard lock(mu_);
     if (!connect())
-        throw std::runtime_error("cannot connect to Redis at " + host_ + ":" + std::to_string(port_));
+        throw std::runtime_error("cannot connect to Redis at " + host_ + ":" + std::to_string(port_) +
+                                 (last_error_.empty() ? "" : ": " + last_error_));
 }
 
 redis_directory::~redis_directory()
@@ -66,7 +109,8 @@ redis_directory::connect()
     timeval tv{0, 500000};
     ctx_ = redisConnectWithTimeout(host_.c_str(), port_, tv);
     if (!ctx_ || ctx_->err) {
-        spdlog::error("redis {}:{}: {}", host_, port_, ctx_ ? ctx_->errstr : "cannot allocate context");
+        last_error_ = ctx_ ? ctx_->errstr : "cannot allocate context";
+        spdlog::error("redis {}:{}: {}", host_, port_, last_error_);
         if (ctx_) {
             redisFree(ctx_);
             ctx_ = nullptr;
@@ -74,6 +118,39 @@ redis_directory::connect()
         return false;
     }
     redisSetTimeout(ctx_, tv);
+    // AUTH and SELECT on every (re)connection. The password is never logged.
+    auto command = [this](std::vector<std::string> const& args, char const* what) {
+        std::vector<char const*> argv;
+        std::vector<std::size_t> lens;
+        for (auto const& a : args) {
+            argv.push_back(a.c_str());
+            lens.push_back(a.size());
+        }
+        auto* r = static_cast<redisReply*>(
+            redisCommandArgv(ctx_, static_cast<int>(argv.size()), argv.data(), lens.data()));
+        bool ok = r && r->type != REDIS_REPLY_ERROR;
+        if (!ok) {
+            last_error_ = std::string(what) + " failed: " +
+                          (r ? std::string(r->str, r->len) : std::string(ctx_->errstr));
+            spdlog::error("redis {}:{}: {}", host_, port_, last_error_);
+        }
+        if (r)
+            freeReplyObject(r);
+        return ok;
+    };
+    bool ok = true;
+    if (!password_.empty())
+        ok = user_.empty() ? command({"AUTH", password_}, "AUTH") : command({"AUTH", user_, password_}, "AUTH");
+    if (ok && db_ != 0)
+        ok = command({"SELECT", std::to_string(db_)}, "SELECT");
+    // A server that wants a password we did not give answers NOAUTH here, at start-up.
+    if (ok)
+        ok = command({"PING"}, "PING");
+    if (!ok) {
+        redisFree(ctx_);
+        ctx_ = nullptr;
+        return false;
+    }
     return true;
 }
 
@@ -253,6 +330,15 @@ redis_directory::member_left(std::string const& token, bool left, std::string co
     long long n = 0;
     bool nil = false;
     eval({"mleft", token, left ? "1" : "0", conn}, s, n, nil);
+}
+
+bool
+redis_directory::seat_live(std::string const& token)
+{
+    std::string s;
+    long long n = 0;
+    bool nil = false;
+    return eval({"seat", token}, s, n, nil) && n == 1;
 }
 
 }  // namespace lockstep::router

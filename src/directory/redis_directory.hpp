@@ -22,8 +22,8 @@ namespace lockstep::router {
 
 class redis_directory final : public directory {
 public:
-    /// Connects to `url` (redis://host:port). Throws std::runtime_error if it cannot
-    /// (start-up only).
+    /// Connects to `url` (redis://[[user]:password@]host[:port][/db]; AUTH and SELECT on
+    /// every connection). Throws std::runtime_error if it cannot (start-up only).
     redis_directory(std::string const& url, options opts, std::uint32_t heartbeat_ttl_ms);
     ~redis_directory() override;
 
@@ -38,6 +38,7 @@ public:
     nlohmann::json reflectors() override;
     bool member_joined(std::string const& token, std::string const& name, std::string const& conn) override;
     void member_left(std::string const& token, bool left, std::string const& conn) override;
+    bool seat_live(std::string const& token) override;
     bool available() const override { return reachable_.load(); }
 
 private:
@@ -48,6 +49,9 @@ private:
 
     std::string host_;
     int port_ = 6379;
+    std::string user_, password_;  // AUTH (from the URL's credentials)
+    int db_ = 0;                   // SELECT (from the URL's path)
+    std::string last_error_;       // of the last failed connect (never holds the password)
     options opts_;
     std::uint32_t heartbeat_ttl_ms_;
     std::mutex mu_;

@@ -250,6 +250,11 @@ elseif op == 'mjoin' then
   save_room(ref.room, r)
   return 1
 
+elseif op == 'seat' then
+  local ref, r, sh, st = find_token(ARGV[3])
+  if ref == nil or (not st.confirmed and st.exp < now) then return 0 end
+  return 1
+
 elseif op == 'mleft' then
   local token, left, conn = ARGV[3], ARGV[4] == '1', ARGV[5]
   local ref, r, sh, st = find_token(token)

@@ -52,10 +52,31 @@ files(service& svc, request&& req, std::string_view rest, reply_fn reply)
         reply(json_error(req, http::status::bad_request, "bad path: " + why));
         return;
     }
+    if (auto depth = static_cast<std::size_t>(std::count(rel->begin(), rel->end(), '/')) + 1;
+        depth > svc.max_files_depth()) {
+        svc.limits().refused(limits::reason::files_depth);
+        spdlog::info("files: path of {} segments over --max-files-depth {}: 400", depth, svc.max_files_depth());
+        reply(json_error(req, http::status::bad_request,
+                         "bad path: more than " + std::to_string(svc.max_files_depth()) + " segments"));
+        return;
+    }
     if (req.method() == http::verb::put) {
         auto r = std::make_shared<request>(std::move(req));
         svc.run_blocking([&svc, r, rel = std::move(*rel), reply = std::move(reply)]() mutable {
+            // One blocking thread writes blobs: the check and the write do not race.
+            std::error_code sec;
+            auto old_size = std::filesystem::file_size(svc.blobs().file_of(rel), sec);
+            if (sec)
+                old_size = 0;
+            if (!svc.limits().disk_fits(old_size, r->body().size())) {
+                spdlog::warn("files: store full (--max-disk-bytes {}): refusing {} bytes with 507",
+                             svc.max_disk_bytes(), r->body().size());
+                reply(json_error(*r, http::status::insufficient_storage, "blob store full"));
+                return;
+            }
             auto ec = svc.blobs().put(rel, r->body());
+            if (!ec)
+                svc.limits().disk_written(old_size, r->body().size());
             if (ec) {
                 spdlog::error("files: cannot store {}: {}", rel, ec.message());
                 reply(json_error(*r, http::status::internal_server_error, "cannot store blob"));

@@ -7,6 +7,7 @@
 #pragma once
 
 #include "common/unique_function.hpp"
+#include "limits/edge_limits.hpp"
 #include "router/directory.hpp"
 #include "store/file_store.hpp"
 
@@ -14,6 +15,7 @@
 
 #include <cstddef>
 #include <filesystem>
+#include <cstdint>
 #include <string>
 
 namespace lockstep::http_routes {
@@ -36,6 +38,12 @@ public:
     virtual void with_directory(unique_function<void(router::directory&)> task) = 0;
     /// The blob store under the data directory.
     virtual store::file_store const& blobs() const = 0;
+    /// Connection, request, upload and disk limits (--max-*; limits/edge_limits.hpp).
+    virtual limits::edge_limits& limits() = 0;
+    /// --max-files-depth: path segments of a /files path.
+    virtual std::uint32_t max_files_depth() const = 0;
+    /// --max-disk-bytes: blob store size (0: none), for log lines.
+    virtual std::uint64_t max_disk_bytes() const = 0;
     /// Runs blocking I/O (file writes) off the event loops.
     virtual void run_blocking(unique_function<void()> task) = 0;
 

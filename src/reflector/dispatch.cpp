@@ -34,6 +34,12 @@ dispatch_frame(session_host& host, membership& m, peer& p, std::string_view text
     case action::join: {
         m.join_seen = true;
         auto& s = host.session_for(m.session_id);
+        if (std::string why; m.admit_join && !m.admit_join(s, f.args, why)) {
+            spdlog::info("{} JOIN refused ({}): closing 4103", p.tag(), why);
+            p.close(close_code::bad_api_key, why);
+            host.touched(s);
+            return;
+        }
         if (s.join(p, f.args.empty() ? std::string_view("null") : f.args)) {
             m.joined = &s;
             if (!m.seat_token.empty() && !m.seat_reported) {  // came through a router seat

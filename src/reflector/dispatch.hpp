@@ -11,6 +11,7 @@
 #include "reflector/ports.hpp"
 #include "reflector/session.hpp"
 
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -51,6 +52,10 @@ struct membership {
     bool join_seen = false;     // a JOIN arrived (whether or not it succeeded)
     bool seat_reported = false; // seat_joined() was called: seat_left() follows
     std::vector<json_scan::member> scratch;
+    /// Admission of a JOIN (access control), set by the transport: `s` is the session the
+    /// JOIN is for, `args` its arguments. False refuses it: the connection is closed with
+    /// 4103 and `why`. Unset: every JOIN is admitted.
+    std::function<bool(session& s, std::string_view args, std::string& why)> admit_join;
 };
 
 /// Handles one text frame that `p` sent: parses it, applies the membership rules and

@@ -1,5 +1,7 @@
 #include "reflector/session.hpp"
 
+#include "common/text.hpp"
+
 #include "protocol/json_scan.hpp"
 #include "common/logging.hpp"
 
@@ -221,7 +223,15 @@ session::join(peer& p, std::string_view args_raw)
         c = &clients_.back();
     }
     if (auto u = args.find("user"); u != args.end() && truthy(*u)) {
-        c->user = u->dump();
+        // Other clients get the user exactly as it was sent (key order, spacing, number
+        // spelling): the raw text of the last "user" member, as nlohmann keeps the last.
+        std::vector<json_scan::member> members;
+        std::string_view raw;
+        if (json_scan::scan_object(args_raw, members))
+            for (auto const& m : members)
+                if (m.key == "user")
+                    raw = m.value;
+        c->user = raw.empty() ? u->dump() : std::string(raw);
         c->user_is_string = u->is_string();
     }
     empty_since_us_ = -1;
@@ -697,7 +707,9 @@ session::save(peer& p, std::string_view args_raw)
     auto url = args["url"].get<std::string>();
     if (persistence_)
         persistence_->record(app_id_, persistent_id_, url);
-    spdlog::info("session {} persistent data for {}/{} saved: {}", id_, app_id_, persistent_id_, url);
+    // The URL may carry the client's files token (…/files/t/<jwt>/…): never logged.
+    spdlog::info("session {} persistent data for {}/{} saved: {}", id_, app_id_, persistent_id_,
+                 redact_credentials(url.substr(0, 500)));
 }
 
 void

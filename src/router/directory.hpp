@@ -110,6 +110,9 @@ public:
     /// seat is freed; after a drop it goes back to reserved with a fresh expiry, so a
     /// reconnect can take it again, and is freed if nobody does.
     virtual void member_left(std::string const& token, bool left, std::string const& conn) = 0;
+    /// Whether `token` names a seat that is confirmed or reserved and not expired: such
+    /// a seat URL admits its holder when tokens are required (docs/security.md).
+    virtual bool seat_live(std::string const& token) = 0;
 
     /// False while the state store cannot be reached (the API then answers 503).
     virtual bool available() const { return true; }

@@ -317,6 +317,14 @@ memory_directory::member_joined(std::string const& token, std::string const& nam
     return true;
 }
 
+bool
+memory_directory::seat_live(std::string const& token)
+{
+    std::lock_guard lock(mu_);
+    auto ref = find_by_token(token);
+    return ref && (ref->s->second.confirmed || ref->s->second.expires_us >= clock_.now_us());
+}
+
 void
 memory_directory::member_left(std::string const& token, bool left, std::string const& conn)
 {

@@ -31,6 +31,7 @@ public:
     nlohmann::json reflectors() override;
     bool member_joined(std::string const& token, std::string const& name, std::string const& conn) override;
     void member_left(std::string const& token, bool left, std::string const& conn) override;
+    bool seat_live(std::string const& token) override;
 
 private:
     struct seat {

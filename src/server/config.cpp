@@ -89,14 +89,74 @@ define(cli::options& o, config& c)
           "PATTERN=CAPACITY[:OVERFLOW]: capacity (and overflow) for rooms whose name matches the glob; "
           "repeatable, first match wins")
         ->type_name("P=C[:F]");
-    o.add("--redis", c.redis, "cluster mode: keep router state in the Redis at redis://HOST:PORT",
-          "Shared by every reflector given the same URL; without it the state lives in this process. Redis "
+    o.add("--redis", c.redis,
+          "cluster mode: keep router state in the Redis at redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] (AUTH, SELECT)",
+          "Shared by every reflector given the same URL; without it the state lives in this process. With a "
+          "password the reflector sends `AUTH` (with USER: Redis 6 ACL users), with `/DB` a `SELECT`, on every "
+          "connection; percent-encode `@`, `:` and `/` in the password. A wrong or missing password stops the "
+          "start (exit 1; the log says `AUTH failed` or `NOAUTH`, never the password). Redis "
           "must answer at start-up; a URL not starting with `redis://` exits with 2, and one with a bad port "
           "or no host is refused at start-up (exit 1)");
+    o.secret([](std::string const& url) { return url.find('@') != std::string::npos; });
     o.add("--heartbeat-ttl-ms", c.heartbeat_ttl_ms,
           "a reflector silent this long gets no new sessions (minimum 100)",
           "Nor does a draining one ([section 6](#6-graceful-drain)). Each reflector re-registers every "
           "min(2 s, N/5). In a cluster, give every reflector the same value");
+    o.group("Access control (docs/security.md)");
+    o.add("--auth-secret", c.auth_secret,
+          "require a JWT signed HS256 with this secret on every WebSocket upgrade, /files and /v1 request",
+          "See [security.md](security.md). Prefer the environment variable, which keeps it out of the process "
+          "list. Tokens travel as a path pair `t/<jwt>`, `Authorization: Bearer` or `?token=`. Refusals: 401/403, "
+          "JOIN outside the token's claims: close 4103");
+    o.secret();
+    o.add("--auth-public-key", c.auth_public_key, "the same with RS256/ES256 JWTs checked against this PEM public key",
+          "Not together with `--auth-secret`. A file that is not an RSA or EC public key stops the start (exit 1)")
+        ->type_name("FILE");
+    o.add("--admin-token", c.admin_token, "Bearer token for /sessions, /metrics and /v1/reflectors",
+          "401 without, 403 with another. With user auth on and no admin token these endpoints answer 403. "
+          "Prefer the environment variable");
+    o.secret();
+    o.add("--metrics-open", c.metrics_open, "serve /metrics without the admin token",
+          "For a scraper that cannot send one");
+    o.add("--allowed-origins", c.allowed_origins,
+          "comma-separated Origin values allowed (default: any); an upgrade or HTTP request with another Origin "
+          "gets 403",
+          "Requests without `Origin` are not affected. Repeatable")
+        ->type_name("LIST");
+    o.group("TLS");
+    o.add("--tls-cert", c.tls_cert, "serve wss:// and https:// on the port with this PEM certificate chain",
+          "TLS 1.2 and 1.3; with `--tls-key`, both or neither. `--public-url` then defaults to `wss://BIND:PORT` "
+          "and the router hands out `https://…/files`. `kill -HUP` re-reads both files (log: `tls: certificate "
+          "reloaded`); new connections use the new certificate, open ones keep theirs, and files that cannot be "
+          "used leave the current certificate in place (logged as an error). Plain `ws://`/`http://` is not "
+          "served on a TLS port. TLS clients cost one extra copy per byte")
+        ->type_name("FILE");
+    o.add("--tls-key", c.tls_key, "the PEM private key of --tls-cert")->type_name("FILE");
+    o.group("Edge limits (loopback peers are not limited per address)");
+    o.add("--max-connections", c.max_connections,
+          "open sockets (HTTP and WebSocket together); 0 = the file-descriptor limit minus 64",
+          "Over it a new socket gets a short `503 {\"error\":\"too many connections\"}` and is closed, instead of "
+          "accept() failing for lack of descriptors. At start the soft `RLIMIT_NOFILE` is raised to the hard "
+          "limit (logged). Metric: `lockstep_limit_refusals_total{limit=\"connections\"}`, "
+          "`lockstep_open_sockets`");
+    o.add("--max-connections-per-ip", c.max_connections_per_ip, "open sockets per client address (0 = no limit)",
+          "More get `503 too many connections from this address`. Loopback peers are not counted (benchmarks, a "
+          "local proxy). Metric: `{limit=\"connections_per_ip\"}`");
+    o.add("--trust-proxy", c.trust_proxy,
+          "take the client address from the last X-Forwarded-For entry, for the per-address limits",
+          "Only behind a proxy that sets it: otherwise clients choose their own address");
+    o.add("--max-http-rate", c.max_http_rate,
+          "/v1 and /files requests per second per address (bursts of 2N); more get 429 (0 = no limit)",
+          "Health, metrics and WebSocket upgrades are not counted; loopback peers are not limited. Metric: "
+          "`{limit=\"http_rate\"}`");
+    o.add("--max-uploads", c.max_uploads, "PUT /files bodies received at once; more get 503 (0 = no limit)",
+          "With `--max-blob-bytes` this bounds upload memory. Metric: `{limit=\"uploads\"}`, "
+          "`lockstep_uploads_in_progress`");
+    o.add("--max-disk-bytes", c.max_disk_bytes, "size of the blob store; a PUT that would exceed it gets 507 (0 = none)",
+          "`DATA/files`, counted at start and on every write. Blobs already stored stay intact, and replacing a "
+          "blob counts only the difference. Metric: `{limit=\"disk\"}`, `lockstep_blob_store_bytes`");
+    o.add("--max-files-depth", c.max_files_depth, "path segments of a /files path; deeper gets 400 (minimum 1)",
+          "The real client uses 6. Metric: `{limit=\"files_depth\"}`");
     o.group("Performance");
     o.add("--max-coalesce-us", c.max_coalesce_us,
           "upper bound of adaptive write coalescing under load (0 = off)",
@@ -186,7 +246,7 @@ validate(config& c)
         return "--default-tick-ms must be positive";
     }
     if (!c.redis.empty() && c.redis.rfind("redis://", 0) != 0) {
-        return "--redis must look like redis://HOST:PORT";
+        return "--redis must look like redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]";
     }
     if (c.heartbeat_ttl_ms < 100) {
         return "--heartbeat-ttl-ms must be at least 100";
@@ -210,8 +270,30 @@ validate(config& c)
             return "bad --room-policy '" + p + "' (want PATTERN=CAPACITY[:OVERFLOW])";
         }
     }
+    // Secrets may come from the environment (LOCKSTEP_AUTH_SECRET, LOCKSTEP_ADMIN_TOKEN),
+    // out of the process list: the option definitions read them.
+    if (!c.auth_secret.empty() && !c.auth_public_key.empty())
+        return "use either --auth-secret or --auth-public-key, not both";
+    std::vector<std::string> origins;  // "a,b" and repeated flags alike
+    for (auto const& list : c.allowed_origins) {
+        for (std::size_t start = 0;;) {
+            auto comma = list.find(',', start);
+            auto item = list.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+            if (item.empty())
+                return "--allowed-origins must not have empty entries";
+            origins.push_back(std::move(item));
+            if (comma == std::string::npos)
+                break;
+            start = comma + 1;
+        }
+    }
+    c.allowed_origins = std::move(origins);
+    if (c.max_files_depth == 0)
+        return "--max-files-depth must be at least 1";
+    if (c.tls_cert.empty() != c.tls_key.empty())
+        return "--tls-cert and --tls-key go together";
     if (c.public_url.empty())
-        c.public_url = "ws://" + c.bind + ":" + std::to_string(c.port);
+        c.public_url = (c.tls_cert.empty() ? "ws://" : "wss://") + c.bind + ":" + std::to_string(c.port);
     return {};
 }
 

@@ -46,6 +46,23 @@ struct config {
     std::uint32_t journal_fsync_ms = 100;     // group commit period; 0 = fsync before output is flushed
     std::string session_retention = "30d";    // --session-retention as given (s, m, h or d)
     std::uint64_t session_retention_s = 30ull * 24 * 3600;  // the same in seconds: stored sessions unused this long are deleted
+    // Access control (docs/security.md)
+    std::string auth_secret;                  // HS256 secret: JWTs required on upgrades, /files, /v1
+    std::string auth_public_key;              // PEM file: RS256/ES256 JWTs instead
+    std::string admin_token;                  // Bearer token for /sessions, /metrics, admin /v1
+    bool metrics_open = false;                // /metrics without the admin token
+    std::vector<std::string> allowed_origins; // Origin values accepted (empty: any)
+    // Edge limits (docs/operations.md, "Limits"); loopback peers are not limited per address
+    std::uint64_t max_connections = 0;        // open sockets; 0: the file-descriptor limit minus 64
+    std::uint32_t max_connections_per_ip = 1000;  // open sockets per client address; 0: none
+    bool trust_proxy = false;                 // client address from X-Forwarded-For
+    std::uint32_t max_http_rate = 100;        // /v1 + /files requests per second per address; 0: none
+    std::uint32_t max_uploads = 64;           // PUT /files bodies received at once; 0: none
+    std::uint64_t max_disk_bytes = 0;         // blob store size; 0: none
+    std::uint32_t max_files_depth = 32;       // segments of a /files path
+    // TLS on this port (wss://, https://); reloaded on SIGHUP
+    std::string tls_cert;                     // PEM certificate chain
+    std::string tls_key;                      // PEM private key
 };
 
 /// Parses argv, the environment and --config. Returns nullopt and fills `message` for

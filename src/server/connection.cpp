@@ -36,8 +36,9 @@ constexpr std::size_t compact_bytes = 64u << 10;
 
 class connection final : public peer, public flushable, public std::enable_shared_from_this<connection> {
 public:
-    connection(server_state& st, worker& w, tcp::socket sock, std::string session_id)
-        : st_(st), w_(w), ws_(std::move(sock)), join_timer_(w.ioc)
+    connection(server_state& st, worker& w, tcp::socket sock, std::string session_id, auth::admission adm = {},
+               limits::ticket ticket = {})
+        : st_(st), w_(w), ws_(std::move(sock)), join_timer_(w.ioc), adm_(std::move(adm)), ticket_(std::move(ticket))
     {
         error_code ec;
         auto ep = ws_.next_layer().next_layer().remote_endpoint(ec);
@@ -48,6 +49,10 @@ public:
         // This connection's name in the router, unique in the cluster and across
         // restarts: "<reflector id>#<process instance>:<serial>".
         m_.conn_key = st_.self_id + "#" + st_.instance + ":" + std::to_string(serial_);
+        if (adm_.user || adm_.via_seat)
+            m_.admit_join = [this](session& s, std::string_view args, std::string& why) {
+                return admit_join(s, args, why);
+            };
     }
 
     ~connection() override { w_.metrics.add(w_.metrics.queue_bytes, -static_cast<std::int64_t>(pending())); }
@@ -58,7 +63,8 @@ public:
         m_.seat_token = router::token_from_path(std::string_view(req.target().data(), req.target().size()));
         w_.connections[this] = weak_from_this();
         w_.metrics.add(w_.metrics.connections, 1);
-        ws_.next_layer().next_layer().set_option(tcp::no_delay(true));
+        error_code nd;  // a TLS client's plaintext end is a local socket: no TCP options
+        ws_.next_layer().next_layer().set_option(tcp::no_delay(true), nd);
         ws_.read_message_max(st_.cfg.max_frame_bytes);
         ws_.auto_fragment(false);
         websocket::stream_base::timeout t{};
@@ -232,6 +238,34 @@ private:
         }
         rbuf_.consume(rbuf_.size());
         do_read();
+    }
+
+    /// With access control on: the token's claims allow this session, and a connection
+    /// admitted by a router seat JOINs that seat's session (the dispatch closes 4103 if
+    /// not). Called by the dispatch on JOIN, through membership::admit_join.
+    bool
+    admit_join(session& s, std::string_view args, std::string& why)
+    {
+        std::string app, name;
+        auth::join_names(args, app, name);
+        if (s.created())
+            name = s.name();  // the session's own name, not what this JOIN says
+        if (adm_.user && !auth::allows_session(*adm_.user, app, name, why))
+            return false;
+        if (adm_.via_seat && !seat_admitted_) {
+            // The seat must be this session's: asked of the directory on its thread
+            // (bounded wait; no answer refuses the JOIN, the client rejoins).
+            seat_admitted_ = st_.ask_directory(
+                [token = m_.seat_token, name, conn = m_.conn_key](router::directory& d) {
+                    return d.member_joined(token, name, conn);
+                },
+                std::chrono::seconds(2));
+            if (!seat_admitted_) {
+                why = "seat is not for this session";
+                return false;
+            }
+        }
+        return true;
     }
 
     // ---- output: one buffer, written by non-blocking send() until the socket is full ----
@@ -440,6 +474,9 @@ private:
     beast::flat_buffer rbuf_;
     net::steady_timer join_timer_;
     membership m_;                   // the session and seat, as the dispatch keeps them
+    bool seat_admitted_ = false;     // access control: the seat was checked for this session
+    auth::admission adm_;            // what access control admitted (user token, seat)
+    limits::ticket ticket_;          // this socket's place in the connection counts
 
     std::string out_;                // frames not yet taken by the socket, from out_off_
     std::size_t out_off_ = 0;
@@ -472,11 +509,13 @@ close_connection(connection& c, close_code code, std::string_view reason)
 
 void
 start_websocket(server_state& st, worker& from, tcp::socket sock, http::request<http::string_body> req,
-                std::string session_id)
+                std::string session_id, auth::admission adm, limits::ticket ticket)
 {
     worker& target = session_id.empty() ? from : st.worker_for(session_id);
     if (&target == &from) {
-        std::make_shared<connection>(st, target, std::move(sock), std::move(session_id))->start(std::move(req));
+        std::make_shared<connection>(st, target, std::move(sock), std::move(session_id), std::move(adm),
+                                     std::move(ticket))
+            ->start(std::move(req));
         return;
     }
     // Hand the socket to the worker that owns the session: no lock on the hot path.
@@ -487,7 +526,8 @@ start_websocket(server_state& st, worker& from, tcp::socket sock, http::request<
         spdlog::warn("cannot hand over socket: {}", ec.message());
         return;
     }
-    target.defer([&st, &target, protocol, fd, req = std::move(req), id = std::move(session_id)]() mutable {
+    target.defer([&st, &target, protocol, fd, req = std::move(req), id = std::move(session_id),
+                  adm = std::move(adm), ticket = std::move(ticket)]() mutable {
         error_code ec2;
         tcp::socket s(target.ioc);
         s.assign(protocol, fd, ec2);
@@ -495,7 +535,8 @@ start_websocket(server_state& st, worker& from, tcp::socket sock, http::request<
             ::close(fd);
             return;
         }
-        std::make_shared<connection>(st, target, std::move(s), std::move(id))->start(std::move(req));
+        std::make_shared<connection>(st, target, std::move(s), std::move(id), std::move(adm), std::move(ticket))
+            ->start(std::move(req));
     });
 }
 

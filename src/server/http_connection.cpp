@@ -3,6 +3,7 @@
 #include "http/routes.hpp"
 #include "server/internal.hpp"
 
+#include "auth/token.hpp"
 #include "common/text.hpp"
 
 #include <spdlog/spdlog.h>
@@ -17,7 +18,21 @@ constexpr std::size_t max_plain_body_bytes = 64 * 1024;
 
 class http_connection : public std::enable_shared_from_this<http_connection> {
 public:
-    http_connection(server_state& st, worker& w, tcp::socket sock) : st_(st), w_(w), stream_(std::move(sock)) {}
+    http_connection(server_state& st, worker& w, tcp::socket sock, limits::ticket ticket)
+        : st_(st), w_(w), stream_(std::move(sock)), ticket_(std::move(ticket))
+    {
+        error_code ec;
+        auto peer = stream_.socket().remote_endpoint(ec);
+        if (!ec) {
+            ip_ = peer.address().to_string();
+            loopback_ = peer.address().is_loopback();
+        } else {
+            // A TLS client's plaintext arrives over a local socket: its address was
+            // taken when the TCP connection was accepted.
+            ip_ = ticket_.address();
+            loopback_ = ticket_.loopback();
+        }
+    }
 
     void
     start()
@@ -47,13 +62,18 @@ private:
             return shutdown();
         }
         auto& h = header_->get();
-        if (websocket::is_upgrade(h))
+        bool is_upgrade = websocket::is_upgrade(h);
+        if (!within_limits(h, is_upgrade))
+            return;
+        if (!admit(h, is_upgrade))
+            return;
+        if (is_upgrade)
             return upgrade();
         std::string_view target(h.target().data(), h.target().size());
         bool is_put = h.method() == http::verb::put && target.rfind("/files/", 0) == 0;
         std::size_t limit = is_put ? st_.cfg.max_blob_bytes : max_plain_body_bytes;
         if (auto len = header_->content_length(); len && *len > limit) {
-            spdlog::info("http: {} body of {} bytes over the limit of {}", std::string(target.substr(0, 200)), *len,
+            spdlog::info("http: {} body of {} bytes over the limit of {}", auth::redact(target.substr(0, 200)), *len,
                          limit);
             return fail_status(http::status::payload_too_large, "body too large", false);
         }
@@ -72,6 +92,13 @@ private:
     void
     read_body(std::size_t limit)
     {
+        if (header_->get().method() == http::verb::put) {
+            upload_ = st_.limits_->begin_upload();
+            if (!upload_) {
+                spdlog::info("http: upload refused: over --max-uploads");
+                return fail_status(http::status::service_unavailable, "too many uploads in progress, retry later", false);
+            }
+        }
         body_.emplace(std::move(*header_));
         body_->body_limit(limit);
         // Large blobs over slow links: 10 minutes for the whole body.
@@ -83,6 +110,7 @@ private:
     void
     on_body(error_code ec)
     {
+        upload_.reset();
         if (ec == http::error::body_limit)
             return fail_status(http::status::payload_too_large, "body too large", false);
         if (ec)
@@ -90,9 +118,18 @@ private:
         stream_.expires_never();
         auto self = shared_from_this();
         auto req = body_->release();
-        // Kept for the log line: the request itself moves into the route.
+        // Kept for the log line (credentials redacted): the request moves into the route.
         std::string what = fmt::format("{} {}", std::string_view(req.method_string().data(), req.method_string().size()),
-                                       std::string_view(req.target().data(), std::min<std::size_t>(req.target().size(), 200)));
+                                       auth::redact(std::string_view(req.target().data(), std::min<std::size_t>(req.target().size(), 200))));
+        // A /files token pair is not part of the blob path.
+        if (decision_.target.size() != req.target().size())
+            req.target(decision_.target);
+        std::string why;
+        if (int status = st_.gate->check_seat_body(decision_, decision_.target.substr(0, decision_.target.find('?')),
+                                                   req.body(), why)) {
+            spdlog::info("http: {} refused: {}", what, why);
+            return fail_status(static_cast<http::status>(status), why, false);
+        }
         auto replied = std::make_shared<std::atomic<bool>>(false);
         try {
             http_routes::handle(st_, std::move(req), [self, replied](http::message_generator msg) mutable {
@@ -141,6 +178,72 @@ private:
         fail_status(http::status::bad_request, "bad request: " + why, false);
     }
 
+    /// Edge limits (docs/operations.md, "Limits"): the client's address (X-Forwarded-For
+    /// with --trust-proxy) within --max-connections-per-ip, and /v1 and /files requests
+    /// within --max-http-rate. Answers the refusal itself and returns false.
+    bool
+    within_limits(http::request_parser<http::empty_body>::value_type const& h, bool is_upgrade)
+    {
+        if (st_.cfg.trust_proxy && !ticket_.per_ip_counted()) {
+            if (auto it = h.find("X-Forwarded-For"); it != h.end()) {
+                std::string_view xff(it->value().data(), it->value().size());
+                auto last = xff.substr(xff.rfind(',') + 1);
+                while (!last.empty() && last.front() == ' ')
+                    last.remove_prefix(1);
+                while (!last.empty() && last.back() == ' ')
+                    last.remove_suffix(1);
+                error_code ec;
+                auto a = net::ip::make_address(std::string(last), ec);
+                if (!ec) {
+                    ip_ = a.to_string();
+                    loopback_ = a.is_loopback();
+                }
+            }
+            if (!st_.limits_->take_ip(ticket_, ip_, loopback_)) {
+                spdlog::info("http: over --max-connections-per-ip for a forwarded address: 503");
+                fail_status(http::status::service_unavailable, "too many connections from this address", false);
+                return false;
+            }
+        }
+        std::string_view target(h.target().data(), h.target().size());
+        if (!is_upgrade && (target.rfind("/v1/", 0) == 0 || target.rfind("/files/", 0) == 0 ||
+                            target.rfind("/t/", 0) == 0)) {
+            if (!st_.limits_->allow_request(ip_, loopback_)) {
+                fail_status(http::status::too_many_requests, "too many requests from this address, slow down", false);
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /// Access control (docs/security.md), on the request line and headers alone, before
+    /// any body is read. Answers the refusal itself and returns false.
+    bool
+    admit(http::request_parser<http::empty_body>::value_type const& h, bool is_upgrade)
+    {
+        std::string_view target(h.target().data(), h.target().size());
+        auto header = [&](http::field f) {
+            auto it = h.find(f);
+            return it == h.end() ? std::string_view() : std::string_view(it->value().data(), it->value().size());
+        };
+        auth::request_view rv{std::string_view(h.method_string().data(), h.method_string().size()), target,
+                              header(http::field::authorization), header(http::field::origin), is_upgrade};
+        auto now_s = std::chrono::duration_cast<std::chrono::seconds>(
+                         std::chrono::system_clock::now().time_since_epoch()).count();
+        decision_ = st_.gate->check(rv, now_s, [this](std::string const& path) {
+            auto seat = router::token_from_path(path);
+            return !seat.empty() && st_.ask_directory(
+                                        [seat](router::directory& d) { return d.seat_live(seat); },
+                                        std::chrono::seconds(2));
+        });
+        if (decision_.status == 200)
+            return true;
+        spdlog::info("http: {} {} refused {}: {}", rv.method, auth::redact(target.substr(0, 200)), decision_.status,
+                     decision_.reason);
+        fail_status(static_cast<http::status>(decision_.status), decision_.reason, false);
+        return false;
+    }
+
     void
     upgrade()
     {
@@ -159,7 +262,9 @@ private:
             return fail_status(http::status::service_unavailable, "draining", false);
         }
         stream_.expires_never();
-        start_websocket(st_, w_, stream_.release_socket(), std::move(req), std::move(id));
+        auth::admission adm{std::move(decision_.user), decision_.via_seat};
+        start_websocket(st_, w_, stream_.release_socket(), std::move(req), std::move(id), std::move(adm),
+                        std::move(ticket_));
     }
 
     void
@@ -175,14 +280,19 @@ private:
     beast::flat_buffer buf_;
     std::optional<http::request_parser<http::empty_body>> header_;
     std::optional<http::request_parser<http::string_body>> body_;
+    auth::decision decision_;  // of the request being read
+    limits::ticket ticket_;    // this socket's place in the connection counts
+    std::optional<limits::upload_slot> upload_;  // while a PUT body is being received
+    std::string ip_;           // client address (X-Forwarded-For with --trust-proxy)
+    bool loopback_ = false;
 };
 
 }  // namespace
 
 void
-start_http(server_state& st, worker& w, tcp::socket sock)
+start_http(server_state& st, worker& w, tcp::socket sock, limits::ticket ticket)
 {
-    std::make_shared<http_connection>(st, w, std::move(sock))->start();
+    std::make_shared<http_connection>(st, w, std::move(sock), std::move(ticket))->start();
 }
 
 }  // namespace lockstep

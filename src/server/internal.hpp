@@ -2,6 +2,8 @@
 // Includes Asio/Beast: only the networking translation units include this.
 #pragma once
 
+#include "auth/access.hpp"
+#include "limits/edge_limits.hpp"
 #include "common/clock.hpp"
 #include "http/service.hpp"
 #include "reflector/dispatch.hpp"
@@ -28,6 +30,10 @@
 #include <vector>
 
 namespace lockstep {
+
+namespace tls {
+class front;
+}
 
 namespace net = boost::asio;
 namespace beast = boost::beast;
@@ -156,6 +162,9 @@ struct server_state final : http_routes::service {
     steady_clock_source router_clock;          // stateless: any thread
     std::string self_id;                      // this reflector's router id (set before serving)
     std::string instance;                     // random per process: tells a restart apart (same)
+    std::unique_ptr<auth::gate> gate;         // access control (docs/security.md)
+    std::unique_ptr<limits::edge_limits> limits_;  // connection, request, upload and disk limits
+    std::shared_ptr<tls::front> tls;          // --tls-cert: TLS on this port (tls/tls_front.hpp)
     directory_thread directory;               // embedded or Redis (docs/router.md): post from any
                                               // thread; declared last, so its thread stops first
 
@@ -164,6 +173,11 @@ struct server_state final : http_routes::service {
     router::reflector_info self_info(std::uint16_t port) const;
     worker& worker_for(std::string_view session_id);
     std::vector<worker_metrics const*> metrics() const;
+    /// Runs `question` on the directory thread and waits for its answer at most
+    /// `timeout` (false without one). Only for access checks that must be answered before
+    /// a connection goes on (router seats with access control on); bounded, so a frozen
+    /// Redis delays those connections, never the event loop for longer than `timeout`.
+    bool ask_directory(std::function<bool(router::directory&)> question, std::chrono::milliseconds timeout);
 
     // ---- http_routes::service ----
     bool draining() const override { return draining_.load(); }
@@ -172,6 +186,9 @@ struct server_state final : http_routes::service {
     void list_sessions(unique_function<void(nlohmann::json)> done) override;
     void with_directory(unique_function<void(router::directory&)> task) override;
     store::file_store const& blobs() const override { return files; }
+    limits::edge_limits& limits() override { return *limits_; }
+    std::uint32_t max_files_depth() const override { return cfg.max_files_depth; }
+    std::uint64_t max_disk_bytes() const override { return cfg.max_disk_bytes; }
     void run_blocking(unique_function<void()> task) override;
     std::filesystem::path const& web_root() const override { return web_root_; }
     std::filesystem::path const& builtin_web_root() const override { return builtin_web_root_; }
@@ -190,7 +207,7 @@ struct server_state final : http_routes::service {
 /// socket is moved there if needed).
 void
 start_websocket(server_state& st, worker& from, tcp::socket sock, http::request<http::string_body> req,
-                std::string session_id);
+                std::string session_id, auth::admission adm = {}, limits::ticket ticket = {});
 
 /// Closes every WebSocket connection of the worker (drain). Call on its thread.
 void
@@ -202,6 +219,6 @@ close_session_connections(worker& w, std::string const& session_id, protocol::cl
 
 /// Serves plain HTTP on an accepted socket (server/http_connection.cpp).
 void
-start_http(server_state& st, worker& w, tcp::socket sock);
+start_http(server_state& st, worker& w, tcp::socket sock, limits::ticket ticket = {});
 
 }  // namespace lockstep

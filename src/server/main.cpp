@@ -31,6 +31,7 @@ main(int argc, char** argv)
         sigemptyset(&set);
         sigaddset(&set, SIGINT);
         sigaddset(&set, SIGTERM);
+        sigaddset(&set, SIGHUP);
         pthread_sigmask(SIG_BLOCK, &set, nullptr);
         signal(SIGPIPE, SIG_IGN);
 
@@ -39,6 +40,11 @@ main(int argc, char** argv)
             int sig = 0;
             int count = 0;
             while (sigwait(&set, &sig) == 0) {
+                if (sig == SIGHUP) {
+                    spdlog::info("SIGHUP: reloading the TLS certificate");
+                    srv.reload_tls();
+                    continue;
+                }
                 if (++count == 1) {
                     spdlog::info("signal {}: draining (send again to stop now)", sig);
                     srv.drain();

@@ -5,10 +5,16 @@
 
 #include "directory/redis_directory.hpp"
 #include "router/memory_directory.hpp"
+#include "tls/tls_front.hpp"
 
 #include <spdlog/spdlog.h>
 
+#include <future>
+
+#include <sys/resource.h>
+
 #include <condition_variable>
+#include <filesystem>
 #include <cstdlib>
 #include <filesystem>
 #include <random>
@@ -348,6 +354,45 @@ server_state::server_state(config c)
       persistence(files, [this](std::function<void()> f) { net::post(disk, std::move(f)); }),
       directory(make_directory(cfg, router_clock))
 {
+    auth::settings as;
+    as.secret = cfg.auth_secret;
+    as.public_key_file = cfg.auth_public_key;
+    as.admin_token = cfg.admin_token;
+    as.metrics_open = cfg.metrics_open;
+    as.allowed_origins = cfg.allowed_origins;
+    gate = std::make_unique<auth::gate>(std::move(as));
+    if (!cfg.tls_cert.empty())
+        tls = std::make_shared<tls::front>(cfg.tls_cert, cfg.tls_key);
+    {
+        // Many clients need many descriptors: raise the soft limit to the hard one, and
+        // refuse sockets cleanly (503) before accept() could fail for lack of them.
+        rlimit rl{};
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+            auto before = rl.rlim_cur;
+            rl.rlim_cur = rl.rlim_max;
+            if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+                spdlog::info("file-descriptor limit raised from {} to {}", before, rl.rlim_cur);
+            getrlimit(RLIMIT_NOFILE, &rl);
+        }
+        limits::settings ls;
+        ls.max_connections = cfg.max_connections;
+        if (ls.max_connections == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur > 128)
+            ls.max_connections = rl.rlim_cur - 64;  // room for files, Redis, the listener
+        ls.max_connections_per_ip = cfg.max_connections_per_ip;
+        ls.max_http_rate = cfg.max_http_rate;
+        ls.trust_proxy = cfg.trust_proxy;
+        ls.max_uploads = cfg.max_uploads;
+        ls.max_disk_bytes = cfg.max_disk_bytes;
+        limits_ = std::make_unique<limits::edge_limits>(ls);
+        // The blob store's size, counted against --max-disk-bytes from here on.
+        std::uint64_t used = 0;
+        std::error_code ec;
+        for (auto it = std::filesystem::recursive_directory_iterator(std::filesystem::path(cfg.data_dir) / "files", ec);
+             !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec))
+            if (it->is_regular_file(ec))
+                used += it->file_size(ec);
+        limits_->set_disk_used(used);
+    }
     sopts.linger_ms = cfg.session_linger_ms;
     sopts.requ_threshold = cfg.log_requ_threshold;
     sopts.log_max = cfg.log_max;
@@ -380,8 +425,9 @@ server_state::self_info(std::uint16_t port) const
     r.instance = instance;
     r.region = cfg.region;
     auto pub = cfg.public_url;
-    if (pub.empty() || (cfg.port == 0 && pub == "ws://" + cfg.bind + ":0"))
-        pub = "ws://" + cfg.bind + ":" + std::to_string(port);
+    auto scheme = tls ? "wss://" : "ws://";
+    if (pub.empty() || (cfg.port == 0 && pub == scheme + cfg.bind + ":0"))
+        pub = scheme + cfg.bind + ":" + std::to_string(port);
     r.url = pub;
     auto http = pub.rfind("wss://", 0) == 0 ? "https://" + pub.substr(6)
                                              : (pub.rfind("ws://", 0) == 0 ? "http://" + pub.substr(5) : pub);
@@ -398,7 +444,7 @@ server_state::self_info(std::uint16_t port) const
 std::string
 server_state::metrics_text() const
 {
-    return render_metrics(metrics(), closes, http_requests.load(), draining_.load());
+    return render_metrics(metrics(), closes, http_requests.load(), draining_.load()) + limits_->render();
 }
 
 void
@@ -430,6 +476,23 @@ void
 server_state::with_directory(unique_function<void(router::directory&)> task)
 {
     directory.post(std::move(task));
+}
+
+bool
+server_state::ask_directory(std::function<bool(router::directory&)> question, std::chrono::milliseconds timeout)
+{
+    auto answer = std::make_shared<std::promise<bool>>();
+    auto result = answer->get_future();
+    directory.post([answer, question = std::move(question)](router::directory& d) {
+        bool ok = false;
+        try {
+            ok = question(d);
+        } catch (std::exception const& e) {
+            spdlog::warn("directory: {}", e.what());
+        }
+        answer->set_value(ok);
+    });
+    return result.wait_for(timeout) == std::future_status::ready && result.get();
 }
 
 void
@@ -465,6 +528,36 @@ struct server::impl {
     bool drain_requested = false;
     std::vector<std::optional<net::executor_work_guard<net::io_context::executor_type>>> guards;
 
+    net::steady_timer accept_timer{st.workers[0]->ioc};  // pause after EMFILE/ENFILE
+
+    /// A socket over a connection limit gets a short 503 (best effort, never blocks)
+    /// and is closed.
+    void
+    refuse(tcp::socket& sock, limits::reason why)
+    {
+        static constexpr char const body_total[] = R"({"error":"too many connections"})";
+        static constexpr char const body_ip[] = R"({"error":"too many connections from this address"})";
+        std::string_view body = why == limits::reason::connections ? body_total : body_ip;
+        auto msg = fmt::format("HTTP/1.1 503 Service Unavailable\r\nServer: lockstep-reflector\r\n"
+                               "Content-Type: application/json\r\nRetry-After: 5\r\nConnection: close\r\n"
+                               "Content-Length: {}\r\n\r\n{}",
+                               body.size(), body);
+        error_code ec;
+        sock.non_blocking(true, ec);
+        sock.write_some(net::buffer(msg), ec);
+        sock.shutdown(tcp::socket::shutdown_both, ec);
+        sock.close(ec);
+        // One line per second at most: a flood must not flood the log too.
+        auto now = std::chrono::steady_clock::now();
+        if (now - last_refusal_log > std::chrono::seconds(1)) {
+            last_refusal_log = now;
+            spdlog::warn("refusing connections: over --{} ({} open)",
+                         why == limits::reason::connections ? "max-connections" : "max-connections-per-ip",
+                         st.limits_->open_sockets());
+        }
+    }
+    std::chrono::steady_clock::time_point last_refusal_log{};
+
     explicit impl(config c) : st(std::move(c)), acceptor(st.workers[0]->ioc)
     {
         error_code ec;
@@ -494,13 +587,38 @@ struct server::impl {
             if (ec) {
                 if (ec == net::error::operation_aborted || !acceptor.is_open())
                     return;
+                if (ec == net::error::no_descriptors || ec.value() == ENFILE || ec == net::error::no_buffer_space ||
+                    ec == net::error::no_memory) {
+                    // Out of descriptors: retrying at once would spin. Pause, then retry.
+                    st.limits_->accept_backoff();
+                    spdlog::warn("accept: {}; pausing accepts for 100 ms", ec.message());
+                    accept_timer.expires_after(std::chrono::milliseconds(100));
+                    accept_timer.async_wait([this](error_code e) {
+                        if (!e && !stopped)
+                            do_accept();
+                    });
+                    return;
+                }
                 spdlog::warn("accept: {}", ec.message());
             } else {
-                w.defer([this, &w, s = std::move(sock)]() mutable {
-                    error_code ignored;
-                    s.set_option(tcp::no_delay(true), ignored);
-                    start_http(st, w, std::move(s));
-                });
+                error_code pec;
+                auto peer = sock.remote_endpoint(pec);
+                auto ip = pec ? std::string() : peer.address().to_string();
+                limits::reason why{};
+                auto ticket = st.limits_->admit(ip, !pec && peer.address().is_loopback(), why);
+                if (!ticket) {
+                    refuse(sock, why);
+                } else {
+                    w.defer([this, &w, s = std::move(sock), t = std::move(*ticket)]() mutable {
+                        error_code ignored;
+                        s.set_option(tcp::no_delay(true), ignored);
+                        if (!st.tls)
+                            return start_http(st, w, std::move(s), std::move(t));
+                        st.tls->start(std::move(s), [this, &w, t = std::move(t)](tcp::socket plain) mutable {
+                            start_http(st, w, std::move(plain), std::move(t));
+                        });
+                    });
+                }
             }
             do_accept();
         });
@@ -530,6 +648,19 @@ server::run()
     auto& st = impl_->st;
     spdlog::info("lockstep-reflector listening on {}:{} ({} worker threads, data in {}, region {})", st.cfg.bind,
                  port(), st.workers.size(), st.cfg.data_dir, st.cfg.region);
+    {
+        error_code ec;
+        auto a = net::ip::make_address(st.cfg.bind, ec);
+        if (!ec && !a.is_loopback()) {
+            if (!st.gate->user_auth())
+                spdlog::warn("listening on {} without --auth-secret/--auth-public-key: anyone who can reach this "
+                             "port may open sessions, store blobs and use /v1 (docs/security.md)",
+                             st.cfg.bind);
+            if (!st.gate->admin_auth() && !st.gate->user_auth())
+                spdlog::warn("listening on {} without --admin-token: /sessions and /metrics are open to anyone",
+                             st.cfg.bind);
+        }
+    }
     impl_->guards.resize(st.workers.size());
     for (std::size_t i = 0; i < st.workers.size(); ++i)
         impl_->guards[i].emplace(st.workers[i]->ioc.get_executor());
@@ -604,6 +735,12 @@ server::drain()
     st.workers[0]->defer([check] { (*check)(); });
 }
 
+bool
+server::reload_tls()
+{
+    return impl_->st.tls && impl_->st.tls->reload();
+}
+
 void
 server::stop()
 {
@@ -617,6 +754,7 @@ server::stop()
             wp->coalesce_timer.cancel();
             wp->sweep_timer.cancel();
         });
+    impl_->st.workers[0]->defer([this] { impl_->accept_timer.cancel(); });
     for (auto& w : impl_->st.workers)
         w->ioc.stop();
 }

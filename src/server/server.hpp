@@ -31,6 +31,9 @@ public:
     void drain();
     /// Immediate stop.
     void stop();
+    /// Reads --tls-cert/--tls-key again (SIGHUP); new connections use them. False if
+    /// TLS is off or the files cannot be used (the old certificate stays).
+    bool reload_tls();
 
 private:
     struct impl;

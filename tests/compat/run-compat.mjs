@@ -17,6 +17,9 @@
 //   COMPAT_LOG_DIR   where the per-process logs go (default: a fresh dir under the OS tmp dir)
 //   COMPAT_TRACE     "1" to make the clients print every WebSocket frame into their logs
 //   COMPAT_SLOW      factor (>= 1) to stretch the timeouts on a slow machine (default 1)
+//   LOCKSTEP_API_TOKEN  Bearer token for the router API (a reflector with --auth-secret);
+//                    seated clients then store blobs through LOCKSTEP_FILES (which carries
+//                    a t/<jwt> pair) instead of the seat answer's plain files URL
 //
 // Scenarios (each for each library, each in its own fresh session):
 //   replay:   3 clients publish increments, client C force-drops its TCP connection midway
@@ -51,6 +54,7 @@ const HERE = dirname(fileURLToPath(import.meta.url));
 const APP_SCRIPT = join(HERE, "counter-app.mjs");
 
 const REFLECTOR = process.env.LOCKSTEP_URL || "";
+const API_TOKEN = process.env.LOCKSTEP_API_TOKEN || "";
 const FILES = (process.env.LOCKSTEP_FILES || "").replace(/\/+$/, "");
 const LIBS = (process.env.COMPAT_LIBS || "multisynq,croquet").split(",").map(s => s.trim()).filter(Boolean);
 const SCENARIOS = (process.env.COMPAT_SCENARIOS || "replay,snapshot,router,bigsync").split(",").map(s => s.trim()).filter(Boolean);
@@ -208,7 +212,10 @@ async function api(method, path, body, expectStatus = 200) {
     const url = `${httpBase()}${path}`;
     const res = await fetch(url, {
         method,
-        headers: body ? { "content-type": "application/json" } : {},
+        headers: {
+            ...(body ? { "content-type": "application/json" } : {}),
+            ...(API_TOKEN ? { authorization: `Bearer ${API_TOKEN}` } : {}),
+        },
         body: body ? JSON.stringify(body) : undefined,
         signal: AbortSignal.timeout(HTTP_TIMEOUT),
     });
@@ -417,8 +424,9 @@ async function runRouterScenario(t, lib) {
             assert.equal(a.room, room, `join ${user}: room`);
             assert.equal(a.session, room, `join ${user}: the first shard's session is the room name`);
             assert.equal(a.shard, 1, `join ${user}: shard`);
-            assert.ok(a.reflector.startsWith(`ws://${host}/r/`) && a.reflector.length > `ws://${host}/r/`.length,
-                `join ${user}: reflector ${a.reflector} must be ws://${host}/r/<seat-token>`);
+            const ws = new URL(REFLECTOR).protocol;  // ws: or wss: (a reflector serving TLS itself)
+            assert.ok(a.reflector.startsWith(`${ws}//${host}/r/`) && a.reflector.length > `${ws}//${host}/r/`.length,
+                `join ${user}: reflector ${a.reflector} must be ${ws}//${host}/r/<seat-token>`);
             assert.match(a.files, /^https?:\/\/.+\/files$/, `join ${user}: files`);
             assert.ok(Number.isInteger(a.expires_in_ms) && a.expires_in_ms > 0, `join ${user}: expires_in_ms ${a.expires_in_ms}`);
         }
@@ -436,7 +444,7 @@ async function runRouterScenario(t, lib) {
         for (const user of ROUTER_USERS) {
             const seat = seats[user];
             clients.push(new Client(label, user, {
-                LIB: lib, REFLECTOR: seat.reflector, FILES: seat.files, SESSION: seat.session,
+                LIB: lib, REFLECTOR: seat.reflector, FILES: API_TOKEN ? FILES : seat.files, SESSION: seat.session,
                 APP: "io.lockstep.compat", PASSWORD: "compat-password",
                 SENDS: String(ROUTER_SENDS), SEND_MS: String(SEND_MS), RUN_MS: String(ROUTER_RUN_MS),
                 EXPECT_COUNT: String(ROUTER_SENDS * ROUTER_USERS.length), SETTLE_MS: String(10000 * SLOW),

@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -201,6 +202,78 @@ TEST(cluster, a_restarted_reflector_does_not_keep_its_old_connections)
     auto room = json::parse(http_request(a->port(), "GET", "/v1/rooms/rr").body);
     EXPECT_EQ(room["shards"][0]["members"], 0);
     EXPECT_EQ(room["shards"][0]["reserved"], 1);
+}
+
+TEST(cluster, redis_with_a_password_and_a_database_number)
+{
+    std::string const password = "p@ss:w/rd";
+    redis_server redis(password);
+    ASSERT_TRUE(redis.ready()) << "redis-server did not start";
+    auto base = "127.0.0.1:" + std::to_string(redis.port());
+    auto with = [](std::string url) {
+        auto c = test_config();
+        c.redis = std::move(url);
+        return c;
+    };
+    // Without the password, or with a wrong one, the reflector does not start, and the
+    // error names neither.
+    for (auto const& url : {"redis://" + base, "redis://:wrong@" + base}) {
+        try {
+            server s(with(url));
+            ADD_FAILURE() << "started without the right password: " << url;
+        } catch (std::exception const& e) {
+            EXPECT_NE(std::string(e.what()).find("AUTH"), std::string::npos) << e.what();  // NOAUTH, AUTH failed
+            EXPECT_EQ(std::string(e.what()).find("wrong"), std::string::npos) << e.what();
+        }
+    }
+    EXPECT_THROW(server(with("redis://:x@" + base + "/notanumber")), std::runtime_error);
+    EXPECT_THROW(server(with("redis://:%zz@" + base)), std::runtime_error);
+    // Percent-encoded password, database 3: the router's state lands in db 3.
+    // With access control on, the seat check (seat_live) also goes through Redis.
+    auto c = with("redis://:p%40ss%3Aw%2Frd@" + base + "/3");
+    c.admin_token = "adm";
+    c.auth_secret = "k";
+    running_server srv(c);
+    auto r = http_request(srv.port(), "POST", "/v1/rooms/lobby/join", R"({"user":"alice"})",
+                          "Content-Type: application/json\r\nAuthorization: Bearer adm\r\n");
+    ASSERT_EQ(r.status, 200) << r.body;
+    auto url = nlohmann::json::parse(r.body)["reflector"].get<std::string>();
+    {
+        ws_client seated(srv.port(), url.substr(url.find("/r/")) + "/LOBBYHASH");
+        auto j = join_msg("alice");
+        j["args"]["name"] = "it/lobby";
+        seated.send_json(j);
+        EXPECT_TRUE(seated.recv_action("SYNC"));
+    }
+    EXPECT_THROW(ws_client(srv.port(), "/r/00000000000000000000000000000000/LOBBYHASH"), std::runtime_error);
+    auto count_keys = [&](int db) {
+        int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_port = htons(redis.port());
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        std::string out;
+        if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+            auto cmd = "AUTH \"" + password + "\"\r\nSELECT " + std::to_string(db) + "\r\nDBSIZE\r\n";
+            ::send(fd, cmd.data(), cmd.size(), MSG_NOSIGNAL);
+            char buf[256];
+            auto deadline = std::chrono::steady_clock::now() + 2s;
+            while (std::count(out.begin(), out.end(), '\n') < 3 && std::chrono::steady_clock::now() < deadline) {
+                pollfd p{fd, POLLIN, 0};
+                if (::poll(&p, 1, 200) > 0) {
+                    auto n = ::recv(fd, buf, sizeof buf, 0);
+                    if (n <= 0)
+                        break;
+                    out.append(buf, static_cast<std::size_t>(n));
+                }
+            }
+        }
+        ::close(fd);
+        auto colon = out.rfind(':');
+        return colon == std::string::npos ? -1 : std::atoi(out.c_str() + colon + 1);
+    };
+    EXPECT_GT(count_keys(3), 0);
+    EXPECT_EQ(count_keys(0), 0);
 }
 
 // No Redis call on an event loop: with its only worker thread and Redis frozen

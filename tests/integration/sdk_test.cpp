@@ -483,6 +483,30 @@ make_certificate(fs::path const& dir, std::string const& san)
     return true;
 }
 
+/// Two counter processes over wss:// and https:// at `base` (trusting `ca`): the second
+/// joins late and starts from the snapshot the first uploaded; both end with the same
+/// history.
+void
+expect_two_counters_over_tls(std::string const& base, fs::path const& ca, std::string const& session)
+{
+    std::vector<std::string> tls = {"--reflector", "wss://" + base, "--files", "https://" + base + "/files",
+                                    "--tls-ca", ca.string(), "--session", session,
+                                    "--snapshot-ms", "1000", "--send-ms", "100"};
+    auto with = [&](std::vector<std::string> more) {
+        more.insert(more.begin(), tls.begin(), tls.end());
+        return more;
+    };
+    counter a(with({"--sends", "15", "--run-ms", "5500"}));
+    std::this_thread::sleep_for(2500ms);
+    counter b(with({"--sends", "5", "--run-ms", "2500"}));
+    auto ra = run_ok(a, "a"), rb = run_ok(b, "b");
+    EXPECT_EQ(rb["built_from"], "snapshot") << rb.dump();  // downloaded over https
+    EXPECT_GE(ra["stats"]["snapshots_uploaded"].get<int>(), 1);
+    EXPECT_EQ(ra["count"], 20);
+    EXPECT_EQ(rb["count"], 20);
+    expect_same_history({ra, rb}, 1);
+}
+
 /// socat terminating TLS on a free port in front of a reflector (what an operator's
 /// proxy or load balancer does); killed at the end.
 class tls_terminator {
@@ -524,22 +548,7 @@ TEST(Sdk, WssAndHttpsThroughATlsTerminator)
     tls_terminator t(certs / "server.pem", r.port());
     ASSERT_TRUE(port_open(t.port()));
     auto base = "127.0.0.1:" + std::to_string(t.port());
-    std::vector<std::string> tls = {"--reflector", "wss://" + base, "--files", "https://" + base + "/files",
-                                    "--tls-ca", (certs / "cert.pem").string(), "--session", "tls",
-                                    "--snapshot-ms", "1000", "--send-ms", "100"};
-    auto with = [&](std::vector<std::string> more) {
-        more.insert(more.begin(), tls.begin(), tls.end());
-        return more;
-    };
-    counter a(with({"--sends", "15", "--run-ms", "5500"}));
-    std::this_thread::sleep_for(2500ms);
-    counter b(with({"--sends", "5", "--run-ms", "2500"}));
-    auto ra = run_ok(a, "a"), rb = run_ok(b, "b");
-    EXPECT_EQ(rb["built_from"], "snapshot") << rb.dump();  // downloaded over https
-    EXPECT_GE(ra["stats"]["snapshots_uploaded"].get<int>(), 1);
-    EXPECT_EQ(ra["count"], 20);
-    EXPECT_EQ(rb["count"], 20);
-    expect_same_history({ra, rb}, 1);
+    expect_two_counters_over_tls(base, certs / "cert.pem", "tls");
 
     // Without the CA the certificate is not trusted; with a certificate for another name
     // the host name check fails: both refuse to connect.
@@ -563,6 +572,36 @@ TEST(Sdk, WssAndHttpsThroughATlsTerminator)
 }
 
 namespace {
+
+/// SHA-256 fingerprint of the certificate a TLS server on `port` presents ("" if none).
+std::string
+served_fingerprint(std::uint16_t port)
+{
+    auto cmd = "openssl s_client -connect 127.0.0.1:" + std::to_string(port) +
+               " </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256 2>/dev/null";
+    std::string out;
+    if (FILE* p = ::popen(cmd.c_str(), "r")) {
+        char buf[256];
+        while (std::fgets(buf, sizeof buf, p))
+            out += buf;
+        ::pclose(p);
+    }
+    return out;
+}
+
+std::string
+file_fingerprint(fs::path const& cert)
+{
+    std::string out;
+    auto cmd = "openssl x509 -noout -fingerprint -sha256 -in '" + cert.string() + "'";
+    if (FILE* p = ::popen(cmd.c_str(), "r")) {
+        char buf[256];
+        while (std::fgets(buf, sizeof buf, p))
+            out += buf;
+        ::pclose(p);
+    }
+    return out;
+}
 
 // Counts the events it got and folds their text into a digest (FNV-1a), so two replicas
 // agree only if they executed the same events in the same order.
@@ -633,4 +672,47 @@ TEST(Sdk, LateJoinerReplaysASyncOverOneMegabyte)
         sync = probe.recv_text(10s);
     ASSERT_TRUE(sync);
     EXPECT_GT(sync->size(), 1'000'000u);
+}
+
+
+// TLS on the reflector itself (--tls-cert/--tls-key): the SDK over wss:// and https://
+// on the reflector's own port, and the certificate reloaded on SIGHUP.
+TEST(Sdk, WssAndHttpsOnTheReflectorsOwnPort)
+{
+    auto certs = scratch_dir("own-certs");
+    ASSERT_TRUE(make_certificate(certs, "IP:127.0.0.1"));
+    reflector r({"--tls-cert", (certs / "cert.pem").string(), "--tls-key", (certs / "key.pem").string()});
+    ASSERT_TRUE(r.up());
+    auto base = "127.0.0.1:" + std::to_string(r.port());
+    expect_two_counters_over_tls(base, certs / "cert.pem", "own-tls");
+    // Plain ws:// on a TLS port does not get through.
+    counter plain({"--reflector", "ws://" + base, "--session", "own-tls", "--run-ms", "100"});
+    EXPECT_EQ(plain.result().first, 1);
+
+    // SIGHUP: new connections get the new certificate.
+    auto first = file_fingerprint(certs / "cert.pem");
+    ASSERT_FALSE(first.empty());
+    EXPECT_EQ(served_fingerprint(r.port()), first);
+    auto next = scratch_dir("own-certs-next");
+    ASSERT_TRUE(make_certificate(next, "IP:127.0.0.1"));
+    fs::copy_file(next / "cert.pem", certs / "cert.pem", fs::copy_options::overwrite_existing);
+    fs::copy_file(next / "key.pem", certs / "key.pem", fs::copy_options::overwrite_existing);
+    auto second = file_fingerprint(certs / "cert.pem");
+    ASSERT_NE(first, second);
+    r.signal(SIGHUP);
+    std::string served;
+    for (int i = 0; i < 50 && served != second; ++i) {  // bounded: 5 s
+        std::this_thread::sleep_for(100ms);
+        served = served_fingerprint(r.port());
+    }
+    EXPECT_EQ(served, second);
+    // A broken file on the next reload keeps the current certificate.
+    std::ofstream(certs / "cert.pem") << "not a certificate";
+    r.signal(SIGHUP);
+    std::this_thread::sleep_for(300ms);
+    EXPECT_EQ(served_fingerprint(r.port()), second);
+    EXPECT_TRUE(r.up());
+    std::error_code ec;
+    fs::remove_all(certs, ec);
+    fs::remove_all(next, ec);
 }

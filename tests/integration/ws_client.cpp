@@ -12,7 +12,6 @@
 #include <stdexcept>
 
 namespace lockstep::test {
-namespace {
 
 int
 connect_loopback(std::uint16_t port)
@@ -33,6 +32,8 @@ connect_loopback(std::uint16_t port)
     return fd;
 }
 
+namespace {
+
 void
 write_all(int fd, std::string const& s)
 {
@@ -47,12 +48,13 @@ write_all(int fd, std::string const& s)
 
 }  // namespace
 
-ws_client::ws_client(std::uint16_t port, std::string const& path)
+ws_client::ws_client(std::uint16_t port, std::string const& path, std::string const& extra_headers)
 {
     fd_ = connect_loopback(port);
     write_all(fd_, "GET " + path +
                        " HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                       "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+                       "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" +
+                       extra_headers + "\r\n");
     auto deadline = std::chrono::steady_clock::now() + 5s;
     while (in_.find("\r\n\r\n") == std::string::npos)
         if (!fill(deadline))

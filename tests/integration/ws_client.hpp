@@ -16,8 +16,9 @@ using namespace std::chrono_literals;
 
 class ws_client {
 public:
-    /// Connects to 127.0.0.1:port and performs the upgrade for `path`. Throws on failure.
-    ws_client(std::uint16_t port, std::string const& path);
+    /// Connects to 127.0.0.1:port and performs the upgrade for `path` (with more header
+    /// lines, each ending in \r\n). Throws on failure.
+    ws_client(std::uint16_t port, std::string const& path, std::string const& extra_headers = "");
     ~ws_client();
     ws_client(ws_client const&) = delete;
     ws_client& operator=(ws_client const&) = delete;
@@ -48,6 +49,9 @@ private:
     std::string in_;  // bytes received, not yet taken as frames
 };
 
+/// A TCP connection to 127.0.0.1:port (TCP_NODELAY); throws if it cannot connect.
+int
+connect_loopback(std::uint16_t port);
 /// A plain TCP connection for hand-written HTTP (Expect: 100-continue, chunked bodies,
 /// oversized headers). Every read is bounded.
 class tcp_connection {

@@ -23,7 +23,8 @@ using namespace std::chrono_literals;
 
 class redis_server {
 public:
-    redis_server() : port_(free_port()) { start(); }
+    /// `password`: started with --requirepass.
+    explicit redis_server(std::string password = "") : port_(free_port()), password_(std::move(password)) { start(); }
     ~redis_server() { stop(); }
     redis_server(redis_server const&) = delete;
     redis_server& operator=(redis_server const&) = delete;
@@ -37,8 +38,13 @@ public:
             int devnull = ::open("/dev/null", O_WRONLY);
             ::dup2(devnull, 1);
             auto p = std::to_string(port_);
-            ::execlp("redis-server", "redis-server", "--port", p.c_str(), "--bind", "127.0.0.1", "--save", "",
-                     "--appendonly", "no", "--loglevel", "warning", static_cast<char*>(nullptr));
+            if (password_.empty())
+                ::execlp("redis-server", "redis-server", "--port", p.c_str(), "--bind", "127.0.0.1", "--save", "",
+                         "--appendonly", "no", "--loglevel", "warning", static_cast<char*>(nullptr));
+            else
+                ::execlp("redis-server", "redis-server", "--port", p.c_str(), "--bind", "127.0.0.1", "--save", "",
+                         "--appendonly", "no", "--loglevel", "warning", "--requirepass", password_.c_str(),
+                         static_cast<char*>(nullptr));
             ::_exit(127);
         }
         ready_ = false;
@@ -82,12 +88,15 @@ private:
         if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
             ::send(fd, "PING\r\n", 6, MSG_NOSIGNAL);
             char buf[16] = {};
-            ok = ::recv(fd, buf, sizeof buf - 1, 0) > 0 && std::string(buf).rfind("+PONG", 0) == 0;
+            // With --requirepass an unauthenticated PING is refused, but answered.
+            ok = ::recv(fd, buf, sizeof buf - 1, 0) > 0 &&
+                 (std::string(buf).rfind("+PONG", 0) == 0 || std::string(buf).rfind("-NOAUTH", 0) == 0);
         }
         ::close(fd);
         return ok;
     }
     std::uint16_t port_;
+    std::string password_;
     pid_t pid_ = -1;
     bool ready_ = false;
 };

@@ -155,6 +155,28 @@ TEST(config, print_config_is_a_config_file)
     EXPECT_EQ(msg, std::string("lockstep-reflector ") + LOCKSTEP_VERSION + "\n");
 }
 
+TEST(config, print_config_never_prints_a_secret)
+{
+    std::string msg;
+    bool help = false;
+    EXPECT_FALSE(parse({"--print-config", "--auth-secret", "s3cr3t-hs256", "--admin-token", "adm1n-t0ken",
+                        "--redis", "redis://:pw-in-url@127.0.0.1:6379/2"},
+                       msg, help));
+    EXPECT_TRUE(help);
+    for (auto secret : {"s3cr3t-hs256", "adm1n-t0ken", "pw-in-url"})
+        EXPECT_EQ(msg.find(secret), std::string::npos) << secret << " printed:\n" << msg;
+    EXPECT_NE(msg.find("# auth-secret: set, not printed"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("LOCKSTEP_ADMIN_TOKEN"), std::string::npos) << msg;
+    // A Redis URL without a password is printed as it is; the output still reads back.
+    EXPECT_FALSE(parse({"--print-config", "--redis", "redis://127.0.0.1:6380", "--admin-token", "x"}, msg, help));
+    EXPECT_NE(msg.find("redis = \"redis://127.0.0.1:6380\"\n"), std::string::npos) << msg;
+    auto file = write_file(msg);
+    auto c = parse({"--config", file.c_str()}, msg, help);
+    ASSERT_TRUE(c) << msg;
+    EXPECT_EQ(c->redis, "redis://127.0.0.1:6380");
+    EXPECT_EQ(c->admin_token, "");
+}
+
 TEST(config, journal_flags)
 {
     std::string msg;

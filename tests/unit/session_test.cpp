@@ -605,3 +605,20 @@ TEST_F(fixture, overload_stretches_the_tick_interval_and_recovery_restores_it)
     ASSERT_EQ(a.of("TICK").size(), 8u);
     EXPECT_EQ(a.of("TICK").back()["args"], 550);
 }
+
+TEST_F(fixture, a_user_object_reaches_others_byte_for_byte)
+{
+    test_peer a, b;
+    std::string user = R"({"id":"u1", "data":{"z":1,"a":[1.50,2]},"name":"Ünï"})";
+    s->join(a, R"({"name":"app/demo","apiKey":"none","version":1,"user":)" + user + "}");
+    s->join(b, R"({"name":"app/demo","apiKey":"none","version":1,"user":"vb"})");
+    run_ms(250);
+    bool seen = false;
+    for (auto const& m : b.raw)
+        for (auto const& text : lockstep::test::decode_frames(m->wire()))
+            if (text.find(R"("what":"users")") != std::string::npos) {
+                EXPECT_NE(text.find(R"("joined":[)" + user + R"(,"vb"])"), std::string::npos) << text;
+                seen = true;
+            }
+    EXPECT_TRUE(seen);
+}
