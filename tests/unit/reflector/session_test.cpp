@@ -1,7 +1,7 @@
 #include "reflector/session.hpp"
 #include "server/metrics.hpp"
 
-#include "unit/test_peer.hpp"
+#include "support/test_peer.hpp"
 
 #include <gtest/gtest.h>
 
