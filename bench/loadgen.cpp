@@ -11,6 +11,7 @@
 // checked against the previous one (gaps), TICK arrivals against the requested interval.
 // The last line of output is one JSON object.
 #include "common/options.hpp"
+#include "protocol/ws_frame.hpp"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -174,7 +175,7 @@ struct client {
     std::string in;
     std::string out;
     std::size_t out_off = 0;
-    std::string chunk;             // _CHUNK reassembly
+    lockstep::protocol::chunk_assembler chunks;  // _CHUNK reassembly
     std::uint32_t last_seq = 0;
     bool have_seq = false;
     std::int64_t last_msg_ns = 0;  // last RECV or TICK arrival
@@ -426,29 +427,13 @@ private:
         std::size_t pos = 0;
         auto now = now_ns();
         while (c.fd >= 0) {
-            if (c.in.size() - pos < 2)
+            lockstep::protocol::frame_view f;
+            auto used = lockstep::protocol::parse_frame(std::string_view(c.in).substr(pos), f);
+            if (!used)
                 break;
-            auto const* h = reinterpret_cast<unsigned char const*>(c.in.data() + pos);
-            std::uint64_t len = h[1] & 0x7F;
-            std::size_t hl = 2;
-            if (len == 126) {
-                if (c.in.size() - pos < 4)
-                    break;
-                len = (static_cast<std::uint64_t>(h[2]) << 8) | h[3];
-                hl = 4;
-            } else if (len == 127) {
-                if (c.in.size() - pos < 10)
-                    break;
-                len = 0;
-                for (int i = 0; i < 8; ++i)
-                    len = (len << 8) | h[2 + i];
-                hl = 10;
-            }
-            if (c.in.size() - pos < hl + len)
-                break;
-            int opcode = h[0] & 0x0F;
-            std::string_view payload(c.in.data() + pos + hl, len);
-            pos += hl + len;
+            int opcode = f.opcode;
+            std::string_view payload = f.payload;  // server frames are not masked
+            pos += used;
             if (opcode == 0x9) {
                 // ping -> pong (with zero mask)
                 std::string pong;
@@ -485,16 +470,11 @@ private:
     on_message(client& c, std::string_view m, std::int64_t now)
     {
         if (m.rfind("_CHUNK", 0) == 0) {
-            if (m.size() < 8)
+            std::string_view whole;
+            if (c.chunks.feed(m, whole) != lockstep::protocol::chunk_assembler::status::complete)
                 return;
-            if (m[6] == '1')
-                c.chunk.clear();
-            c.chunk.append(m.substr(8));
-            if (m[7] != '1')
-                return;
-            std::string whole = std::move(c.chunk);
-            c.chunk.clear();
-            on_message(c, whole, now);
+            std::string copy(whole);  // the assembler's buffer is reused by the next feed
+            on_message(c, copy, now);
             return;
         }
         auto a = m.find(R"("action":")");

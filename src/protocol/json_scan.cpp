@@ -231,15 +231,6 @@ validate(std::string_view text)
     return whole(text, [](cursor& c) { return skip_value(c, 1); });
 }
 
-std::string_view
-find(std::vector<member> const& members, std::string_view key)
-{
-    for (auto const& m : members)
-        if (m.key == key)
-            return m.value;
-    return {};
-}
-
 bool
 simple_string(std::string_view value, std::string_view& out)
 {

@@ -36,11 +36,6 @@ scan_array(std::string_view text, std::vector<std::string_view>& out);
 bool
 validate(std::string_view text);
 
-/// The raw value of the first member whose key equals `key` (no escapes in `key`), or
-/// an empty view if absent.
-std::string_view
-find(std::vector<member> const& members, std::string_view key);
-
 /// If `value` is a JSON string without escape sequences, its contents; else nullopt-like
 /// empty result with ok=false.
 bool

@@ -10,7 +10,7 @@
 //    as given, and the session keeps working (a SEND is reflected as a RECV).
 // Every byte the session delivers must be valid JSON to nlohmann (the arguments end up
 // inside SYNCs and users events that every client parses).
-#include "unit/test_peer.hpp"
+#include "support/test_peer.hpp"
 
 #include <nlohmann/json.hpp>
 #include "fuzz_util.hpp"

@@ -1,7 +1,7 @@
 // Access control on a running reflector: each refusal with the request itself, the
 // legitimate session beside it unaffected, and no token in the logs.
-#include "integration/fixture.hpp"
-#include "integration/jwt_mint.hpp"
+#include "support/fixture.hpp"
+#include "support/jwt_mint.hpp"
 
 #include <lockstep/client/router.hpp>
 

@@ -1,7 +1,7 @@
 // Cluster mode: three lockstep-reflector processes sharing one real redis-server, all
 // started here on free loopback ports and killed at the end.
-#include "integration/fixture.hpp"
-#include "integration/net_util.hpp"
+#include "support/fixture.hpp"
+#include "support/net_util.hpp"
 #include "support/process.hpp"
 #include "support/redis_server.hpp"
 
@@ -94,7 +94,7 @@ TEST(cluster, three_reflectors_share_rooms_and_seats_through_redis)
         ts.emplace_back([&, t] {
             for (int i = 0; i < per; ++i) {
                 auto user = "u" + std::to_string(t) + "-" + std::to_string(i);
-                auto j = post(nodes[static_cast<std::size_t>((t + i) % 3)]->port(), "/v1/rooms/crowd/join",
+                auto j = post_json(nodes[static_cast<std::size_t>((t + i) % 3)]->port(), "/v1/rooms/crowd/join",
                               {{"user", user}});
                 if (!j.is_object() || !j.contains("session")) {
                     ++failures;
@@ -117,7 +117,7 @@ TEST(cluster, three_reflectors_share_rooms_and_seats_through_redis)
         EXPECT_LE(n, 50) << s;
     // Any reflector answers the same: same seat for the same user, same room view.
     for (std::size_t k = 0; k < 3; ++k) {
-        auto again = post(nodes[k]->port(), "/v1/rooms/crowd/join", {{"user", "u0-0"}});
+        auto again = post_json(nodes[k]->port(), "/v1/rooms/crowd/join", {{"user", "u0-0"}});
         EXPECT_EQ(again["reflector"], seat_of["u0-0"]);
     }
     auto view0 = json::parse(http_request(nodes[0]->port(), "GET", "/v1/rooms/crowd").body);
@@ -128,7 +128,7 @@ TEST(cluster, three_reflectors_share_rooms_and_seats_through_redis)
     for (auto const& sh : view0["shards"])
         EXPECT_TRUE(names.insert(sh["session"].get<std::string>()).second);
     // A child created on one reflector is listed by another.
-    post(nodes[1]->port(), "/v1/sessions/crowd/children", {{"purpose", "chat"}});
+    post_json(nodes[1]->port(), "/v1/sessions/crowd/children", {{"purpose", "chat"}});
     auto kids = json::parse(http_request(nodes[2]->port(), "GET", "/v1/sessions/crowd/children").body);
     ASSERT_EQ(kids["children"].size(), 1u);
     EXPECT_EQ(kids["children"][0]["session"], "crowd/chat");
@@ -142,7 +142,7 @@ TEST(cluster, a_dead_reflector_gets_no_placements_after_its_heartbeat_expires)
     auto b = cluster_node(redis.url(), "us");
     ASSERT_TRUE(wait_reflectors(a->port(), 2));
     auto b_url = "ws://127.0.0.1:" + std::to_string(b->port()) + "/r/";
-    auto first = post(a->port(), "/v1/rooms/r1/join", {{"user", "x"}, {"region", "us"}});
+    auto first = post_json(a->port(), "/v1/rooms/r1/join", {{"user", "x"}, {"region", "us"}});
     auto seat_url = first["reflector"].get<std::string>();
     ASSERT_EQ(seat_url.rfind(b_url, 0), 0u);
     // x really joins on b: the seat is confirmed, as any reflector reports.
@@ -160,7 +160,7 @@ TEST(cluster, a_dead_reflector_gets_no_placements_after_its_heartbeat_expires)
         live += r["live"].get<bool>();
     EXPECT_EQ(live, 1);
     for (int i = 0; i < 5; ++i) {
-        auto j = post(a->port(), "/v1/rooms/after" + std::to_string(i) + "/join", {{"user", "y"}, {"region", "us"}});
+        auto j = post_json(a->port(), "/v1/rooms/after" + std::to_string(i) + "/join", {{"user", "y"}, {"region", "us"}});
         EXPECT_EQ(j["reflector"].get<std::string>().rfind("ws://127.0.0.1:" + std::to_string(a->port()) + "/r/", 0),
                   0u)
             << j;
@@ -170,7 +170,7 @@ TEST(cluster, a_dead_reflector_gets_no_placements_after_its_heartbeat_expires)
     EXPECT_EQ(room["shards"][0]["members"], 0);
     EXPECT_EQ(room["shards"][0]["reserved"], 1);
     // The existing shard moves to a live reflector too.
-    auto again = post(a->port(), "/v1/rooms/r1/join", {{"user", "x"}});
+    auto again = post_json(a->port(), "/v1/rooms/r1/join", {{"user", "x"}});
     EXPECT_EQ(again["reflector"].get<std::string>().rfind("ws://127.0.0.1:" + std::to_string(a->port()), 0), 0u);
 }
 
@@ -180,7 +180,7 @@ TEST(cluster, a_restarted_reflector_does_not_keep_its_old_connections)
     ASSERT_TRUE(redis.ready()) << "redis-server did not start";
     auto a = cluster_node(redis.url(), "eu");
     ASSERT_TRUE(wait_reflectors(a->port(), 1));
-    auto seat = post(a->port(), "/v1/rooms/rr/join", {{"user", "x"}})["reflector"].get<std::string>();
+    auto seat = post_json(a->port(), "/v1/rooms/rr/join", {{"user", "x"}})["reflector"].get<std::string>();
     {
         ws_client c(a->port(), seat.substr(seat.find("/r/")) + "/SESSIONHASH");
         auto j = join_msg("vx");

@@ -3,8 +3,8 @@
 // dir; the session comes back with the same timeline, every event any client saw, a
 // continuing seq and a session time no earlier than any client saw. Also: a session
 // outlives its last client in the journal, and --journal none keeps the old behaviour.
-#include "integration/net_util.hpp"
-#include "integration/ws_client.hpp"
+#include "support/net_util.hpp"
+#include "support/ws_client.hpp"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>

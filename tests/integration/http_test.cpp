@@ -1,5 +1,5 @@
 // Plain HTTP on the reflector port: health, metrics, sessions, files.
-#include "integration/fixture.hpp"
+#include "support/fixture.hpp"
 #include "support/metrics.hpp"
 
 #include <lockstep/version.hpp>

@@ -1,6 +1,6 @@
 // Edge limits on a running reflector: each limit hit with the input itself, refused with
 // its documented status, counted in /metrics, and a legitimate client beside it unaffected.
-#include "integration/fixture.hpp"
+#include "support/fixture.hpp"
 
 #include <gtest/gtest.h>
 
@@ -17,7 +17,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "integration/net_util.hpp"
+#include "support/net_util.hpp"
 
 using namespace lockstep;
 using namespace lockstep::test;

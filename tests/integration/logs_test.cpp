@@ -1,6 +1,6 @@
 // Structured logs: JSON lines whose fields are members of the object, and one summary
 // line when a connection and when a session ends.
-#include "integration/fixture.hpp"
+#include "support/fixture.hpp"
 #include "common/logging.hpp"
 
 #include <spdlog/details/null_mutex.h>

@@ -1,7 +1,7 @@
 // What docs/operations.md promises operators, checked on real processes: exit statuses,
 // a drain as clients, load balancers and the router see it (real signals), and a Redis
 // outage in cluster mode (a real redis-server stopped and started again).
-#include "integration/ws_client.hpp"
+#include "support/frames.hpp"
 #include "support/process.hpp"
 #include "support/redis_server.hpp"
 
@@ -34,13 +34,6 @@ exit_status(std::vector<std::string> args, std::string* err = nullptr)
     std::error_code ec;
     fs::remove_all(dir, ec);
     return st.value_or(-1);
-}
-
-json
-join_frame(std::string const& user)
-{
-    return {{"action", "JOIN"},
-            {"args", {{"version", 1}, {"apiKey", "k"}, {"user", user}, {"name", "ops"}, {"ticks", {{"tick", 50}}}}}};
 }
 
 /// Polls until `done()` or the bound; true if done.
@@ -105,7 +98,7 @@ TEST(operations, a_drain_as_clients_balancers_and_the_router_see_it)
     reflector_process r(flags);
     ASSERT_TRUE(r.up());
     ws_client stubborn(r.port(), "/drain1");  // never answers the 1001 close: the drain must time out
-    stubborn.send_json(join_frame("stubborn"));
+    stubborn.send_json(join_msg("stubborn"));
     ASSERT_TRUE(stubborn.recv_action("SYNC", 10s));
     EXPECT_EQ(http_request(r.port(), "POST", "/v1/rooms/lobby/join", R"({"user":"u1"})").status, 200);
 
@@ -143,7 +136,7 @@ TEST(operations, a_second_signal_stops_a_drain_at_once)
     reflector_process r({"--drain-timeout-ms", "120000"});
     ASSERT_TRUE(r.up());
     ws_client stubborn(r.port(), "/sig1");
-    stubborn.send_json(join_frame("stubborn"));
+    stubborn.send_json(join_msg("stubborn"));
     ASSERT_TRUE(stubborn.recv_action("SYNC", 10s));
     r.signal(SIGTERM);
     ASSERT_TRUE(eventually([&] { return http_request(r.port(), "GET", "/health/ready").status == 503; }));
@@ -162,8 +155,8 @@ TEST(operations, a_redis_outage_answers_503_with_a_field_sessions_go_on_and_it_r
     ASSERT_TRUE(r.up());
     ASSERT_EQ(http_request(r.port(), "POST", "/v1/rooms/lobby/join", R"({"user":"u1"})").status, 200);
     ws_client a(r.port(), "/out1"), b(r.port(), "/out1");
-    a.send_json(join_frame("a"));
-    b.send_json(join_frame("b"));
+    a.send_json(join_msg("a"));
+    b.send_json(join_msg("b"));
     ASSERT_TRUE(a.recv_action("SYNC", 10s));
     ASSERT_TRUE(b.recv_action("SYNC", 10s));
 

@@ -1,5 +1,5 @@
 // The reflector over real loopback sockets, driven with hand-written JSON frames.
-#include "integration/fixture.hpp"
+#include "support/fixture.hpp"
 
 #include <gtest/gtest.h>
 

@@ -1,6 +1,6 @@
 // The router's HTTP API on a running reflector, and seat confirmation by a real
 // WebSocket JOIN through the seat URL.
-#include "integration/fixture.hpp"
+#include "support/fixture.hpp"
 
 #include <gtest/gtest.h>
 
@@ -19,9 +19,10 @@ namespace {
 json
 post(std::uint16_t port, std::string const& target, json const& body, int expect = 200)
 {
-    auto r = http_request(port, "POST", target, body.dump(), "Content-Type: application/json\r\n");
-    EXPECT_EQ(r.status, expect) << target << " " << r.body;
-    return json::parse(r.body, nullptr, false);
+    int status = 0;
+    auto j = post_json(port, target, body, &status);
+    EXPECT_EQ(status, expect) << target << " " << j.dump();
+    return j;
 }
 
 }  // namespace

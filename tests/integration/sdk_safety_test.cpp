@@ -5,7 +5,7 @@
 // Real lockstep-reflector processes on loopback, except where a reflector would have to
 // misbehave on purpose (support/scripted_server.hpp).
 #include <lockstep/client/session.hpp>
-#include "integration/ws_client.hpp"
+#include "support/frames.hpp"
 #include "support/process.hpp"
 #include "support/scripted_server.hpp"
 
@@ -100,9 +100,7 @@ wait_snapshot_url(std::uint16_t port, std::string const& id)
     auto deadline = std::chrono::steady_clock::now() + stuck;
     while (std::chrono::steady_clock::now() < deadline) {
         lockstep::test::ws_client probe(port, "/" + id);
-        probe.send_json({{"id", id},
-                         {"action", "JOIN"},
-                         {"args", {{"version", 1}, {"apiKey", "none"}, {"user", "probe"}, {"name", "probe"}}}});
+        probe.send_json(lockstep::test::join_msg("probe"));
         if (auto sync = probe.recv_action("SYNC", 10s)) {
             auto url = (*sync)["args"].value("url", "");
             if (!url.empty())

@@ -4,9 +4,9 @@
 // connection and rejoined.
 #include <lockstep/client/session.hpp>
 #include <lockstep/client/synctest.hpp>
-#include "integration/net_util.hpp"
+#include "support/net_util.hpp"
 #include "support/process.hpp"
-#include "integration/ws_client.hpp"
+#include "support/frames.hpp"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -664,9 +664,7 @@ TEST(Sdk, LateJoinerReplaysASyncOverOneMegabyte)
 
     // The SYNC really was over the _CHUNK threshold: a raw client sees its size.
     lockstep::test::ws_client probe(r.port(), "/" + first->id());
-    probe.send_json({{"id", first->id()},
-                     {"action", "JOIN"},
-                     {"args", {{"version", 1}, {"apiKey", "none"}, {"user", "probe"}, {"name", "probe"}}}});
+    probe.send_json(lockstep::test::join_msg("probe"));
     std::optional<std::string> sync;
     for (int i = 0; i < 100 && (!sync || sync->find("\"action\":\"SYNC\"") == std::string::npos); ++i)
         sync = probe.recv_text(10s);

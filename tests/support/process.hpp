@@ -3,7 +3,7 @@
 // free loopback port.
 #pragma once
 
-#include "integration/net_util.hpp"
+#include "support/net_util.hpp"
 
 #include <arpa/inet.h>
 #include <fcntl.h>

@@ -3,7 +3,7 @@
 // make an outage on the same port, pause()/resume() freeze it (SIGSTOP/SIGCONT).
 #pragma once
 
-#include "integration/net_util.hpp"
+#include "support/net_util.hpp"
 
 #include <arpa/inet.h>
 #include <fcntl.h>

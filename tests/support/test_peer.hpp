@@ -1,48 +1,36 @@
 // A peer that records what a session sends it, decoded from the WebSocket frames.
 #pragma once
 
+#include "protocol/ws_frame.hpp"
 #include "reflector/session.hpp"
 
 #include <nlohmann/json.hpp>
 
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 namespace lockstep::test {
 
-/// Decodes concatenated unmasked server frames into their text payloads and
-/// reassembles _CHUNK sequences.
+/// Decodes concatenated server frames into their text messages, joining _CHUNK
+/// sequences (the code under test: src/protocol/ws_frame.hpp).
 inline std::vector<std::string>
 decode_frames(std::string_view wire)
 {
     std::vector<std::string> out;
-    std::string chunked;
-    std::size_t p = 0;
-    while (p < wire.size()) {
-        auto b1 = static_cast<unsigned char>(wire[p + 1]);
-        std::size_t len = b1 & 0x7F;
-        std::size_t h = 2;
-        if (len == 126) {
-            len = (static_cast<unsigned char>(wire[p + 2]) << 8) | static_cast<unsigned char>(wire[p + 3]);
-            h = 4;
-        } else if (len == 127) {
-            len = 0;
-            for (int i = 0; i < 8; ++i)
-                len = (len << 8) | static_cast<unsigned char>(wire[p + 2 + i]);
-            h = 10;
-        }
-        std::string payload(wire.substr(p + h, len));
-        p += h + len;
-        if (payload.rfind("_CHUNK", 0) == 0) {
-            if (payload[6] == '1')
-                chunked.clear();
-            chunked += payload.substr(8);
-            if (payload[7] == '1')
-                out.push_back(std::move(chunked));
-            continue;
-        }
-        out.push_back(std::move(payload));
+    protocol::chunk_assembler chunks;
+    protocol::frame_view f;
+    while (auto used = protocol::parse_frame(wire, f)) {
+        wire.remove_prefix(used);
+        std::string_view message;
+        auto st = chunks.feed(f.payload, message);
+        if (st == protocol::chunk_assembler::status::malformed)
+            throw std::runtime_error("test_peer: malformed _CHUNK message");
+        if (st == protocol::chunk_assembler::status::complete)
+            out.emplace_back(message);
     }
+    if (!wire.empty())
+        throw std::runtime_error("test_peer: a partial frame was delivered");
     return out;
 }
 

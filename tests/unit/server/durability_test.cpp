@@ -1,6 +1,6 @@
 #include "server/durability.hpp"
 
-#include "unit/test_peer.hpp"
+#include "support/test_peer.hpp"
 
 #include <gtest/gtest.h>
 #include <spdlog/spdlog.h>

@@ -1,6 +1,6 @@
 #include "protocol/codec.hpp"
 
-#include "unit/test_peer.hpp"
+#include "support/test_peer.hpp"
 
 #include <lockstep/protocol/constants.hpp>
 

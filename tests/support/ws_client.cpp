@@ -1,4 +1,6 @@
-#include "integration/ws_client.hpp"
+#include "support/ws_client.hpp"
+
+#include "protocol/ws_frame.hpp"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -124,29 +126,13 @@ ws_client::take_frame(int& opcode, std::string& payload)
 {
     // Frames are taken from the buffer only when complete, so a timeout never loses
     // part of one.
-    if (in_.size() < 2)
+    protocol::frame_view f;
+    auto used = protocol::parse_frame(in_, f);
+    if (!used)
         return false;
-    auto const* h = reinterpret_cast<unsigned char const*>(in_.data());
-    std::uint64_t len = h[1] & 0x7F;
-    std::size_t hl = 2;
-    if (len == 126) {
-        if (in_.size() < 4)
-            return false;
-        len = (h[2] << 8) | h[3];
-        hl = 4;
-    } else if (len == 127) {
-        if (in_.size() < 10)
-            return false;
-        len = 0;
-        for (int i = 0; i < 8; ++i)
-            len = (len << 8) | h[2 + i];
-        hl = 10;
-    }
-    if (in_.size() < hl + len)
-        return false;
-    opcode = h[0] & 0x0F;
-    payload = in_.substr(hl, len);
-    in_.erase(0, hl + len);
+    opcode = f.opcode;
+    payload = protocol::unmasked_payload(f);
+    in_.erase(0, used);
     return true;
 }
 
@@ -154,7 +140,7 @@ std::optional<std::string>
 ws_client::recv_text(std::chrono::milliseconds timeout)
 {
     auto deadline = std::chrono::steady_clock::now() + timeout;
-    std::string chunked;
+    protocol::chunk_assembler chunks;
     for (;;) {
         int opcode = 0;
         std::string payload;
@@ -163,9 +149,7 @@ ws_client::recv_text(std::chrono::milliseconds timeout)
                 return std::nullopt;
         }
         if (opcode == 0x8) {  // close
-            close_code_ = payload.size() >= 2 ? (static_cast<unsigned char>(payload[0]) << 8) |
-                                                    static_cast<unsigned char>(payload[1])
-                                              : 1005;
+            close_code_ = protocol::close_code_of(payload);
             try {
                 send_frame(0x8, payload.substr(0, 2));
             } catch (...) {
@@ -180,15 +164,12 @@ ws_client::recv_text(std::chrono::milliseconds timeout)
         }
         if (opcode == 0xA)
             continue;
-        if (payload.rfind("_CHUNK", 0) == 0) {
-            if (payload[6] == '1')
-                chunked.clear();
-            chunked += payload.substr(8);
-            if (payload[7] == '1')
-                return chunked;
-            continue;
+        std::string_view message;
+        switch (chunks.feed(payload, message)) {
+        case protocol::chunk_assembler::status::partial: continue;
+        case protocol::chunk_assembler::status::malformed: throw std::runtime_error("malformed _CHUNK message");
+        case protocol::chunk_assembler::status::complete: return std::string(message);
         }
-        return payload;
     }
 }
 

@@ -3,7 +3,7 @@
 #include "auth/token.hpp"
 #include "auth/verifier.hpp"
 
-#include "integration/jwt_mint.hpp"
+#include "support/jwt_mint.hpp"
 
 #include <gtest/gtest.h>
 

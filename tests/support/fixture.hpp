@@ -5,7 +5,8 @@
 #include "server/config.hpp"
 #include "server/server.hpp"
 
-#include "integration/ws_client.hpp"
+#include "support/frames.hpp"
+#include "support/ws_client.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -85,28 +86,5 @@ private:
     std::unique_ptr<server> srv_;
     std::thread thread_;
 };
-
-inline nlohmann::json
-join_msg(std::string const& user, int tick = 50, int leave_delay = 300)
-{
-    return {{"id", "ignored"},
-            {"action", "JOIN"},
-            {"args",
-             {{"name", "it/demo"},
-              {"apiKey", "none"},
-              {"appId", "it"},
-              {"persistentId", "pid"},
-              {"version", 1},
-              {"user", user},
-              {"ticks", {{"tick", tick}, {"delay", 0}}},
-              {"tove", "tv"},
-              {"leaveDelay", leave_delay}}}};
-}
-
-inline nlohmann::json
-send_msg(std::string const& payload)
-{
-    return {{"id", "ignored"}, {"action", "SEND"}, {"args", {0, 0, payload, 5}}};
-}
 
 }  // namespace lockstep::test

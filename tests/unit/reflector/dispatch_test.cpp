@@ -2,7 +2,7 @@
 // worker, a manual clock. What a WebSocket connection does with a frame is all here.
 #include "reflector/dispatch.hpp"
 
-#include "unit/test_peer.hpp"
+#include "support/test_peer.hpp"
 
 #include <gtest/gtest.h>
 

@@ -1,6 +1,6 @@
 #include "reflector/session.hpp"
 
-#include "unit/test_peer.hpp"
+#include "support/test_peer.hpp"
 
 #include <gtest/gtest.h>
 
