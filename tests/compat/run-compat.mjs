@@ -296,7 +296,10 @@ async function runScenario(t, lib, scenario) {
             stamp("snapSent");
             await sleep(300); // let the reflector process the SNAP frame
         } else {
-            await sleep(3000);
+            // replay: the late joiner comes once the dropper is back (it drops at 3 s)
+            const dropper = clients.find(c => c.name === DROPPER);
+            await dropper.waitUntil(() => dropper.marker("REJOINED"), SNAP_TIMEOUT, "dropper REJOINED");
+            stamp("dropperRejoined");
         }
 
         const late = new Client(label, LATE, { ...common, SENDS: String(LATE_SENDS), RUN_MS: "5000" });

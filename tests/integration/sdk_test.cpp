@@ -89,6 +89,43 @@ private:
     pid_t pid_ = -1;
 };
 
+/// Waits (bounded by `limit`) until the reflector's live session has `clients` clients
+/// and at least `events` reflected events, as GET /sessions tells. The tests start their
+/// counters on these conditions rather than after fixed sleeps.
+bool
+wait_session(reflector const& r, int clients, int events, std::chrono::milliseconds limit = 15s)
+{
+    auto deadline = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < deadline) {
+        auto res = lockstep::test::http_request(r.port(), "GET", "/sessions");
+        auto j = json::parse(res.body, nullptr, false);
+        auto const& list = j.is_object() && j.contains("sessions") ? j["sessions"] : j;
+        if (list.is_array())
+            for (auto const& s : list)
+                if (s.value("state", "") == "live" && s.value("clients", 0) >= clients &&
+                    s.value("events", 0) >= events)
+                    return true;
+        std::this_thread::sleep_for(50ms);
+    }
+    return false;
+}
+
+/// Waits (bounded) until a snapshot (*.snap) is stored under `dir`.
+bool
+wait_snapshot(fs::path const& dir, std::chrono::milliseconds limit = 15s)
+{
+    auto deadline = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < deadline) {
+        std::error_code ec;
+        for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::recursive_directory_iterator();
+             it.increment(ec))
+            if (it->path().extension() == ".snap")
+                return true;
+        std::this_thread::sleep_for(50ms);
+    }
+    return false;
+}
+
 std::vector<std::string>
 args(reflector const& r, std::string const& session, std::vector<std::string> more)
 {
@@ -141,10 +178,11 @@ TEST(Sdk, ThreeReplicasAndALateJoinerReplayingTheLog)
     reflector r;
     ASSERT_TRUE(r.up());
     counter a(args(r, "log", {"--sends", "15", "--send-ms", "100", "--run-ms", "7000"}));
-    std::this_thread::sleep_for(200ms);
+    ASSERT_TRUE(wait_session(r, 1, 0));
     counter b(args(r, "log", {"--sends", "15", "--send-ms", "100", "--run-ms", "7000"}));
-    std::this_thread::sleep_for(2000ms);
-    counter c(args(r, "log", {"--sends", "10", "--send-ms", "100", "--run-ms", "4500"}));
+    ASSERT_TRUE(wait_session(r, 2, 10));  // c joins late: the log holds events by then
+    // c runs past clock 60 (6 s of session time) like a and b: three checkpoints in common.
+    counter c(args(r, "log", {"--sends", "10", "--send-ms", "100", "--run-ms", "6500"}));
     auto ra = run_ok(a, "a"), rb = run_ok(b, "b"), rc = run_ok(c, "c");
     EXPECT_EQ(ra["built_from"], "fresh");
     EXPECT_NE(rb["built_from"], "snapshot");  // "fresh" if it came before a's join event
@@ -171,10 +209,11 @@ TEST(Sdk, LateJoinerFromAnEncryptedSnapshot)
         return args(r, "snap", more);
     };
     counter a(with({"--sends", "20", "--send-ms", "100", "--run-ms", "7500"}));
-    std::this_thread::sleep_for(200ms);
+    ASSERT_TRUE(wait_session(r, 1, 0));
     counter b(with({"--sends", "20", "--send-ms", "100", "--run-ms", "7500"}));
-    std::this_thread::sleep_for(3500ms);
-    counter c(with({"--sends", "5", "--send-ms", "100", "--run-ms", "3500"}));
+    ASSERT_TRUE(wait_session(r, 2, 0));
+    ASSERT_TRUE(wait_snapshot(r.data()));  // c joins once a snapshot is stored
+    counter c(with({"--sends", "5", "--send-ms", "100", "--run-ms", "6000"}));
     // Same session, wrong password: refused with a clear error, the others unaffected.
     counter wrong(args(r, "snap", {"--password", "wrong", "--run-ms", "500"}));
     auto [ws, wr] = wrong.result();
@@ -213,7 +252,7 @@ TEST(Sdk, ForcedDisconnectRejoinsSeamlessly)
     reflector r;
     ASSERT_TRUE(r.up());
     counter a(args(r, "drop", {"--sends", "20", "--send-ms", "100", "--run-ms", "6000"}));
-    std::this_thread::sleep_for(200ms);
+    ASSERT_TRUE(wait_session(r, 1, 0));
     counter b(args(r, "drop", {"--sends", "20", "--send-ms", "100", "--run-ms", "6000", "--drop-at-ms", "1000"}));
     auto ra = run_ok(a, "a"), rb = run_ok(b, "b");
     EXPECT_EQ(rb["stats"]["seamless_rejoins"], 1) << rb.dump();
@@ -234,9 +273,9 @@ TEST(Sdk, ReflectorRestartKeepsTheSessionAndEveryReplicaRejoinsSeamlessly)
     // restarts with snapshots.
     std::vector<std::string> more = {"--sends", "30", "--send-ms", "100", "--run-ms", "8000"};
     counter a(args(r, "durable", more));
-    std::this_thread::sleep_for(200ms);
+    ASSERT_TRUE(wait_session(r, 1, 0));
     counter b(args(r, "durable", more));
-    std::this_thread::sleep_for(1500ms);
+    ASSERT_TRUE(wait_session(r, 2, 10));  // killed mid-session, with events in the log
     r.kill();  // SIGKILL: the journal has every event a replica saw
     std::this_thread::sleep_for(500ms);
     r.start();
@@ -264,9 +303,9 @@ TEST(Sdk, ReflectorRestartWithoutJournalRebuildsEveryReplicaTheSameWay)
     std::vector<std::string> more = {"--sends", "30", "--send-ms", "100", "--run-ms", "8000",
                                       "--files", r.files(), "--snapshot-ms", "1000"};
     counter a(args(r, "restart", more));
-    std::this_thread::sleep_for(200ms);
+    ASSERT_TRUE(wait_session(r, 1, 0));
     counter b(args(r, "restart", more));
-    std::this_thread::sleep_for(1500ms);
+    ASSERT_TRUE(wait_session(r, 2, 10));  // killed mid-session, with events in the log
     r.kill();  // the session dies with the process: the new one has another timeline
     std::this_thread::sleep_for(500ms);
     r.start();
@@ -484,10 +523,11 @@ make_certificate(fs::path const& dir, std::string const& san)
 }
 
 /// Two counter processes over wss:// and https:// at `base` (trusting `ca`): the second
-/// joins late and starts from the snapshot the first uploaded; both end with the same
-/// history.
+/// joins once the first stored a snapshot (under `data`) and starts from it; both end
+/// with the same history.
 void
-expect_two_counters_over_tls(std::string const& base, fs::path const& ca, std::string const& session)
+expect_two_counters_over_tls(std::string const& base, fs::path const& ca, std::string const& session,
+                             fs::path const& data)
 {
     std::vector<std::string> tls = {"--reflector", "wss://" + base, "--files", "https://" + base + "/files",
                                     "--tls-ca", ca.string(), "--session", session,
@@ -497,7 +537,7 @@ expect_two_counters_over_tls(std::string const& base, fs::path const& ca, std::s
         return more;
     };
     counter a(with({"--sends", "15", "--run-ms", "5500"}));
-    std::this_thread::sleep_for(2500ms);
+    ASSERT_TRUE(wait_snapshot(data));
     counter b(with({"--sends", "5", "--run-ms", "2500"}));
     auto ra = run_ok(a, "a"), rb = run_ok(b, "b");
     EXPECT_EQ(rb["built_from"], "snapshot") << rb.dump();  // downloaded over https
@@ -548,7 +588,7 @@ TEST(Sdk, WssAndHttpsThroughATlsTerminator)
     tls_terminator t(certs / "server.pem", r.port());
     ASSERT_TRUE(port_open(t.port()));
     auto base = "127.0.0.1:" + std::to_string(t.port());
-    expect_two_counters_over_tls(base, certs / "cert.pem", "tls");
+    expect_two_counters_over_tls(base, certs / "cert.pem", "tls", r.data());
 
     // Without the CA the certificate is not trusted; with a certificate for another name
     // the host name check fails: both refuse to connect.
@@ -682,7 +722,7 @@ TEST(Sdk, WssAndHttpsOnTheReflectorsOwnPort)
     reflector r({"--tls-cert", (certs / "cert.pem").string(), "--tls-key", (certs / "key.pem").string()});
     ASSERT_TRUE(r.up());
     auto base = "127.0.0.1:" + std::to_string(r.port());
-    expect_two_counters_over_tls(base, certs / "cert.pem", "own-tls");
+    expect_two_counters_over_tls(base, certs / "cert.pem", "own-tls", r.data());
     // Plain ws:// on a TLS port does not get through.
     counter plain({"--reflector", "ws://" + base, "--session", "own-tls", "--run-ms", "100"});
     EXPECT_EQ(plain.result().first, 1);
