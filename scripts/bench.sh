@@ -25,8 +25,13 @@ if [ "$quick" = 1 ]; then
   rates_fanout="10 20"; rates_400c="50"; counts_ticks="2000"; counts_busy="1500"; rates_threads="20"
 fi
 words() { echo $#; }
-total=$(( 2 + $(words $rates_fanout) + $(words $rates_400c) + 1 + 1 + $(words $counts_ticks) \
-          + $(words $counts_busy) + $(words $rates_threads) + 1 ))
+# Paired cost runs (section 6): configurations x rounds, alternating.
+cost_rate=${BENCH_COST_RATE:-50}; cost_rounds=${BENCH_COST_ROUNDS:-3}
+[ "$quick" = 1 ] && cost_rounds=1
+cost_configs=3
+[ -n "${BENCH_BASELINE_BIN:-}" ] && cost_configs=4
+total=$(( 2 + $(words $rates_fanout) + 2 * $(words $rates_400c) + 1 + 1 + $(words $counts_ticks) \
+          + $(words $counts_busy) + $(words $rates_threads) + cost_configs * cost_rounds + 1 ))
 step_no=0; started=$(date +%s)
 progress() {  # what this step runs
   step_no=$((step_no + 1))
@@ -43,11 +48,12 @@ pin_refl="taskset -c 0"; pin_gen="taskset -c 1"
 if [ "$ncores" -lt 2 ]; then pin_refl=""; pin_gen=""; fi
 
 refl_pid=""
+refl_bin="$BIN/lockstep-reflector"
 start_reflector() {  # $1 = threads, then extra reflector flags
   local log; log=$(mktemp)
   local n=$1; shift
   rm -rf "$out/data"
-  $pin_refl "$BIN/lockstep-reflector" --port 0 --threads "$n" --data-dir "$out/data" --log-level warn \
+  $pin_refl "$refl_bin" --port 0 --threads "$n" --data-dir "$out/data" --log-level warn \
       --max-queue-bytes 67108864 "$@" >"$log" 2>&1 &
   refl_pid=$!
   # --log-level warn hides the "listening" line: find the port from /proc.
@@ -67,13 +73,15 @@ stop_reflector() {
 trap stop_reflector EXIT
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
+url_prefix=""    # path segments in front of /reflector (a t/<jwt> pair)
+extra_fields=""  # more JSON fields for run()'s line ("config":...,)
 run() {  # scenario label, then lockstep-bench args
   local label=$1; shift
   local line
   progress "$label $*"
-  line=$($pin_gen "$BIN/lockstep-bench" --url "ws://127.0.0.1:$port/reflector" --seconds "$secs" --warmup "$warm" "$@" 2>/dev/null | tail -n1) || true
+  line=$($pin_gen "$BIN/lockstep-bench" --url "ws://127.0.0.1:$port$url_prefix/reflector" --seconds "$secs" --warmup "$warm" "$@" 2>/dev/null | tail -n1) || true
   [ -n "$line" ] || line='{"errors":-1}'
-  line="{\"scenario\":\"$label\",\"reflector_threads\":$threads,${line#\{}"
+  line="{\"scenario\":\"$label\",$extra_fields\"reflector_threads\":$threads,${line#\{}"
   echo "$line" | tee -a "$res"
 }
 
@@ -99,7 +107,7 @@ stop_reflector
 # 1c. The same without the session journal (--journal none): what durability costs
 # (docs/durability.md; the journal's default fsync policy is on in 1b).
 start_reflector 1 --journal none
-for r in $rates; do run fanout-400c-nojournal --sessions 20 --clients 400 --rate "$r" --payload 120 --tps 20; done
+for r in $rates_400c; do run fanout-400c-nojournal --sessions 20 --clients 400 --rate "$r" --payload 120 --tps 20; done
 stop_reflector
 
 # 2. Scale: 10,000 clients in 200 sessions of 50 at 20 ticks/s, one event per 5 s each.
@@ -139,7 +147,64 @@ start_reflector 2
 for r in $rates_threads; do run fanout-threads2 --sessions 50 --clients 1000 --rate "$r" --payload 120 --tps 20 --threads 1; done
 stop_reflector
 
-# 6. Microbenchmarks (one JSON line each).
+# 6. What a feature costs, paired: the same fan-out (400 clients in 20 sessions of 20,
+# BENCH_COST_RATE events/s each) against reflectors started with different flags, one
+# configuration after the other, BENCH_COST_ROUNDS times, so that the machine's noise
+# falls on all of them alike. One JSON line per run ("cost"), then one per configuration
+# ("cost-summary": median deliveries/s and p99 over the rounds, ratio to "journal").
+#   journal    the default (session journal on, group commit)
+#   nojournal  --journal none
+#   auth       --auth-secret, every client through a t/<jwt> path (the gate, JOIN claims)
+#   before     BENCH_BASELINE_BIN, another build's reflector with default flags (optional)
+threads=1
+pin_refl="taskset -c 0"
+[ "$ncores" -lt 2 ] && pin_refl=""
+secret="bench-secret-$$"
+token=$(python3 - "$secret" <<'PY'
+import base64, hashlib, hmac, json, sys, time
+b = lambda d: base64.urlsafe_b64encode(d).rstrip(b"=").decode()
+h = b(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+p = b(json.dumps({"sub": "bench", "exp": int(time.time()) + 7200}).encode())
+s = b(hmac.new(sys.argv[1].encode(), f"{h}.{p}".encode(), hashlib.sha256).digest())
+print(f"{h}.{p}.{s}")
+PY
+)
+cost_names="journal nojournal auth"
+[ -n "${BENCH_BASELINE_BIN:-}" ] && cost_names="$cost_names before"
+for round in $(seq 1 "$cost_rounds"); do
+  for cfg in $cost_names; do
+    refl_bin="$BIN/lockstep-reflector"; url_prefix=""; flags=()
+    case $cfg in
+      nojournal) flags=(--journal none) ;;
+      auth) flags=(--auth-secret "$secret"); url_prefix="/t/$token" ;;
+      before) refl_bin=$BENCH_BASELINE_BIN ;;
+    esac
+    start_reflector 1 "${flags[@]}"
+    extra_fields="\"config\":\"$cfg\",\"round\":$round,"
+    run "cost" --sessions 20 --clients 400 --rate "$cost_rate" --payload 120 --tps 20
+    stop_reflector
+  done
+done
+refl_bin="$BIN/lockstep-reflector"; url_prefix=""; extra_fields=""
+python3 - "$res" <<'PY' | tee -a "$res"
+import json, statistics, sys
+runs = [json.loads(l) for l in open(sys.argv[1]) if '"scenario":"cost"' in l]
+by = {}
+for r in runs:
+    by.setdefault(r.get("config", "?"), []).append(r)
+def med(rs, k):
+    v = [r.get(k, 0) for r in rs if r.get("errors", 1) == 0]
+    return statistics.median(v) if v else None
+base = med(by.get("journal", []), "deliveries_per_s")
+for cfg, rs in by.items():
+    d = med(rs, "deliveries_per_s")
+    o = {"scenario": "cost-summary", "config": cfg, "rounds": len(rs), "rate": rs[0].get("rate"),
+         "median_deliveries_per_s": d, "median_p99_ms": med(rs, "p99_ms"),
+         "ratio_to_journal": round(d / base, 3) if d and base else None}
+    print(json.dumps(o))
+PY
+
+# 7. Microbenchmarks (one JSON line each).
 progress "microbenchmarks"
 "$BIN/lockstep-microbench" --benchmark_format=json --benchmark_min_time=0.2 2>/dev/null \
   | python3 -c '
