@@ -173,7 +173,7 @@ edge_limits::render() const
     out += fmt::format(
         "# HELP lockstep_open_sockets Accepted sockets open now (HTTP and WebSocket).\n"
         "# TYPE lockstep_open_sockets gauge\nlockstep_open_sockets {}\n"
-        "# HELP lockstep_uploads_in_progress PUT /files bodies being received.\n"
+        "# HELP lockstep_uploads_in_progress PUT /files requests being received or stored.\n"
         "# TYPE lockstep_uploads_in_progress gauge\nlockstep_uploads_in_progress {}\n"
         "# HELP lockstep_blob_store_bytes Bytes of blobs in the store (counted against --max-disk-bytes).\n"
         "# TYPE lockstep_blob_store_bytes gauge\nlockstep_blob_store_bytes {}\n"

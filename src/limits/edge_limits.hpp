@@ -107,6 +107,8 @@ public:
     std::string render() const;
 
     std::uint64_t open_sockets() const noexcept { return open_.load(); }
+    /// PUT /files requests between their body's first byte and their answer.
+    std::uint32_t uploads_in_progress() const noexcept { return uploads_.load(); }
 
 private:
     friend class ticket;

@@ -149,7 +149,7 @@ define(cli::options& o, config& c)
           "/v1 and /files requests per second per address (bursts of 2N); more get 429 (0 = no limit)",
           "Health, metrics and WebSocket upgrades are not counted; loopback peers are not limited. Metric: "
           "`{limit=\"http_rate\"}`");
-    o.add("--max-uploads", c.max_uploads, "PUT /files bodies received at once; more get 503 (0 = no limit)",
+    o.add("--max-uploads", c.max_uploads, "PUT /files requests received or being stored at once; more get 503 (0 = no limit)",
           "With `--max-blob-bytes` this bounds upload memory. Metric: `{limit=\"uploads\"}`, "
           "`lockstep_uploads_in_progress`");
     o.add("--max-disk-bytes", c.max_disk_bytes, "size of the blob store; a PUT that would exceed it gets 507 (0 = none)",

@@ -110,7 +110,8 @@ private:
     void
     on_body(error_code ec)
     {
-        upload_.reset();
+        // An upload's slot is held until its answer is written (the blob is on disk by
+        // then): a drain waits for it, --max-uploads counts it.
         if (ec == http::error::body_limit)
             return fail_status(http::status::payload_too_large, "body too large", false);
         if (ec)
@@ -156,6 +157,7 @@ private:
         // Blob downloads may be large: same window as uploads.
         stream_.expires_after(std::chrono::minutes(10));
         beast::async_write(stream_, std::move(msg), [self = shared_from_this(), keep](error_code ec, std::size_t) {
+            self->upload_.reset();
             if (ec || !keep)
                 return self->shutdown();
             self->do_read();
@@ -282,7 +284,7 @@ private:
     std::optional<http::request_parser<http::string_body>> body_;
     auth::decision decision_;  // of the request being read
     limits::ticket ticket_;    // this socket's place in the connection counts
-    std::optional<limits::upload_slot> upload_;  // while a PUT body is being received
+    std::optional<limits::upload_slot> upload_;  // from a PUT's body until its answer is written
     std::string ip_;           // client address (X-Forwarded-For with --trust-proxy)
     bool loopback_ = false;
 };

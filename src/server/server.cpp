@@ -720,9 +720,12 @@ server::drain()
         long n = 0;
         for (auto const& w : impl_->st.workers)
             n += w->metrics.connections.load();
-        if (n == 0 || std::chrono::steady_clock::now() >= deadline) {
-            if (n)
-                spdlog::warn("drain timeout: {} connections still open", n);
+        // Uploads in progress finish too (a client's snapshot arriving as the drain
+        // starts is stored and answered): HTTP stays up until then.
+        auto uploads = impl_->st.limits_->uploads_in_progress();
+        if ((n == 0 && uploads == 0) || std::chrono::steady_clock::now() >= deadline) {
+            if (n || uploads)
+                spdlog::warn("drain timeout: {} connections still open, {} uploads in progress", n, uploads);
             stop();
             return;
         }

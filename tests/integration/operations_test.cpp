@@ -2,6 +2,7 @@
 // a drain as clients, load balancers and the router see it (real signals), and a Redis
 // outage in cluster mode (a real redis-server stopped and started again).
 #include "support/frames.hpp"
+#include "support/metrics.hpp"
 #include "support/process.hpp"
 #include "support/redis_server.hpp"
 
@@ -129,6 +130,38 @@ TEST(operations, a_drain_as_clients_balancers_and_the_router_see_it)
     EXPECT_EQ(*status, 0) << r.log();
     EXPECT_GE(took, 4900ms) << "exited before the drain timeout with a client still open";
     EXPECT_NE(r.log().find("drain timeout: 1 connections still open"), std::string::npos) << r.log();
+}
+
+TEST(operations, a_drain_waits_for_an_upload_in_progress)
+{
+    reflector_process r({"--drain-timeout-ms", "20000"});
+    ASSERT_TRUE(r.up());
+    // A snapshot upload is half sent when SIGTERM arrives; the rest follows 1 s later.
+    std::string const blob(64 * 1024, 's');
+    tcp_connection up(r.port());
+    ASSERT_TRUE(up.send("PUT /files/apps/drain/late.snap HTTP/1.1\r\nHost: x\r\nContent-Length: " +
+                        std::to_string(blob.size()) + "\r\nConnection: close\r\n\r\n" + blob.substr(0, 1000)));
+    ASSERT_TRUE(eventually([&] {
+        return metrics::parse(http_request(r.port(), "GET", "/metrics").body)["lockstep_uploads_in_progress"] == 1;
+    }));
+    r.signal(SIGTERM);
+    ASSERT_TRUE(eventually([&] { return http_request(r.port(), "GET", "/health/ready").status == 503; }));
+    std::this_thread::sleep_for(1s);
+    EXPECT_FALSE(r.wait_exit(0ms)) << "exited with an upload in progress";
+    ASSERT_TRUE(up.send(blob.substr(1000)));
+    auto const& answer = up.read_until("\r\n\r\n");
+    EXPECT_EQ(answer.rfind("HTTP/1.1 201", 0), 0u) << answer;
+    // Then it exits at once (no WebSocket client, nothing else in flight), and the blob is there.
+    auto status = r.wait_exit(stuck);
+    ASSERT_TRUE(status);
+    EXPECT_EQ(*status, 0) << r.log();
+    std::size_t stored = 0;
+    std::error_code ec;
+    for (auto it = fs::recursive_directory_iterator(r.data(), ec); !ec && it != fs::recursive_directory_iterator();
+         it.increment(ec))
+        if (it->path().filename() == "late.snap")
+            stored = fs::file_size(it->path());
+    EXPECT_EQ(stored, blob.size());
 }
 
 TEST(operations, a_second_signal_stops_a_drain_at_once)
