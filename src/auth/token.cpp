@@ -16,22 +16,6 @@ base64url_char(char c) noexcept
     return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
 }
 
-std::vector<std::string_view>
-segments(std::string_view path)
-{
-    std::vector<std::string_view> out;
-    if (!path.empty() && path.front() == '/')
-        path.remove_prefix(1);
-    while (true) {
-        auto slash = path.find('/');
-        out.push_back(path.substr(0, slash));
-        if (slash == std::string_view::npos)
-            break;
-        path.remove_prefix(slash + 1);
-    }
-    return out;
-}
-
 }  // namespace
 
 bool
@@ -59,7 +43,7 @@ looks_like_jwt(std::string_view s) noexcept
 std::string
 ws_path_token(std::string_view path)
 {
-    auto seg = segments(path);
+    auto seg = path_segments(path);
     // The last segment is the session id; a pair must end before it.
     for (std::size_t i = 0; i + 2 < seg.size(); ++i)
         if (seg[i] == "t" && looks_like_jwt(seg[i + 1]))

@@ -44,8 +44,6 @@ valid_utf8(std::string_view s) noexcept
     return true;
 }
 
-namespace {
-
 std::vector<std::string_view>
 path_segments(std::string_view path)
 {
@@ -61,8 +59,6 @@ path_segments(std::string_view path)
     }
     return out;
 }
-
-}  // namespace
 
 std::string
 redact_credentials(std::string_view target)

@@ -6,6 +6,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace lockstep {
 
@@ -22,6 +23,11 @@ safe_dump(nlohmann::json const& j)
 {
     return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
+
+/// The segments of a URL path, leading slash dropped ("/a//b" gives "a", "", "b"); they
+/// point into `path`.
+std::vector<std::string_view>
+path_segments(std::string_view path);
 
 /// A URL or request target with every credential replaced by `***` (path pairs `t/<x>`,
 /// router seat pairs `r/<x>`, and `token=` query values), for log lines.

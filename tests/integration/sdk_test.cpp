@@ -613,12 +613,10 @@ TEST(Sdk, WssAndHttpsThroughATlsTerminator)
 
 namespace {
 
-/// SHA-256 fingerprint of the certificate a TLS server on `port` presents ("" if none).
+/// What a shell command prints on stdout.
 std::string
-served_fingerprint(std::uint16_t port)
+command_output(std::string const& cmd)
 {
-    auto cmd = "openssl s_client -connect 127.0.0.1:" + std::to_string(port) +
-               " </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256 2>/dev/null";
     std::string out;
     if (FILE* p = ::popen(cmd.c_str(), "r")) {
         char buf[256];
@@ -629,18 +627,18 @@ served_fingerprint(std::uint16_t port)
     return out;
 }
 
+/// SHA-256 fingerprint of the certificate a TLS server on `port` presents ("" if none).
+std::string
+served_fingerprint(std::uint16_t port)
+{
+    return command_output("openssl s_client -connect 127.0.0.1:" + std::to_string(port) +
+                          " </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256 2>/dev/null");
+}
+
 std::string
 file_fingerprint(fs::path const& cert)
 {
-    std::string out;
-    auto cmd = "openssl x509 -noout -fingerprint -sha256 -in '" + cert.string() + "'";
-    if (FILE* p = ::popen(cmd.c_str(), "r")) {
-        char buf[256];
-        while (std::fgets(buf, sizeof buf, p))
-            out += buf;
-        ::pclose(p);
-    }
-    return out;
+    return command_output("openssl x509 -noout -fingerprint -sha256 -in '" + cert.string() + "'");
 }
 
 // Counts the events it got and folds their text into a digest (FNV-1a), so two replicas
