@@ -32,7 +32,7 @@ scope_of(request_view const& r, std::string_view path, bool metrics_open)
         return metrics_open ? scope::open : scope::admin;
     // The admin page itself is static HTML with no data; it asks for the token when its
     // API answers 401 and sends it as a Bearer header (a browser cannot on navigation).
-    if (path == "/sessions" || starts_with(path, "/admin/api/") || path == "/v1/reflectors" ||
+    if (path == "/sessions" || starts_with(path, "/admin/api/") || path == "/v1/reflectors" || path == "/v1/rooms" ||
         starts_with(path, "/v1/reflectors/"))
         return scope::admin;
     if (starts_with(path, "/v1/"))

@@ -262,6 +262,23 @@ redis_directory::room_info(std::string const& room)
     return j;
 }
 
+json
+redis_directory::rooms(std::size_t limit)
+{
+    std::string s;
+    long long n = 0;
+    bool nil = false;
+    if (!eval({"rooms", std::to_string(limit)}, s, n, nil) || nil || s.empty())
+        return json::array();
+    auto list = as_list(json::parse(s, nullptr, false));
+    if (!list.is_array())
+        return json::array();
+    for (auto& room : list)
+        if (room.is_object())
+            room["shards"] = as_list(room["shards"]);
+    return list;
+}
+
 std::optional<json>
 redis_directory::create_child(std::string const& parent, std::string const& purpose, std::string const& region,
                               api_error& err)

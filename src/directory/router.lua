@@ -4,6 +4,7 @@
 --
 -- Keys:  ls:refl             hash  reflector id -> {"region","url","files","load","draining","instance","hb"}
 --        ls:room:<room>      string JSON {"pol":{cap,over,ttl,retire},"next":n,"shards":[...]}
+--        ls:rooms            set   every room name (for listings)
 --                            a seat: {token, confirmed, conns: {"<reflector>#<instance>:<serial>": true}, exp}
 --        ls:tok:<token>      string JSON {"room","user"}
 --        ls:children:<p>     hash  purpose -> {"session","refl"}
@@ -67,6 +68,7 @@ end
 
 local function save_room(name, r)
   redis.call('SET', 'ls:room:' .. name, cjson.encode(r))
+  redis.call('SADD', 'ls:rooms', name)
 end
 
 local function free_seat(sh, user)
@@ -127,6 +129,24 @@ local function sweep(r)
     end
     i = i - 1
   end
+end
+
+-- A room as GET /v1/rooms/<room> shows it (after a sweep); nil if unknown.
+local function room_json(name)
+  local r = load_room(name)
+  if r == nil then return nil end
+  sweep(r)
+  save_room(name, r)
+  local shards = {}
+  for _, sh in ipairs(r.shards) do
+    local members, reserved = 0, 0
+    for _, st in pairs(sh.seats) do
+      if st.confirmed then members = members + 1 else reserved = reserved + 1 end
+    end
+    shards[#shards + 1] = {session = sh.session, shard = sh.idx, members = members, reserved = reserved,
+                           capacity = r.pol.cap, reflector = sh.refl}
+  end
+  return {room = name, capacity = r.pol.cap, overflow = r.pol.over, shards = shards}
 end
 
 local function spawn(name, r, region)
@@ -222,21 +242,17 @@ elseif op == 'leave' then
   return 0
 
 elseif op == 'room' then
-  local name = ARGV[3]
-  local r = load_room(name)
-  if r == nil then return false end
-  sweep(r)
-  save_room(name, r)
-  local shards = {}
-  for _, sh in ipairs(r.shards) do
-    local members, reserved = 0, 0
-    for _, st in pairs(sh.seats) do
-      if st.confirmed then members = members + 1 else reserved = reserved + 1 end
-    end
-    shards[#shards + 1] = {session = sh.session, shard = sh.idx, members = members, reserved = reserved,
-                           capacity = r.pol.cap, reflector = sh.refl}
+  local room = room_json(ARGV[3])
+  if room == nil then return false end
+  return cjson.encode(room)
+
+elseif op == 'rooms' then
+  local out = {}
+  for _, name in ipairs(redis.call('SORT', 'ls:rooms', 'ALPHA', 'LIMIT', 0, tonumber(ARGV[3]))) do
+    local room = room_json(name)
+    if room then out[#out + 1] = room end
   end
-  return cjson.encode({room = name, capacity = r.pol.cap, overflow = r.pol.over, shards = shards})
+  return cjson.encode(out)
 
 elseif op == 'mjoin' then
   local token, jname, conn = ARGV[3], ARGV[4], ARGV[5]

@@ -296,6 +296,15 @@ router_api(service& svc, router::directory& rt, request&& req, std::string_view 
             return reply(router_unavailable(req, "path"));
         return reply(text_response(req, http::status::ok, safe_dump(list), "application/json"));
     }
+    if (seg.size() == 1 && seg[0] == "rooms") {
+        // Every room (the first 1,000 by name) with its shards: for operators (admin scope).
+        if (method != http::verb::get && method != http::verb::head)
+            return reply(method_not_allowed(req, "GET, HEAD"));
+        auto list = rt.rooms(1000);
+        if (!rt.available())
+            return reply(router_unavailable(req, "path"));
+        return reply(text_response(req, http::status::ok, safe_dump(list), "application/json"));
+    }
     if (seg.size() >= 2 && seg[0] == "rooms") {
         auto const& room = seg[1];
         // '~' names overflow shards and '/' child sessions: not allowed in room names.

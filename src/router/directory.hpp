@@ -87,6 +87,8 @@ public:
     virtual bool leave(std::string const& room, std::string const& user) = 0;
     /// Shards of a room, or nullopt if the room is unknown.
     virtual std::optional<nlohmann::json> room_info(std::string const& room) = 0;
+    /// The first `limit` rooms by name, each as room_info gives it (a JSON array).
+    virtual nlohmann::json rooms(std::size_t limit) = 0;
 
     /// Creates (or returns, per purpose) a child session of `parent`.
     virtual std::optional<nlohmann::json> create_child(std::string const& parent, std::string const& purpose,

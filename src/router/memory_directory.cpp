@@ -202,6 +202,25 @@ memory_directory::find_by_token(std::string const& token)
     return std::nullopt;
 }
 
+json
+memory_directory::rooms(std::size_t limit)
+{
+    std::vector<std::string> names;
+    {
+        std::lock_guard lock(mu_);
+        for (auto const& [name, r] : rooms_) {  // a std::map: by name
+            if (names.size() == limit)
+                break;
+            names.push_back(name);
+        }
+    }
+    json out = json::array();
+    for (auto const& name : names)
+        if (auto info = room_info(name))
+            out.push_back(std::move(*info));
+    return out;
+}
+
 std::optional<json>
 memory_directory::room_info(std::string const& name)
 {

@@ -24,6 +24,7 @@ public:
                                     api_error& err) override;
     bool leave(std::string const& room, std::string const& user) override;
     std::optional<nlohmann::json> room_info(std::string const& room) override;
+    nlohmann::json rooms(std::size_t limit) override;
     std::optional<nlohmann::json> create_child(std::string const& parent, std::string const& purpose,
                                                std::string const& region, api_error& err) override;
     nlohmann::json children(std::string const& parent) override;

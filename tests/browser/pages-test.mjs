@@ -213,11 +213,19 @@ async function main() {
   await until(admin, "admin lists the session with 3 clients", row, [mine.name, 3]);
   await until(admin, "admin shows metrics", () => document.querySelectorAll("#metrics .metric").length >= 5);
   await until(admin, "admin lists this reflector", () => document.querySelectorAll("#reflectors tbody tr td.good").length === 1);
+  // A room made through the router shows under "Rooms and shards", with its reserved seat.
+  const roomName = "admin-room-" + process.pid;
+  const seat = await fetch(`${base}/v1/rooms/${roomName}/join`, {
+    method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ user: "u1" }) });
+  assert.equal(seat.status, 200, "router join");
+  await until(admin, "admin lists the room and its shard", name => [...document.querySelectorAll("#rooms tbody tr")]
+    .some(tr => tr.dataset.room === name && tr.cells[1].textContent === "1" && tr.cells[4].textContent === "1"), roomName);
   if (shots) await admin.screenshot({ path: join(shots, "admin.png"), fullPage: true });
-  console.log("ok - the admin page lists the live session, metrics and this reflector");
+  console.log("ok - the admin page lists the live session, metrics, the room's shard and this reflector");
 
-  // With an admin token configured the API answers 401 (emulated here by interception, as
-  // the reflector has no token yet): the page asks for it and sends it as a Bearer header.
+  // With an admin token configured the API answers 401 (emulated here by interception: the
+  // reflector under test runs without one; tests/integration/auth_test.cpp checks the real
+  // refusals): the page asks for the token and sends it as a Bearer header.
   const guarded = await (await browser.createBrowserContext()).newPage();
   await guarded.setRequestInterception(true);
   const authorized = [];

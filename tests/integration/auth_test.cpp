@@ -164,6 +164,8 @@ TEST(auth, operator_endpoints_need_the_admin_token)
     EXPECT_EQ(http_request(port, "GET", "/metrics", "", bearer(admin)).status, 200);
     EXPECT_EQ(http_request(port, "GET", "/v1/reflectors", "", bearer(user_token(secret))).status, 403);
     EXPECT_EQ(http_request(port, "GET", "/v1/reflectors", "", bearer(admin)).status, 200);
+    EXPECT_EQ(http_request(port, "GET", "/v1/rooms", "", bearer(user_token(secret))).status, 403);
+    EXPECT_EQ(http_request(port, "GET", "/v1/rooms", "", bearer(admin)).status, 200);
     EXPECT_EQ(http_request(port, "GET", "/health/live").status, 200);
     EXPECT_EQ(http_request(port, "GET", "/health/ready").status, 200);
     // The admin API needs the token; the admin page is static and asks for it itself.

@@ -45,6 +45,11 @@ TEST(router_api, join_room_leave)
     auto j = json::parse(info.body);
     EXPECT_EQ(j["shards"][0]["reserved"], 1);
     EXPECT_EQ(j["shards"][0]["members"], 0);
+    // The listing of every room shows the same view.
+    auto all = http_request(srv.port(), "GET", "/v1/rooms");
+    ASSERT_EQ(all.status, 200);
+    EXPECT_EQ(json::parse(all.body), json::array({j})) << all.body;
+    EXPECT_EQ(http_request(srv.port(), "POST", "/v1/rooms").status, 405);
 
     EXPECT_EQ(post(srv.port(), "/v1/rooms/lobby/leave", {{"user", "alice"}})["freed"], true);
     j = json::parse(http_request(srv.port(), "GET", "/v1/rooms/lobby").body);

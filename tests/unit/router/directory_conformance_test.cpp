@@ -121,6 +121,24 @@ TYPED_TEST(directory_conformance, overflow_shards_keep_headroom)
     EXPECT_EQ(a.session, "room~2");
 }
 
+TYPED_TEST(directory_conformance, rooms_are_listed_by_name_with_their_shards)
+{
+    EXPECT_EQ(this->d->rooms(10), nlohmann::json::array());
+    for (int i = 0; i < 8; ++i)
+        this->join("b-room", "u" + std::to_string(i));  // the 8th opens shard 2
+    this->join("a-room", "solo");
+    auto list = this->d->rooms(10);
+    ASSERT_EQ(list.size(), 2u) << list;
+    EXPECT_EQ(list[0]["room"], "a-room");
+    EXPECT_EQ(list[1]["room"], "b-room");
+    EXPECT_EQ(list[1], *this->d->room_info("b-room"));  // the same view as one room's
+    EXPECT_EQ(list[1]["shards"].size(), 2u);
+    EXPECT_EQ(list[0]["shards"][0]["reserved"], 1);
+    auto first = this->d->rooms(1);  // bounded
+    ASSERT_EQ(first.size(), 1u);
+    EXPECT_EQ(first[0]["room"], "a-room");
+}
+
 TYPED_TEST(directory_conformance, room_policies_apply_by_pattern)
 {
     // tiny-*: capacity 2, overflow 1.0
