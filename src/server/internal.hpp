@@ -152,6 +152,10 @@ struct server_state final : http_routes::service {
     session_options sopts;
     store::file_store files;                   // stateless paths: any thread
     store::file_persistence persistence;       // any thread (own mutex)
+    // Before the workers, so they outlive them: connections a worker's io_context still
+    // holds when it is destroyed give their limit tickets back to limits_.
+    std::unique_ptr<auth::gate> gate;         // access control (docs/security.md)
+    std::unique_ptr<limits::edge_limits> limits_;  // connection, request, upload and disk limits
     std::vector<std::unique_ptr<worker>> workers;  // the vector is fixed; see worker for its members
     net::thread_pool disk{1};                  // blocking file I/O off the event loops; any thread
                                                // posts; after the workers: goes first
@@ -162,8 +166,6 @@ struct server_state final : http_routes::service {
     steady_clock_source router_clock;          // stateless: any thread
     std::string self_id;                      // this reflector's router id (set before serving)
     std::string instance;                     // random per process: tells a restart apart (same)
-    std::unique_ptr<auth::gate> gate;         // access control (docs/security.md)
-    std::unique_ptr<limits::edge_limits> limits_;  // connection, request, upload and disk limits
     std::shared_ptr<tls::front> tls;          // --tls-cert: TLS on this port (tls/tls_front.hpp)
     directory_thread directory;               // embedded or Redis (docs/router.md): post from any
                                               // thread; declared last, so its thread stops first
