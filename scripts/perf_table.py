@@ -8,7 +8,7 @@ src, doc = sys.argv[1], sys.argv[2]
 rows = [json.loads(l) for l in open(src) if l.strip()]
 lines = [f"Measured {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC by `make bench` (`scripts/bench.sh`).", ""]
 
-load = [r for r in rows if r.get("scenario") not in ("memory", "micro", "loopback-probe")]
+load = [r for r in rows if r.get("scenario") not in ("memory", "micro", "loopback-probe", "cost", "cost-summary")]
 if load:
     lines += ["| scenario | refl. threads | sessions | clients | rate/client | offered ev/s | sent/s | deliveries/s | p50 ms | p99 ms | p99.9 ms | max ms | ticks/s | tick late p99 ms | gaps | errors | gen CPU |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -31,6 +31,16 @@ for r in rows:
         lines.append(f"Memory: {r['clients']} idle joined connections: RSS {r['rss_empty_kb']} KiB empty, "
                      f"{r['rss_loaded_kb']} KiB loaded: **{r['bytes_per_connection']} bytes per connection**.")
         lines.append("")
+costs = [r for r in rows if r.get("scenario") == "cost-summary"]
+if costs:
+    lines += ["What a feature costs (paired runs, section 6 of `scripts/bench.sh`: the same fan-out, "
+              "configurations alternating, medians over the rounds):", "",
+              "| configuration | rounds | rate/client | median deliveries/s | median p99 ms | ratio to journal |",
+              "|---|---|---|---|---|---|"]
+    for r in costs:
+        lines.append(f"| {r['config']} | {r['rounds']} | {r['rate']} | {r['median_deliveries_per_s'] or 0:.0f} | "
+                     f"{r['median_p99_ms'] or 0:.2f} | {r['ratio_to_journal']} |")
+    lines.append("")
 micro = [r for r in rows if r.get("scenario") == "micro"]
 if micro:
     lines += ["| microbenchmark | ns/op | deliveries/s | MB/s |", "|---|---|---|---|"]
