@@ -145,7 +145,8 @@ redis_sessions::append(std::vector<session_append> const& batch)
         keys.emplace_back(a.id);
         auto first = a.events.empty() ? std::string()
                                       : std::to_string(a.seq - static_cast<std::uint32_t>(a.events.size() - 1));
-        nums.push_back({std::to_string(a.fence), std::to_string(a.seq),
+        bool seq_known = a.rebase || !a.events.empty() || !a.header_json.empty();
+        nums.push_back({std::to_string(a.fence), seq_known ? std::to_string(a.seq) : std::string(),
                         a.seen_ms < 0 ? std::string() : std::to_string(a.seen_ms), std::to_string(opts_.retention_ms),
                         std::move(first)});
         auto const& n = nums.back();

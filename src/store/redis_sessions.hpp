@@ -48,7 +48,7 @@ struct session_append {
     std::uint64_t fence = 0;
     bool rebase = false;               // the whole state: replaces the stored one
     std::string header_json;           // empty: unchanged
-    std::uint32_t seq = 0;             // last seq after this append
+    std::uint32_t seq = 0;             // last seq after this append (with a base, a header or events)
     std::int64_t seen_ms = -1;         // -1: unchanged
     std::vector<std::string> events;   // log elements, continuing the stored seq
 };

@@ -45,7 +45,7 @@ if op == 'release' then
 end
 
 if op == 'append' then
-  -- ARGV: fence, rebase (1|0), header JSON ('' = unchanged), seq, seen ('' = unchanged),
+  -- ARGV: fence, rebase (1|0), header JSON ('' = unchanged), seq ('' = unchanged), seen ('' = unchanged),
   -- retention ms, first seq of the events ('' = none), events...
   -- Returns 1 (written), 0 (fenced: another owner took the session), -1 (the events do
   -- not continue the stored seq: the owner must rewrite the whole state).
@@ -63,7 +63,8 @@ if op == 'append' then
     redis.call('RPUSH', KEYS[4], unpack(ARGV, i, math.min(n, i + 499)))
   end
   if ARGV[4] ~= '' then redis.call('HSET', KEYS[3], 'header', ARGV[4]) end
-  redis.call('HSET', KEYS[3], 'seq', ARGV[5], 'fence', ARGV[2])
+  if ARGV[5] ~= '' then redis.call('HSET', KEYS[3], 'seq', ARGV[5]) end
+  redis.call('HSET', KEYS[3], 'fence', ARGV[2])
   if ARGV[6] ~= '' then redis.call('HSET', KEYS[3], 'seen', ARGV[6]) end
   redis.call('PEXPIRE', KEYS[2], ARGV[7])
   redis.call('PEXPIRE', KEYS[3], ARGV[7])
