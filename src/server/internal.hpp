@@ -203,6 +203,8 @@ struct server_state final : http_routes::service {
     std::uint32_t max_files_depth() const override { return cfg.max_files_depth; }
     std::uint64_t max_disk_bytes() const override { return cfg.max_disk_bytes; }
     void run_blocking(unique_function<void()> task) override;
+    void shared_blob_put(std::string path, std::string bytes, unique_function<void(bool)> done) override;
+    void shared_blob_get(std::string path, unique_function<void(std::optional<std::string>)> done) override;
     std::filesystem::path const& web_root() const override { return web_root_; }
     std::filesystem::path const& builtin_web_root() const override { return builtin_web_root_; }
     void close_session_clients(std::string const& session_id, unique_function<void(std::size_t)> done) override;

@@ -541,6 +541,30 @@ server_state::run_blocking(unique_function<void()> task)
     net::post(disk, std::move(task));
 }
 
+void
+server_state::shared_blob_put(std::string path, std::string bytes, unique_function<void(bool)> done)
+{
+    if (!cluster)
+        return done(true);
+    directory.run([this, path = std::move(path), bytes = std::move(bytes), done = std::move(done)]() mutable {
+        done(cluster->store().put_blob(path, bytes, cfg.session_retention_s));
+    });
+}
+
+void
+server_state::shared_blob_get(std::string path, unique_function<void(std::optional<std::string>)> done)
+{
+    if (!cluster)
+        return done(std::nullopt);
+    directory.run([this, path = std::move(path), done = std::move(done)]() mutable {
+        bool reachable = false;
+        auto bytes = cluster->store().get_blob(path, reachable);
+        if (!reachable)
+            spdlog::warn("files: {} not here and Redis unreachable", path);
+        done(std::move(bytes));
+    });
+}
+
 worker&
 server_state::worker_for(std::string_view session_id)
 {
