@@ -100,6 +100,45 @@ TEST(cluster_sessions, a_stale_owner_frozen_past_its_lease_shows_and_writes_noth
     EXPECT_EQ((*sync3)["args"]["timeline"], (*sync1)["args"]["timeline"]);
 }
 
+TEST(cluster_sessions, events_sent_while_redis_is_frozen_wait_for_it_and_none_is_lost)
+{
+    redis_server redis;
+    ASSERT_TRUE(redis.ready());
+    auto a = node(redis, {"--lease-ms", "4000"});
+    ws_client c1(a->port(), "/FROZENREDIS"), c2(a->port(), "/FROZENREDIS");
+    c1.send_json(join_msg("v1"));
+    ASSERT_TRUE(c1.recv_action("SYNC"));
+    c2.send_json(join_msg("v2"));
+    ASSERT_TRUE(c2.recv_action("SYNC"));
+    c1.send_json(send_msg("before"));
+    ASSERT_TRUE(c2.recv_action("RECV"));
+
+    redis.pause();
+    struct thaw_guard {
+        redis_server& r;
+        ~thaw_guard() { r.resume(); }
+    } thaw{redis};
+    for (int i = 0; i < 5; ++i)
+        c1.send_json(send_msg("frozen-" + std::to_string(i)));
+    // Write before show: nothing of it reaches a client while Redis cannot have it.
+    bool shown = false;
+    for (auto end = std::chrono::steady_clock::now() + 1000ms; std::chrono::steady_clock::now() < end;)
+        if (auto m = c2.recv(100ms); m && carries(*m, "frozen-"))
+            shown = true;
+    EXPECT_FALSE(shown) << "an event was shown before Redis had it";
+    redis.resume();
+    // Once Redis answers, all five arrive in order, and the session stayed here.
+    for (int i = 0; i < 5; ++i) {
+        std::optional<json> m;
+        while ((m = c2.recv_action("RECV", 3000ms)) && (*m)["args"].dump().find("frozen-") == std::string::npos) {
+        }
+        ASSERT_TRUE(m) << "event " << i << " lost";
+        EXPECT_TRUE(carries(*m, "frozen-" + std::to_string(i))) << m->dump();
+    }
+    EXPECT_FALSE(c1.closed());
+    EXPECT_FALSE(c2.closed());
+}
+
 TEST(cluster_sessions, a_drained_owner_releases_its_sessions_for_an_immediate_takeover)
 {
     redis_server redis;
