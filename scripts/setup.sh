@@ -26,6 +26,7 @@ test=(
   python3 python3-yaml      # deploy/ and Dockerfile checks
   util-linux                # taskset for pinned benchmarks
   openssl socat             # test certificates and a TLS terminator for the SDK's wss:// test
+  haproxy                   # the cluster failover test: a real balancer hashing the URL path
 )
 
 case "$set_name" in

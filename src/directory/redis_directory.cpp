@@ -2,38 +2,14 @@
 
 #include "directory/router_lua.hpp"
 
-#include <hiredis/hiredis.h>
 #include <spdlog/spdlog.h>
 
-#include <cctype>
-#include <cstring>
-#include <stdexcept>
 
 namespace lockstep::router {
 
 using nlohmann::json;
 
 namespace {
-
-std::string
-percent_decode(std::string const& s, bool& ok)
-{
-    std::string out;
-    for (std::size_t i = 0; i < s.size(); ++i) {
-        if (s[i] != '%') {
-            out.push_back(s[i]);
-            continue;
-        }
-        if (i + 2 >= s.size() || !std::isxdigit(static_cast<unsigned char>(s[i + 1])) ||
-            !std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
-            ok = false;
-            return {};
-        }
-        out.push_back(static_cast<char>(std::stoi(s.substr(i + 1, 2), nullptr, 16)));
-        i += 2;
-    }
-    return out;
-}
 
 /// cjson encodes an empty Lua table as {}: where a list is meant, make it [].
 json
@@ -47,163 +23,34 @@ as_list(json j)
 }  // namespace
 
 redis_directory::redis_directory(std::string const& url, options opts, std::uint32_t heartbeat_ttl_ms)
-    : opts_(std::move(opts)), heartbeat_ttl_ms_(heartbeat_ttl_ms)
+    : link_(url), opts_(std::move(opts)), heartbeat_ttl_ms_(heartbeat_ttl_ms)
 {
-    // redis://[[user]:password@]host[:port][/db]
-    if (url.rfind("redis://", 0) != 0)
-        throw std::runtime_error("--redis must be redis://[:PASSWORD@]HOST[:PORT][/DB]");
-    auto rest = url.substr(8);
-    auto slash = rest.find('/');
-    std::string db = slash == std::string::npos ? std::string() : rest.substr(slash + 1);
-    rest = rest.substr(0, slash);
-    // The credentials end at the last '@' (a password may contain '@' only percent-encoded,
-    // but be lenient).
-    if (auto at = rest.rfind('@'); at != std::string::npos) {
-        auto cred = rest.substr(0, at);
-        rest = rest.substr(at + 1);
-        auto colon = cred.find(':');
-        bool ok = true;
-        user_ = percent_decode(colon == std::string::npos ? std::string() : cred.substr(0, colon), ok);
-        password_ = percent_decode(colon == std::string::npos ? cred : cred.substr(colon + 1), ok);
-        if (!ok)
-            throw std::runtime_error("--redis has bad percent-encoding in its credentials");
-    }
-    if (!db.empty()) {
-        char* end = nullptr;
-        long d = std::strtol(db.c_str(), &end, 10);
-        if (*end != '\0' || d < 0 || d > 65535)
-            throw std::runtime_error("--redis has a bad database number: '" + db + "'");
-        db_ = static_cast<int>(d);
-    }
-    auto colon = rest.rfind(':');
-    host_ = colon == std::string::npos ? rest : rest.substr(0, colon);
-    if (colon != std::string::npos) {
-        auto ps = rest.substr(colon + 1);
-        char* end = nullptr;
-        long p = std::strtol(ps.c_str(), &end, 10);
-        if (ps.empty() || *end != '\0' || p <= 0 || p > 65535)
-            throw std::runtime_error("--redis has a bad port: '" + ps + "'");
-        port_ = static_cast<int>(p);
-    }
-    if (host_.empty())
-        throw std::runtime_error("--redis has no host");
-    std::lock_guard lock(mu_);
-    if (!connect())
-        throw std::runtime_error("cannot connect to Redis at " + host_ + ":" + std::to_string(port_) +
-                                 (last_error_.empty() ? "" : ": " + last_error_));
 }
 
-redis_directory::~redis_directory()
-{
-    if (ctx_)
-        redisFree(ctx_);
-}
-
-bool
-redis_directory::connect()
-{
-    if (ctx_)
-        redisFree(ctx_);
-    // Short time-outs: calls run on the server's directory thread, which also serves the
-    // router API; a frozen Redis should make the API answer 503 soon, not hang it.
-    timeval tv{0, 500000};
-    ctx_ = redisConnectWithTimeout(host_.c_str(), port_, tv);
-    if (!ctx_ || ctx_->err) {
-        last_error_ = ctx_ ? ctx_->errstr : "cannot allocate context";
-        spdlog::error("redis {}:{}: {}", host_, port_, last_error_);
-        if (ctx_) {
-            redisFree(ctx_);
-            ctx_ = nullptr;
-        }
-        return false;
-    }
-    redisSetTimeout(ctx_, tv);
-    // AUTH and SELECT on every (re)connection. The password is never logged.
-    auto command = [this](std::vector<std::string> const& args, char const* what) {
-        std::vector<char const*> argv;
-        std::vector<std::size_t> lens;
-        for (auto const& a : args) {
-            argv.push_back(a.c_str());
-            lens.push_back(a.size());
-        }
-        auto* r = static_cast<redisReply*>(
-            redisCommandArgv(ctx_, static_cast<int>(argv.size()), argv.data(), lens.data()));
-        bool ok = r && r->type != REDIS_REPLY_ERROR;
-        if (!ok) {
-            last_error_ = std::string(what) + " failed: " +
-                          (r ? std::string(r->str, r->len) : std::string(ctx_->errstr));
-            spdlog::error("redis {}:{}: {}", host_, port_, last_error_);
-        }
-        if (r)
-            freeReplyObject(r);
-        return ok;
-    };
-    bool ok = true;
-    if (!password_.empty())
-        ok = user_.empty() ? command({"AUTH", password_}, "AUTH") : command({"AUTH", user_, password_}, "AUTH");
-    if (ok && db_ != 0)
-        ok = command({"SELECT", std::to_string(db_)}, "SELECT");
-    // A server that wants a password we did not give answers NOAUTH here, at start-up.
-    if (ok)
-        ok = command({"PING"}, "PING");
-    if (!ok) {
-        redisFree(ctx_);
-        ctx_ = nullptr;
-        return false;
-    }
-    return true;
-}
+redis_directory::~redis_directory() = default;
 
 bool
 redis_directory::eval(std::vector<std::string> const& args, std::string& out_str, long long& out_int, bool& is_nil)
 {
-    std::vector<char const*> argv{"EVAL", router_lua, "0"};
-    std::vector<std::size_t> lens{4, std::strlen(router_lua), 1};
     std::string ttl = std::to_string(heartbeat_ttl_ms_);
-    argv.push_back(args[0].c_str());
-    lens.push_back(args[0].size());
-    argv.push_back(ttl.c_str());
-    lens.push_back(ttl.size());
-    for (std::size_t i = 1; i < args.size(); ++i) {
-        argv.push_back(args[i].c_str());
-        lens.push_back(args[i].size());
-    }
-    std::lock_guard lock(mu_);
+    redis::command_args argv{"EVAL", router_lua, "0", args[0], ttl};
+    for (std::size_t i = 1; i < args.size(); ++i)
+        argv.push_back(args[i]);
     // A retry after a broken connection may run the script twice: every operation is
     // idempotent for that reason (seat reports name their connection).
-    for (int attempt = 0; attempt < 2; ++attempt) {
-        if (!ctx_ && !connect()) {
-            reachable_ = false;
-            return false;
-        }
-        auto* r = static_cast<redisReply*>(
-            redisCommandArgv(ctx_, static_cast<int>(argv.size()), argv.data(), lens.data()));
-        if (!r) {
-            // Connection broken: reconnect once.
-            spdlog::warn("redis: {}; reconnecting", ctx_->errstr);
-            redisFree(ctx_);
-            ctx_ = nullptr;
-            continue;
-        }
-        bool ok = true;
-        is_nil = false;
-        switch (r->type) {
-        case REDIS_REPLY_STRING:
-        case REDIS_REPLY_STATUS: out_str.assign(r->str, r->len); break;
-        case REDIS_REPLY_INTEGER: out_int = r->integer; break;
-        case REDIS_REPLY_NIL: is_nil = true; break;
-        case REDIS_REPLY_ERROR:
-            spdlog::error("redis script error: {}", std::string(r->str, r->len));
-            ok = false;
-            break;
-        default: break;
-        }
-        freeReplyObject(r);
-        reachable_ = true;
-        return ok;
+    auto r = link_.command(argv);
+    if (!r)
+        return false;
+    is_nil = false;
+    switch (r->type) {
+    case redis::value::kind::string:
+    case redis::value::kind::status: out_str = std::move(r->str); break;
+    case redis::value::kind::integer: out_int = r->integer; break;
+    case redis::value::kind::nil: is_nil = true; break;
+    case redis::value::kind::error: spdlog::error("redis script error: {}", r->str); return false;
+    default: break;
     }
-    reachable_ = false;
-    return false;
+    return true;
 }
 
 std::optional<seat_answer>

@@ -1,5 +1,5 @@
 // The cluster directory: router state in Redis, shared by every reflector pointed at
-// the same server (--redis redis://host:port). Every operation is one EVAL of
+// the same server (--redis redis://host:port, see redis/link.hpp). Every operation is one EVAL of
 // src/directory/router.lua, so it is atomic across the whole cluster: two reflectors
 // never hand out the same seat or create the same shard twice.
 //
@@ -11,12 +11,9 @@
 
 #include "router/directory.hpp"
 
-#include <atomic>
-#include <memory>
-#include <mutex>
-#include <string>
+#include "redis/link.hpp"
 
-struct redisContext;
+#include <string>
 
 namespace lockstep::router {
 
@@ -40,24 +37,16 @@ public:
     bool member_joined(std::string const& token, std::string const& name, std::string const& conn) override;
     void member_left(std::string const& token, bool left, std::string const& conn) override;
     bool seat_live(std::string const& token) override;
-    bool available() const override { return reachable_.load(); }
+    bool available() const override { return link_.reachable(); }
 
 private:
     struct reply;
     /// Runs the script; returns false (and logs) if Redis is unreachable.
     bool eval(std::vector<std::string> const& args, std::string& out_str, long long& out_int, bool& is_nil);
-    bool connect();
 
-    std::string host_;
-    int port_ = 6379;
-    std::string user_, password_;  // AUTH (from the URL's credentials)
-    int db_ = 0;                   // SELECT (from the URL's path)
-    std::string last_error_;       // of the last failed connect (never holds the password)
+    redis::link link_;
     options opts_;
     std::uint32_t heartbeat_ttl_ms_;
-    std::mutex mu_;
-    redisContext* ctx_ = nullptr;
-    std::atomic<bool> reachable_{true};
 };
 
 }  // namespace lockstep::router

@@ -83,7 +83,17 @@ files(service& svc, request&& req, std::string_view rest, reply_fn reply)
                 return;
             }
             spdlog::debug("files: stored {} ({} bytes)", rel, r->body().size());
-            reply(text_response(*r, http::status::created, ""));
+            // In a cluster the blob is acknowledged once every reflector can read it:
+            // the client names it in SNAP only after this answer.
+            auto bytes = r->body();
+            svc.shared_blob_put(rel, std::move(bytes), [r, reply = std::move(reply), rel](bool ok) mutable {
+                if (!ok) {
+                    spdlog::error("files: cannot store {} in the cluster's shared store: 503", rel);
+                    reply(json_error(*r, http::status::service_unavailable, "cannot store blob in the cluster"));
+                    return;
+                }
+                reply(text_response(*r, http::status::created, ""));
+            });
         });
         return;
     }
@@ -94,7 +104,26 @@ files(service& svc, request&& req, std::string_view rest, reply_fn reply)
     auto path = svc.blobs().file_of(*rel);
     std::error_code fec;
     if (!std::filesystem::is_regular_file(path, fec)) {
-        reply(json_error(req, http::status::not_found, "no such blob"));
+        // Uploaded through another reflector of the cluster (which may be gone)?
+        auto r = std::make_shared<request>(std::move(req));
+        svc.shared_blob_get(*rel, [r, reply = std::move(reply)](std::optional<std::string> bytes) mutable {
+            if (!bytes) {
+                reply(json_error(*r, http::status::not_found, "no such blob"));
+                return;
+            }
+            http::response<http::string_body> res{http::status::ok, r->version()};
+            common_headers(res);
+            res.set(http::field::content_type, "application/octet-stream");
+            res.keep_alive(r->keep_alive());
+            if (r->method() == http::verb::head) {
+                res.content_length(bytes->size());
+                reply(http::response<http::empty_body>(res.base()));
+                return;
+            }
+            res.body() = std::move(*bytes);
+            res.prepare_payload();
+            reply(std::move(res));
+        });
         return;
     }
     http::file_body::value_type body;

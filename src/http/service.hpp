@@ -15,6 +15,7 @@
 
 #include <cstddef>
 #include <filesystem>
+#include <optional>
 #include <cstdint>
 #include <string>
 
@@ -46,6 +47,14 @@ public:
     virtual std::uint64_t max_disk_bytes() const = 0;
     /// Runs blocking I/O (file writes) off the event loops.
     virtual void run_blocking(unique_function<void()> task) = 0;
+    /// Cluster mode: blobs are also kept where every reflector can read them (Redis),
+    /// for the session retention time. `done(true)` once stored (at once without a
+    /// cluster); false when the shared store cannot take it. Off the event loops; `done`
+    /// runs on another thread.
+    virtual void shared_blob_put(std::string path, std::string bytes, unique_function<void(bool)> done) = 0;
+    /// A blob this reflector does not have: from the shared store, or nullopt (at once
+    /// without a cluster).
+    virtual void shared_blob_get(std::string path, unique_function<void(std::optional<std::string>)> done) = 0;
 
     // ---- pages and the admin API (docs/operations.md) ----
 

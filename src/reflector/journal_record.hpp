@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 namespace lockstep {
 
@@ -35,6 +36,18 @@ struct session_header {
 struct logged_event {
     std::uint32_t seq = 0;
     std::string element;
+};
+
+/// Where a session's journal records go (the file journal, or a cluster's Redis
+/// staging). A base is the whole state: begin_base, event() for each log entry, end_base.
+class journal_sink {
+public:
+    virtual ~journal_sink() = default;
+    virtual void begin_base(session_header const& h) = 0;
+    virtual void end_base(std::string const& id) = 0;
+    virtual void header(session_header const& h) = 0;
+    virtual void event(std::string const& id, std::uint32_t seq, std::string_view element) = 0;
+    virtual void seen(std::string const& id, std::int64_t time_ms) = 0;
 };
 
 }  // namespace lockstep

@@ -102,6 +102,20 @@ define(cli::options& o, config& c)
           "a reflector silent this long gets no new sessions (minimum 100)",
           "Nor does a draining one ([section 6](#6-graceful-drain)). Each reflector re-registers every "
           "min(2 s, N/5). In a cluster, give every reflector the same value");
+    o.add("--journal-sync", c.journal_sync,
+          "cluster mode: redis = journal sessions to Redis and show nothing before Redis has it; none = sessions stay on their reflector",
+          "With `redis` (the default with `--redis`) a session survives the loss of its reflector: another one "
+          "takes it over from Redis with nothing lost that any client saw; each loop turn's output waits for "
+          "one pipelined Redis round trip, and while Redis is unreachable output waits. `none` keeps the local "
+          "file journal only ([docs/durability.md](durability.md#cluster))")
+        ->check(CLI::IsMember({"redis", "none"}));
+    o.add("--lease-ms", c.lease_ms,
+          "cluster mode: a session's owner lease; a dead owner's sessions are taken over within this time (minimum 300)",
+          "Renewed every quarter of it; an owner that could not renew for three quarters of it stops serving "
+          "the session (its clients reconnect with 4003) before another reflector may take it");
+    o.add("--takeover-wait-ms", c.takeover_wait_ms,
+          "cluster mode: how long a JOIN waits for a session held by another reflector before its client is asked to retry",
+          "Keep it above `--lease-ms`, so a JOIN for a session whose owner died is served by the takeover");
     o.group("Access control (docs/security.md)");
     o.add("--auth-secret", c.auth_secret,
           "require a JWT signed HS256 with this secret on every WebSocket upgrade, /files and /v1 request",
@@ -247,6 +261,9 @@ validate(config& c)
     }
     if (!c.redis.empty() && c.redis.rfind("redis://", 0) != 0) {
         return "--redis must look like redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]";
+    }
+    if (c.lease_ms < 300) {
+        return "--lease-ms must be at least 300";
     }
     if (c.heartbeat_ttl_ms < 100) {
         return "--heartbeat-ttl-ms must be at least 100";

@@ -41,6 +41,9 @@ struct config {
     std::vector<std::string> room_policies;   // "PATTERN=CAPACITY[:OVERFLOW]" per room-name glob
     std::string redis;                        // redis://host:port: cluster mode (shared router state)
     std::uint32_t heartbeat_ttl_ms = 10000;   // a reflector silent this long gets no placements
+    std::string journal_sync = "redis";       // cluster mode: redis (journal in Redis, write before show) | none
+    std::uint32_t lease_ms = 2000;            // cluster mode: session owner lease
+    std::uint32_t takeover_wait_ms = 3000;    // cluster mode: a JOIN waits this long for a held session
     // Durability (docs/durability.md)
     std::string journal = "file";             // file: session journals in <data-dir>/journal; none: off
     std::uint32_t journal_fsync_ms = 100;     // group commit period; 0 = fsync before output is flushed

@@ -15,6 +15,7 @@
 #include <spdlog/spdlog.h>
 
 #include <cerrno>
+#include <deque>
 #include <cstring>
 
 #include <sys/socket.h>
@@ -228,15 +229,55 @@ private:
             if (!ws_.got_text()) {
                 spdlog::info("{} binary frame: closing 1003", tag_);
                 close(close_code::unsupported_data, "binary frames are not supported");
-            } else {
+            } else if (w_.cluster && !w_.cluster->owns(m_.session_id)) {
+                // Cluster: this worker must own the session (its lease, its state from
+                // Redis) before anything is dispatched to it. Reading pauses meanwhile.
                 auto data = rbuf_.cdata();
-                bool joined_before = m_.join_seen;
-                dispatch(w_, m_, *this, std::string_view(static_cast<char const*>(data.data()), data.size()));
-                if (m_.join_seen && !joined_before)
-                    join_timer_.cancel();
+                std::string text(static_cast<char const*>(data.data()), data.size());
+                rbuf_.consume(rbuf_.size());
+                join_timer_.cancel();  // the wait is bounded by --takeover-wait-ms
+                w_.cluster->acquire(m_.session_id, [self = shared_from_this(), text = std::move(text)](bool ok) {
+                    self->on_owned(ok, text);
+                });
+                return;
+            } else {
+                handle_frame();
             }
         }
         rbuf_.consume(rbuf_.size());
+        do_read();
+    }
+
+    void
+    handle_frame()
+    {
+        auto data = rbuf_.cdata();
+        handle_text(std::string_view(static_cast<char const*>(data.data()), data.size()));
+    }
+
+    void
+    handle_text(std::string_view text)
+    {
+        bool joined_before = m_.join_seen;
+        dispatch(w_, m_, *this, text);
+        if (m_.join_seen && !joined_before)
+            join_timer_.cancel();
+    }
+
+    /// The cluster answered whether this worker owns the session now.
+    void
+    on_owned(bool ok, std::string const& text)
+    {
+        if (finished_)
+            return;
+        if (close_requested_)
+            return do_read();  // closing meanwhile (drain): read until the close completes
+        if (!ok) {
+            close(close_code::please_reconnect, "session is held by another reflector; retry");
+            do_read();  // reads the client's close reply
+            return;
+        }
+        handle_text(text);
         do_read();
     }
 
@@ -300,10 +341,17 @@ private:
             gate.after_beast([self = shared_from_this()] { self->write_now(); });
             return;
         }
+        // Cluster: only what Redis has confirmed may be shown (write before show).
+        auto shown = showable_end();
+        if (shown <= out_off_) {
+            if (pending() > 0)
+                w_.cluster->wait(shared_from_this());
+            return;
+        }
         int fd = gate.next_layer().native_handle();
         std::size_t sent = 0;
-        while (pending() > 0) {
-            ssize_t n = ::send(fd, out_.data() + out_off_, pending(), MSG_NOSIGNAL | MSG_DONTWAIT);
+        while (out_off_ < shown) {
+            ssize_t n = ::send(fd, out_.data() + out_off_, shown - out_off_, MSG_NOSIGNAL | MSG_DONTWAIT);
             if (n > 0) {
                 out_off_ += static_cast<std::size_t>(n);
                 sent += static_cast<std::size_t>(n);
@@ -321,7 +369,7 @@ private:
             return;
         }
         account_sent(sent);
-        if (pending() > 0) {
+        if (pending() > 0 && out_off_ < showable_limit()) {
             blocked_ = true;
             gate.set_raw_busy(true);  // a frame may be half on the wire: Beast waits
             gate.next_layer().async_wait(tcp::socket::wait_write, [self = shared_from_this()](error_code ec) {
@@ -338,8 +386,51 @@ private:
             });
             return;
         }
+        if (pending() > 0 && w_.cluster) {
+            w_.cluster->wait(shared_from_this());  // the rest waits for Redis
+            return;
+        }
         if (close_requested_)
             do_close();
+    }
+
+    /// Where the output that may be shown now ends (cluster mode: the records of
+    /// everything before it are in Redis). Each stretch of output is marked with the
+    /// newest batch it needs; a mark whose batch is confirmed frees its stretch.
+    std::size_t
+    showable_end()
+    {
+        if (!w_.cluster)
+            return out_.size();
+        auto b = w_.cluster->unconfirmed(m_.session_id);
+        if (b == 0) {
+            marks_.clear();
+            free_end_ = out_.size();
+            return free_end_;
+        }
+        if (!marks_.empty() && marks_.back().first == b)
+            marks_.back().second = out_.size();
+        else
+            marks_.emplace_back(b, out_.size());
+        while (!marks_.empty() && w_.cluster->confirmed(m_.session_id, marks_.front().first)) {
+            free_end_ = std::max(free_end_, marks_.front().second);
+            marks_.pop_front();
+        }
+        return std::max(free_end_, out_off_);
+    }
+    /// The last showable_end() without new marks.
+    std::size_t
+    showable_limit() const
+    {
+        return w_.cluster ? std::max(free_end_, out_off_) : out_.size();
+    }
+    /// Output offsets move when the buffer is compacted.
+    void
+    shift_marks(std::size_t by)
+    {
+        free_end_ -= std::min(free_end_, by);
+        for (auto& m : marks_)
+            m.second -= std::min(m.second, by);
     }
 
     void
@@ -352,6 +443,7 @@ private:
         w_.metrics.add(w_.metrics.queue_bytes, -static_cast<std::int64_t>(sent));
         exempt_bytes_ -= std::min(exempt_bytes_, sent);  // a SYNC is ahead of what follows it
         if (out_off_ == out_.size()) {
+            shift_marks(out_.size());
             if (out_.capacity() > keep_buffer_bytes)
                 std::string().swap(out_);
             else
@@ -361,6 +453,7 @@ private:
         } else if (out_off_ - frame0_ > compact_bytes) {
             frame_end_after(out_off_);  // moves frame0_ up to the frame being written
             out_.erase(0, frame0_);
+            shift_marks(frame0_);
             out_off_ -= frame0_;
             frame0_ = 0;
         }
@@ -389,6 +482,9 @@ private:
         } else {
             out_.resize(out_off_ + keep);
         }
+        // What is left is the rest of a frame already begun: it may go.
+        marks_.clear();
+        free_end_ = out_.size();
         exempt_bytes_ = 0;
     }
 
@@ -482,6 +578,8 @@ private:
     std::size_t out_off_ = 0;
     std::size_t frame0_ = 0;         // a frame boundary at or before out_off_
     std::size_t exempt_bytes_ = 0;   // the SYNC part of the output (not limited)
+    std::size_t free_end_ = 0;       // cluster: output up to here may be shown
+    std::deque<std::pair<std::uint64_t, std::size_t>> marks_;  // cluster: (batch, end of output it covers)
 
     bool accepted_ = false;
     bool blocked_ = false;           // the socket is full: waiting until it is writable
@@ -497,6 +595,8 @@ private:
     websocket::close_reason close_reason_;
 
     friend void close_connection(connection& c, close_code code, std::string_view reason);
+    friend std::size_t abandon_session_connections(worker& w, std::string const& session_id, close_code code,
+                                                   std::string_view reason);
     friend std::size_t close_session_connections(worker& w, std::string const& session_id, close_code code,
                                                  std::string_view reason);
 };
@@ -549,6 +649,22 @@ close_all_connections(worker& w, close_code code, std::string_view reason)
             conns.push_back(std::move(c));
     for (auto& c : conns)
         close_connection(*c, code, reason);
+}
+
+std::size_t
+abandon_session_connections(worker& w, std::string const& session_id, close_code code, std::string_view reason)
+{
+    std::vector<std::shared_ptr<connection>> conns;
+    for (auto& [p, weak] : w.connections)
+        if (auto c = weak.lock(); c && c->m_.session_id == session_id)
+            conns.push_back(std::move(c));
+    for (auto& c : conns) {
+        // Leave the session now (it is deleted next); nothing not shown yet may go out.
+        hang_up(w, c->m_, *c, false);
+        c->drop_output();
+        c->close(code, reason);
+    }
+    return conns.size();
 }
 
 std::size_t

@@ -41,6 +41,22 @@ directory_thread::post(unique_function<void(router::directory&)> task)
 }
 
 void
+directory_thread::run(unique_function<void()> task)
+{
+    net::post(ioc_, std::move(task));
+}
+
+void
+directory_thread::run_after(std::chrono::milliseconds delay, unique_function<void()> task)
+{
+    auto timer = std::make_shared<net::steady_timer>(ioc_, delay);
+    timer->async_wait([this, timer, t = std::move(task)](boost::system::error_code ec) mutable {
+        if (!ec && !stopping_)
+            t();
+    });
+}
+
+void
 directory_thread::seat_joined(std::string token, std::string name, std::string conn)
 {
     net::post(ioc_, [this, token = std::move(token), name = std::move(name), conn = std::move(conn)]() mutable {

@@ -38,6 +38,12 @@ public:
     /// Runs `task` on the directory thread, after everything posted before it.
     void post(unique_function<void(router::directory&)> task);
 
+    /// Runs `task` on the directory thread (cluster session state: leases, journal
+    /// appends, blobs), after everything posted before it; `run_after` after `delay`.
+    /// Tasks posted after stop() began are dropped.
+    void run(unique_function<void()> task);
+    void run_after(std::chrono::milliseconds delay, unique_function<void()> task);
+
     /// Seat reports, in order per connection. A join that finds the directory
     /// unreachable is retried until it answers (or the connection is gone), so a seat
     /// taken while Redis was frozen is confirmed once Redis is back.

@@ -23,6 +23,8 @@ session_journal::session_journal(durability_options opts, worker_metrics& metric
     : opts_(std::move(opts)), metrics_(metrics),
       writer_({opts_.dir, opts_.fsync_ms, [&metrics](double secs) { metrics.observe_fsync(secs); }}, &stats_)
 {
+    tracker_.lease_ms = opts_.lease_ms;
+    tracker_.seen_per_base = opts_.seen_per_base;
 }
 
 bool
@@ -56,45 +58,64 @@ session_journal::resume(session& s)
 void
 session_journal::capture(session const& s)
 {
+    tracker_.capture(s, writer_);
+}
+
+void
+capture_tracker::capture(session const& s, journal_sink& out)
+{
     if (!s.created())
         return;
     auto& j = sessions_[s.id()];
     auto seq = s.seq();
     if (!j.based) {
-        rebase(s, j);
+        rebase(s, j, out);
     } else if (s.header_version() != j.header_version) {
         auto h = s.header();
         if (snapshot_of(h) != j.snapshot) {
-            rebase(s, j);  // compaction: the new segment holds only what the snapshot left
+            rebase(s, j, out);  // compaction: the new base holds only what the snapshot left
         } else {
-            s.each_logged_after(j.seq, [&](std::uint32_t q, std::string_view e) { writer_.event(s.id(), q, e); });
-            writer_.header(h);
+            s.each_logged_after(j.seq, [&](std::uint32_t q, std::string_view e) { out.event(s.id(), q, e); });
+            out.header(h);
             j.header_version = s.header_version();
             j.seq = seq;
         }
     } else if (seq != j.seq) {
-        s.each_logged_after(j.seq, [&](std::uint32_t q, std::string_view e) { writer_.event(s.id(), q, e); });
+        s.each_logged_after(j.seq, [&](std::uint32_t q, std::string_view e) { out.event(s.id(), q, e); });
         j.seq = seq;
     }
     // No client may be shown a session time the journal does not cover.
     if (s.time_ms() > j.lease_ms) {
-        if (++j.seen_records > opts_.seen_per_base) {
-            rebase(s, j);  // compaction without a snapshot: the seen records go
+        if (++j.seen_records > seen_per_base) {
+            rebase(s, j, out);  // compaction without a snapshot: the seen records go
             return;
         }
-        j.lease_ms = s.time_ms() + opts_.lease_ms;
-        writer_.seen(s.id(), j.lease_ms);
+        j.lease_ms = s.time_ms() + lease_ms;
+        out.seen(s.id(), j.lease_ms);
     }
 }
 
 void
-session_journal::rebase(session const& s, journaled& j)
+capture_tracker::restored(session const& s, std::int64_t seen_ms)
+{
+    auto& j = sessions_[s.id()];
+    auto h = s.header();
+    j.based = true;
+    j.seq = h.seq;
+    j.header_version = s.header_version();
+    j.snapshot = snapshot_of(h);
+    j.lease_ms = seen_ms;
+    j.seen_records = 0;
+}
+
+void
+capture_tracker::rebase(session const& s, journaled& j, journal_sink& out)
 {
     auto h = s.header();
-    writer_.begin_base(h);
+    out.begin_base(h);
     s.each_logged_after(h.seq - static_cast<std::uint32_t>(s.log_size()),
-                        [&](std::uint32_t q, std::string_view e) { writer_.event(h.id, q, e); });
-    writer_.end_base(h.id);
+                        [&](std::uint32_t q, std::string_view e) { out.event(h.id, q, e); });
+    out.end_base(h.id);
     j.based = true;
     j.seq = h.seq;
     j.header_version = s.header_version();
@@ -130,7 +151,7 @@ session_journal::release(std::string const& id)
         failing_.insert(id);
         return false;
     }
-    sessions_.erase(id);
+    tracker_.forget(id);
     mirror_stats();
     return true;
 }

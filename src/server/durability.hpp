@@ -30,6 +30,40 @@ struct durability_options {
     std::uint64_t retention_s = 30ull * 24 * 3600;  // stored sessions unused this long are deleted
 };
 
+/// What of each session has been handed to a journal sink: the rules that decide, after
+/// any call into a session, which records are new (shared by the file journal and the
+/// cluster's Redis journal).
+class capture_tracker {
+public:
+    /// Stages what changed since the last capture into `out`: the whole state when the
+    /// session is new or has a new snapshot (compaction), else its new events and a
+    /// header that changed, and a seen record (session time + `lease_ms`) when session
+    /// time passed the last one. After `seen_per_base` seen records the state is
+    /// rewritten, so an idle session's journal does not grow forever.
+    void capture(session const& s, journal_sink& out);
+    /// The session was restored from a journal that holds exactly its state and `seen_ms`.
+    void restored(session const& s, std::int64_t seen_ms);
+    /// The next capture writes the whole state (the stored one is unknown or broken).
+    void force_base(std::string const& id) { sessions_.erase(id); }
+    void forget(std::string const& id) { sessions_.erase(id); }
+
+    std::uint32_t lease_ms = 1000;
+    std::uint32_t seen_per_base = 3600;
+
+private:
+    struct journaled {
+        bool based = false;             // a base with this session's state exists or is staged
+        std::uint32_t seq = 0;          // last seq staged
+        std::uint64_t header_version = 0;
+        std::string snapshot;           // snapshot time/seq/url of the base or last header
+        std::int64_t lease_ms = -1;     // latest seen record staged
+        std::uint32_t seen_records = 0; // seen records since the base
+    };
+    void rebase(session const& s, journaled& j, journal_sink& out);
+
+    std::unordered_map<std::string, journaled> sessions_;
+};
+
 class session_journal {
 public:
     /// Throws std::system_error when the directory cannot be created (start-up only).
@@ -73,24 +107,14 @@ public:
     void sync();
 
 private:
-    struct journaled {
-        bool based = false;             // a segment with this session's base exists or is staged
-        std::uint32_t seq = 0;          // last seq staged
-        std::uint64_t header_version = 0;
-        std::string snapshot;           // snapshot time/seq/url of the base or last header
-        std::int64_t lease_ms = -1;     // latest seen record staged
-        std::uint32_t seen_records = 0; // seen records since the base
-    };
-
     void flush();
-    void rebase(session const& s, journaled& j);
     void mirror_stats();
 
     durability_options opts_;
     worker_metrics& metrics_;
     journal::writer_stats stats_;
     journal::journal_writer writer_;
-    std::unordered_map<std::string, journaled> sessions_;
+    capture_tracker tracker_;
     std::unordered_set<std::string> failing_;  // sessions whose last write failed
 };
 

@@ -9,6 +9,7 @@
 #include "reflector/dispatch.hpp"
 #include "reflector/session.hpp"
 #include "router/directory.hpp"
+#include "server/cluster.hpp"
 #include "server/directory_thread.hpp"
 #include "server/config.hpp"
 #include "server/durability.hpp"
@@ -86,12 +87,23 @@ struct worker final : session_host {
     /// runs before any output reaches a socket.
     std::unique_ptr<session_journal> journal;
     net::steady_timer sweep_timer{ioc};
+    /// Cluster sessions (null unless --redis with --journal-sync redis): ownership and the
+    /// journal in Redis. Output waits for the batch holding its records.
+    std::unique_ptr<cluster_sessions> cluster;
+    net::steady_timer cluster_timer{ioc};
+    /// Lease checks and retries of failed Redis writes, every 100 ms.
+    void start_cluster_timer();
     void
     journal_barrier()
     {
         if (journal)
             journal->barrier();
+        if (cluster)
+            cluster->barrier();
     }
+    /// Deletes a session from memory now (its lease was lost). Its connections must be
+    /// detached from it first (abandon_session_connections).
+    void drop_session(std::string const& id);
     /// Retention sweep of the stored sessions this worker owns, then every few minutes.
     void start_journal_sweep(std::chrono::milliseconds first);
 
@@ -167,6 +179,7 @@ struct server_state final : http_routes::service {
     std::string self_id;                      // this reflector's router id (set before serving)
     std::string instance;                     // random per process: tells a restart apart (same)
     std::shared_ptr<tls::front> tls;          // --tls-cert: TLS on this port (tls/tls_front.hpp)
+    std::unique_ptr<lease_keeper> cluster;    // cluster sessions in Redis (null without); directory thread only
     directory_thread directory;               // embedded or Redis (docs/router.md): post from any
                                               // thread; declared last, so its thread stops first
 
@@ -192,6 +205,8 @@ struct server_state final : http_routes::service {
     std::uint32_t max_files_depth() const override { return cfg.max_files_depth; }
     std::uint64_t max_disk_bytes() const override { return cfg.max_disk_bytes; }
     void run_blocking(unique_function<void()> task) override;
+    void shared_blob_put(std::string path, std::string bytes, unique_function<void(bool)> done) override;
+    void shared_blob_get(std::string path, unique_function<void(std::optional<std::string>)> done) override;
     std::filesystem::path const& web_root() const override { return web_root_; }
     std::filesystem::path const& builtin_web_root() const override { return builtin_web_root_; }
     void close_session_clients(std::string const& session_id, unique_function<void(std::size_t)> done) override;
@@ -218,6 +233,12 @@ close_all_connections(worker& w, protocol::close_code code, std::string_view rea
 /// Closes the worker's connections to one session; returns how many. Call on its thread.
 std::size_t
 close_session_connections(worker& w, std::string const& session_id, protocol::close_code code, std::string_view reason);
+
+/// Detaches the worker's connections from one session (they leave it now) and closes
+/// them, dropping output not shown yet. Call on its thread; returns how many.
+std::size_t
+abandon_session_connections(worker& w, std::string const& session_id, protocol::close_code code,
+                            std::string_view reason);
 
 /// Serves plain HTTP on an accepted socket (server/http_connection.cpp).
 void

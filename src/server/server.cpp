@@ -32,7 +32,11 @@ session_slot::session_slot(worker& wk, std::string const& id)
 
 worker::worker(server_state& state, unsigned i) : st(state), index(i)
 {
-    if (st.cfg.journal == "file") {
+    if (st.cluster) {
+        // Redis is the journal (write before show through Redis); no local file journal,
+        // which another reflector could not read anyway.
+        cluster = std::make_unique<cluster_sessions>(*this);
+    } else if (st.cfg.journal == "file") {
         durability_options o;
         o.dir = st.cfg.data_dir + "/journal";
         o.fsync_ms = static_cast<std::int32_t>(std::min<std::uint32_t>(st.cfg.journal_fsync_ms, 3'600'000));
@@ -55,6 +59,31 @@ worker::start_journal_sweep(std::chrono::milliseconds first)
         journal->sweep(mine, live);
         start_journal_sweep(std::chrono::minutes(5));
     });
+}
+
+void
+worker::start_cluster_timer()
+{
+    if (!cluster)
+        return;
+    cluster_timer.expires_after(std::chrono::milliseconds(100));
+    cluster_timer.async_wait([this](error_code ec) {
+        if (ec)
+            return;
+        cluster->check_leases();
+        start_cluster_timer();
+    });
+}
+
+void
+worker::drop_session(std::string const& id)
+{
+    auto it = sessions.find(id);
+    if (it == sessions.end())
+        return;
+    if (it->second->created())
+        metrics.add(metrics.sessions, -1);
+    sessions.erase(it);
 }
 
 void
@@ -261,9 +290,13 @@ worker::touched(session& s)
     auto& slot = static_cast<session_slot&>(s);  // every session of a worker is a slot
     if (journal)
         journal->capture(slot);
+    if (cluster)
+        cluster->capture(slot);
     if (slot.expired()) {
         if (journal && slot.created() && !journal->release(slot.id()))
             return;  // its journal cannot be written: kept in memory (a JOIN retries)
+        if (cluster && !cluster->release(slot.id()))
+            return;  // Redis does not have all of it yet: kept in memory
         if (slot.created()) {
             log_fields f{.event = "session_end", .session = slot.id(), .app = slot.app_id(), .name = slot.name()};
             f.clients = static_cast<std::int64_t>(slot.clients_joined());
@@ -271,7 +304,8 @@ worker::touched(session& s)
             f.seconds = static_cast<double>(clock.now_us() - slot.created_at_us()) / 1e6;
             log_event(spdlog::level::info, f,
                       fmt::format("session {} {} (no clients for {} ms)", slot.id(),
-                                  journal ? "left memory, its journal stays" : "ended", st.sopts.linger_ms));
+                                  journal || cluster ? "left memory, its journal stays" : "ended",
+                                  st.sopts.linger_ms));
             metrics.add(metrics.sessions, -1);
         }
         std::string id = slot.id();  // not a reference into what erase() destroys
@@ -354,6 +388,12 @@ server_state::server_state(config c)
       persistence(files, [this](std::function<void()> f) { net::post(disk, std::move(f)); }),
       directory(make_directory(cfg, router_clock))
 {
+    if (!cfg.redis.empty() && cfg.journal_sync == "redis") {
+        store::sessions_options so;
+        so.lease_ms = cfg.lease_ms;
+        so.retention_ms = cfg.session_retention_s * 1000;
+        cluster = std::make_unique<lease_keeper>(*this, std::make_unique<redis::link>(cfg.redis), so);
+    }
     auth::settings as;
     as.secret = cfg.auth_secret;
     as.public_key_file = cfg.auth_public_key;
@@ -499,6 +539,30 @@ void
 server_state::run_blocking(unique_function<void()> task)
 {
     net::post(disk, std::move(task));
+}
+
+void
+server_state::shared_blob_put(std::string path, std::string bytes, unique_function<void(bool)> done)
+{
+    if (!cluster)
+        return done(true);
+    directory.run([this, path = std::move(path), bytes = std::move(bytes), done = std::move(done)]() mutable {
+        done(cluster->store().put_blob(path, bytes, cfg.session_retention_s));
+    });
+}
+
+void
+server_state::shared_blob_get(std::string path, unique_function<void(std::optional<std::string>)> done)
+{
+    if (!cluster)
+        return done(std::nullopt);
+    directory.run([this, path = std::move(path), done = std::move(done)]() mutable {
+        bool reachable = false;
+        auto bytes = cluster->store().get_blob(path, reachable);
+        if (!reachable)
+            spdlog::warn("files: {} not here and Redis unreachable", path);
+        done(std::move(bytes));
+    });
 }
 
 worker&
@@ -675,7 +739,12 @@ server::run()
         if (st.cfg.max_coalesce_us > 0 || st.cfg.max_tick_stretch_pct > 100)
             w->defer([wp = w.get()] { wp->start_load_sampling(); });
     for (auto& w : st.workers)
-        w->defer([wp = w.get()] { wp->start_journal_sweep(std::chrono::seconds(5)); });
+        w->defer([wp = w.get()] {
+            wp->start_journal_sweep(std::chrono::seconds(5));
+            wp->start_cluster_timer();
+        });
+    if (st.cluster)
+        st.directory.run([&st] { st.cluster->start(); });
     for (std::size_t i = 1; i < st.workers.size(); ++i)
         st.workers[i]->thread = std::thread([w = st.workers[i].get()] { w->run(); });
     st.workers[0]->run();
@@ -703,11 +772,17 @@ server::drain()
     // HTTP stays up (readiness answers 503, so load balancers move away); new
     // WebSocket upgrades are refused with 503; the router stops placing sessions here.
     st.directory.post([&st, p = port()](router::directory& d) { d.register_reflector(st.self_info(p)); });
-    // Everything journaled and on disk before clients are asked to reconnect.
+    // Everything journaled and on disk before clients are asked to reconnect. In a
+    // cluster: everything in Redis and every lease released first, so the reflector the
+    // clients reconnect to takes their sessions over at once.
     for (auto& w : st.workers)
         w->defer([wp = w.get()] {
             if (wp->journal)
                 wp->journal->sync();
+            if (wp->cluster)
+                return wp->cluster->release_all([wp] {
+                    close_all_connections(*wp, protocol::close_code::going_away, "reflector draining");
+                });
             close_all_connections(*wp, protocol::close_code::going_away, "reflector draining");
         });
     // Give clients the drain timeout to go, then stop.
@@ -756,6 +831,7 @@ server::stop()
             wp->load_timer.cancel();
             wp->coalesce_timer.cancel();
             wp->sweep_timer.cancel();
+            wp->cluster_timer.cancel();
         });
     impl_->st.workers[0]->defer([this] { impl_->accept_timer.cancel(); });
     for (auto& w : impl_->st.workers)

@@ -181,7 +181,7 @@ struct flush_result {
     std::error_code error;               // the first failure
 };
 
-class journal_writer {
+class journal_writer final : public journal_sink {
 public:
     /// Creates `opts.dir`; throws std::system_error when it cannot (start-up only).
     journal_writer(writer_options opts, writer_stats* stats = nullptr);
@@ -198,12 +198,12 @@ public:
     /// Starts a new segment with the session's whole state (creation, resume,
     /// compaction): begin_base, event() for each log entry, end_base. Records staged
     /// before for the same session are superseded and dropped.
-    void begin_base(session_header const& h);
-    void end_base(std::string const& id);
+    void begin_base(session_header const& h) override;
+    void end_base(std::string const& id) override;
     /// Appends to the session's current (or staged) segment.
-    void header(session_header const& h);
-    void event(std::string const& id, std::uint32_t seq, std::string_view element);
-    void seen(std::string const& id, std::int64_t time_ms);
+    void header(session_header const& h) override;
+    void event(std::string const& id, std::uint32_t seq, std::string_view element) override;
+    void seen(std::string const& id, std::int64_t time_ms) override;
 
     /// Writes everything staged, one write per session; waits for fdatasync when
     /// fsync_ms is 0.

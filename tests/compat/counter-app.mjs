@@ -38,6 +38,9 @@
 //   CLIENT_DEBUG     library debug flags                           (default "session")
 //   TRACE_FRAMES     "1" to print every WebSocket frame (truncated) for protocol debugging
 //
+// RESULT.recvAt lists the wall-clock time (Date.now()) of every RECV received, so a test
+// can measure how long reflected events stopped (a failover).
+//
 // Output (stdout): marker lines starting with "@@ " (JOINED, DROPPED, REJOINED,
 // SNAP_SENT, ...) and finally exactly one line `RESULT {json}`. Exit code 0 on a clean
 // run; non-zero on errors (see EXIT below).
@@ -105,6 +108,7 @@ const obs = {
     logs: { seamless: 0, cannotRejoin: 0, uploadFailed: 0, snapshotRejected: 0, errors: [] },
     drop: null,
     sendsDone: 0,
+    recvAt: [],            // wall-clock ms (Date.now()) of each RECV received (the first 5000)
 };
 globalThis.__lockstepObs = obs;
 
@@ -176,6 +180,7 @@ function summarizeMessage(dir, sock, text, frames) {
     const action = msg && msg.action || "?";
     const counts = dir === "rx" ? obs.rx : obs.tx;
     counts[action] = (counts[action] || 0) + 1;
+    if (dir === "rx" && action === "RECV" && obs.recvAt.length < 5000) obs.recvAt.push(Date.now());
     if (dir === "rx" && action === "SYNC") {
         const a = msg.args || {};
         const s = {
@@ -357,6 +362,7 @@ function result(exitCode, error) {
             obs.logs.cannotRejoin === 0 && obs.viewsCreated === 1 && obs.viewsDetached === 0,
         drop: obs.drop,
         snapsSent: obs.snapsSent,
+        recvAt: obs.recvAt,
         fetches: obs.fetches,
         rx: obs.rx, tx: obs.tx,
         sockets: obs.sockets,

@@ -18,14 +18,11 @@
 
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { mkdtempSync, mkdirSync, createWriteStream, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, dirname } from "node:path";
-import { fileURLToPath } from "node:url";
-import net from "node:net";
+import { join } from "node:path";
+import { killAll, sleep, freePort, ready, spawnLogged, stopProcess, runClient as runApp } from "./harness.mjs";
 
-const HERE = dirname(fileURLToPath(import.meta.url));
 const BIN = process.env.LOCKSTEP_REFLECTOR_BIN || "";
 const SLOW = Math.max(1, Number(process.env.COMPAT_SLOW) || 1);
 const LOG_DIR = process.env.COMPAT_LOG_DIR
@@ -35,68 +32,20 @@ const LOG_DIR = process.env.COMPAT_LOG_DIR
 const SENDS = 24;        // per client, one every SEND_MS
 const SEND_MS = 250;
 const STOP_AT_MS = 7000; // after the snapshot at model time 5.2 s
-const children = new Set();
-after(() => { for (const c of children) c.kill("SIGKILL"); });
-
-const sleep = ms => new Promise(r => setTimeout(r, ms));
-
-function freePort() {
-    return new Promise((resolve, reject) => {
-        const s = net.createServer();
-        s.on("error", reject);
-        s.listen(0, "127.0.0.1", () => { const p = s.address().port; s.close(() => resolve(p)); });
-    });
-}
-
-async function ready(port) {
-    for (let i = 0; i < 200; i++) {  // bounded: 10 s
-        try {
-            const r = await fetch(`http://127.0.0.1:${port}/health/ready`);
-            if (r.status === 200) return;
-        } catch (e) { /* not listening yet */ }
-        await sleep(50);
-    }
-    throw new Error(`reflector on ${port} not ready`);
-}
+after(killAll);
 
 /** A lockstep-reflector process on a fixed port and data dir; start() may be called again. */
 class Reflector {
     constructor(port, dir, more = []) { this.port = port; this.dir = dir; this.more = more; this.runs = 0; }
     async start() {
-        const log = createWriteStream(join(LOG_DIR, `reflector-${this.port}-${++this.runs}.log`));
-        this.proc = spawn(BIN, ["--bind", "127.0.0.1", "--port", String(this.port), "--data-dir", this.dir,
-            "--drain-timeout-ms", "3000", ...this.more], { stdio: ["ignore", "pipe", "pipe"] });
-        children.add(this.proc);
-        this.proc.stdout.pipe(log);
-        this.proc.stderr.pipe(log);
-        this.exited = new Promise(resolve => this.proc.on("exit", (code, signal) => { children.delete(this.proc); resolve({ code, signal }); }));
+        this.p = spawnLogged(BIN, ["--bind", "127.0.0.1", "--port", String(this.port), "--data-dir", this.dir,
+            "--drain-timeout-ms", "3000", ...this.more], join(LOG_DIR, `reflector-${this.port}-${++this.runs}.log`));
         await ready(this.port);
     }
-    async stop(signal) {
-        this.proc.kill(signal);
-        const r = await Promise.race([this.exited, sleep(10000 * SLOW).then(() => null)]);
-        if (!r) { this.proc.kill("SIGKILL"); await this.exited; throw new Error(`reflector did not exit after ${signal}`); }
-        return r;
-    }
+    stop(signal) { return stopProcess(this.p, signal, 10000 * SLOW); }
 }
 
-/** One counter-app.mjs process; resolves its RESULT. */
-function runClient(name, env) {
-    const logFile = join(LOG_DIR, `${env.SESSION}-${name}.log`);
-    const log = createWriteStream(logFile);
-    const proc = spawn(process.execPath, [join(HERE, "counter-app.mjs")],
-        { cwd: HERE, env: { ...process.env, ...env, NAME: name }, stdio: ["ignore", "pipe", "pipe"] });
-    children.add(proc);
-    let out = "";
-    proc.stdout.on("data", c => { log.write(c); out += c.toString("utf8"); });
-    proc.stderr.on("data", c => log.write(c));
-    return new Promise(resolve => proc.on("exit", code => {
-        children.delete(proc);
-        log.end();
-        const line = out.split("\n").find(l => l.startsWith("RESULT "));
-        resolve({ code, logFile, result: line ? JSON.parse(line.slice(7)) : null });
-    }));
-}
+const runClient = (name, env) => runApp(name, env, LOG_DIR);
 
 async function scenario(signal) {
     assert.ok(BIN, "LOCKSTEP_REFLECTOR_BIN must name the reflector binary");

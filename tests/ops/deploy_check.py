@@ -107,6 +107,36 @@ for name, svc in compose["services"].items():
     if r:
         r.stop()
 
+# --- the cluster: compose.cluster.yml and HAProxy ------------------------------------------
+# Every reflector shares one Redis and stops within its grace period; HAProxy's config is
+# valid (haproxy -c), hashes the URL path, checks /health/ready, and lists exactly the
+# compose file's reflectors. The reflectors themselves need that Redis, so they are started
+# by ctest compat-failover, not here.
+cluster = yaml.safe_load(open(os.path.join(src, "docker/compose.cluster.yml")))
+refl = {n: s for n, s in cluster["services"].items() if n.startswith("reflector-")}
+if len(refl) < 3:
+    fail("compose.cluster.yml: fewer than three reflectors")
+urls = set()
+for name, svc in refl.items():
+    cmd = svc.get("command", [])
+    urls.add(cmd[cmd.index("--redis") + 1] if "--redis" in cmd else None)
+    secs = float(svc.get("stop_grace_period", "10s").rstrip("s"))
+    if secs * 1000 <= drain_ms(entry + cmd):
+        fail(f"compose.cluster.yml {name}: stop_grace_period is not above the drain timeout")
+if len(urls) != 1 or None in urls:
+    fail(f"compose.cluster.yml: the reflectors do not share one --redis ({urls})")
+hcfg = os.path.join(deploy, "haproxy/haproxy.cfg")
+chk = subprocess.run(["haproxy", "-c", "-f", hcfg], capture_output=True, text=True)
+if chk.returncode != 0:
+    fail(f"haproxy -c {hcfg}: {chk.stdout}{chk.stderr}")
+htext = open(hcfg).read()
+for needed in ("balance uri", "hash-type consistent", "option httpchk GET /health/ready", "timeout tunnel"):
+    if needed not in htext:
+        fail(f"{hcfg} lacks '{needed}'")
+servers = set(re.findall(r"^\s*server\s+(\S+)", htext, re.M))
+if servers != set(refl):
+    fail(f"{hcfg} lists {sorted(servers)}, compose.cluster.yml has {sorted(refl)}")
+
 # --- systemd ---------------------------------------------------------------------------------
 unit = open(os.path.join(deploy, "systemd/lockstep-reflector.service")).read().replace("\\\n", " ")
 exec_start = shlex.split(re.search(r"^ExecStart=(.*)$", unit, re.M).group(1))

@@ -1,0 +1,388 @@
+#include "server/cluster.hpp"
+
+#include "server/internal.hpp"
+#include "store/journal.hpp"
+
+#include <spdlog/spdlog.h>
+
+namespace lockstep {
+
+namespace {
+
+std::int64_t
+steady_us()
+{
+    return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+
+/// An owner serves a session for three quarters of the lease after it last asked Redis
+/// to extend it: it stops before the lease can expire for the others.
+std::int64_t
+valid_until(std::int64_t asked_us, std::uint32_t lease_ms)
+{
+    return asked_us + static_cast<std::int64_t>(lease_ms) * 750;
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------ lease_keeper
+
+lease_keeper::lease_keeper(server_state& st, std::unique_ptr<redis::link> link, store::sessions_options opts)
+    : st_(st), link_(std::move(link)), store_(*link_, opts)
+{
+}
+
+lease_keeper::~lease_keeper() = default;
+
+void
+lease_keeper::start()
+{
+    holder_ = st_.self_id + "/" + st_.instance;
+    st_.directory.run_after(std::chrono::milliseconds(lease_ms() / 4), [this] { renew_all(); });
+}
+
+void
+lease_keeper::acquire(std::string id, unsigned w, std::chrono::steady_clock::time_point until,
+                      unique_function<void(store::acquire_result)> done)
+{
+    auto r = store_.acquire(id, holder_);
+    if (r.what == store::acquire_result::status::acquired) {
+        held_[id] = {r.granted, w};
+        return done(std::move(r));
+    }
+    if (std::chrono::steady_clock::now() >= until)
+        return done(std::move(r));
+    // Held by another reflector (alive, or dead and its lease not expired yet), or Redis
+    // unreachable: try again shortly. A takeover waits; it never splits the session.
+    st_.directory.run_after(std::chrono::milliseconds(100),
+                            [this, id = std::move(id), w, until, done = std::move(done)]() mutable {
+                                acquire(std::move(id), w, until, std::move(done));
+                            });
+}
+
+void
+lease_keeper::drop(std::string const& id, bool release)
+{
+    auto it = held_.find(id);
+    if (it == held_.end())
+        return;
+    if (release && !store_.release(id, it->second.l))
+        spdlog::warn("session {}: lease not released (not ours any more, or Redis unreachable)", id);
+    held_.erase(it);
+}
+
+void
+lease_keeper::renew_all()
+{
+    if (!held_.empty()) {
+        std::vector<std::pair<std::string, store::lease>> leases;
+        leases.reserve(held_.size());
+        for (auto const& [id, h] : held_)
+            leases.emplace_back(id, h.l);
+        auto asked = steady_us();
+        auto results = store_.renew(leases);
+        std::vector<std::vector<std::string>> ok(st_.workers.size());
+        for (std::size_t i = 0; i < leases.size(); ++i) {
+            auto const& id = leases[i].first;
+            auto w = held_[id].worker;
+            if (results[i] == store::redis_sessions::renew_status::ok) {
+                ok[w].push_back(id);
+            } else if (results[i] == store::redis_sessions::renew_status::lost) {
+                held_.erase(id);
+                auto& wk = *st_.workers[w];
+                wk.defer([&wk, id] {
+                    if (wk.cluster)
+                        wk.cluster->lost(id, "its lease was taken by another reflector");
+                });
+            }
+        }
+        auto until = valid_until(asked, lease_ms());
+        for (std::size_t w = 0; w < ok.size(); ++w) {
+            if (ok[w].empty())
+                continue;
+            auto& wk = *st_.workers[w];
+            wk.defer([&wk, ids = std::move(ok[w]), until] {
+                if (wk.cluster)
+                    wk.cluster->renewed(ids, until);
+            });
+        }
+    }
+    st_.directory.run_after(std::chrono::milliseconds(lease_ms() / 4), [this] { renew_all(); });
+}
+
+// ------------------------------------------------------------------ cluster_sessions
+
+cluster_sessions::cluster_sessions(worker& w) : w_(w)
+{
+    tracker_.lease_ms = 1000;
+}
+
+void
+cluster_sessions::acquire(std::string const& id, unique_function<void(bool)> done)
+{
+    if (owns(id))
+        return done(true);
+    auto& waiters = acquiring_[id];
+    waiters.push_back(std::move(done));
+    if (waiters.size() > 1)
+        return;  // one attempt for every JOIN that arrives meanwhile
+    auto& st = w_.st;
+    auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(st.cfg.takeover_wait_ms);
+    st.directory.run([&st, &wk = w_, id, until] {
+        st.cluster->acquire(id, wk.index, until, [&wk, id](store::acquire_result r) {
+            wk.defer([&wk, id, r = std::move(r)]() mutable {
+                if (wk.cluster)
+                    wk.cluster->on_acquired(id, std::move(r));
+            });
+        });
+    });
+}
+
+void
+cluster_sessions::on_acquired(std::string const& id, store::acquire_result r)
+{
+    auto waiters = std::move(acquiring_[id]);
+    acquiring_.erase(id);
+    bool ok = r.what == store::acquire_result::status::acquired;
+    if (ok) {
+        auto& o = owned_[id];
+        o = owned{};
+        o.l = r.granted;
+        o.valid_until_us = valid_until(steady_us(), w_.st.cfg.lease_ms);
+        tracker_.forget(id);
+        if (r.unreadable)
+            spdlog::error("session {}: its state in Redis cannot be read; the session starts afresh", id);
+        if (r.state) {
+            auto& s = w_.session_for(id);
+            if (!s.created() && s.restore(r.state->header, r.state->events, r.state->seen_ms)) {
+                tracker_.restored(s, r.state->seen_ms);
+                w_.metrics.add(w_.metrics.sessions_resumed);
+                spdlog::info("session {} taken over from Redis (fence {}, {} events, time {})", id, o.l.fence,
+                             r.state->events.size(), s.time_ms());
+                w_.touched(s);
+            } else if (!s.created()) {
+                spdlog::error("session {}: its state in Redis does not fit together; the session starts afresh", id);
+            }
+        } else {
+            spdlog::debug("session {}: lease taken (fence {}), nothing stored", id, o.l.fence);
+        }
+    } else {
+        spdlog::warn("session {}: {} within --takeover-wait-ms ({} ms); asking {} client(s) to retry", id,
+                     r.what == store::acquire_result::status::held ? "held by " + r.holder
+                                                                   : std::string("Redis unreachable"),
+                     w_.st.cfg.takeover_wait_ms, waiters.size());
+    }
+    for (auto& f : waiters)
+        f(ok);
+}
+
+store::session_append&
+cluster_sessions::staged(std::string const& id)
+{
+    auto [it, fresh] = staged_index_.try_emplace(id, staged_.size());
+    if (fresh) {
+        staged_.emplace_back();
+        staged_.back().id = id;
+    }
+    return staged_[it->second];
+}
+
+void
+cluster_sessions::begin_base(session_header const& h)
+{
+    auto& a = staged(h.id);
+    a.rebase = true;
+    a.events.clear();
+    a.header_json = journal::header_json(h);
+    a.seq = h.seq;
+}
+
+void
+cluster_sessions::header(session_header const& h)
+{
+    auto& a = staged(h.id);
+    a.header_json = journal::header_json(h);
+    a.seq = h.seq;
+}
+
+void
+cluster_sessions::event(std::string const& id, std::uint32_t seq, std::string_view element)
+{
+    auto& a = staged(id);
+    a.events.emplace_back(element);
+    a.seq = seq;
+}
+
+void
+cluster_sessions::seen(std::string const& id, std::int64_t time_ms)
+{
+    staged(id).seen_ms = time_ms;
+}
+
+void
+cluster_sessions::barrier()
+{
+    if (staged_.empty())
+        return;
+    auto batch = ++next_batch_;
+    std::vector<store::session_append> sent;
+    sent.reserve(staged_.size());
+    for (auto& a : staged_) {
+        auto it = owned_.find(a.id);
+        if (it == owned_.end())
+            continue;  // given up meanwhile: nothing of it may be written
+        a.fence = it->second.l.fence;
+        it->second.last_batch = batch;
+        sent.push_back(std::move(a));
+    }
+    staged_.clear();
+    staged_index_.clear();
+    if (sent.empty())
+        return;
+    auto& st = w_.st;
+    st.directory.run([&st, &wk = w_, batch, sent = std::move(sent)]() mutable {
+        auto results = st.cluster->store().append(sent);
+        wk.defer([&wk, batch, sent = std::move(sent), results = std::move(results)]() mutable {
+            if (wk.cluster)
+                wk.cluster->on_batch(batch, std::move(sent), std::move(results));
+        });
+    });
+}
+
+void
+cluster_sessions::on_batch(std::uint64_t batch, std::vector<store::session_append> sent,
+                           std::vector<store::append_status> results)
+{
+    for (std::size_t i = 0; i < sent.size(); ++i) {
+        auto const& id = sent[i].id;
+        auto it = owned_.find(id);
+        if (it == owned_.end())
+            continue;
+        auto& o = it->second;
+        switch (results[i]) {
+        case store::append_status::ok:
+            // After a failure only a whole state confirms anything.
+            if (!o.retry_base || sent[i].rebase) {
+                o.retry_base = false;
+                o.confirmed = std::max(o.confirmed, batch);
+            }
+            break;
+        case store::append_status::fenced: lost(id, "another reflector took it over (fenced write)"); break;
+        case store::append_status::gap:
+        case store::append_status::unavailable:
+            if (!o.retry_base)
+                spdlog::warn("session {}: journal write to Redis failed ({}); its output waits, the whole state "
+                             "is written again",
+                             id, results[i] == store::append_status::gap ? "seq gap" : "Redis unreachable");
+            o.retry_base = true;
+            tracker_.force_base(id);
+            break;
+        }
+    }
+    wake();
+}
+
+void
+cluster_sessions::wake()
+{
+    auto list = std::move(waiting_);
+    waiting_.clear();
+    for (auto& c : list)
+        c->flush();
+}
+
+std::uint64_t
+cluster_sessions::unconfirmed(std::string const& id) const
+{
+    auto it = owned_.find(id);
+    if (it == owned_.end())
+        return 0;
+    auto const& o = it->second;
+    return o.retry_base || o.last_batch > o.confirmed ? std::max<std::uint64_t>(o.last_batch, 1) : 0;
+}
+
+bool
+cluster_sessions::confirmed(std::string const& id, std::uint64_t batch) const
+{
+    auto it = owned_.find(id);
+    if (it == owned_.end())
+        return false;
+    return !it->second.retry_base && it->second.confirmed >= batch;
+}
+
+bool
+cluster_sessions::release(std::string const& id)
+{
+    auto it = owned_.find(id);
+    if (it == owned_.end())
+        return true;
+    if (it->second.retry_base)
+        return false;  // Redis does not have all of it yet: stays in memory
+    barrier();
+    owned_.erase(it);
+    tracker_.forget(id);
+    auto& st = w_.st;
+    // After the last append (the directory thread runs tasks in order).
+    st.directory.run([&st, id] { st.cluster->drop(id, true); });
+    return true;
+}
+
+void
+cluster_sessions::release_all(unique_function<void()> done)
+{
+    barrier();
+    std::vector<std::string> ids;
+    for (auto const& [id, o] : owned_)
+        ids.push_back(id);
+    auto& st = w_.st;
+    st.directory.run([&st, &wk = w_, ids = std::move(ids), done = std::move(done)]() mutable {
+        for (auto const& id : ids)
+            st.cluster->drop(id, true);
+        if (!ids.empty())
+            spdlog::info("released {} session lease(s): other reflectors may take them over at once", ids.size());
+        wk.defer(std::move(done));
+    });
+}
+
+void
+cluster_sessions::renewed(std::vector<std::string> const& ids, std::int64_t until_us)
+{
+    for (auto const& id : ids)
+        if (auto it = owned_.find(id); it != owned_.end())
+            it->second.valid_until_us = std::max(it->second.valid_until_us, until_us);
+}
+
+void
+cluster_sessions::lost(std::string const& id, char const* why)
+{
+    if (owned_.erase(id) == 0)
+        return;
+    spdlog::warn("session {}: no longer served here: {}; its clients are asked to reconnect (4003)", id, why);
+    abandon_session_connections(w_, id, protocol::close_code::please_reconnect, "session moved to another reflector");
+    w_.drop_session(id);
+    tracker_.forget(id);  // what is staged for it is never sent: barrier() skips sessions not owned
+    auto& st = w_.st;
+    st.directory.run([&st, id] { st.cluster->drop(id, true); });
+}
+
+void
+cluster_sessions::check_leases()
+{
+    auto now = steady_us();
+    std::vector<std::string> expired, retry;
+    for (auto const& [id, o] : owned_) {
+        if (now > o.valid_until_us)
+            expired.push_back(id);
+        else if (o.retry_base)
+            retry.push_back(id);
+    }
+    for (auto const& id : expired)
+        lost(id, "its lease could not be renewed in time");
+    for (auto const& id : retry)
+        if (auto* s = w_.find_session(id); s && s->created())
+            capture(*s);
+    barrier();
+}
+
+}  // namespace lockstep

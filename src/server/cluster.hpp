@@ -1,0 +1,136 @@
+// Cluster sessions (docs/durability.md, "Cluster"): each session has one owner, the
+// reflector holding its lease in Redis; the owner journals the session to Redis and
+// shows no output before Redis has what it reports (write before show); a reflector
+// that receives a JOIN for a session nobody holds takes it over from Redis.
+//
+// Two halves: `cluster_sessions` per worker (its thread only: owned sessions, staged
+// records, batches, connections waiting for a batch) and `lease_keeper` on the
+// directory thread (the Redis calls: acquire with retries, renew every quarter of the
+// lease, append, release). They talk only through directory_thread::run() and
+// worker::defer(); no event loop ever waits on Redis.
+#pragma once
+
+#include "common/unique_function.hpp"
+#include "reflector/journal_record.hpp"
+#include "server/durability.hpp"
+#include "store/redis_sessions.hpp"
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace lockstep {
+
+struct worker;
+struct server_state;
+class flushable;
+
+/// The directory thread's side: which leases this process holds, renewal, and every
+/// Redis call of the cluster session state.
+///
+/// @par Thread safety
+/// Only on the directory thread (created before the workers run, then used there).
+class lease_keeper {
+public:
+    lease_keeper(server_state& st, std::unique_ptr<redis::link> link, store::sessions_options opts);
+    ~lease_keeper();
+
+    store::redis_sessions& store() noexcept { return store_; }
+    /// Starts the renewal timer (call once, on the directory thread).
+    void start();
+    /// Tries to take `id` for worker `w` until `wait` has passed (polling while another
+    /// reflector holds it); then calls `done` on the directory thread.
+    void acquire(std::string id, unsigned w, std::chrono::steady_clock::time_point until,
+                 unique_function<void(store::acquire_result)> done);
+    /// Stops renewing; releases it in Redis when `release`.
+    void drop(std::string const& id, bool release);
+    std::string const& holder() const noexcept { return holder_; }
+    std::uint32_t lease_ms() const noexcept { return store_.options().lease_ms; }
+
+private:
+    void renew_all();
+
+    server_state& st_;
+    std::unique_ptr<redis::link> link_;
+    store::redis_sessions store_;
+    std::string holder_;
+    struct held {
+        store::lease l;
+        unsigned worker = 0;
+    };
+    std::unordered_map<std::string, held> held_;
+};
+
+/// A worker's side.
+///
+/// @par Thread safety
+/// Only on the worker's thread.
+class cluster_sessions final : public journal_sink {
+public:
+    explicit cluster_sessions(worker& w);
+
+    /// True while this worker owns `id` (it may serve it).
+    bool owns(std::string const& id) const { return owned_.count(id) > 0; }
+    /// Makes this worker the owner of `id` (restoring it from Redis when stored) and
+    /// then calls `done(true)`; `done(false)` when another reflector keeps it or Redis
+    /// cannot be reached within --takeover-wait-ms. Concurrent calls share one attempt.
+    void acquire(std::string const& id, unique_function<void(bool)> done);
+
+    /// After any call into `s`: stages its new records.
+    void capture(session const& s) { tracker_.capture(s, *this); }
+    /// Sends everything staged to Redis as one batch (one pipelined round trip).
+    void barrier();
+    /// 0 when everything `id` has shown or will show is in Redis; else the newest batch
+    /// holding its records, which output must wait for.
+    std::uint64_t unconfirmed(std::string const& id) const;
+    /// True once `batch` of `id` is in Redis.
+    bool confirmed(std::string const& id, std::uint64_t batch) const;
+    /// `c` has output waiting for a batch: flushed again when one completes.
+    void wait(std::shared_ptr<flushable> c) { waiting_.push_back(std::move(c)); }
+    /// The session leaves memory (linger over): last records sent, then the lease
+    /// released. False (nothing released) while Redis does not have all of it.
+    bool release(std::string const& id);
+    /// Every session's records sent and leases released, then `done` on this thread (drain).
+    void release_all(unique_function<void()> done);
+    /// Called from the lease keeper (via defer): renewed until then / lost.
+    void renewed(std::vector<std::string> const& ids, std::int64_t valid_until_us);
+    void lost(std::string const& id, char const* why);
+    /// Sessions whose lease could not be renewed in time are given up.
+    void check_leases();
+
+    // ---- journal_sink ----
+    void begin_base(session_header const& h) override;
+    void end_base(std::string const&) override {}
+    void header(session_header const& h) override;
+    void event(std::string const& id, std::uint32_t seq, std::string_view element) override;
+    void seen(std::string const& id, std::int64_t time_ms) override;
+
+private:
+    struct owned {
+        store::lease l;
+        std::int64_t valid_until_us = 0;  // stop serving after this without a renewal
+        std::uint64_t last_batch = 0;     // newest batch with its records
+        std::uint64_t confirmed = 0;      // newest batch known to be in Redis (all before too)
+        bool retry_base = false;          // the last write failed: the whole state goes again
+    };
+    store::session_append& staged(std::string const& id);
+    void on_acquired(std::string const& id, store::acquire_result r);
+    void on_batch(std::uint64_t batch, std::vector<store::session_append> sent,
+                  std::vector<store::append_status> results);
+    void wake();
+
+    worker& w_;
+    capture_tracker tracker_;
+    std::unordered_map<std::string, owned> owned_;
+    std::unordered_map<std::string, std::vector<unique_function<void(bool)>>> acquiring_;
+    std::unordered_map<std::string, std::size_t> staged_index_;
+    std::vector<store::session_append> staged_;
+    std::uint64_t next_batch_ = 0;
+    std::vector<std::shared_ptr<flushable>> waiting_;
+    bool retry_armed_ = false;
+};
+
+}  // namespace lockstep

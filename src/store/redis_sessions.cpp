@@ -1,0 +1,192 @@
+#include "store/redis_sessions.hpp"
+
+#include "store/journal.hpp"
+#include "store/sessions_lua.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <charconv>
+
+namespace lockstep::store {
+
+namespace {
+
+template <class T>
+bool
+parse_number(std::string const& s, T& out)
+{
+    auto r = std::from_chars(s.data(), s.data() + s.size(), out);
+    return r.ec == std::errc() && r.ptr == s.data() + s.size();
+}
+
+/// The four keys of a session, then the EVAL of `op`.
+redis::command_args
+eval_args(std::string const (&keys)[4], char const* op)
+{
+    return {"EVAL", sessions_lua, "4", keys[0], keys[1], keys[2], keys[3], op};
+}
+
+struct key_set {
+    std::string k[4];
+    explicit key_set(std::string const& id)
+        : k{session_key(id, "lease"), session_key(id, "fence"), session_key(id, "h"), session_key(id, "ev")}
+    {
+    }
+};
+
+}  // namespace
+
+std::string
+session_key(std::string const& id, char const* what)
+{
+    // The braces make every key of one session hash to one Redis Cluster slot.
+    return "ls:s:{" + id + "}:" + what;
+}
+
+acquire_result
+redis_sessions::acquire(std::string const& id, std::string const& holder)
+{
+    key_set keys(id);
+    auto args = eval_args(keys.k, "acquire");
+    auto lease_ms = std::to_string(opts_.lease_ms);
+    args.push_back(holder);
+    args.push_back(lease_ms);
+    acquire_result out;
+    auto r = link_.command(args);
+    if (!r || r->type != redis::value::kind::array || r->elements.size() < 2) {
+        if (r)
+            spdlog::error("redis: acquire {}: unexpected reply {}", id, r->str);
+        return out;  // unavailable
+    }
+    auto& e = r->elements;
+    if (e[0].integer == 0) {
+        out.what = acquire_result::status::held;
+        out.holder = e[1].str;
+        return out;
+    }
+    out.what = acquire_result::status::acquired;
+    if (e.size() < 7) {
+        out.unreadable = true;
+        return out;
+    }
+    out.granted.token = e[1].str;
+    out.granted.fence = static_cast<std::uint64_t>(e[2].integer);
+    if (e[3].str.empty())
+        return out;  // never stored: a new session
+    auto h = journal::parse_header_json(e[3].str);
+    cluster_state st;
+    std::uint32_t seq = 0;
+    if (!h || !parse_number(e[4].str, seq) || (!e[5].str.empty() && !parse_number(e[5].str, st.seen_ms))) {
+        out.unreadable = true;
+        return out;
+    }
+    st.header = std::move(*h);
+    st.header.seq = seq;
+    auto const& ev = e[6].elements;
+    st.events.reserve(ev.size());
+    for (std::size_t i = 0; i < ev.size(); ++i)
+        st.events.push_back({seq - static_cast<std::uint32_t>(ev.size() - 1 - i), ev[i].str});
+    out.state = std::move(st);
+    return out;
+}
+
+std::vector<redis_sessions::renew_status>
+redis_sessions::renew(std::vector<std::pair<std::string, lease>> const& leases)
+{
+    std::vector<renew_status> out(leases.size(), renew_status::unavailable);
+    if (leases.empty())
+        return out;
+    std::vector<key_set> keys;
+    std::vector<std::string> fences;
+    keys.reserve(leases.size());
+    fences.reserve(leases.size());
+    auto lease_ms = std::to_string(opts_.lease_ms);
+    std::vector<redis::command_args> cmds;
+    for (auto const& [id, l] : leases) {
+        keys.emplace_back(id);
+        fences.push_back(std::to_string(l.fence));
+        auto args = eval_args(keys.back().k, "renew");
+        args.push_back(l.token);
+        args.push_back(fences.back());
+        args.push_back(lease_ms);
+        cmds.push_back(std::move(args));
+    }
+    auto r = link_.pipeline(cmds);
+    if (!r)
+        return out;
+    for (std::size_t i = 0; i < r->size(); ++i)
+        if (!(*r)[i].is_error())
+            out[i] = (*r)[i].integer == 1 ? renew_status::ok : renew_status::lost;
+    return out;
+}
+
+bool
+redis_sessions::release(std::string const& id, lease const& l)
+{
+    key_set keys(id);
+    auto args = eval_args(keys.k, "release");
+    args.push_back(l.token);
+    auto r = link_.command(args);
+    return r && r->integer == 1;
+}
+
+std::vector<append_status>
+redis_sessions::append(std::vector<session_append> const& batch)
+{
+    std::vector<append_status> out(batch.size(), append_status::unavailable);
+    if (batch.empty())
+        return out;
+    std::vector<key_set> keys;
+    std::vector<std::array<std::string, 5>> nums;  // fence, seq, seen, retention, first seq
+    keys.reserve(batch.size());
+    nums.reserve(batch.size());
+    std::vector<redis::command_args> cmds;
+    for (auto const& a : batch) {
+        keys.emplace_back(a.id);
+        auto first = a.events.empty() ? std::string()
+                                      : std::to_string(a.seq - static_cast<std::uint32_t>(a.events.size() - 1));
+        bool seq_known = a.rebase || !a.events.empty() || !a.header_json.empty();
+        nums.push_back({std::to_string(a.fence), seq_known ? std::to_string(a.seq) : std::string(),
+                        a.seen_ms < 0 ? std::string() : std::to_string(a.seen_ms), std::to_string(opts_.retention_ms),
+                        std::move(first)});
+        auto const& n = nums.back();
+        auto args = eval_args(keys.back().k, "append");
+        args.insert(args.end(), {n[0], a.rebase ? "1" : "0", a.header_json, n[1], n[2], n[3], n[4]});
+        for (auto const& e : a.events)
+            args.push_back(e);
+        cmds.push_back(std::move(args));
+    }
+    auto r = link_.pipeline(cmds);
+    if (!r)
+        return out;
+    for (std::size_t i = 0; i < r->size(); ++i) {
+        auto const& v = (*r)[i];
+        if (v.is_error()) {
+            spdlog::error("redis: journal append for session {} failed: {}", batch[i].id, v.str);
+            continue;
+        }
+        out[i] = v.integer == 1 ? append_status::ok : v.integer == 0 ? append_status::fenced : append_status::gap;
+    }
+    return out;
+}
+
+bool
+redis_sessions::put_blob(std::string const& path, std::string_view bytes, std::uint64_t ttl_s)
+{
+    auto key = "ls:blob:" + path;
+    auto ttl = std::to_string(std::max<std::uint64_t>(1, ttl_s));
+    auto r = link_.command({"SET", key, bytes, "EX", ttl});
+    return r && !r->is_error();
+}
+
+std::optional<std::string>
+redis_sessions::get_blob(std::string const& path, bool& reachable)
+{
+    auto r = link_.command({"GET", "ls:blob:" + path});
+    reachable = r.has_value();
+    if (!r || r->type != redis::value::kind::string)
+        return std::nullopt;
+    return std::move(r->str);
+}
+
+}  // namespace lockstep::store

@@ -1,0 +1,93 @@
+// Session state in Redis for a cluster (docs/durability.md, "Cluster"): who owns a
+// session (a lease with a fencing number) and its journal (header, events since the
+// snapshot, the latest session time shown), written only by the current owner, so any
+// reflector can take a session over when its owner dies. Also the blobs every
+// reflector must be able to read.
+//
+// Every call blocks on Redis (short time-outs): the server makes them only on its
+// directory thread, never on an event loop.
+//
+// @par Thread safety
+// Like redis::link: any thread, serialised by the link.
+#pragma once
+
+#include "redis/link.hpp"
+#include "reflector/journal_record.hpp"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace lockstep::store {
+
+/// A held lease: the token names the holder and the fencing number.
+struct lease {
+    std::string token;        // "<holder>#<fence>"
+    std::uint64_t fence = 0;  // grows by one at every acquisition of the session
+};
+
+/// A session as its last owner journaled it.
+struct cluster_state {
+    session_header header;             // header.seq is the last seq written
+    std::vector<logged_event> events;  // since the snapshot
+    std::int64_t seen_ms = 0;          // no client was shown a later session time
+};
+
+struct acquire_result {
+    enum class status { acquired, held, unavailable } what = status::unavailable;
+    lease granted;                     // acquired
+    std::string holder;                // held: the current holder's token
+    std::optional<cluster_state> state; // acquired: the stored session, if any
+    bool unreadable = false;           // acquired, but the stored state does not parse
+};
+
+/// One session's records of one loop turn.
+struct session_append {
+    std::string id;
+    std::uint64_t fence = 0;
+    bool rebase = false;               // the whole state: replaces the stored one
+    std::string header_json;           // empty: unchanged
+    std::uint32_t seq = 0;             // last seq after this append (with a base, a header or events)
+    std::int64_t seen_ms = -1;         // -1: unchanged
+    std::vector<std::string> events;   // log elements, continuing the stored seq
+};
+
+enum class append_status { ok, fenced, gap, unavailable };
+
+struct sessions_options {
+    std::uint32_t lease_ms = 2000;
+    std::uint64_t retention_ms = 30ull * 24 * 3600 * 1000;  // keys expire after this long unused
+};
+
+class redis_sessions {
+public:
+    redis_sessions(redis::link& link, sessions_options opts) : link_(link), opts_(opts) {}
+
+    /// Takes the session's lease if nobody holds it, and reads its stored state.
+    acquire_result acquire(std::string const& id, std::string const& holder);
+    enum class renew_status { ok, lost, unavailable };
+    /// Extends each lease (one round trip for all). Results in the same order.
+    std::vector<renew_status> renew(std::vector<std::pair<std::string, lease>> const& leases);
+    /// Gives the lease up (only if still held by `l`). False if not held or unreachable.
+    bool release(std::string const& id, lease const& l);
+    /// Writes every session's records in one round trip; each is refused unless its
+    /// fence is the session's current one. Results in the same order.
+    std::vector<append_status> append(std::vector<session_append> const& batch);
+
+    /// Blobs, for every reflector: stored for `ttl_s` seconds since the last write.
+    bool put_blob(std::string const& path, std::string_view bytes, std::uint64_t ttl_s);
+    /// nullopt: not there or unreachable (`reachable` tells which).
+    std::optional<std::string> get_blob(std::string const& path, bool& reachable);
+
+    sessions_options const& options() const noexcept { return opts_; }
+
+private:
+    redis::link& link_;
+    sessions_options opts_;
+};
+
+/// The Redis key names of a session (tests read them).
+std::string session_key(std::string const& id, char const* what);
+
+}  // namespace lockstep::store

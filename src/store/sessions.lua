@@ -1,0 +1,75 @@
+-- lockstep session state in Redis (cluster mode, docs/durability.md): one owner per
+-- session (a lease with a fencing number) and the session's journal. Run by EVAL, so
+-- every check and write of one call is atomic across the cluster.
+--
+-- KEYS[1] ls:s:{id}:lease  string "<holder>#<fence>", expires after the lease time
+-- KEYS[2] ls:s:{id}:fence  integer, INCR at each acquisition: the fencing number
+-- KEYS[3] ls:s:{id}:h      hash header (JSON, journal format), seq, seen, fence
+-- KEYS[4] ls:s:{id}:ev     list of the log elements since the snapshot, in seq order
+-- ARGV[1] = operation, then its arguments.
+local op = ARGV[1]
+
+if op == 'acquire' then
+  -- ARGV: holder, lease ms. Returns {0, current token} or {1, token, fence, header, seq, seen, events}.
+  local cur = redis.call('GET', KEYS[1])
+  if cur then return {0, cur} end
+  local fence = redis.call('INCR', KEYS[2])
+  local token = ARGV[2] .. '#' .. fence
+  redis.call('SET', KEYS[1], token, 'PX', ARGV[3])
+  local h = redis.call('HMGET', KEYS[3], 'header', 'seq', 'seen')
+  return {1, token, fence, h[1] or '', h[2] or '', h[3] or '', redis.call('LRANGE', KEYS[4], 0, -1)}
+end
+
+if op == 'renew' then
+  -- ARGV: token, fence, lease ms. The holder extends its lease; a lease that expired
+  -- while nobody took it (the fencing number is still ours) is taken again.
+  local cur = redis.call('GET', KEYS[1])
+  if cur == ARGV[2] then
+    redis.call('PEXPIRE', KEYS[1], ARGV[4])
+    return 1
+  end
+  if not cur and redis.call('GET', KEYS[2]) == ARGV[3] then
+    redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[4])
+    return 1
+  end
+  return 0
+end
+
+if op == 'release' then
+  -- ARGV: token
+  if redis.call('GET', KEYS[1]) == ARGV[2] then
+    redis.call('DEL', KEYS[1])
+    return 1
+  end
+  return 0
+end
+
+if op == 'append' then
+  -- ARGV: fence, rebase (1|0), header JSON ('' = unchanged), seq ('' = unchanged), seen ('' = unchanged),
+  -- retention ms, first seq of the events ('' = none), events...
+  -- Returns 1 (written), 0 (fenced: another owner took the session), -1 (the events do
+  -- not continue the stored seq: the owner must rewrite the whole state).
+  if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
+  local rebase = ARGV[3] == '1'
+  if not rebase and ARGV[8] ~= '' then
+    local stored = tonumber(redis.call('HGET', KEYS[3], 'seq') or '-1')
+    if (stored + 1) % 4294967296 ~= tonumber(ARGV[8]) then return -1 end
+  end
+  if rebase then
+    redis.call('DEL', KEYS[4])
+  end
+  local n = #ARGV
+  for i = 9, n, 500 do
+    redis.call('RPUSH', KEYS[4], unpack(ARGV, i, math.min(n, i + 499)))
+  end
+  if ARGV[4] ~= '' then redis.call('HSET', KEYS[3], 'header', ARGV[4]) end
+  if ARGV[5] ~= '' then redis.call('HSET', KEYS[3], 'seq', ARGV[5]) end
+  redis.call('HSET', KEYS[3], 'fence', ARGV[2])
+  if ARGV[6] ~= '' then redis.call('HSET', KEYS[3], 'seen', ARGV[6]) end
+  redis.call('PEXPIRE', KEYS[2], ARGV[7])
+  redis.call('PEXPIRE', KEYS[3], ARGV[7])
+  if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('PEXPIRE', KEYS[4], ARGV[7]) end
+  return 1
+end
+
+return redis.error_reply('unknown operation ' .. tostring(op))

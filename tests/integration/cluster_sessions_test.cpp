@@ -1,0 +1,185 @@
+// Cluster sessions (docs/durability.md, "Cluster"): reflector processes sharing one real
+// redis-server, started here on free loopback ports, frozen and killed with real signals.
+// The failover with the real client behind HAProxy is tests/compat/run-failover.mjs.
+#include "support/frames.hpp"
+#include "support/process.hpp"
+#include "support/redis_server.hpp"
+
+#include <gtest/gtest.h>
+
+#include <signal.h>
+
+#include <thread>
+
+using namespace lockstep;
+using namespace lockstep::test;
+using namespace std::chrono_literals;
+using nlohmann::json;
+
+namespace {
+
+std::unique_ptr<reflector_process>
+node(redis_server const& redis, std::vector<std::string> more = {})
+{
+    std::vector<std::string> args{"--redis", redis.url(), "--lease-ms", "1000", "--takeover-wait-ms", "4000"};
+    args.insert(args.end(), more.begin(), more.end());
+    return std::make_unique<reflector_process>(std::move(args));
+}
+
+/// True if a RECV or a SYNC's messages carry `payload`.
+bool
+carries(json const& m, std::string const& payload)
+{
+    if (m["action"] == "RECV")
+        return m["args"].dump().find(payload) != std::string::npos;
+    if (m["action"] == "SYNC")
+        return m["args"]["messages"].dump().find(payload) != std::string::npos;
+    return false;
+}
+
+TEST(cluster_sessions, a_stale_owner_frozen_past_its_lease_shows_and_writes_nothing_after_it_resumes)
+{
+    redis_server redis;
+    ASSERT_TRUE(redis.ready());
+    auto a = node(redis);
+    auto b = node(redis);
+    ASSERT_TRUE(a->up() && b->up());
+
+    ws_client c1(a->port(), "/STALESESSION");
+    c1.send_json(join_msg("v1"));
+    auto sync1 = c1.recv_action("SYNC");
+    ASSERT_TRUE(sync1);
+    for (int i = 0; i < 3; ++i)
+        c1.send_json(send_msg("before-" + std::to_string(i)));
+    std::uint32_t last_seq = 0;
+    for (int i = 0; i < 3; ++i) {
+        auto r = c1.recv_action("RECV");
+        ASSERT_TRUE(r) << "event " << i << " not reflected";
+        last_seq = (*r)["args"][1].get<std::uint32_t>();
+    }
+
+    a->signal(SIGSTOP);  // the owner freezes, holding the lease until it expires
+    struct thaw_guard {
+        reflector_process& p;
+        ~thaw_guard() { p.signal(SIGCONT); }
+    } thaw{*a};
+
+    // Another reflector takes the session over once the lease expired: same timeline,
+    // the seq continues, the three events come back.
+    ws_client c2(b->port(), "/STALESESSION");
+    auto t0 = std::chrono::steady_clock::now();
+    c2.send_json(join_msg("v2"));
+    auto sync2 = c2.recv_action("SYNC", 4000ms);
+    ASSERT_TRUE(sync2) << "no takeover";
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 2500ms);
+    EXPECT_EQ((*sync2)["args"]["timeline"], (*sync1)["args"]["timeline"]);
+    EXPECT_GE((*sync2)["args"]["seq"].get<std::uint32_t>(), last_seq);
+    for (int i = 0; i < 3; ++i)
+        EXPECT_TRUE(carries(*sync2, "before-" + std::to_string(i))) << (*sync2)["args"]["messages"].dump();
+    c2.send_json(send_msg("after-takeover"));
+    ASSERT_TRUE(c2.recv_action("RECV"));
+
+    // The frozen owner wakes up with an event from its client waiting in its socket.
+    c1.send_json(send_msg("stale-write"));
+    a->signal(SIGCONT);
+    bool saw_stale = false;
+    for (auto deadline = std::chrono::steady_clock::now() + 4s; !c1.closed() && std::chrono::steady_clock::now() < deadline;)
+        if (auto m = c1.recv(200ms); m && carries(*m, "stale-write"))
+            saw_stale = true;
+    EXPECT_FALSE(saw_stale) << "the stale owner showed an event it could not journal";
+    ASSERT_TRUE(c1.closed()) << "the stale owner kept serving the session";
+    EXPECT_EQ(c1.close_code(), 4003);
+
+    // The session as the new owner has it: the takeover's event, not the stale one.
+    ws_client c3(b->port(), "/STALESESSION");
+    c3.send_json(join_msg("v3"));
+    auto sync3 = c3.recv_action("SYNC");
+    ASSERT_TRUE(sync3);
+    EXPECT_TRUE(carries(*sync3, "after-takeover"));
+    EXPECT_FALSE(carries(*sync3, "stale-write"));
+    EXPECT_EQ((*sync3)["args"]["timeline"], (*sync1)["args"]["timeline"]);
+}
+
+TEST(cluster_sessions, events_sent_while_redis_is_frozen_wait_for_it_and_none_is_lost)
+{
+    redis_server redis;
+    ASSERT_TRUE(redis.ready());
+    auto a = node(redis, {"--lease-ms", "4000"});
+    ws_client c1(a->port(), "/FROZENREDIS"), c2(a->port(), "/FROZENREDIS");
+    c1.send_json(join_msg("v1"));
+    ASSERT_TRUE(c1.recv_action("SYNC"));
+    c2.send_json(join_msg("v2"));
+    ASSERT_TRUE(c2.recv_action("SYNC"));
+    c1.send_json(send_msg("before"));
+    ASSERT_TRUE(c2.recv_action("RECV"));
+
+    redis.pause();
+    struct thaw_guard {
+        redis_server& r;
+        ~thaw_guard() { r.resume(); }
+    } thaw{redis};
+    for (int i = 0; i < 5; ++i)
+        c1.send_json(send_msg("frozen-" + std::to_string(i)));
+    // Write before show: nothing of it reaches a client while Redis cannot have it.
+    bool shown = false;
+    for (auto end = std::chrono::steady_clock::now() + 1000ms; std::chrono::steady_clock::now() < end;)
+        if (auto m = c2.recv(100ms); m && carries(*m, "frozen-"))
+            shown = true;
+    EXPECT_FALSE(shown) << "an event was shown before Redis had it";
+    redis.resume();
+    // Once Redis answers, all five arrive in order, and the session stayed here.
+    for (int i = 0; i < 5; ++i) {
+        std::optional<json> m;
+        while ((m = c2.recv_action("RECV", 3000ms)) && (*m)["args"].dump().find("frozen-") == std::string::npos) {
+        }
+        ASSERT_TRUE(m) << "event " << i << " lost";
+        EXPECT_TRUE(carries(*m, "frozen-" + std::to_string(i))) << m->dump();
+    }
+    EXPECT_FALSE(c1.closed());
+    EXPECT_FALSE(c2.closed());
+}
+
+TEST(cluster_sessions, a_drained_owner_releases_its_sessions_for_an_immediate_takeover)
+{
+    redis_server redis;
+    ASSERT_TRUE(redis.ready());
+    auto a = node(redis, {"--drain-timeout-ms", "2000"});
+    auto b = node(redis);
+    ws_client c1(a->port(), "/DRAINSESSION");
+    c1.send_json(join_msg("v1"));
+    auto sync1 = c1.recv_action("SYNC");
+    ASSERT_TRUE(sync1);
+    c1.send_json(send_msg("kept"));
+    ASSERT_TRUE(c1.recv_action("RECV"));
+    a->signal(SIGTERM);
+    EXPECT_EQ(c1.wait_close(3000ms), 1001);
+    ws_client c2(b->port(), "/DRAINSESSION");
+    auto t0 = std::chrono::steady_clock::now();
+    c2.send_json(join_msg("v2"));
+    auto sync2 = c2.recv_action("SYNC", 3000ms);
+    ASSERT_TRUE(sync2);
+    // Released, not expired: no lease time to wait out.
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 500ms);
+    EXPECT_EQ((*sync2)["args"]["timeline"], (*sync1)["args"]["timeline"]);
+    EXPECT_TRUE(carries(*sync2, "kept"));
+}
+
+TEST(cluster_sessions, a_blob_uploaded_through_one_reflector_is_read_through_another_after_it_died)
+{
+    redis_server redis;
+    ASSERT_TRUE(redis.ready());
+    auto a = node(redis);
+    auto b = node(redis);
+    std::string bytes("CRQ1\x00\x01 snapshot bytes", 20);
+    auto put = http_request(a->port(), "PUT", "/files/apps/it/snap/abc/0000005200_7.hash", bytes,
+                            "Content-Type: application/octet-stream\r\n");
+    ASSERT_EQ(put.status, 201);
+    a->kill();
+    auto got = http_request(b->port(), "GET", "/files/apps/it/snap/abc/0000005200_7.hash");
+    EXPECT_EQ(got.status, 200);
+    EXPECT_EQ(got.body, bytes);
+    EXPECT_EQ(http_request(b->port(), "HEAD", "/files/apps/it/snap/abc/0000005200_7.hash").status, 200);
+    EXPECT_EQ(http_request(b->port(), "GET", "/files/apps/it/snap/abc/other").status, 404);
+}
+
+}  // namespace

@@ -1,0 +1,185 @@
+// The cluster's lease and fencing rules and the Redis session journal, against a real
+// redis-server on a free loopback port (support/redis_server.hpp).
+#include "store/redis_sessions.hpp"
+#include "store/journal.hpp"
+
+#include "support/redis_server.hpp"
+
+#include <gtest/gtest.h>
+
+#include <thread>
+
+using namespace lockstep;
+using namespace lockstep::store;
+using namespace std::chrono_literals;
+
+namespace {
+
+session_header
+header_of(std::string const& id, std::uint32_t seq, std::string snapshot_url = "")
+{
+    session_header h;
+    h.id = id;
+    h.name = "app/room";
+    h.app_id = "app";
+    h.timeline = "tl-1";
+    h.tick_ms = 100;
+    h.snapshot_url = std::move(snapshot_url);
+    h.time_ms = 1234;
+    h.seq = seq;
+    return h;
+}
+
+std::string
+element(std::uint32_t seq)
+{
+    return "[" + std::to_string(1000 + seq % 1000) + "," + std::to_string(seq) + ",\"e" + std::to_string(seq) + "\"]";
+}
+
+struct redis_sessions_test : ::testing::Test {
+    test::redis_server server;
+    redis::link link{server.url()};
+    redis_sessions store{link, sessions_options{300, 60'000}};
+};
+
+TEST_F(redis_sessions_test, first_acquisition_gets_fence_one_and_no_state)
+{
+    ASSERT_TRUE(server.ready());
+    auto a = store.acquire("s1", "refl-a");
+    ASSERT_EQ(a.what, acquire_result::status::acquired);
+    EXPECT_EQ(a.granted.fence, 1u);
+    EXPECT_EQ(a.granted.token, "refl-a#1");
+    EXPECT_FALSE(a.state.has_value());
+    EXPECT_FALSE(a.unreadable);
+}
+
+TEST_F(redis_sessions_test, a_held_lease_is_refused_to_others_and_names_its_holder)
+{
+    ASSERT_EQ(store.acquire("s1", "refl-a").what, acquire_result::status::acquired);
+    auto b = store.acquire("s1", "refl-b");
+    EXPECT_EQ(b.what, acquire_result::status::held);
+    EXPECT_EQ(b.holder, "refl-a#1");
+    // Another session is independent.
+    EXPECT_EQ(store.acquire("s2", "refl-b").what, acquire_result::status::acquired);
+}
+
+TEST_F(redis_sessions_test, renewal_keeps_the_lease_past_its_time)
+{
+    auto a = store.acquire("s1", "refl-a");
+    for (int i = 0; i < 6; ++i) {  // 6 x 100 ms = twice the 300 ms lease
+        std::this_thread::sleep_for(100ms);
+        auto r = store.renew({{"s1", a.granted}});
+        ASSERT_EQ(r.size(), 1u);
+        ASSERT_EQ(r[0], redis_sessions::renew_status::ok) << "renewal " << i;
+    }
+    EXPECT_EQ(store.acquire("s1", "refl-b").what, acquire_result::status::held);
+}
+
+TEST_F(redis_sessions_test, an_expired_lease_goes_to_the_next_with_a_higher_fence_and_the_old_holder_cannot_renew)
+{
+    auto a = store.acquire("s1", "refl-a");
+    std::this_thread::sleep_for(450ms);  // past the 300 ms lease
+    auto b = store.acquire("s1", "refl-b");
+    ASSERT_EQ(b.what, acquire_result::status::acquired);
+    EXPECT_EQ(b.granted.fence, 2u);
+    auto r = store.renew({{"s1", a.granted}, {"s1", b.granted}});
+    EXPECT_EQ(r[0], redis_sessions::renew_status::lost);
+    EXPECT_EQ(r[1], redis_sessions::renew_status::ok);
+}
+
+TEST_F(redis_sessions_test, an_expired_lease_nobody_took_is_renewed_by_its_holder)
+{
+    auto a = store.acquire("s1", "refl-a");
+    std::this_thread::sleep_for(450ms);
+    EXPECT_EQ(store.renew({{"s1", a.granted}})[0], redis_sessions::renew_status::ok);
+    EXPECT_EQ(store.acquire("s1", "refl-b").what, acquire_result::status::held);
+}
+
+TEST_F(redis_sessions_test, a_stale_owner_cannot_append_after_a_takeover)
+{
+    auto a = store.acquire("s1", "refl-a");
+    session_append first{"s1", a.granted.fence, true, journal::header_json(header_of("s1", 5)), 5, 1500,
+                         {element(4), element(5)}};
+    ASSERT_EQ(store.append({first})[0], append_status::ok);
+    std::this_thread::sleep_for(450ms);
+    auto b = store.acquire("s1", "refl-b");
+    ASSERT_EQ(b.what, acquire_result::status::acquired);
+    // The old owner's late write is refused; the new owner's goes in.
+    session_append late{"s1", a.granted.fence, false, "", 6, -1, {element(6)}};
+    session_append next{"s1", b.granted.fence, false, "", 6, 2500, {element(6)}};
+    auto r = store.append({late, next});
+    EXPECT_EQ(r[0], append_status::fenced);
+    EXPECT_EQ(r[1], append_status::ok);
+    std::this_thread::sleep_for(450ms);
+    auto c = store.acquire("s1", "refl-c");
+    ASSERT_TRUE(c.state.has_value());
+    ASSERT_EQ(c.state->events.size(), 3u);  // 4, 5 and the new owner's 6, once
+    EXPECT_EQ(c.state->events[2].seq, 6u);
+    EXPECT_EQ(c.state->events[2].element, element(6));
+    EXPECT_EQ(c.state->seen_ms, 2500);
+}
+
+TEST_F(redis_sessions_test, the_stored_state_comes_back_whole_and_a_snapshot_rebase_trims_it)
+{
+    auto a = store.acquire("s1", "refl-a");
+    std::vector<std::string> events;
+    for (std::uint32_t q = 1; q <= 10; ++q)
+        events.push_back(element(q));
+    ASSERT_EQ(store.append({{"s1", a.granted.fence, true, journal::header_json(header_of("s1", 10)), 10, 1800, events}})[0],
+              append_status::ok);
+    ASSERT_EQ(store.append({{"s1", a.granted.fence, false, "", 12, 1900, {element(11), element(12)}}})[0],
+              append_status::ok);
+    // Events that do not continue the stored seq are refused as a gap.
+    EXPECT_EQ(store.append({{"s1", a.granted.fence, false, "", 15, -1, {element(15)}}})[0], append_status::gap);
+    // A snapshot at seq 11: the rebase keeps only what follows it.
+    ASSERT_EQ(store.append({{"s1", a.granted.fence, true,
+                             journal::header_json(header_of("s1", 12, "http://files/snap-11")), 12, -1, {element(12)}}})[0],
+              append_status::ok);
+    ASSERT_TRUE(store.release("s1", a.granted));
+    auto b = store.acquire("s1", "refl-b");
+    ASSERT_EQ(b.what, acquire_result::status::acquired);
+    ASSERT_TRUE(b.state.has_value());
+    EXPECT_EQ(b.state->header.seq, 12u);
+    EXPECT_EQ(b.state->header.timeline, "tl-1");
+    EXPECT_EQ(b.state->header.snapshot_url, "http://files/snap-11");
+    EXPECT_EQ(b.state->seen_ms, 1900);
+    ASSERT_EQ(b.state->events.size(), 1u);
+    EXPECT_EQ(b.state->events[0].seq, 12u);
+}
+
+TEST_F(redis_sessions_test, release_only_by_the_holder)
+{
+    auto a = store.acquire("s1", "refl-a");
+    lease forged{"refl-b#1", 1};
+    EXPECT_FALSE(store.release("s1", forged));
+    EXPECT_EQ(store.acquire("s1", "refl-b").what, acquire_result::status::held);
+    EXPECT_TRUE(store.release("s1", a.granted));
+    EXPECT_EQ(store.acquire("s1", "refl-b").what, acquire_result::status::acquired);
+}
+
+TEST_F(redis_sessions_test, unreachable_redis_is_reported_not_mistaken_for_a_refusal)
+{
+    auto a = store.acquire("s1", "refl-a");
+    server.stop();
+    EXPECT_EQ(store.acquire("s2", "refl-a").what, acquire_result::status::unavailable);
+    EXPECT_EQ(store.renew({{"s1", a.granted}})[0], redis_sessions::renew_status::unavailable);
+    EXPECT_EQ(store.append({{"s1", a.granted.fence, false, "", 1, -1, {}}})[0], append_status::unavailable);
+    EXPECT_FALSE(link.reachable());
+}
+
+TEST_F(redis_sessions_test, blobs_round_trip_and_expire)
+{
+    std::string bytes("CRQ1\0\x01binary", 12);
+    ASSERT_TRUE(store.put_blob("apps/a/snap/x", bytes, 1));
+    bool reachable = false;
+    auto got = store.get_blob("apps/a/snap/x", reachable);
+    ASSERT_TRUE(got.has_value());
+    EXPECT_EQ(*got, bytes);
+    EXPECT_TRUE(reachable);
+    EXPECT_FALSE(store.get_blob("apps/a/snap/other", reachable).has_value());
+    EXPECT_TRUE(reachable);
+    std::this_thread::sleep_for(1200ms);
+    EXPECT_FALSE(store.get_blob("apps/a/snap/x", reachable).has_value());
+}
+
+}  // namespace
