@@ -28,8 +28,8 @@ words() { echo $#; }
 # Paired cost runs (section 6): configurations x rounds, alternating.
 cost_rate=${BENCH_COST_RATE:-50}; cost_rounds=${BENCH_COST_ROUNDS:-3}
 [ "$quick" = 1 ] && cost_rounds=1
-cost_configs=3
-[ -n "${BENCH_BASELINE_BIN:-}" ] && cost_configs=4
+cost_configs=4
+[ -n "${BENCH_BASELINE_BIN:-}" ] && cost_configs=5
 total=$(( 2 + $(words $rates_fanout) + 2 * $(words $rates_400c) + 1 + 1 + $(words $counts_ticks) \
           + $(words $counts_busy) + $(words $rates_threads) + cost_configs * cost_rounds + 1 ))
 step_no=0; started=$(date +%s)
@@ -155,6 +155,8 @@ stop_reflector
 #   journal    the default (session journal on, group commit)
 #   nojournal  --journal none
 #   auth       --auth-secret, every client through a t/<jwt> path (the gate, JOIN claims)
+#   cluster    --redis: a local redis-server holds leases, the session journal and blobs
+#              (--journal-sync redis: output waits for the Redis batch holding its records)
 #   before     BENCH_BASELINE_BIN, another build's reflector with default flags (optional)
 threads=1
 pin_refl="taskset -c 0"
@@ -169,7 +171,14 @@ s = b(hmac.new(sys.argv[1].encode(), f"{h}.{p}".encode(), hashlib.sha256).digest
 print(f"{h}.{p}.{s}")
 PY
 )
-cost_names="journal nojournal auth"
+# The cluster configuration's Redis: a redis-server of its own on a free port, no disk.
+redis_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --daemonize no \
+  --logfile /dev/null >/dev/null 2>&1 &
+redis_pid=$!
+trap 'stop_reflector; kill "$redis_pid" 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.05; done
+cost_names="journal nojournal auth cluster"
 [ -n "${BENCH_BASELINE_BIN:-}" ] && cost_names="$cost_names before"
 for round in $(seq 1 "$cost_rounds"); do
   for cfg in $cost_names; do
@@ -177,15 +186,22 @@ for round in $(seq 1 "$cost_rounds"); do
     case $cfg in
       nojournal) flags=(--journal none) ;;
       auth) flags=(--auth-secret "$secret"); url_prefix="/t/$token" ;;
+      cluster) redis-cli -p "$redis_port" flushall >/dev/null; flags=(--redis "redis://127.0.0.1:$redis_port") ;;
       before) refl_bin=$BENCH_BASELINE_BIN ;;
     esac
     start_reflector 1 "${flags[@]}"
     extra_fields="\"config\":\"$cfg\",\"round\":$round,"
+    rcmds() { redis-cli -p "$redis_port" info stats | awk -F: '/^total_commands_processed/ {print $2+0}'; }
+    c0=$(rcmds); t0=$(date +%s.%N)
     run "cost" --sessions 20 --clients 400 --rate "$cost_rate" --payload 120 --tps 20
+    if [ "$cfg" = cluster ]; then
+      echo "{\"scenario\":\"cost-redis\",\"config\":\"cluster\",\"round\":$round,\"redis_commands_per_s\":$(python3 -c "print(round(($(rcmds) - $c0) / ($(date +%s.%N) - $t0)))")}" | tee -a "$res"
+    fi
     stop_reflector
   done
 done
 refl_bin="$BIN/lockstep-reflector"; url_prefix=""; extra_fields=""
+kill "$redis_pid" 2>/dev/null || true
 python3 - "$res" <<'PY' | tee -a "$res"
 import json, statistics, sys
 runs = [json.loads(l) for l in open(sys.argv[1]) if '"scenario":"cost"' in l]
@@ -195,12 +211,15 @@ for r in runs:
 def med(rs, k):
     v = [r.get(k, 0) for r in rs if r.get("errors", 1) == 0]
     return statistics.median(v) if v else None
+redis = [json.loads(l) for l in open(sys.argv[1]) if '"scenario":"cost-redis"' in l]
 base = med(by.get("journal", []), "deliveries_per_s")
 for cfg, rs in by.items():
     d = med(rs, "deliveries_per_s")
     o = {"scenario": "cost-summary", "config": cfg, "rounds": len(rs), "rate": rs[0].get("rate"),
          "median_deliveries_per_s": d, "median_p99_ms": med(rs, "p99_ms"),
          "ratio_to_journal": round(d / base, 3) if d and base else None}
+    if cfg == "cluster" and redis:
+        o["median_redis_commands_per_s"] = statistics.median(r["redis_commands_per_s"] for r in redis)
     print(json.dumps(o))
 PY
 

@@ -35,11 +35,11 @@ costs = [r for r in rows if r.get("scenario") == "cost-summary"]
 if costs:
     lines += ["What a feature costs (paired runs, section 6 of `scripts/bench.sh`: the same fan-out, "
               "configurations alternating, medians over the rounds):", "",
-              "| configuration | rounds | rate/client | median deliveries/s | median p99 ms | ratio to journal |",
-              "|---|---|---|---|---|---|"]
+              "| configuration | rounds | rate/client | median deliveries/s | median p99 ms | ratio to journal | Redis commands/s |",
+              "|---|---|---|---|---|---|---|"]
     for r in costs:
         lines.append(f"| {r['config']} | {r['rounds']} | {r['rate']} | {r['median_deliveries_per_s'] or 0:.0f} | "
-                     f"{r['median_p99_ms'] or 0:.2f} | {r['ratio_to_journal']} |")
+                     f"{r['median_p99_ms'] or 0:.2f} | {r['ratio_to_journal']} | {r.get('median_redis_commands_per_s', '')} |")
     lines.append("")
 micro = [r for r in rows if r.get("scenario") == "micro"]
 if micro:
