@@ -26,12 +26,12 @@ if [ "$quick" = 1 ]; then
 fi
 words() { echo $#; }
 # Paired cost runs (section 6): configurations x rounds, alternating.
-cost_rate=${BENCH_COST_RATE:-50}; cost_rounds=${BENCH_COST_ROUNDS:-3}
+cost_rates=${BENCH_COST_RATES:-50 75}; cost_rounds=${BENCH_COST_ROUNDS:-3}
 [ "$quick" = 1 ] && cost_rounds=1
 cost_configs=4
 [ -n "${BENCH_BASELINE_BIN:-}" ] && cost_configs=5
 total=$(( 2 + $(words $rates_fanout) + 2 * $(words $rates_400c) + 1 + 1 + $(words $counts_ticks) \
-          + $(words $counts_busy) + $(words $rates_threads) + cost_configs * cost_rounds + 1 ))
+          + $(words $counts_busy) + $(words $rates_threads) + cost_configs * cost_rounds * $(words $cost_rates) + 1 ))
 step_no=0; started=$(date +%s)
 progress() {  # what this step runs
   step_no=$((step_no + 1))
@@ -148,10 +148,11 @@ for r in $rates_threads; do run fanout-threads2 --sessions 50 --clients 1000 --r
 stop_reflector
 
 # 6. What a feature costs, paired: the same fan-out (400 clients in 20 sessions of 20,
-# BENCH_COST_RATE events/s each) against reflectors started with different flags, one
+# each of BENCH_COST_RATES events/s per client) against reflectors started with different flags, one
 # configuration after the other, BENCH_COST_ROUNDS times, so that the machine's noise
 # falls on all of them alike. One JSON line per run ("cost"), then one per configuration
-# ("cost-summary": median deliveries/s and p99 over the rounds, ratio to "journal").
+# and rate ("cost-summary": median deliveries/s and p99 over the rounds, ratio to
+# "journal" at the same rate).
 #   journal    the default (session journal on, group commit)
 #   nojournal  --journal none
 #   auth       --auth-secret, every client through a t/<jwt> path (the gate, JOIN claims)
@@ -180,6 +181,7 @@ trap 'stop_reflector; kill "$redis_pid" 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.05; done
 cost_names="journal nojournal auth cluster"
 [ -n "${BENCH_BASELINE_BIN:-}" ] && cost_names="$cost_names before"
+for cost_rate in $cost_rates; do
 for round in $(seq 1 "$cost_rounds"); do
   for cfg in $cost_names; do
     refl_bin="$BIN/lockstep-reflector"; url_prefix=""; flags=()
@@ -195,10 +197,11 @@ for round in $(seq 1 "$cost_rounds"); do
     c0=$(rcmds); t0=$(date +%s.%N)
     run "cost" --sessions 20 --clients 400 --rate "$cost_rate" --payload 120 --tps 20
     if [ "$cfg" = cluster ]; then
-      echo "{\"scenario\":\"cost-redis\",\"config\":\"cluster\",\"round\":$round,\"redis_commands_per_s\":$(python3 -c "print(round(($(rcmds) - $c0) / ($(date +%s.%N) - $t0)))")}" | tee -a "$res"
+      echo "{\"scenario\":\"cost-redis\",\"config\":\"cluster\",\"rate\":$cost_rate,\"round\":$round,\"redis_commands_per_s\":$(python3 -c "print(round(($(rcmds) - $c0) / ($(date +%s.%N) - $t0)))")}" | tee -a "$res"
     fi
     stop_reflector
   done
+done
 done
 refl_bin="$BIN/lockstep-reflector"; url_prefix=""; extra_fields=""
 kill "$redis_pid" 2>/dev/null || true
@@ -207,19 +210,20 @@ import json, statistics, sys
 runs = [json.loads(l) for l in open(sys.argv[1]) if '"scenario":"cost"' in l]
 by = {}
 for r in runs:
-    by.setdefault(r.get("config", "?"), []).append(r)
+    by.setdefault((r.get("rate"), r.get("config", "?")), []).append(r)
 def med(rs, k):
     v = [r.get(k, 0) for r in rs if r.get("errors", 1) == 0]
     return statistics.median(v) if v else None
 redis = [json.loads(l) for l in open(sys.argv[1]) if '"scenario":"cost-redis"' in l]
-base = med(by.get("journal", []), "deliveries_per_s")
-for cfg, rs in by.items():
+for (rate, cfg), rs in by.items():
+    base = med(by.get((rate, "journal"), []), "deliveries_per_s")
     d = med(rs, "deliveries_per_s")
-    o = {"scenario": "cost-summary", "config": cfg, "rounds": len(rs), "rate": rs[0].get("rate"),
+    o = {"scenario": "cost-summary", "config": cfg, "rounds": len(rs), "rate": rate,
          "median_deliveries_per_s": d, "median_p99_ms": med(rs, "p99_ms"),
          "ratio_to_journal": round(d / base, 3) if d and base else None}
     if cfg == "cluster" and redis:
-        o["median_redis_commands_per_s"] = statistics.median(r["redis_commands_per_s"] for r in redis)
+        o["median_redis_commands_per_s"] = statistics.median(
+            r["redis_commands_per_s"] for r in redis if r.get("rate") == rate)
     print(json.dumps(o))
 PY
 
