@@ -11,6 +11,13 @@ using protocol::close_code;
 namespace {
 
 void
+refused(session_host& host, refusal r)
+{
+    if (auto* c = host.counters())
+        c->refused_for(r);
+}
+
+void
 dispatch_frame(session_host& host, membership& m, peer& p, std::string_view text)
 {
     codec::client_frame f;
@@ -32,6 +39,13 @@ dispatch_frame(session_host& host, membership& m, peer& p, std::string_view text
         host.touched(*m.joined);
         return;
     case action::join: {
+        if (m.joined) {
+            // One SYNC per connection: a repeated JOIN would queue another copy of the
+            // whole log (real clients JOIN once per socket; reconnecting opens a new one).
+            refused(host, refusal::repeated_join);
+            spdlog::debug("{} JOIN on a joined connection ignored", p.tag());
+            return;
+        }
         m.join_seen = true;
         auto& s = host.session_for(m.session_id);
         if (std::string why; m.admit_join && !m.admit_join(s, f.args, why)) {
@@ -54,12 +68,15 @@ dispatch_frame(session_host& host, membership& m, peer& p, std::string_view text
     case action::snap:
     case action::save:
     case action::ticks: {
-        // Like the reference, these work on the URL's session even without a JOIN on
-        // this connection, but the session must exist.
-        session* s = m.joined ? m.joined : host.find_session(m.session_id);
-        if (!s || !s->created()) {
-            spdlog::info("{} {} for unknown session: closing 4000", p.tag(), f.action_name);
-            p.close(close_code::unknown_session, "unknown session");
+        // Only members act on a session: without this a stranger could stop its ticks
+        // or point every later joiner at its own snapshot. From the connection's side
+        // there is no session, so it gets what the reference sends for an unknown one
+        // (4000: a confused real client reconnects and JOINs first).
+        session* s = m.joined;
+        if (!s) {
+            refused(host, refusal::not_member);
+            spdlog::info("{} {} without a JOIN on this connection: closing 4000", p.tag(), f.action_name);
+            p.close(close_code::unknown_session, "not a member of this session");
             return;
         }
         if (f.act == action::tutti)

@@ -40,6 +40,8 @@ public:
     /// That connection is gone: `normal` (close 1000 from the client) frees the seat, a
     /// drop keeps it reserved for a reconnect.
     virtual void seat_left(std::string const& token, bool normal, std::string const& conn) = 0;
+    /// Where the dispatch counts its refusals (null: not counted).
+    virtual session_counters* counters() noexcept { return nullptr; }
 };
 
 /// One connection's standing with its session: kept by the transport, read and written
@@ -48,7 +50,7 @@ struct membership {
     std::string session_id;     // the session the URL path names
     std::string seat_token;     // router seat from the URL path (/r/<token>/<id>); may be empty
     std::string conn_key;       // the connection's name in the router
-    session* joined = nullptr;  // set once a JOIN was answered with SYNC
+    session* joined = nullptr;  // set once a JOIN was answered with SYNC: a member from then on
     bool join_seen = false;     // a JOIN arrived (whether or not it succeeded)
     bool seat_reported = false; // seat_joined() was called: seat_left() follows
     std::vector<json_scan::member> scratch;

@@ -55,6 +55,30 @@ public:
 /// Upper bounds (ms) of the tick lateness histogram buckets.
 inline constexpr std::array<double, 10> tick_late_buckets_ms = {0.5, 1, 2, 5, 10, 20, 50, 100, 250, 1000};
 
+/// Why the core refused a client's input, for `lockstep_limit_refusals_total{limit=...}`
+/// (docs/operations.md, "Limits"). Each has a documented close code or outcome
+/// (docs/protocol.md, section 16).
+enum class refusal : std::uint8_t {
+    not_member,           // TUTTI/SNAP/SAVE/TICKS from a connection that did not JOIN: close 4000
+    repeated_join,        // a JOIN on a connection that is a member already: ignored
+    snapshot,             // SNAP in the future, after the current seq, or with a long URL: ignored
+    url,                  // SAVE with a URL over the limit: ignored
+    count_
+};
+
+inline constexpr char const*
+refusal_name(refusal r) noexcept
+{
+    switch (r) {
+    case refusal::not_member: return "not_member";
+    case refusal::repeated_join: return "repeated_join";
+    case refusal::snapshot: return "snapshot";
+    case refusal::url: return "url";
+    case refusal::count_: break;
+    }
+    return "?";
+}
+
 /// What sessions count. One block per owning thread.
 ///
 /// @par Thread safety
@@ -70,6 +94,7 @@ struct session_counters {
     counter ticks{0};            // TICK frames queued
     counter debounced{0};        // SENDs dropped by tags debounce
     counter refused{0};          // SENDs refused at --log-max
+    std::array<counter, static_cast<std::size_t>(refusal::count_)> refusals{};  // by refusal
     std::array<counter, tick_late_buckets_ms.size() + 1> tick_late{};  // last = +Inf
     counter tick_late_count{0};
     std::atomic<double> tick_late_sum_ms{0};
@@ -83,6 +108,11 @@ struct session_counters {
     add(gauge& g, std::int64_t n) noexcept
     {
         g.store(g.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+    }
+    void
+    refused_for(refusal r) noexcept
+    {
+        add(refusals[static_cast<std::size_t>(r)]);
     }
     void
     observe_tick_late(double ms) noexcept

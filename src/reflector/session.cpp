@@ -669,6 +669,21 @@ session::snap(peer& p, std::string_view args_raw)
         p.close(close_code::malformed_message, "malformed message");
         return;
     }
+    // The snapshot must fit the session: a member cannot announce one from its future
+    // or past the last event (the log would be trimmed of events the snapshot lacks),
+    // nor an outsized URL that every later SYNC would carry. Interpolated client ticks
+    // (ticks.delay) may run up to `delay` ms ahead of the reflector's last tick.
+    auto const limit_time = static_cast<double>(current_time_ms() + delay_ms_ + 1);
+    bool const seq_ok = *seq >= 0 && *seq <= 4294967295.0 && std::floor(*seq) == *seq &&
+                        !protocol::seq_before(seq_, static_cast<std::uint32_t>(*seq));
+    if (!(*time >= 0 && *time <= limit_time) || !seq_ok || url->get_ref<std::string const&>().size() > opts_.max_url_bytes) {
+        spdlog::info("{} SNAP @{}#{} does not fit session {} (time {}, seq {}, url {} bytes, limit {}): ignored",
+                     p.tag(), *time, *seq, id_, limit_time - 1, seq_, url->get_ref<std::string const&>().size(),
+                     opts_.max_url_bytes);
+        if (metrics_)
+            metrics_->refused_for(refusal::snapshot);
+        return;
+    }
     if (*time <= static_cast<double>(snapshot_time_)) {
         spdlog::debug("{} SNAP @{} not newer than @{}: ignored", p.tag(), *time, snapshot_time_);
         return;
@@ -705,6 +720,12 @@ session::save(peer& p, std::string_view args_raw)
     if (truthy(args.value("dissident", json())))
         return;
     auto url = args["url"].get<std::string>();
+    if (url.size() > opts_.max_url_bytes) {
+        spdlog::info("{} SAVE url of {} bytes over {}: ignored", p.tag(), url.size(), opts_.max_url_bytes);
+        if (metrics_)
+            metrics_->refused_for(refusal::url);
+        return;
+    }
     if (persistence_)
         persistence_->record(app_id_, persistent_id_, url);
     // The URL may carry the client's files token (…/files/t/<jwt>/…): never logged.

@@ -41,6 +41,7 @@ struct session_options {
     std::uint32_t tally_window_ms = 1000;     // TUTTI waits at most this long for votes
     std::uint32_t tally_history_ms = 60000;   // completed tally keys remembered this long
     std::uint32_t tally_history_keys = 20;    // and at most this many
+    std::uint32_t max_url_bytes = 4096;       // longest SNAP/SAVE url accepted
     std::string reflector_name = "local";     // SYNC "reflector"
 };
 

@@ -139,6 +139,7 @@ struct worker final : session_host {
     void touched(session& s) override;
     void seat_joined(std::string const& token, std::string const& name, std::string const& conn) override;
     void seat_left(std::string const& token, bool normal, std::string const& conn) override;
+    session_counters* counters() noexcept override { return &metrics; }
 };
 
 /// State shared by all workers, the directory thread, the disk pool and the signal

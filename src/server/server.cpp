@@ -444,7 +444,15 @@ server_state::self_info(std::uint16_t port) const
 std::string
 server_state::metrics_text() const
 {
-    return render_metrics(metrics(), closes, http_requests.load(), draining_.load()) + limits_->render();
+    // The core's refusals (membership, message limits) join the edge limits' family.
+    std::vector<std::pair<std::string, std::uint64_t>> core;
+    for (std::size_t i = 0; i < static_cast<std::size_t>(refusal::count_); ++i) {
+        std::uint64_t n = 0;
+        for (auto const* w : metrics())
+            n += w->refusals[i].load(std::memory_order_relaxed);
+        core.emplace_back(refusal_name(static_cast<refusal>(i)), n);
+    }
+    return render_metrics(metrics(), closes, http_requests.load(), draining_.load()) + limits_->render(core);
 }
 
 void

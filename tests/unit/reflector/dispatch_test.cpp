@@ -29,6 +29,7 @@ public:
     int touches = 0;
     std::vector<std::string> seat_reports;
     bool fail_creation = false;  // session_for() throws, like a failed allocation
+    lockstep::session_counters counts;
 
     session*
     find_session(std::string const& id) override
@@ -43,7 +44,7 @@ public:
             throw std::runtime_error("no memory for a session");
         auto& s = sessions[id];
         if (!s)
-            s = std::make_unique<session>(id, clock, opts);
+            s = std::make_unique<session>(id, clock, opts, nullptr, &counts);
         return *s;
     }
     void
@@ -62,6 +63,12 @@ public:
     seat_left(std::string const& token, bool normal, std::string const& conn) override
     {
         seat_reports.push_back(std::string(normal ? "left " : "dropped ") + token + " " + conn);
+    }
+    lockstep::session_counters* counters() noexcept override { return &counts; }
+    std::uint64_t
+    refusals(lockstep::refusal r) const
+    {
+        return counts.refusals[static_cast<std::size_t>(r)].load();
     }
     /// Runs due session timers in 1 ms steps, as a worker's timers would.
     void
@@ -159,18 +166,107 @@ TEST_F(dispatch_fixture, bad_frames_close_4102_and_unknown_actions_are_ignored)
     EXPECT_EQ(b.peer.closed, 4102);
 }
 
-TEST_F(dispatch_fixture, session_actions_need_an_existing_session_but_not_a_join_on_this_connection)
+TEST_F(dispatch_fixture, only_members_act_on_a_session_strangers_are_closed_4000)
 {
     conn a("a", "SID"), outsider("o", "SID"), stray("s", "OTHER");
     frame(stray, R"({"id":"OTHER","action":"TICKS","args":{"tick":100}})");
-    EXPECT_EQ(stray.peer.closed, 4000);  // unknown session
+    EXPECT_EQ(stray.peer.closed, 4000);  // no session at all
     EXPECT_FALSE(host.find_session("OTHER"));
 
     frame(a, join_frame("alice"));
-    frame(outsider, R"({"id":"SID","action":"TUTTI","args":[5,0,"vote",null,"k",1]})");
-    EXPECT_EQ(outsider.peer.closed, 0);
-    // The URL's session took it: the tally's RECV reaches the member.
-    EXPECT_FALSE(a.peer.of("RECV").empty());
+    auto& s = *host.find_session("SID");
+    host.run_ms(500);  // the users event and some ticks
+    a.peer.clear();
+    auto seq = s.seq();
+    // A socket on the session's URL that never JOINed: every session-changing action is
+    // refused before it reaches the session.
+    for (auto const* f : {R"({"id":"SID","action":"TICKS","args":{"tick":60000}})",
+                          R"({"id":"SID","action":"SNAP","args":{"time":1,"seq":0,"hash":"h","url":"http://evil.example/snap"}})",
+                          R"({"id":"SID","action":"SAVE","args":{"persistTime":1,"url":"http://evil.example/save"}})",
+                          R"({"id":"SID","action":"TUTTI","args":[5,0,"vote",null,true,null,"k"]})"}) {
+        conn o("o", "SID");
+        frame(o, f);
+        EXPECT_EQ(o.peer.closed, 4000) << f;
+        EXPECT_EQ(o.peer.close_reason, "not a member of this session");
+    }
+    EXPECT_EQ(host.refusals(lockstep::refusal::not_member), 5u);
+    // The session did not change: same tick interval, no snapshot, no tally.
+    EXPECT_EQ(s.tick_ms(), 50u);
+    EXPECT_EQ(s.header().snapshot_url, "");
+    host.run_ms(1200);
+    EXPECT_EQ(s.seq(), seq);
+    EXPECT_GE(a.peer.of("TICK").size(), 20u);  // 50 ms ticks go on
+    EXPECT_TRUE(a.peer.events("tally").empty());
+    // A member may.
+    frame(a, R"({"id":"SID","action":"TICKS","args":{"tick":100}})");
+    EXPECT_EQ(a.peer.closed, 0);
+    EXPECT_EQ(s.tick_ms(), 100u);
+}
+
+TEST_F(dispatch_fixture, a_second_join_on_a_joined_connection_queues_no_second_sync)
+{
+    conn a("a", "SID"), b("b", "SID");
+    frame(a, join_frame("alice"));
+    for (int i = 0; i < 300; ++i)
+        frame(a, join_frame("alice"));
+    EXPECT_EQ(a.peer.of("SYNC").size(), 1u);
+    EXPECT_EQ(a.peer.closed, 0);
+    EXPECT_EQ(host.refusals(lockstep::refusal::repeated_join), 300u);
+    EXPECT_EQ(host.find_session("SID")->client_count(), 1u);
+    // Another connection still joins and the session still reflects.
+    frame(b, join_frame("bob"));
+    EXPECT_EQ(b.peer.of("SYNC").size(), 1u);
+    frame(a, send_frame("x"));
+    EXPECT_EQ(b.peer.of("RECV").size(), 1u);
+}
+
+TEST_F(dispatch_fixture, a_snap_must_fit_the_session_time_seq_and_url_length)
+{
+    host.opts.max_url_bytes = 100;
+    conn a("a", "SID");
+    frame(a, join_frame("alice"));
+    host.run_ms(1000);  // the users event (seq 0xFFFFFFF1) and session time ~1000
+    for (int i = 0; i < 3; ++i)
+        frame(a, send_frame("e" + std::to_string(i)));
+    auto& s = *host.find_session("SID");
+    ASSERT_EQ(s.seq(), 0xFFFFFFF4u);
+    ASSERT_EQ(s.log_size(), 4u);
+    auto snap = [&](std::string const& time, std::string const& seq, std::string const& url) {
+        frame(a, R"({"id":"SID","action":"SNAP","args":{"time":)" + time + R"(,"seq":)" + seq +
+                     R"(,"hash":"h","url":")" + url + R"("}})");
+    };
+    snap("9e15", "4294967283", "http://evil.example/snap");        // far in the future
+    snap("2000", "4294967283", "http://evil.example/snap");        // a second ahead
+    snap("900", "4294967285", "http://x/snap");                    // after the current seq
+    snap("900", "5", "http://x/snap");                             // wrapped past it
+    snap("900", "1e300", "http://x/snap");                         // not a uint32
+    snap("900", "4294967283.5", "http://x/snap");                  // not an integer
+    snap("-1", "4294967283", "http://x/snap");                     // negative time
+    snap("900", "4294967283", "http://x/" + std::string(100, 'u'));  // URL too long
+    EXPECT_EQ(host.refusals(lockstep::refusal::snapshot), 8u);
+    EXPECT_EQ(a.peer.closed, 0);  // ignored, not closed: the member stays
+    EXPECT_EQ(s.header().snapshot_url, "");
+    EXPECT_EQ(s.log_size(), 4u);
+
+    snap("900", "4294967283", "http://x/snap");  // a snapshot of the first three events
+    EXPECT_EQ(s.header().snapshot_url, "http://x/snap");
+    EXPECT_EQ(s.log_size(), 1u);
+    conn late("late", "SID");
+    frame(late, join_frame("late"));
+    auto sync = late.peer.of("SYNC").at(0)["args"];
+    EXPECT_EQ(sync["url"], "http://x/snap");
+    EXPECT_EQ(sync["messages"].size(), 1u);
+}
+
+TEST_F(dispatch_fixture, a_save_with_an_overlong_url_is_ignored)
+{
+    host.opts.max_url_bytes = 100;
+    conn a("a", "SID");
+    frame(a, join_frame("alice"));
+    frame(a, R"({"id":"SID","action":"SAVE","args":{"persistTime":1,"url":"http://x/)" + std::string(100, 's') +
+                 R"("}})");
+    EXPECT_EQ(a.peer.closed, 0);
+    EXPECT_EQ(host.refusals(lockstep::refusal::url), 1u);
 }
 
 TEST_F(dispatch_fixture, ping_answers_pong_with_or_without_a_session)

@@ -332,8 +332,9 @@ TEST_F(fixture, snap_trims_the_log_wrap_aware)
         s->send(a, send_args("e"), {});  // 0xFFFFFFF2 ... 0xFFFFFFFF, 0, ..., 4
     auto seqs = recv_seqs(a);
     ASSERT_EQ(seqs.back(), 4u);
-    // Snapshot covering everything up to seq 0xFFFFFFFE (before the wrap).
-    clock.advance_ms(5);
+    // Snapshot covering everything up to seq 0xFFFFFFFE (before the wrap); the session
+    // time is past every snapshot time below.
+    clock.advance_ms(35);
     s->snap(a, R"({"time":310,"seq":4294967294,"hash":"h","url":"http://x/snap1","dissident":null})");
     EXPECT_EQ(s->log_size(), 6u);  // 0xFFFFFFFF, 0, 1, 2, 3, 4
     // An older snapshot is ignored.
@@ -448,7 +449,7 @@ TEST_F(fixture, log_thresholds_request_snapshots_then_refuse)
     ASSERT_FALSE(infos.empty());
     EXPECT_EQ(infos.back()["args"]["code"], "SNAPSHOT_NEEDED");
     // A snapshot frees the log again.
-    s->snap(a, (R"({"time":400,"seq":)" + std::to_string(s->seq()) + R"(,"url":"u"})").c_str());
+    s->snap(a, (R"({"time":)" + std::to_string(s->current_time_ms()) + R"(,"seq":)" + std::to_string(s->seq()) + R"(,"url":"u"})").c_str());
     s->send(a, send_args("accepted"), {});
     EXPECT_EQ(a.of("RECV").back()["args"][2], "accepted");
 }

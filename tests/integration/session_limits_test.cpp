@@ -1,0 +1,168 @@
+// Hostile input on the WebSocket side of a running reflector, each sent as it is: a
+// stranger acting on a session, repeated JOINs, oversized JOINs, floods. Each is refused
+// with its documented code (docs/protocol.md, section 16) and counted in
+// lockstep_limit_refusals_total; the reflector stays up, and a legitimate session on the
+// same reflector is unaffected and loses nothing.
+#include "support/fixture.hpp"
+#include "support/metrics.hpp"
+
+#include <gtest/gtest.h>
+
+using namespace lockstep;
+using namespace lockstep::test;
+using nlohmann::json;
+
+namespace {
+
+double
+refusals(std::uint16_t port, std::string const& limit)
+{
+    auto m = metrics::parse(http_request(port, "GET", "/metrics").body);
+    return m["lockstep_limit_refusals_total{limit=\"" + limit + "\"}"];
+}
+
+/// A legitimate session beside the attack: two members. check() has one send `n`
+/// events and asserts that both receive every one of them, in order, with every seq of
+/// the session consecutive since their SYNC (nothing lost, nothing duplicated).
+class witness {
+public:
+    explicit witness(std::uint16_t port, std::string const& path = "/LEGIT") : a_(port, path), b_(port, path)
+    {
+        for (auto* c : {&a_, &b_}) {
+            c->send_json(join_msg(c == &a_ ? "wa" : "wb"));
+            auto sync = c->recv_action("SYNC");
+            if (!sync)
+                throw std::runtime_error("witness: no SYNC");
+            (c == &a_ ? seq_a_ : seq_b_) = (*sync)["args"]["seq"].get<std::uint32_t>();
+        }
+    }
+
+    void
+    check(int n, std::string const& tag)
+    {
+        for (int i = 0; i < n; ++i)
+            a_.send_json(send_msg(tag + std::to_string(i)));
+        expect_all(a_, seq_a_, n, tag);
+        expect_all(b_, seq_b_, n, tag);
+    }
+
+private:
+    static void
+    expect_all(ws_client& c, std::uint32_t& last_seq, int n, std::string const& tag)
+    {
+        std::vector<std::string> got;
+        while (static_cast<int>(got.size()) < n) {
+            auto r = c.recv_action("RECV");
+            ASSERT_TRUE(r) << "witness: missing events after " << got.size() << " of " << n;
+            auto seq = (*r)["args"][1].get<std::uint32_t>();
+            ASSERT_EQ(seq, last_seq + 1) << "witness: a gap or duplicate in the sequence";
+            last_seq = seq;
+            if ((*r)["args"][2].is_string())
+                got.push_back((*r)["args"][2]);
+        }
+        for (int i = 0; i < n; ++i)
+            EXPECT_EQ(got[static_cast<std::size_t>(i)], tag + std::to_string(i));
+        EXPECT_FALSE(c.closed());
+    }
+
+    ws_client a_, b_;
+    std::uint32_t seq_a_ = 0, seq_b_ = 0;
+};
+
+json
+action_msg(std::string const& action, json args)
+{
+    return {{"id", "ignored"}, {"action", action}, {"args", std::move(args)}};
+}
+
+}  // namespace
+
+TEST(session_limits, a_stranger_cannot_stop_ticks_or_plant_a_snapshot)
+{
+    running_server srv;
+    auto port = srv.port();
+    ws_client member(port, "/VICTIM");
+    member.send_json(join_msg("m", 50));
+    ASSERT_TRUE(member.recv_action("SYNC"));
+    witness legit(port);
+
+    // The attack: a socket on the victim's URL that never JOINed.
+    std::vector<json> attacks = {
+        action_msg("TICKS", {{"tick", 60000}}),
+        action_msg("SNAP", {{"time", 9e15}, {"seq", 4294967281u}, {"hash", "h"}, {"url", "http://evil.example/snap"}}),
+        action_msg("SAVE", {{"persistTime", 1}, {"url", "http://evil.example/save"}}),
+        action_msg("TUTTI", json::array({5, 0, "vote", nullptr, true, nullptr, "k"})),
+    };
+    for (auto const& attack : attacks) {
+        ws_client stranger(port, "/VICTIM");
+        stranger.send_json(attack);
+        EXPECT_EQ(stranger.wait_close(), 4000) << attack.dump();
+    }
+    EXPECT_GE(refusals(port, "not_member"), 4);
+
+    // The victim's ticks go on at 50 ms, and a late joiner is not sent to the attacker.
+    auto t0 = member.recv_action("TICK");
+    ASSERT_TRUE(t0);
+    int ticks = 0;
+    auto until = std::chrono::steady_clock::now() + 500ms;
+    while (std::chrono::steady_clock::now() < until)
+        if (member.recv_action("TICK", 200ms))
+            ++ticks;
+    EXPECT_GE(ticks, 5);
+    ws_client late(port, "/VICTIM");
+    late.send_json(join_msg("late"));
+    auto sync = late.recv_action("SYNC");
+    ASSERT_TRUE(sync);
+    EXPECT_EQ((*sync)["args"]["url"], "");
+
+    // A member's SNAP from the future is ignored too (counted), and the member stays.
+    member.send_json(attacks[1]);
+    member.send_json(action_msg("PING", 1));
+    ASSERT_TRUE(member.recv_action("PONG"));
+    EXPECT_FALSE(member.closed());
+    EXPECT_GE(refusals(port, "snapshot"), 1);
+    legit.check(20, "after-stranger-");
+}
+
+TEST(session_limits, repeated_joins_queue_one_sync)
+{
+    auto cfg = test_config();
+    cfg.log_max = 200000;
+    running_server srv(cfg);
+    auto port = srv.port();
+    witness legit(port);
+    // A session with a log of about 2 MB.
+    ws_client writer(port, "/BIG");
+    writer.send_json(join_msg("w"));
+    ASSERT_TRUE(writer.recv_action("SYNC"));
+    std::string payload(2000, 'p');
+    for (int i = 0; i < 1000; ++i)
+        writer.send_json(send_msg(payload));
+    for (int got = 0; got < 1000;) {  // all reflected (the users event comes too)
+        auto r = writer.recv_action("RECV");
+        ASSERT_TRUE(r);
+        got += (*r)["args"][2].is_string() ? 1 : 0;
+    }
+    ws_client probe(port, "/BIG");
+    probe.send_json(join_msg("probe"));
+    auto first = probe.recv_action("SYNC", 10s);
+    ASSERT_TRUE(first);
+    ASSERT_GE((*first)["args"]["messages"].size(), 1000u);
+
+    // One socket that never reads repeats its JOIN 300 times.
+    ws_client greedy(port, "/BIG");
+    std::string join = join_msg("greedy").dump();
+    for (int i = 0; i < 300; ++i)
+        greedy.send_text(join);
+    for (int i = 0; i < 100 && refusals(port, "repeated_join") < 299; ++i)
+        std::this_thread::sleep_for(20ms);
+    EXPECT_EQ(refusals(port, "repeated_join"), 299);
+    // What is queued for it is one SYNC (its own socket buffer may hold part of it).
+    auto m = metrics::parse(http_request(port, "GET", "/metrics").body);
+    EXPECT_LT(m["lockstep_outbound_queue_bytes"], 8e6);  // 300 SYNCs would be 600 MB
+    // Now it reads: exactly one SYNC.
+    ASSERT_TRUE(greedy.recv_action("SYNC", 10s));
+    EXPECT_FALSE(greedy.recv_action("SYNC", 500ms));
+    EXPECT_FALSE(greedy.closed());
+    legit.check(20, "after-joins-");
+}
