@@ -63,6 +63,11 @@ enum class refusal : std::uint8_t {
     repeated_join,        // a JOIN on a connection that is a member already: ignored
     snapshot,             // SNAP in the future, after the current seq, or with a long URL: ignored
     url,                  // SAVE with a URL over the limit: ignored
+    session_id,           // JOIN on a URL whose session id is too long or has other characters: close 4100
+    join_args,            // JOIN args over --max-join-bytes, or a name over 1024 bytes: close 4102
+    message_rate,         // frames over --max-message-rate: close 4005
+    sessions,             // a JOIN that would create a session over --max-sessions: close 4006
+    clients_per_session,  // a JOIN into a session with --max-clients-per-session members: close 4007
     count_
 };
 
@@ -74,6 +79,11 @@ refusal_name(refusal r) noexcept
     case refusal::repeated_join: return "repeated_join";
     case refusal::snapshot: return "snapshot";
     case refusal::url: return "url";
+    case refusal::session_id: return "session_id";
+    case refusal::join_args: return "join_args";
+    case refusal::message_rate: return "message_rate";
+    case refusal::sessions: return "sessions";
+    case refusal::clients_per_session: return "clients_per_session";
     case refusal::count_: break;
     }
     return "?";

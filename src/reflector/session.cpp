@@ -159,6 +159,16 @@ session::join(peer& p, std::string_view args_raw)
         p.close(close_code::bad_api_key, "bad apiKey");
         return false;
     }
+    for (char const* key : {"name", "appId", "persistentId"}) {
+        if (auto v = args.find(key); v != args.end() && v->is_string() && v->get_ref<std::string const&>().size() > opts_.max_name_bytes) {
+            spdlog::info("{} JOIN {} of {} bytes over {}: closing 4102", p.tag(), key,
+                         v->get_ref<std::string const&>().size(), opts_.max_name_bytes);
+            if (metrics_)
+                metrics_->refused_for(refusal::join_args);
+            p.close(close_code::malformed_message, "JOIN name too long");
+            return false;
+        }
+    }
     auto now = clock_.now_us();
     if (!created_) {
         created_ = true;
@@ -366,6 +376,12 @@ std::size_t
 session::active_count() const noexcept
 {
     return static_cast<std::size_t>(std::count_if(clients_.begin(), clients_.end(), [](auto const& c) { return c.active; }));
+}
+
+std::size_t
+session::connected_count() const noexcept
+{
+    return static_cast<std::size_t>(std::count_if(clients_.begin(), clients_.end(), [](auto const& c) { return c.p != nullptr; }));
 }
 
 std::vector<std::string>

@@ -42,6 +42,7 @@ struct session_options {
     std::uint32_t tally_history_ms = 60000;   // completed tally keys remembered this long
     std::uint32_t tally_history_keys = 20;    // and at most this many
     std::uint32_t max_url_bytes = 4096;       // longest SNAP/SAVE url accepted
+    std::uint32_t max_name_bytes = 1024;      // longest JOIN name, appId, persistentId (else 4102)
     std::string reflector_name = "local";     // SYNC "reflector"
 };
 
@@ -97,6 +98,8 @@ public:
     std::uint32_t seq() const noexcept { return seq_; }
     std::size_t log_size() const noexcept { return log_.size(); }
     std::size_t client_count() const noexcept { return clients_.size(); }
+    /// Members still connected (client_count() less those whose leave is pending).
+    std::size_t connected_count() const noexcept;
     std::size_t active_count() const noexcept;
     std::uint32_t tick_ms() const noexcept { return tick_ms_; }
     std::string const& timeline() const noexcept { return timeline_; }

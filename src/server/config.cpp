@@ -157,6 +157,26 @@ define(cli::options& o, config& c)
           "blob counts only the difference. Metric: `{limit=\"disk\"}`, `lockstep_blob_store_bytes`");
     o.add("--max-files-depth", c.max_files_depth, "path segments of a /files path; deeper gets 400 (minimum 1)",
           "The real client uses 6. Metric: `{limit=\"files_depth\"}`");
+    o.group("Session limits (0 turns one off)");
+    o.add("--max-sessions", c.max_sessions, "sessions in memory; a JOIN that would create one more is closed with 4006",
+          "Over all worker threads; a lingering session counts until it leaves memory. The client reconnects "
+          "(with back-off) and gets in once sessions end. Metric: `{limit=\"sessions\"}`, `lockstep_sessions`");
+    o.add("--max-clients-per-session", c.max_clients_per_session,
+          "connected members of one session; a JOIN beyond it is closed with 4007",
+          "Each member receives every event, so fan-out cost grows with it; the router's rooms keep sessions "
+          "far smaller. The client reconnects with back-off. Metric: `{limit=\"clients_per_session\"}`");
+    o.add("--max-message-rate", c.max_message_rate,
+          "client frames per second per connection, averaged (token bucket); over it closes with 4005",
+          "The real client sends at most 20 events/s by default (60 at most) plus a PULSE per 25 s and its "
+          "snapshot votes, so this is far above what it sends. Metric: `{limit=\"message_rate\"}`");
+    o.add("--max-message-burst", c.max_message_burst,
+          "client frames a connection may send at once before --max-message-rate applies",
+          "The bucket's size: a connection may send this many frames back to back, then the rate");
+    o.add("--max-join-bytes", c.max_join_bytes,
+          "size of a JOIN's args (user, tove, names); larger closes with 4102",
+          "Real JOINs are under 1 KiB plus the app's `viewData`. `name`, `appId` and `persistentId` are also "
+          "limited to 1024 bytes each, and session ids to 128 URL path characters (4100, "
+          "[protocol.md](protocol.md#31-join)). Metric: `{limit=\"join_args\"}`, `{limit=\"session_id\"}`");
     o.group("Performance");
     o.add("--max-coalesce-us", c.max_coalesce_us,
           "upper bound of adaptive write coalescing under load (0 = off)",
@@ -288,6 +308,8 @@ validate(config& c)
         }
     }
     c.allowed_origins = std::move(origins);
+    if (c.max_message_rate != 0 && c.max_message_burst == 0)
+        return "--max-message-burst must be at least 1 while --max-message-rate is on";
     if (c.max_files_depth == 0)
         return "--max-files-depth must be at least 1";
     if (c.tls_cert.empty() != c.tls_key.empty())

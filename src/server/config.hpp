@@ -60,6 +60,12 @@ struct config {
     std::uint32_t max_uploads = 64;           // PUT /files bodies received at once; 0: none
     std::uint64_t max_disk_bytes = 0;         // blob store size; 0: none
     std::uint32_t max_files_depth = 32;       // segments of a /files path
+    // Session limits (docs/operations.md, "Limits"); 0 turns one off
+    std::uint64_t max_sessions = 100000;      // sessions in memory; a JOIN creating one more: 4006
+    std::uint32_t max_clients_per_session = 5000;  // connected members of one session; one more: 4007
+    std::uint32_t max_message_rate = 100;     // client frames per second per connection (refill rate)
+    std::uint32_t max_message_burst = 200;    // client frames at once per connection; over the rate: 4005
+    std::size_t max_join_bytes = 64u << 10;   // JOIN args (user, tove, names...); more: 4102
     // TLS on this port (wss://, https://); reloaded on SIGHUP
     std::string tls_cert;                     // PEM certificate chain
     std::string tls_key;                      // PEM private key

@@ -28,6 +28,26 @@ namespace lockstep {
 session_slot::session_slot(worker& wk, std::string const& id)
     : session(id, wk.clock, wk.st.sopts, &wk.st.persistence, &wk.metrics, &wk.load), w(wk), timer(wk.ioc)
 {
+    w.st.session_slots.fetch_add(1, std::memory_order_relaxed);
+}
+
+session_slot::~session_slot()
+{
+    w.st.session_slots.fetch_sub(1, std::memory_order_relaxed);
+}
+
+dispatch_limits const&
+worker::limits() const noexcept
+{
+    return st.dlimits;
+}
+
+bool
+worker::may_create_session() noexcept
+{
+    // Over all workers; checked before a JOIN creates one, so concurrent JOINs on other
+    // workers may pass it by at most one each.
+    return st.cfg.max_sessions == 0 || st.session_slots.load(std::memory_order_relaxed) < st.cfg.max_sessions;
 }
 
 worker::worker(server_state& state, unsigned i) : st(state), index(i)
@@ -398,6 +418,10 @@ server_state::server_state(config c)
     sopts.log_max = cfg.log_max;
     sopts.default_tick_ms = cfg.default_tick_ms;
     sopts.reflector_name = cfg.region;
+    dlimits.max_join_bytes = cfg.max_join_bytes;
+    dlimits.max_clients_per_session = cfg.max_clients_per_session;
+    dlimits.message_rate = cfg.max_message_rate;
+    dlimits.message_burst = cfg.max_message_burst;
     for (unsigned i = 0; i < cfg.threads; ++i)
         workers.push_back(std::make_unique<worker>(*this, i));
     builtin_web_root_ = find_builtin_web_root();

@@ -69,6 +69,24 @@ private:
     std::uint32_t seq_a_ = 0, seq_b_ = 0;
 };
 
+/// JOINs `c` as `user` and waits for its SYNC (the SYNC, or nullopt).
+std::optional<json>
+join(ws_client& c, std::string const& user)
+{
+    c.send_json(join_msg(user));
+    return c.recv_action("SYNC", 10s);
+}
+
+/// Sends `frame` on a fresh socket to `path` and waits for the reflector to close it:
+/// its close code (-1 if it stays open).
+int
+closed_with(std::uint16_t port, std::string const& path, nlohmann::json const& frame)
+{
+    ws_client c(port, path);
+    c.send_json(frame);
+    return c.wait_close();
+}
+
 json
 action_msg(std::string const& action, json args)
 {
@@ -94,9 +112,7 @@ TEST(session_limits, a_stranger_cannot_stop_ticks_or_plant_a_snapshot)
         action_msg("TUTTI", json::array({5, 0, "vote", nullptr, true, nullptr, "k"})),
     };
     for (auto const& attack : attacks) {
-        ws_client stranger(port, "/VICTIM");
-        stranger.send_json(attack);
-        EXPECT_EQ(stranger.wait_close(), 4000) << attack.dump();
+        EXPECT_EQ(closed_with(port, "/VICTIM", attack), 4000) << attack.dump();
     }
     EXPECT_GE(refusals(port, "not_member"), 4);
 
@@ -127,14 +143,13 @@ TEST(session_limits, a_stranger_cannot_stop_ticks_or_plant_a_snapshot)
 TEST(session_limits, repeated_joins_queue_one_sync)
 {
     auto cfg = test_config();
-    cfg.log_max = 200000;
+    cfg.max_message_rate = 0;  // the writer builds the log at full speed
     running_server srv(cfg);
     auto port = srv.port();
     witness legit(port);
     // A session with a log of about 2 MB.
     ws_client writer(port, "/BIG");
-    writer.send_json(join_msg("w"));
-    ASSERT_TRUE(writer.recv_action("SYNC"));
+    ASSERT_TRUE(join(writer, "w"));
     std::string payload(2000, 'p');
     for (int i = 0; i < 1000; ++i)
         writer.send_json(send_msg(payload));
@@ -165,4 +180,79 @@ TEST(session_limits, repeated_joins_queue_one_sync)
     EXPECT_FALSE(greedy.recv_action("SYNC", 500ms));
     EXPECT_FALSE(greedy.closed());
     legit.check(20, "after-joins-");
+}
+
+TEST(session_limits, oversized_joins_and_session_ids_are_refused)
+{
+    running_server srv;
+    auto port = srv.port();
+    witness legit(port);
+
+    EXPECT_EQ(closed_with(port, "/S1", join_msg(std::string(1u << 20, 'u'))), 4102);  // a 1 MiB user
+
+    EXPECT_EQ(closed_with(port, "/" + std::string(5000, 'i'), join_msg("u")), 4100);  // a 5,000-character session id
+
+    EXPECT_EQ(closed_with(port, "/bad%22id\"x", join_msg("u")), 4100);  // a quote is not a URL path character
+
+    auto long_name = join_msg("u");
+    long_name["args"]["name"] = std::string(5000, 'n');
+    EXPECT_EQ(closed_with(port, "/S1", long_name), 4102);
+
+    EXPECT_EQ(refusals(port, "join_args"), 2);
+    EXPECT_EQ(refusals(port, "session_id"), 2);
+    // None of them left a session behind; a real JOIN on S1 gets a fresh one.
+    ws_client ok(port, "/S1");
+    ok.send_json(join_msg("ok"));
+    auto sync = ok.recv_action("SYNC");
+    ASSERT_TRUE(sync);
+    EXPECT_TRUE((*sync)["args"]["messages"].empty());
+    legit.check(20, "after-joins-");
+}
+
+TEST(session_limits, a_flood_over_the_message_rate_is_closed_4005)
+{
+    auto cfg = test_config();
+    cfg.max_message_rate = 100;
+    cfg.max_message_burst = 200;
+    running_server srv(cfg);
+    auto port = srv.port();
+    witness legit(port);
+    ws_client flood(port, "/LEGIT");  // a member of the legitimate session itself
+    ASSERT_TRUE(join(flood, "flood"));
+    for (int i = 0; i < 1000; ++i)
+        flood.send_json({{"action", "PING"}, {"args", i}});
+    EXPECT_EQ(flood.wait_close(), 4005);
+    EXPECT_GE(refusals(port, "message_rate"), 1);
+    // Its leave comes as a users event; the witness sees every seq and all its events.
+    legit.check(50, "after-flood-");
+    // A client at 50 frames/s for 2 s (the real client's default is 20) is not limited.
+    ws_client steady(port, "/LEGIT");
+    ASSERT_TRUE(join(steady, "steady"));
+    for (int i = 0; i < 100; ++i) {
+        steady.send_json({{"action", "PULSE"}});
+        std::this_thread::sleep_for(20ms);
+    }
+    steady.send_json({{"action", "PING"}, {"args", "alive"}});
+    EXPECT_TRUE(steady.recv_action("PONG"));
+    EXPECT_FALSE(steady.closed());
+}
+
+TEST(session_limits, max_sessions_and_clients_per_session)
+{
+    auto cfg = test_config();
+    cfg.max_sessions = 2;
+    cfg.max_clients_per_session = 3;
+    running_server srv(cfg);
+    auto port = srv.port();
+    witness legit(port);  // session 1, two members
+    ws_client a(port, "/S1");
+    ASSERT_TRUE(join(a, "a"));  // session 2
+    EXPECT_EQ(closed_with(port, "/S2", join_msg("o")), 4006);
+    EXPECT_EQ(refusals(port, "sessions"), 1);
+
+    ws_client third(port, "/LEGIT");  // the third member of session 1
+    ASSERT_TRUE(join(third, "third"));
+    EXPECT_EQ(closed_with(port, "/LEGIT", join_msg("fourth")), 4007);
+    EXPECT_EQ(refusals(port, "clients_per_session"), 1);
+    legit.check(20, "after-limits-");
 }

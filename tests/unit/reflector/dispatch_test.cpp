@@ -65,6 +65,11 @@ public:
         seat_reports.push_back(std::string(normal ? "left " : "dropped ") + token + " " + conn);
     }
     lockstep::session_counters* counters() noexcept override { return &counts; }
+    lockstep::dispatch_limits lim;
+    std::size_t max_sessions = 0;
+    lockstep::dispatch_limits const& limits() const noexcept override { return lim; }
+    std::int64_t now_us() const noexcept override { return clock.now_us(); }
+    bool may_create_session() noexcept override { return max_sessions == 0 || sessions.size() < max_sessions; }
     std::uint64_t
     refusals(lockstep::refusal r) const
     {
@@ -205,6 +210,7 @@ TEST_F(dispatch_fixture, only_members_act_on_a_session_strangers_are_closed_4000
 
 TEST_F(dispatch_fixture, a_second_join_on_a_joined_connection_queues_no_second_sync)
 {
+    host.lim.message_rate = 0;  // 300 frames at one instant (the rate has its own test)
     conn a("a", "SID"), b("b", "SID");
     frame(a, join_frame("alice"));
     for (int i = 0; i < 300; ++i)
@@ -267,6 +273,96 @@ TEST_F(dispatch_fixture, a_save_with_an_overlong_url_is_ignored)
                  R"("}})");
     EXPECT_EQ(a.peer.closed, 0);
     EXPECT_EQ(host.refusals(lockstep::refusal::url), 1u);
+}
+
+TEST_F(dispatch_fixture, session_ids_are_1_to_128_url_segment_characters)
+{
+    EXPECT_TRUE(lockstep::valid_session_id("eld2kQmjrGRe0f0Wklqh7CHlwF6snuSY9bHD5o8TEac"));
+    EXPECT_TRUE(lockstep::valid_session_id(std::string(128, 'a')));
+    EXPECT_TRUE(lockstep::valid_session_id("room-1.x~y_z%20!$&'()*+,;=:@"));
+    EXPECT_FALSE(lockstep::valid_session_id(""));
+    EXPECT_FALSE(lockstep::valid_session_id(std::string(129, 'a')));
+    for (char const* bad : {"a b", "a\"b", "a/b", "a<b", "a\\b", "\xc3\xa9t\xc3\xa9", "a\x01"})
+        EXPECT_FALSE(lockstep::valid_session_id(bad)) << bad;
+
+    conn a("a", std::string(5000, 'x'));
+    frame(a, join_frame("alice"));
+    EXPECT_EQ(a.peer.closed, 4100);
+    EXPECT_EQ(a.peer.close_reason, "bad session id");
+    EXPECT_TRUE(host.sessions.empty());  // nothing was created for it
+    EXPECT_EQ(host.refusals(lockstep::refusal::session_id), 1u);
+}
+
+TEST_F(dispatch_fixture, oversized_join_args_and_names_close_4102_and_leave_no_session)
+{
+    conn big("big", "SID");
+    frame(big, join_frame(std::string(1u << 20, 'u')));  // a 1 MiB user
+    EXPECT_EQ(big.peer.closed, 4102);
+    EXPECT_EQ(big.peer.close_reason, "JOIN too large");
+    EXPECT_TRUE(host.sessions.empty());
+    EXPECT_TRUE(big.peer.frames.empty());
+
+    conn named("named", "SID");
+    auto long_name = join_frame("alice");
+    long_name.replace(long_name.find("app/demo"), 8, std::string(2000, 'n'));
+    frame(named, long_name);
+    EXPECT_EQ(named.peer.closed, 4102);
+    EXPECT_TRUE(host.sessions.empty());  // created by nothing: touched() removed the slot
+    EXPECT_EQ(host.refusals(lockstep::refusal::join_args), 2u);
+
+    conn ok("ok", "SID");  // just under the limit: accepted
+    host.lim.max_join_bytes = join_frame(std::string(1000, 'u')).size();
+    frame(ok, join_frame(std::string(1000, 'u')));
+    EXPECT_EQ(ok.peer.closed, 0);
+    EXPECT_EQ(ok.peer.of("SYNC").size(), 1u);
+}
+
+TEST_F(dispatch_fixture, a_connection_over_the_message_rate_is_closed_4005)
+{
+    host.lim.message_rate = 100;
+    host.lim.message_burst = 200;
+    conn flood("flood", "SID"), steady("steady", "SID");
+    frame(flood, join_frame("f"));
+    frame(steady, join_frame("s"));
+    for (int i = 0; i < 199; ++i)  // with the JOIN: the whole burst at one instant
+        frame(flood, R"({"action":"PULSE"})");
+    EXPECT_EQ(flood.peer.closed, 0);
+    frame(flood, R"({"action":"PULSE"})");
+    EXPECT_EQ(flood.peer.closed, 4005);
+    EXPECT_EQ(flood.peer.close_reason, "too many messages");
+    EXPECT_EQ(host.refusals(lockstep::refusal::message_rate), 1u);
+    // 100 frames/s for 20 s, one every 10 ms, never runs dry.
+    for (int i = 0; i < 2000; ++i) {
+        host.clock.advance_ms(10);
+        frame(steady, send_frame("e"));
+    }
+    EXPECT_EQ(steady.peer.closed, 0);
+    EXPECT_EQ(host.refusals(lockstep::refusal::message_rate), 1u);
+}
+
+TEST_F(dispatch_fixture, max_sessions_and_clients_per_session_close_4006_and_4007)
+{
+    host.max_sessions = 1;
+    host.lim.max_clients_per_session = 2;
+    conn a("a", "S1"), b("b", "S1"), c("c", "S1"), other("o", "S2");
+    frame(a, join_frame("a"));
+    frame(other, join_frame("o"));
+    EXPECT_EQ(other.peer.closed, 4006);
+    EXPECT_FALSE(host.find_session("S2"));
+    frame(b, join_frame("b"));
+    EXPECT_EQ(b.peer.closed, 0);
+    frame(c, join_frame("c"));
+    EXPECT_EQ(c.peer.closed, 4007);
+    EXPECT_EQ(c.peer.close_reason, "session full");
+    EXPECT_EQ(host.find_session("S1")->client_count(), 2u);
+    EXPECT_EQ(host.refusals(lockstep::refusal::sessions), 1u);
+    EXPECT_EQ(host.refusals(lockstep::refusal::clients_per_session), 1u);
+    // A member leaves: its place is free again.
+    lockstep::hang_up(host, a.m, a.peer, true);
+    conn d("d", "S1");
+    frame(d, join_frame("d"));
+    EXPECT_EQ(d.peer.closed, 0);
+    EXPECT_EQ(d.peer.of("SYNC").size(), 1u);
 }
 
 TEST_F(dispatch_fixture, ping_answers_pong_with_or_without_a_session)
