@@ -63,6 +63,7 @@ enum class refusal : std::uint8_t {
     repeated_join,        // a JOIN on a connection that is a member already: ignored
     snapshot,             // SNAP in the future, after the current seq, or with a long URL: ignored
     url,                  // SAVE with a URL over the limit: ignored
+    sync_bytes,           // a JOIN whose SYNC would go over --max-sync-bytes in flight: close 4008
     session_id,           // JOIN on a URL whose session id is too long or has other characters: close 4100
     join_args,            // JOIN args over --max-join-bytes, or a name over 1024 bytes: close 4102
     message_rate,         // frames over --max-message-rate: close 4005
@@ -79,6 +80,7 @@ refusal_name(refusal r) noexcept
     case refusal::repeated_join: return "repeated_join";
     case refusal::snapshot: return "snapshot";
     case refusal::url: return "url";
+    case refusal::sync_bytes: return "sync_bytes";
     case refusal::session_id: return "session_id";
     case refusal::join_args: return "join_args";
     case refusal::message_rate: return "message_rate";
@@ -134,6 +136,35 @@ struct session_counters {
         add(tick_late_count);
         tick_late_sum_ms.store(tick_late_sum_ms.load(std::memory_order_relaxed) + ms, std::memory_order_relaxed);
     }
+};
+
+/// A byte budget shared by every thread (--max-sync-bytes: SYNC bytes in flight over the
+/// process). A limit of 0 never refuses but still counts.
+///
+/// @par Thread safety
+/// Any thread.
+class byte_budget {
+public:
+    explicit byte_budget(std::uint64_t limit = 0) noexcept : limit_(limit) {}
+    void set_limit(std::uint64_t limit) noexcept { limit_ = limit; }
+    /// Takes `n` bytes; false (nothing taken) when that would go over the limit.
+    bool
+    try_take(std::uint64_t n) noexcept
+    {
+        auto used = used_.load(std::memory_order_relaxed);
+        do {
+            if (limit_ != 0 && used + n > limit_)
+                return false;
+        } while (!used_.compare_exchange_weak(used, used + n, std::memory_order_relaxed));
+        return true;
+    }
+    void give_back(std::uint64_t n) noexcept { used_.fetch_sub(n, std::memory_order_relaxed); }
+    std::uint64_t used() const noexcept { return used_.load(std::memory_order_relaxed); }
+    std::uint64_t limit() const noexcept { return limit_; }
+
+private:
+    std::uint64_t limit_;  // set before any thread uses it
+    std::atomic<std::uint64_t> used_{0};
 };
 
 /// The load control input the owner of a set of sessions feeds (the server's worker

@@ -72,6 +72,19 @@ define(cli::options& o, config& c)
     o.add("--log-max", c.log_max, "message-log length at which new events are refused until a snapshot arrives",
           "Lower both limits to bound memory per session (each logged event costs its JSON size, and every "
           "SYNC being sent holds a copy of the whole log)");
+    o.add("--log-max-bytes", c.log_max_bytes,
+          "the same limit in bytes of logged events: REQU, INFO and refusals come at whichever of the two is "
+          "reached first (0 = count only)",
+          "The byte size is scaled to a length (this many bytes count as `--log-max` events), so REQU starts at "
+          "the same fraction of it. Refused events are not reflected and not logged, exactly as at `--log-max`: "
+          "the session stays consistent and goes on once a snapshot trims the log. Bounds one session's memory "
+          "and its SYNC. Metric: `lockstep_refused_total`");
+    o.add("--max-sync-bytes", c.max_sync_bytes,
+          "SYNC bytes queued to joiners and not yet written, over the process; a JOIN whose SYNC does not fit "
+          "closes with 4008 (0 = no limit)",
+          "Joiners of a session that arrive while nothing changed share one SYNC buffer, counted once. The "
+          "client reconnects with back-off. Must be at least twice `--log-max-bytes`. Metric: "
+          "`{limit=\"sync_bytes\"}`, `lockstep_sync_bytes_in_flight`");
     o.add("--default-tick-ms", c.default_tick_ms, "tick interval for a session whose creating JOIN names none",
           "Real clients always name one. Must be > 0");
     o.add("--drain-timeout-ms", c.drain_timeout_ms, "on SIGTERM/SIGINT, time given to clients to leave before exit",
@@ -259,6 +272,8 @@ validate(config& c)
     if (c.log_max == 0 || c.log_requ_threshold == 0 || c.log_requ_threshold > c.log_max) {
         return "--log-requ-threshold must be between 1 and --log-max";
     }
+    if (c.max_sync_bytes != 0 && (c.log_max_bytes == 0 || c.max_sync_bytes < 2 * c.log_max_bytes))
+        return "--max-sync-bytes must be at least twice --log-max-bytes (and needs a --log-max-bytes)";
     if (c.max_frame_bytes < 1024) {
         return "--max-frame-bytes must be at least 1024";
     }

@@ -9,6 +9,7 @@
 // A connection lives on one worker's thread; every member is used only there.
 #include "server/gated_stream.hpp"
 #include "server/internal.hpp"
+#include "server/output_queue.hpp"
 #include "common/logging.hpp"
 
 
@@ -23,16 +24,6 @@
 namespace lockstep {
 
 using protocol::close_code;
-
-namespace {
-
-// An output buffer whose capacity is above this when it drains is freed, so a burst
-// (a large SYNC) does not stay resident on an idle connection.
-constexpr std::size_t keep_buffer_bytes = 16u << 10;
-// Sent bytes are cut from the front of a blocked buffer once they exceed this.
-constexpr std::size_t compact_bytes = 64u << 10;
-
-}  // namespace
 
 class connection final : public peer, public flushable, public std::enable_shared_from_this<connection> {
 public:
@@ -103,13 +94,14 @@ public:
     {
         if (close_requested_)
             return;
-        auto wire = m->wire();
-        out_.append(wire.data(), wire.size());
-        ++messages_out_;
+        auto size = m->wire().size();
         if (exempt)
-            exempt_bytes_ += wire.size();
-        w_.metrics.add(w_.metrics.queue_bytes, static_cast<std::int64_t>(wire.size()));
-        if (pending() - exempt_bytes_ > st_.cfg.max_queue_bytes) {
+            out_.append_shared(m);  // a SYNC: held, not copied (shared by simultaneous joiners)
+        else
+            out_.append(m->wire());
+        ++messages_out_;
+        w_.metrics.add(w_.metrics.queue_bytes, static_cast<std::int64_t>(size));
+        if (pending() - out_.shared_pending() > st_.cfg.max_queue_bytes) {
             spdlog::warn("{} outbound queue {} bytes over --max-queue-bytes: closing 1013 (client will rejoin)",
                          tag_, pending());
             drop_output();
@@ -273,7 +265,7 @@ private:
     std::size_t
     pending() const noexcept
     {
-        return out_.size() - out_off_;
+        return out_.pending();
     }
 
     /// Writes as much of the output buffer as the socket takes now. When the socket is
@@ -303,9 +295,13 @@ private:
         int fd = gate.next_layer().native_handle();
         std::size_t sent = 0;
         while (pending() > 0) {
-            ssize_t n = ::send(fd, out_.data() + out_off_, pending(), MSG_NOSIGNAL | MSG_DONTWAIT);
+            iovec iov[16];
+            msghdr msg{};
+            msg.msg_iov = iov;
+            msg.msg_iovlen = out_.gather(iov, std::size(iov));
+            ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
             if (n > 0) {
-                out_off_ += static_cast<std::size_t>(n);
+                out_.consume(static_cast<std::size_t>(n));
                 sent += static_cast<std::size_t>(n);
                 w_.metrics.add(w_.metrics.writes);
                 continue;
@@ -350,20 +346,6 @@ private:
         w_.metrics.add(w_.metrics.bytes_out, sent);
         bytes_out_ += sent;
         w_.metrics.add(w_.metrics.queue_bytes, -static_cast<std::int64_t>(sent));
-        exempt_bytes_ -= std::min(exempt_bytes_, sent);  // a SYNC is ahead of what follows it
-        if (out_off_ == out_.size()) {
-            if (out_.capacity() > keep_buffer_bytes)
-                std::string().swap(out_);
-            else
-                out_.clear();
-            out_off_ = 0;
-            frame0_ = 0;
-        } else if (out_off_ - frame0_ > compact_bytes) {
-            frame_end_after(out_off_);  // moves frame0_ up to the frame being written
-            out_.erase(0, frame0_);
-            out_off_ -= frame0_;
-            frame0_ = 0;
-        }
     }
 
     void
@@ -380,47 +362,7 @@ private:
     void
     drop_output()
     {
-        std::size_t keep = frame_end_after(out_off_) - out_off_;
-        w_.metrics.add(w_.metrics.queue_bytes, -static_cast<std::int64_t>(pending() - keep));
-        if (keep == 0) {
-            std::string().swap(out_);
-            out_off_ = 0;
-            frame0_ = 0;
-        } else {
-            out_.resize(out_off_ + keep);
-        }
-        exempt_bytes_ = 0;
-    }
-
-    /// The end of the frame that contains byte `off` of the output buffer (`off` itself
-    /// when a frame starts there). Walks the frame headers from frame0_, a known frame
-    /// start; server frames are unmasked and always complete in the buffer.
-    std::size_t
-    frame_end_after(std::size_t off)
-    {
-        auto const* b = reinterpret_cast<unsigned char const*>(out_.data());
-        std::size_t p = frame0_;
-        while (p < off && p + 2 <= out_.size()) {
-            std::uint64_t len = b[p + 1] & 0x7f;
-            std::size_t head = 2;
-            if (len == 126) {
-                len = (std::uint64_t{b[p + 2]} << 8) | b[p + 3];
-                head = 4;
-            } else if (len == 127) {
-                len = 0;
-                for (int i = 0; i < 8; ++i)
-                    len = (len << 8) | b[p + 2 + i];
-                head = 10;
-            }
-            std::size_t next = p + head + static_cast<std::size_t>(len);
-            if (next > off) {
-                frame0_ = p;
-                return next;
-            }
-            p = next;
-        }
-        frame0_ = p;
-        return p;
+        w_.metrics.add(w_.metrics.queue_bytes, -static_cast<std::int64_t>(out_.drop_unsent()));
     }
 
     void
@@ -478,10 +420,7 @@ private:
     auth::admission adm_;            // what access control admitted (user token, seat)
     limits::ticket ticket_;          // this socket's place in the connection counts
 
-    std::string out_;                // frames not yet taken by the socket, from out_off_
-    std::size_t out_off_ = 0;
-    std::size_t frame0_ = 0;         // a frame boundary at or before out_off_
-    std::size_t exempt_bytes_ = 0;   // the SYNC part of the output (not limited)
+    output_queue out_;               // frames not yet taken by the socket; SYNCs shared, not limited
 
     bool accepted_ = false;
     bool blocked_ = false;           // the socket is full: waiting until it is writable

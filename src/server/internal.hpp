@@ -158,6 +158,7 @@ struct server_state final : http_routes::service {
     config cfg;
     session_options sopts;
     dispatch_limits dlimits;                   // per-connection limits the dispatch applies
+    byte_budget sync_budget;                   // --max-sync-bytes: any thread; outlives the workers
     std::atomic<std::uint64_t> session_slots{0};  // sessions in memory over all workers (--max-sessions)
     store::file_store files;                   // stateless paths: any thread
     store::file_persistence persistence;       // any thread (own mutex)

@@ -418,6 +418,9 @@ server_state::server_state(config c)
     sopts.log_max = cfg.log_max;
     sopts.default_tick_ms = cfg.default_tick_ms;
     sopts.reflector_name = cfg.region;
+    sopts.log_max_bytes = cfg.log_max_bytes;
+    sync_budget.set_limit(cfg.max_sync_bytes);
+    sopts.sync_budget = &sync_budget;
     dlimits.max_join_bytes = cfg.max_join_bytes;
     dlimits.max_clients_per_session = cfg.max_clients_per_session;
     dlimits.message_rate = cfg.max_message_rate;
@@ -476,7 +479,11 @@ server_state::metrics_text() const
             n += w->refusals[i].load(std::memory_order_relaxed);
         core.emplace_back(refusal_name(static_cast<refusal>(i)), n);
     }
-    return render_metrics(metrics(), closes, http_requests.load(), draining_.load()) + limits_->render(core);
+    return render_metrics(metrics(), closes, http_requests.load(), draining_.load()) + limits_->render(core) +
+           fmt::format("# HELP lockstep_sync_bytes_in_flight Bytes of SYNC messages queued to joiners and not yet "
+                       "written (counted once when joiners share one; bounded by --max-sync-bytes).\n"
+                       "# TYPE lockstep_sync_bytes_in_flight gauge\nlockstep_sync_bytes_in_flight {}\n",
+                       sync_budget.used());
 }
 
 void

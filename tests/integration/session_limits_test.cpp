@@ -256,3 +256,121 @@ TEST(session_limits, max_sessions_and_clients_per_session)
     EXPECT_EQ(refusals(port, "clients_per_session"), 1);
     legit.check(20, "after-limits-");
 }
+
+namespace {
+
+/// Fills session `path` with `n` events of `bytes` payload through one member, and waits
+/// until they and the member's users event are all reflected. Returns the member.
+std::unique_ptr<ws_client>
+fill(std::uint16_t port, std::string const& path, int n, std::size_t bytes, int tick = 10000)
+{
+    auto w = std::make_unique<ws_client>(port, path);
+    w->send_json(join_msg("writer", tick));
+    if (!w->recv_action("SYNC", 10s))
+        return nullptr;
+    std::string payload(bytes, 'p');
+    for (int i = 0; i < n; ++i)
+        w->send_json(send_msg(payload));
+    bool joined = false;  // the users event that announces the writer is in the log too
+    for (int got = 0; got < n || !joined;) {
+        auto r = w->recv_action("RECV", 10s);
+        if (!r)
+            return nullptr;
+        got += (*r)["args"][2].is_string() ? 1 : 0;
+        joined = joined || (*r)["args"][2].is_object();
+    }
+    return w;
+}
+
+}  // namespace
+
+TEST(session_limits, sync_bytes_in_flight_are_bounded_and_joiners_share_one_sync)
+{
+    auto cfg = test_config();
+    cfg.max_message_rate = 0;  // the writers build their logs at full speed
+    cfg.max_sync_bytes = 1u << 20;
+    running_server srv(cfg);
+    auto port = srv.port();
+    witness legit(port);
+
+    // A session whose SYNC (1.2 MB) cannot fit the budget: its joiner is refused.
+    auto big = fill(port, "/BIG", 2000, 600);
+    ASSERT_TRUE(big);
+    EXPECT_EQ(closed_with(port, "/BIG", join_msg("late")), 4008);
+    EXPECT_EQ(refusals(port, "sync_bytes"), 1);
+
+    // 300 sockets that never read JOIN a session with a 600 KB log at once (no users
+    // event, no tick in between): they share one SYNC, so all of them fit a 1 MB budget.
+    auto mid = fill(port, "/MID", 1000, 600);
+    ASSERT_TRUE(mid);
+    std::vector<std::unique_ptr<ws_client>> greedy;
+    auto quiet = join_msg("");  // no user: not active, so no users event changes the log
+    for (int i = 0; i < 300; ++i) {
+        greedy.push_back(std::make_unique<ws_client>(port, "/MID"));
+        greedy.back()->send_json(quiet);
+    }
+    auto in_flight = [&] {
+        return metrics::parse(http_request(port, "GET", "/metrics").body)["lockstep_sync_bytes_in_flight"];
+    };
+    EXPECT_LE(in_flight(), 1u << 20);
+    for (auto& g : greedy) {
+        auto sync = g->recv_action("SYNC", 10s);
+        ASSERT_TRUE(sync);
+        EXPECT_EQ((*sync)["args"]["messages"].size(), 1001u);  // the writer's users event and 1000 events
+    }
+    EXPECT_EQ(refusals(port, "sync_bytes"), 1);  // none of them was refused
+    greedy.clear();
+    for (int i = 0; i < 100 && in_flight() > 0; ++i)
+        std::this_thread::sleep_for(20ms);
+    EXPECT_EQ(in_flight(), 0);
+    legit.check(20, "after-syncs-");
+}
+
+TEST(session_limits, the_log_is_bounded_in_bytes_and_the_session_stays_consistent)
+{
+    auto cfg = test_config();
+    cfg.max_message_rate = 0;
+    cfg.log_max_bytes = 200000;  // 2 KB counts as one of --log-max's 100 events
+    cfg.log_max = 100;
+    cfg.log_requ_threshold = 60;
+    running_server srv(cfg);
+    auto port = srv.port();
+    witness legit(port);
+    ws_client a(port, "/LOG"), b(port, "/LOG");
+    ASSERT_TRUE(join(a, "a"));
+    ASSERT_TRUE(join(b, "b"));
+    std::string payload(20000, 'q');  // 20 KB events: ten fill the log
+    for (int i = 0; i < 15; ++i)
+        a.send_json(send_msg(payload + std::to_string(i)));
+    a.send_json(action_msg("PING", "done"));
+    // Both members saw the same events: the first ten, then refusals (INFO), no gaps.
+    std::vector<std::string> seen_a, seen_b;
+    int infos = 0;
+    for (auto* c : {&a, &b}) {
+        auto& seen = c == &a ? seen_a : seen_b;
+        auto until = std::chrono::steady_clock::now() + (c == &a ? 10s : 2s);  // bounded: b gets TICKs
+        while (std::chrono::steady_clock::now() < until && (c == &a || seen.size() < seen_a.size())) {
+            auto f = c->recv(1000ms);
+            if (!f || (*f)["action"] == "PONG")
+                break;  // a's PING came after all its SENDs
+            infos += (*f)["action"] == "INFO" && c == &a &&
+                     (*f)["args"]["msg"].get<std::string>().find("Cannot buffer") != std::string::npos;
+            if ((*f)["action"] == "RECV" && (*f)["args"][2].is_string())
+                seen.push_back((*f)["args"][2].get<std::string>().substr(20000));
+        }
+    }
+    EXPECT_EQ(infos, 5);  // one SNAPSHOT_NEEDED per refused event
+    EXPECT_EQ(seen_a, seen_b);
+    EXPECT_EQ(seen_a.size(), 10u);
+    auto m = metrics::parse(http_request(port, "GET", "/metrics").body);
+    EXPECT_GE(m["lockstep_refused_total"], 5);
+    // A late joiner gets the same ten.
+    ws_client late(port, "/LOG");
+    auto sync = join(late, "late");
+    ASSERT_TRUE(sync);
+    int events = 0;
+    for (auto const& e : (*sync)["args"]["messages"])
+        events += e[2].is_string();
+    EXPECT_EQ(events, 10);
+    legit.check(20, "after-log-");
+}
