@@ -1,12 +1,15 @@
 // Microbenchmarks of the hot path: codec, sequencer, fan-out.
 #include "protocol/codec.hpp"
 #include "protocol/json_scan.hpp"
+#include "reflector/dispatch.hpp"
 #include "reflector/session.hpp"
 #include "store/journal.hpp"
 
 #include <lockstep/version.hpp>
 
 #include <benchmark/benchmark.h>
+
+#include <malloc.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -97,12 +100,102 @@ bm_session_fanout(benchmark::State& st)
         s.send(*peers[0], args, {});
         // Keep the log from growing without bound: a snapshot every 10k events.
         if (++i % 10000 == 0)
-            s.snap(*peers[0], R"({"time":)" + std::to_string(i) + R"(,"seq":)" + std::to_string(s.seq()) + R"(,"url":"u"})");
+            s.snap(*peers[0], R"({"time":)" + std::to_string(s.current_time_ms()) + R"(,"seq":)" +
+                                  std::to_string(s.seq()) + R"(,"url":"u"})");
         clock.advance_us(1);
     }
     st.counters["deliveries/s"] = benchmark::Counter(static_cast<double>(st.iterations() * st.range(0)), benchmark::Counter::kIsRate);
 }
 BENCHMARK(bm_session_fanout)->Arg(1)->Arg(20)->Arg(50)->Arg(200);
+
+// One SEND frame through the dispatch (parse, membership, rate limit, stamp, fan-out to
+// 20 members), with the per-connection limits on (Arg 1) and off (Arg 0): what the
+// membership check and the token bucket add per message.
+class bench_host final : public session_host {
+public:
+    manual_clock clock;
+    session_options opts;
+    dispatch_limits lim;
+    std::unique_ptr<session> s;
+    session* find_session(std::string const&) override { return s.get(); }
+    session&
+    session_for(std::string const& id) override
+    {
+        if (!s)
+            s = std::make_unique<session>(id, clock, opts);
+        return *s;
+    }
+    void touched(session&) override {}
+    void seat_joined(std::string const&, std::string const&, std::string const&) override {}
+    void seat_left(std::string const&, bool, std::string const&) override {}
+    dispatch_limits const& limits() const noexcept override { return lim; }
+    std::int64_t now_us() const noexcept override { return clock.now_us(); }
+};
+
+void
+bm_dispatch_send(benchmark::State& st)
+{
+    spdlog::set_level(spdlog::level::warn);
+    bench_host host;
+    host.opts.log_max = 1u << 30;
+    host.opts.requ_threshold = 1u << 30;
+    if (st.range(0) == 0) {
+        host.lim.message_rate = 0;
+        host.lim.max_join_bytes = 0;
+        host.lim.max_clients_per_session = 0;
+    } else {
+        host.lim.message_rate = 1000000000;  // on, never refusing: the check is what is measured
+        host.lim.message_burst = 1000000000;
+    }
+    std::vector<std::unique_ptr<null_peer>> peers(20);
+    std::vector<membership> members(20);
+    for (std::size_t i = 0; i < peers.size(); ++i) {
+        peers[i] = std::make_unique<null_peer>();
+        members[i].session_id = "eld2kQmjrGRe0f0Wklqh7CHlwF6snuSY9bHD5o8TEac";
+        dispatch(host, members[i], *peers[i],
+                 R"({"action":"JOIN","args":{"version":1,"apiKey":"x","user":"v)" + std::to_string(i) +
+                     R"(","ticks":{"tick":50}}})");
+    }
+    auto frame = send_frame(120);
+    std::int64_t i = 0;
+    for (auto _ : st) {
+        dispatch(host, members[0], *peers[0], frame);
+        if (++i % 10000 == 0)
+            host.s->snap(*peers[0], R"({"time":)" + std::to_string(host.s->current_time_ms()) + R"(,"seq":)" +
+                                        std::to_string(host.s->seq()) + R"(,"url":"u"})");
+        host.clock.advance_us(1);
+    }
+}
+BENCHMARK(bm_dispatch_send)->Arg(0)->Arg(1);
+
+// Heap bytes per logged event (docs/operations.md, "Memory per logged event"): a session
+// with a 43-character id logs 10,000 events whose RECV is about 200 bytes on the wire.
+void
+bm_log_memory(benchmark::State& st)
+{
+    spdlog::set_level(spdlog::level::warn);
+    constexpr int events = 10000;
+    double per_event = 0, wire = 0;
+    for (auto _ : st) {
+        manual_clock clock;
+        session_options opts;
+        auto s = std::make_unique<session>("eld2kQmjrGRe0f0Wklqh7CHlwF6snuSY9bHD5o8TEac", clock, opts);
+        null_peer p;
+        s->join(p, R"({"version":1,"apiKey":"x","ticks":{"tick":50}})");  // no user: no RECV kept by the peer
+        std::string args = R"([0,0,")" + std::string(static_cast<std::size_t>(st.range(0)), 'A') + R"(",3])";
+        s->send(p, args, {});
+        auto before = mallinfo2().uordblks;
+        for (int i = 0; i < events; ++i)
+            s->send(p, args, {});
+        auto after = mallinfo2().uordblks;
+        per_event = static_cast<double>(after - before) / events;
+        wire = static_cast<double>(s->log_bytes()) / static_cast<double>(s->log_size()) + 69;  // + id, envelope, header
+        benchmark::DoNotOptimize(s);
+    }
+    st.counters["heap_bytes/event"] = per_event;
+    st.counters["wire_bytes/event"] = wire;
+}
+BENCHMARK(bm_log_memory)->Arg(110)->Iterations(1);
 
 void
 bm_validate_json(benchmark::State& st)

@@ -162,14 +162,16 @@ edge_limits::disk_written(std::uint64_t old_bytes, std::uint64_t new_bytes)
 }
 
 std::string
-edge_limits::render() const
+edge_limits::render(std::vector<std::pair<std::string, std::uint64_t>> const& more) const
 {
     std::string out =
-        "# HELP lockstep_limit_refusals_total Requests and connections refused by an edge limit, by limit.\n"
+        "# HELP lockstep_limit_refusals_total Requests, connections and messages refused by a limit, by limit.\n"
         "# TYPE lockstep_limit_refusals_total counter\n";
     for (std::size_t i = 0; i < refusals_.size(); ++i)
         out += fmt::format("lockstep_limit_refusals_total{{limit=\"{}\"}} {}\n", name(static_cast<reason>(i)),
                            refusals_[i].load());
+    for (auto const& [label, n] : more)
+        out += fmt::format("lockstep_limit_refusals_total{{limit=\"{}\"}} {}\n", label, n);
     out += fmt::format(
         "# HELP lockstep_open_sockets Accepted sockets open now (HTTP and WebSocket).\n"
         "# TYPE lockstep_open_sockets gauge\nlockstep_open_sockets {}\n"

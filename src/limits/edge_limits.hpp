@@ -14,6 +14,7 @@
 #include <string>
 #include <utility>
 #include <unordered_map>
+#include <vector>
 
 namespace lockstep::limits {
 
@@ -103,8 +104,9 @@ public:
     void refused(reason r) noexcept { refusals_[static_cast<std::size_t>(r)].fetch_add(1, std::memory_order_relaxed); }
     void accept_backoff() noexcept { backoffs_.fetch_add(1, std::memory_order_relaxed); }
 
-    /// Prometheus text: refusals by reason, open sockets, uploads, blob store bytes.
-    std::string render() const;
+    /// Prometheus text: refusals by reason (with `more` refusals counted elsewhere, e.g.
+    /// by the reflector core, in the same family), open sockets, uploads, blob store bytes.
+    std::string render(std::vector<std::pair<std::string, std::uint64_t>> const& more = {}) const;
 
     std::uint64_t open_sockets() const noexcept { return open_.load(); }
     /// PUT /files requests between their body's first byte and their answer.

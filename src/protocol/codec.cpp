@@ -113,7 +113,14 @@ split_send_args(std::string_view args, std::string_view& rest, std::vector<std::
 out_ptr
 make_recv(std::string_view session_id, std::int64_t time, std::uint32_t seq, std::string_view rest)
 {
-    auto buf = json_builder(session_id.size() + rest.size() + 64);
+    // Exactly what is written (unless the id needs escapes): the frame is kept in the
+    // log as long as the session has no snapshot, so capacity slack would stay too.
+    auto digits = [](std::int64_t v) {
+        char d[24];
+        return static_cast<std::size_t>(std::to_chars(d, d + sizeof d, v).ptr - d);
+    };
+    auto buf = json_builder(std::string_view(R"({"id":"","action":"RECV","args":[,,]})").size() + session_id.size() +
+                            digits(time) + digits(seq) + rest.size());
     append_prefix(buf, session_id, "RECV");
     buf.append(R"(,"args":)");
     std::size_t elem_off = buf.size() - out_message::header_room;

@@ -66,10 +66,13 @@ out_message::from_json(std::string&& buf, std::size_t elem_off, std::size_t elem
     std::size_t json_len = buf.size() - header_room;
     if (json_len > protocol::chunk_threshold) {
         std::string_view json(buf.data() + header_room, json_len);
-        if (elem_len)
-            m->element_copy_.assign(json.substr(elem_off, elem_len));
         m->bytes_ = chunk_frames(json, protocol::chunk_threshold);
-        m->wire_off_ = 0;
+        m->wire_end_ = m->bytes_.size();
+        if (elem_len) {  // the element after the frames (they interleave _CHUNK headers)
+            m->elem_off_ = m->bytes_.size();
+            m->elem_len_ = static_cast<std::uint32_t>(elem_len);
+            m->bytes_.append(json.substr(elem_off, elem_len));
+        }
         return m;
     }
     std::size_t h = header_size(json_len);
@@ -78,9 +81,10 @@ out_message::from_json(std::string&& buf, std::size_t elem_off, std::size_t elem
     std::size_t start = header_room - h;
     buf.replace(start, h, hdr);
     m->bytes_ = std::move(buf);
-    m->wire_off_ = start;
+    m->wire_off_ = static_cast<std::uint8_t>(start);
+    m->wire_end_ = m->bytes_.size();
     m->elem_off_ = header_room + elem_off;
-    m->elem_len_ = elem_len;
+    m->elem_len_ = static_cast<std::uint32_t>(elem_len);
     return m;
 }
 

@@ -22,22 +22,20 @@ public:
     std::string_view
     wire() const noexcept
     {
-        return std::string_view(bytes_).substr(wire_off_);
+        return std::string_view(bytes_).substr(wire_off_, wire_end_ - wire_off_);
     }
 
     /// The JSON text of the element recorded for the log (RECV args), or empty.
     std::string_view
     element() const noexcept
     {
-        if (!element_copy_.empty())
-            return element_copy_;
         return std::string_view(bytes_).substr(elem_off_, elem_len_);
     }
 
     std::size_t
     size() const noexcept
     {
-        return bytes_.size() - wire_off_;
+        return wire_end_ - wire_off_;
     }
 
     /// Builds a message from its JSON text. `json` must have `header_room` free bytes at
@@ -50,11 +48,14 @@ public:
     static constexpr std::size_t header_room = 10;
 
 private:
+    // Kept small: every logged event is one of these (docs/operations.md, "Memory per
+    // logged event"). The element is a slice of the frame, except in a chunked message,
+    // whose frames interleave _CHUNK headers: there a copy follows the frames in bytes_.
     std::string bytes_;
-    std::size_t wire_off_ = 0;
+    std::size_t wire_end_ = 0;
     std::size_t elem_off_ = 0;
-    std::size_t elem_len_ = 0;
-    std::string element_copy_;  // only when the message was chunked
+    std::uint32_t elem_len_ = 0;  // client frames are at most --max-frame-bytes
+    std::uint8_t wire_off_ = 0;   // < header_room
 };
 
 using out_ptr = std::shared_ptr<out_message const>;

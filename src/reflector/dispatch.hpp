@@ -11,12 +11,59 @@
 #include "reflector/ports.hpp"
 #include "reflector/session.hpp"
 
+#include <algorithm>
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 namespace lockstep {
+
+/// Limits the dispatch applies to every connection (docs/operations.md, "Limits"). 0
+/// turns a limit off.
+struct dispatch_limits {
+    std::size_t max_join_bytes = 64u << 10;           // JOIN args (user, tove, names...); more: 4102
+    std::uint32_t max_clients_per_session = 5000;     // connected members; one more: 4007
+    std::uint32_t message_rate = 100;                 // frames per second per connection (refill)
+    std::uint32_t message_burst = 200;                // frames at once (bucket size); over: 4005
+};
+
+/// Session ids are the last segment of the upgrade URL: 1 to this many bytes of `A-Z a-z
+/// 0-9 - _ . ~ % ! $ & ' ( ) * + , ; = : @` (the characters of a URL path segment; the
+/// real client's ids are 43 base64url characters). Others are refused at JOIN with 4100.
+inline constexpr std::size_t max_session_id_bytes = 128;
+bool
+valid_session_id(std::string_view id) noexcept;
+
+/// A per-connection token bucket on the host's clock, in integer micro-tokens: a couple
+/// of integer operations per frame.
+class rate_bucket {
+public:
+    /// Takes one token at `now_us`; false when none is left.
+    bool
+    take(std::int64_t now_us, std::uint32_t rate, std::uint32_t burst) noexcept
+    {
+        constexpr std::int64_t one = 1'000'000;
+        std::int64_t const full = static_cast<std::int64_t>(burst) * one;
+        if (last_us_ < 0) {
+            tokens_ = full;
+        } else {
+            // Clamped so that a long idle time cannot overflow: it only refills the bucket.
+            std::int64_t elapsed = std::min<std::int64_t>(now_us - last_us_, 3'600'000'000);
+            tokens_ = std::min(full, tokens_ + std::max<std::int64_t>(elapsed, 0) * rate);
+        }
+        last_us_ = now_us;
+        if (tokens_ < one)
+            return false;
+        tokens_ -= one;
+        return true;
+    }
+
+private:
+    std::int64_t tokens_ = 0;
+    std::int64_t last_us_ = -1;  // not used yet: starts full
+};
 
 /// The runtime that owns sessions (a server worker; a fake in tests), as the dispatch
 /// sees it.
@@ -40,6 +87,13 @@ public:
     /// That connection is gone: `normal` (close 1000 from the client) frees the seat, a
     /// drop keeps it reserved for a reconnect.
     virtual void seat_left(std::string const& token, bool normal, std::string const& conn) = 0;
+    /// Where the dispatch counts its refusals (null: not counted).
+    virtual session_counters* counters() noexcept { return nullptr; }
+    /// The limits to apply, and the clock the message rate is measured on (µs).
+    virtual dispatch_limits const& limits() const noexcept = 0;
+    virtual std::int64_t now_us() const noexcept = 0;
+    /// Whether a JOIN may create one more session (--max-sessions, over every worker).
+    virtual bool may_create_session() noexcept { return true; }
 };
 
 /// One connection's standing with its session: kept by the transport, read and written
@@ -48,9 +102,10 @@ struct membership {
     std::string session_id;     // the session the URL path names
     std::string seat_token;     // router seat from the URL path (/r/<token>/<id>); may be empty
     std::string conn_key;       // the connection's name in the router
-    session* joined = nullptr;  // set once a JOIN was answered with SYNC
+    session* joined = nullptr;  // set once a JOIN was answered with SYNC: a member from then on
     bool join_seen = false;     // a JOIN arrived (whether or not it succeeded)
     bool seat_reported = false; // seat_joined() was called: seat_left() follows
+    rate_bucket rate;           // --max-message-rate
     std::vector<json_scan::member> scratch;
     /// Admission of a JOIN (access control), set by the transport: `s` is the session the
     /// JOIN is for, `args` its arguments. False refuses it: the connection is closed with

@@ -55,6 +55,42 @@ public:
 /// Upper bounds (ms) of the tick lateness histogram buckets.
 inline constexpr std::array<double, 10> tick_late_buckets_ms = {0.5, 1, 2, 5, 10, 20, 50, 100, 250, 1000};
 
+/// Why the core refused a client's input, for `lockstep_limit_refusals_total{limit=...}`
+/// (docs/operations.md, "Limits"). Each has a documented close code or outcome
+/// (docs/protocol.md, section 16).
+enum class refusal : std::uint8_t {
+    not_member,           // TUTTI/SNAP/SAVE/TICKS from a connection that did not JOIN: close 4000
+    repeated_join,        // a JOIN on a connection that is a member already: ignored
+    snapshot,             // SNAP in the future, after the current seq, or with a long URL: ignored
+    url,                  // SAVE with a URL over the limit: ignored
+    sync_bytes,           // a JOIN whose SYNC would go over --max-sync-bytes in flight: close 4008
+    session_id,           // JOIN on a URL whose session id is too long or has other characters: close 4100
+    join_args,            // JOIN args over --max-join-bytes, or a name over 1024 bytes: close 4102
+    message_rate,         // frames over --max-message-rate: close 4005
+    sessions,             // a JOIN that would create a session over --max-sessions: close 4006
+    clients_per_session,  // a JOIN into a session with --max-clients-per-session members: close 4007
+    count_
+};
+
+inline constexpr char const*
+refusal_name(refusal r) noexcept
+{
+    switch (r) {
+    case refusal::not_member: return "not_member";
+    case refusal::repeated_join: return "repeated_join";
+    case refusal::snapshot: return "snapshot";
+    case refusal::url: return "url";
+    case refusal::sync_bytes: return "sync_bytes";
+    case refusal::session_id: return "session_id";
+    case refusal::join_args: return "join_args";
+    case refusal::message_rate: return "message_rate";
+    case refusal::sessions: return "sessions";
+    case refusal::clients_per_session: return "clients_per_session";
+    case refusal::count_: break;
+    }
+    return "?";
+}
+
 /// What sessions count. One block per owning thread.
 ///
 /// @par Thread safety
@@ -70,6 +106,7 @@ struct session_counters {
     counter ticks{0};            // TICK frames queued
     counter debounced{0};        // SENDs dropped by tags debounce
     counter refused{0};          // SENDs refused at --log-max
+    std::array<counter, static_cast<std::size_t>(refusal::count_)> refusals{};  // by refusal
     std::array<counter, tick_late_buckets_ms.size() + 1> tick_late{};  // last = +Inf
     counter tick_late_count{0};
     std::atomic<double> tick_late_sum_ms{0};
@@ -85,6 +122,11 @@ struct session_counters {
         g.store(g.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
     }
     void
+    refused_for(refusal r) noexcept
+    {
+        add(refusals[static_cast<std::size_t>(r)]);
+    }
+    void
     observe_tick_late(double ms) noexcept
     {
         std::size_t i = 0;
@@ -94,6 +136,35 @@ struct session_counters {
         add(tick_late_count);
         tick_late_sum_ms.store(tick_late_sum_ms.load(std::memory_order_relaxed) + ms, std::memory_order_relaxed);
     }
+};
+
+/// A byte budget shared by every thread (--max-sync-bytes: SYNC bytes in flight over the
+/// process). A limit of 0 never refuses but still counts.
+///
+/// @par Thread safety
+/// Any thread.
+class byte_budget {
+public:
+    explicit byte_budget(std::uint64_t limit = 0) noexcept : limit_(limit) {}
+    void set_limit(std::uint64_t limit) noexcept { limit_ = limit; }
+    /// Takes `n` bytes; false (nothing taken) when that would go over the limit.
+    bool
+    try_take(std::uint64_t n) noexcept
+    {
+        auto used = used_.load(std::memory_order_relaxed);
+        do {
+            if (limit_ != 0 && used + n > limit_)
+                return false;
+        } while (!used_.compare_exchange_weak(used, used + n, std::memory_order_relaxed));
+        return true;
+    }
+    void give_back(std::uint64_t n) noexcept { used_.fetch_sub(n, std::memory_order_relaxed); }
+    std::uint64_t used() const noexcept { return used_.load(std::memory_order_relaxed); }
+    std::uint64_t limit() const noexcept { return limit_; }
+
+private:
+    std::uint64_t limit_;  // set before any thread uses it
+    std::atomic<std::uint64_t> used_{0};
 };
 
 /// The load control input the owner of a set of sessions feeds (the server's worker

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <random>
+#include <utility>
 
 namespace lockstep {
 
@@ -159,6 +160,42 @@ session::join(peer& p, std::string_view args_raw)
         p.close(close_code::bad_api_key, "bad apiKey");
         return false;
     }
+    for (char const* key : {"name", "appId", "persistentId"}) {
+        if (auto v = args.find(key); v != args.end() && v->is_string() && v->get_ref<std::string const&>().size() > opts_.max_name_bytes) {
+            spdlog::info("{} JOIN {} of {} bytes over {}: closing 4102", p.tag(), key,
+                         v->get_ref<std::string const&>().size(), opts_.max_name_bytes);
+            if (metrics_)
+                metrics_->refused_for(refusal::join_args);
+            p.close(close_code::malformed_message, "JOIN name too long");
+            return false;
+        }
+    }
+    // The flags this JOIN sets (last JOIN wins): a change makes the SYNC differ.
+    std::string flags;
+    {
+        ordered_json f = ordered_json::object();
+        if (auto fl = args.find("flags"); fl != args.end() && fl->is_object()) {
+            for (char const* k : {"rawtime", "microverse"})
+                if (auto it = fl->find(k); it != fl->end() && truthy(*it))
+                    f[k] = true;
+        }
+        flags = f.dump();
+    }
+    // The SYNC: the one an earlier joiner got if nothing changed since (shared, counted
+    // once), else a new one that must fit the budget for SYNC bytes in flight.
+    out_ptr shared = created_ && flags == flags_ ? sync_cache_.lock() : nullptr;
+    std::size_t reserved = 0;
+    if (!shared && opts_.sync_budget) {
+        reserved = sync_bytes_estimate();
+        if (!opts_.sync_budget->try_take(reserved)) {
+            spdlog::warn("{} SYNC of {} bytes would go over --max-sync-bytes ({} of {} in flight): closing 4008",
+                         p.tag(), reserved, opts_.sync_budget->used(), opts_.sync_budget->limit());
+            if (metrics_)
+                metrics_->refused_for(refusal::sync_bytes);
+            p.close(close_code::sync_budget, "reflector busy, try again");
+            return false;
+        }
+    }
     auto now = clock_.now_us();
     if (!created_) {
         created_ = true;
@@ -199,19 +236,12 @@ session::join(peer& p, std::string_view args_raw)
     // Last JOIN wins; absent values reset (as the reference does).
     auto ld = number_of(args, "leaveDelay");
     leave_delay_ms_ = ld && *ld > 0 ? static_cast<std::uint32_t>(std::min(*ld, 600'000.0)) : 0;
-    {
-        ordered_json f = ordered_json::object();
-        if (auto fl = args.find("flags"); fl != args.end() && fl->is_object()) {
-            for (char const* k : {"rawtime", "microverse"})
-                if (auto it = fl->find(k); it != fl->end() && truthy(*it))
-                    f[k] = true;
-        }
-        rawtime_ = f.contains("rawtime");
-        auto flags = f.dump();
-        if (flags != flags_)
-            ++header_version_;
-        flags_ = std::move(flags);
+    rawtime_ = flags.find("rawtime") != std::string::npos;
+    if (flags != flags_) {
+        ++header_version_;
+        sync_cache_.reset();
     }
+    flags_ = std::move(flags);
 
     client* c = find(p);
     if (!c) {
@@ -236,18 +266,52 @@ session::join(peer& p, std::string_view args_raw)
     }
     empty_since_us_ = -1;
     // SYNC and activation happen in this one call: no broadcast can come in between.
-    send_sync(p);
+    send_sync(p, std::move(shared), reserved);
     announce_joined(*c);
     return true;
 }
 
-void
-session::send_sync(peer& p)
+std::size_t
+session::sync_bytes_estimate() const noexcept
 {
-    std::size_t bytes = 256 + snapshot_url_.size() + persisted_url_.size() + tove_.size();
-    for (auto const& e : log_)
-        bytes += e.msg->element().size() + 1;
-    auto buf = json_builder(bytes + id_.size());
+    // The fixed fields, the URLs, tove, flags and the id, then each event and its comma;
+    // _CHUNK framing adds 24 bytes per 1 MB.
+    std::size_t bytes = 320 + snapshot_url_.size() + persisted_url_.size() + tove_.size() + flags_.size() +
+                        opts_.reflector_name.size() + id_.size() + log_bytes_ + log_.size();
+    return bytes + bytes / 40000;
+}
+
+namespace {
+
+/// A SYNC holding its share of the budget for SYNC bytes in flight: given back when the
+/// last connection that queued it has written it (or dropped it).
+struct budgeted_sync {
+    out_ptr msg;
+    byte_budget* budget = nullptr;
+    std::size_t bytes = 0;
+    budgeted_sync(out_ptr m, byte_budget* b, std::size_t n) : msg(std::move(m)), budget(b), bytes(n) {}
+    budgeted_sync(budgeted_sync const&) = delete;
+    budgeted_sync& operator=(budgeted_sync const&) = delete;
+    ~budgeted_sync()
+    {
+        if (budget)
+            budget->give_back(bytes);
+    }
+};
+
+}  // namespace
+
+void
+session::send_sync(peer& p, out_ptr shared, std::size_t reserved)
+{
+    if (shared) {
+        spdlog::debug("{} SYNC session {} shared with an earlier joiner", p.tag(), id_);
+        p.deliver_sync(shared);
+        return;
+    }
+    // Owns the reservation from here, so it is given back whatever happens below.
+    auto held = std::make_shared<budgeted_sync>(nullptr, opts_.sync_budget, opts_.sync_budget ? reserved : 0);
+    auto buf = json_builder(sync_bytes_estimate());
     buf += R"({"id":)";
     codec::append_json_string(buf, id_);
     buf += R"(,"action":"SYNC","args":{"url":)";
@@ -286,7 +350,10 @@ session::send_sync(peer& p)
     buf += "}}";
     spdlog::debug("{} SYNC session {} time={} seq={} messages={} bytes={}", p.tag(), id_, time_, seq_,
                   log_.size(), buf.size() - out_message::header_room);
-    p.deliver_sync(out_message::from_json(std::move(buf)));
+    held->msg = out_message::from_json(std::move(buf));
+    out_ptr sync(held, held->msg.get());  // keeps `held` (and its reservation) alive
+    sync_cache_ = sync;
+    p.deliver_sync(sync);
 }
 
 // ---------------------------------------------------------------------------- users
@@ -368,6 +435,24 @@ session::active_count() const noexcept
     return static_cast<std::size_t>(std::count_if(clients_.begin(), clients_.end(), [](auto const& c) { return c.active; }));
 }
 
+std::uint64_t
+session::effective_log_length() const noexcept
+{
+    std::uint64_t len = log_.size();
+    if (opts_.log_max_bytes == 0)
+        return len;
+    // Scaled so that log_max_bytes corresponds to log_max (ceil: a byte over is over).
+    auto by_bytes = static_cast<std::uint64_t>(
+        std::ceil(static_cast<long double>(log_bytes_) * opts_.log_max / static_cast<long double>(opts_.log_max_bytes)));
+    return std::max(len, by_bytes);
+}
+
+std::size_t
+session::connected_count() const noexcept
+{
+    return static_cast<std::size_t>(std::count_if(clients_.begin(), clients_.end(), [](auto const& c) { return c.p != nullptr; }));
+}
+
 std::vector<std::string>
 session::users() const
 {
@@ -440,14 +525,17 @@ session::send(peer& p, std::string_view args, std::string_view tags)
 void
 session::check_log_growth()
 {
-    auto len = log_.size();
+    auto len = effective_log_length();
+    auto before = std::exchange(requ_checked_, len);
     if (len < opts_.requ_threshold)
         return;
-    auto headroom = opts_.log_max - std::min<std::size_t>(len, opts_.log_max);
-    std::size_t every = std::max<std::size_t>(1, (headroom / 100) * 10);
-    if (len % every != 0)
+    auto headroom = opts_.log_max - std::min<std::uint64_t>(len, opts_.log_max);
+    std::uint64_t every = std::max<std::uint64_t>(1, (headroom / 100) * 10);
+    // Every `every` messages; bytes may jump past a multiple, so crossing one counts too.
+    if (len % every != 0 && len / every == before / every)
         return;
-    spdlog::warn("session {} has {} messages since its last snapshot: sending REQU", id_, len);
+    spdlog::warn("session {} has {} messages ({} bytes) since its last snapshot: sending REQU", id_, log_.size(),
+                 log_bytes_);
     broadcast_active(codec::make_simple(id_, "REQU"));
     if (headroom < (opts_.log_max - opts_.requ_threshold) / 4)
         broadcast_all(codec::make_simple(
@@ -458,7 +546,7 @@ session::check_log_growth()
 void
 session::reflect(std::string_view rest, bool client_event)
 {
-    if (client_event && log_.size() >= opts_.log_max) {
+    if (client_event && effective_log_length() >= opts_.log_max) {
         // Not accepted: the sender learns it through REQU/INFO. Reflector-generated
         // events (users, tally) are always accepted so membership stays exact.
         broadcast_active(codec::make_simple(id_, "REQU"));
@@ -495,7 +583,9 @@ session::reflect_now(std::string_view rest)
     ++events_reflected_;
     auto m = codec::make_recv(id_, time_, seq_, rest);
     auto n = broadcast_active(m);
+    log_bytes_ += m->element().size();
     log_.push_back({seq_, std::move(m)});
+    sync_cache_.reset();
     if (metrics_) {
         metrics_->add(metrics_->events_in);
         metrics_->add(metrics_->events_out, n);
@@ -669,6 +759,21 @@ session::snap(peer& p, std::string_view args_raw)
         p.close(close_code::malformed_message, "malformed message");
         return;
     }
+    // The snapshot must fit the session: a member cannot announce one from its future
+    // or past the last event (the log would be trimmed of events the snapshot lacks),
+    // nor an outsized URL that every later SYNC would carry. Interpolated client ticks
+    // (ticks.delay) may run up to `delay` ms ahead of the reflector's last tick.
+    auto const limit_time = static_cast<double>(current_time_ms() + delay_ms_ + 1);
+    bool const seq_ok = *seq >= 0 && *seq <= 4294967295.0 && std::floor(*seq) == *seq &&
+                        !protocol::seq_before(seq_, static_cast<std::uint32_t>(*seq));
+    if (!(*time >= 0 && *time <= limit_time) || !seq_ok || url->get_ref<std::string const&>().size() > opts_.max_url_bytes) {
+        spdlog::info("{} SNAP @{}#{} does not fit session {} (time {}, seq {}, url {} bytes, limit {}): ignored",
+                     p.tag(), *time, *seq, id_, limit_time - 1, seq_, url->get_ref<std::string const&>().size(),
+                     opts_.max_url_bytes);
+        if (metrics_)
+            metrics_->refused_for(refusal::snapshot);
+        return;
+    }
     if (*time <= static_cast<double>(snapshot_time_)) {
         spdlog::debug("{} SNAP @{} not newer than @{}: ignored", p.tag(), *time, snapshot_time_);
         return;
@@ -678,7 +783,10 @@ session::snap(peer& p, std::string_view args_raw)
     auto keep = std::find_if(log_.begin(), log_.end(),
                              [sseq](log_entry const& e) { return protocol::seq_before(sseq, e.seq); });
     auto dropped = std::distance(log_.begin(), keep);
+    for (auto it = log_.begin(); it != keep; ++it)
+        log_bytes_ -= it->msg->element().size();
     log_.erase(log_.begin(), keep);
+    sync_cache_.reset();
     snapshot_time_ = static_cast<std::int64_t>(std::floor(*time));
     snapshot_time_raw_ = args["time"].dump();
     snapshot_seq_ = sseq;
@@ -705,6 +813,12 @@ session::save(peer& p, std::string_view args_raw)
     if (truthy(args.value("dissident", json())))
         return;
     auto url = args["url"].get<std::string>();
+    if (url.size() > opts_.max_url_bytes) {
+        spdlog::info("{} SAVE url of {} bytes over {}: ignored", p.tag(), url.size(), opts_.max_url_bytes);
+        if (metrics_)
+            metrics_->refused_for(refusal::url);
+        return;
+    }
     if (persistence_)
         persistence_->record(app_id_, persistent_id_, url);
     // The URL may carry the client's files token (…/files/t/<jwt>/…): never logged.
@@ -869,6 +983,7 @@ session::send_tick(std::int64_t scheduled_us)
         return;  // nobody hears it: do not sample time
     auto time = sample_time();
     last_tick_time_ = time;
+    sync_cache_.reset();  // a joiner after this tick must not get an older time
     auto m = codec::make_tick(id_, time);
     std::uint64_t n = 0;
     for (auto& c : clients_)

@@ -36,11 +36,15 @@ struct session_options {
     std::uint32_t linger_ms = 10000;          // kept after the last client left
     std::uint32_t requ_threshold = 60000;     // log length from which REQU is sent
     std::uint32_t log_max = 100000;           // log length at which client SENDs are refused
+    std::uint64_t log_max_bytes = 0;          // the same in bytes of logged events (0 = count only)
+    byte_budget* sync_budget = nullptr;       // SYNC bytes in flight, shared by all sessions (null = none)
     std::uint32_t default_tick_ms = 200;      // JOIN without a usable `ticks`
     std::uint32_t users_batch_ms = 200;       // joins/leaves gathered into one users event
     std::uint32_t tally_window_ms = 1000;     // TUTTI waits at most this long for votes
     std::uint32_t tally_history_ms = 60000;   // completed tally keys remembered this long
     std::uint32_t tally_history_keys = 20;    // and at most this many
+    std::uint32_t max_url_bytes = 4096;       // longest SNAP/SAVE url accepted
+    std::uint32_t max_name_bytes = 1024;      // longest JOIN name, appId, persistentId (else 4102)
     std::string reflector_name = "local";     // SYNC "reflector"
 };
 
@@ -95,7 +99,11 @@ public:
     std::int64_t current_time_ms() const noexcept;
     std::uint32_t seq() const noexcept { return seq_; }
     std::size_t log_size() const noexcept { return log_.size(); }
+    /// Bytes of the logged events (their `[time,seq,...]` elements, as a SYNC carries them).
+    std::uint64_t log_bytes() const noexcept { return log_bytes_; }
     std::size_t client_count() const noexcept { return clients_.size(); }
+    /// Members still connected (client_count() less those whose leave is pending).
+    std::size_t connected_count() const noexcept;
     std::size_t active_count() const noexcept;
     std::uint32_t tick_ms() const noexcept { return tick_ms_; }
     std::string const& timeline() const noexcept { return timeline_; }
@@ -170,7 +178,14 @@ private:
     void reflect_now(std::string_view rest);
     void reflect_object(std::string const& object_json);
     void send_tick(std::int64_t scheduled_us);
-    void send_sync(peer& p);
+    /// Bytes a SYNC of the session would take now (an upper bound; what the budget counts).
+    std::size_t sync_bytes_estimate() const noexcept;
+    /// Sends the joiner `shared` (the SYNC built for an earlier joiner since which nothing
+    /// changed), or a new SYNC for which `reserved` budget bytes were taken.
+    void send_sync(peer& p, out_ptr shared, std::size_t reserved);
+    /// Log length as the REQU and refusal rules see it: the count, or the bytes scaled to
+    /// a count (log_max_bytes is to log_max), whichever is larger.
+    std::uint64_t effective_log_length() const noexcept;
     void announce_joined(client& c);
     void announce_left(client& c);
     void schedule_users();
@@ -211,6 +226,9 @@ private:
     // sequencer and log
     std::uint32_t seq_ = protocol::seq_start;
     std::deque<log_entry> log_;
+    std::uint64_t log_bytes_ = 0;      // sum of the logged elements' sizes
+    std::uint64_t requ_checked_ = 0;   // effective_log_length() at the last REQU check
+    std::weak_ptr<out_message const> sync_cache_;  // the last SYNC, while still queued somewhere and current
     std::string snapshot_url_;
     std::int64_t snapshot_time_ = -1;
     std::uint32_t snapshot_seq_ = 0;

@@ -106,6 +106,11 @@ session::restore(session_header const& h, std::vector<logged_event> const& log, 
     persisted_url_ = h.persisted_url;
     seq_ = h.seq;
     log_ = std::move(restored);
+    log_bytes_ = 0;
+    for (auto const& e : log_)
+        log_bytes_ += e.msg->element().size();
+    requ_checked_ = effective_log_length();
+    sync_cache_.reset();
 
     // Session time continues where the clients last saw it; the downtime is skipped.
     auto now = clock_.now_us();

@@ -72,6 +72,19 @@ define(cli::options& o, config& c)
     o.add("--log-max", c.log_max, "message-log length at which new events are refused until a snapshot arrives",
           "Lower both limits to bound memory per session (each logged event costs its JSON size, and every "
           "SYNC being sent holds a copy of the whole log)");
+    o.add("--log-max-bytes", c.log_max_bytes,
+          "the same limit in bytes of logged events: REQU, INFO and refusals come at whichever of the two is "
+          "reached first (0 = count only)",
+          "The byte size is scaled to a length (this many bytes count as `--log-max` events), so REQU starts at "
+          "the same fraction of it. Refused events are not reflected and not logged, exactly as at `--log-max`: "
+          "the session stays consistent and goes on once a snapshot trims the log. Bounds one session's memory "
+          "and its SYNC. Metric: `lockstep_refused_total`");
+    o.add("--max-sync-bytes", c.max_sync_bytes,
+          "SYNC bytes queued to joiners and not yet written, over the process; a JOIN whose SYNC does not fit "
+          "closes with 4008 (0 = no limit)",
+          "Joiners of a session that arrive while nothing changed share one SYNC buffer, counted once. The "
+          "client reconnects with back-off. Must be at least twice `--log-max-bytes`. Metric: "
+          "`{limit=\"sync_bytes\"}`, `lockstep_sync_bytes_in_flight`");
     o.add("--default-tick-ms", c.default_tick_ms, "tick interval for a session whose creating JOIN names none",
           "Real clients always name one. Must be > 0");
     o.add("--drain-timeout-ms", c.drain_timeout_ms, "on SIGTERM/SIGINT, time given to clients to leave before exit",
@@ -171,6 +184,26 @@ define(cli::options& o, config& c)
           "blob counts only the difference. Metric: `{limit=\"disk\"}`, `lockstep_blob_store_bytes`");
     o.add("--max-files-depth", c.max_files_depth, "path segments of a /files path; deeper gets 400 (minimum 1)",
           "The real client uses 6. Metric: `{limit=\"files_depth\"}`");
+    o.group("Session limits (0 turns one off)");
+    o.add("--max-sessions", c.max_sessions, "sessions in memory; a JOIN that would create one more is closed with 4006",
+          "Over all worker threads; a lingering session counts until it leaves memory. The client reconnects "
+          "(with back-off) and gets in once sessions end. Metric: `{limit=\"sessions\"}`, `lockstep_sessions`");
+    o.add("--max-clients-per-session", c.max_clients_per_session,
+          "connected members of one session; a JOIN beyond it is closed with 4007",
+          "Each member receives every event, so fan-out cost grows with it; the router's rooms keep sessions "
+          "far smaller. The client reconnects with back-off. Metric: `{limit=\"clients_per_session\"}`");
+    o.add("--max-message-rate", c.max_message_rate,
+          "client frames per second per connection, averaged (token bucket); over it closes with 4005",
+          "The real client sends at most 20 events/s by default (60 at most) plus a PULSE per 25 s and its "
+          "snapshot votes, so this is far above what it sends. Metric: `{limit=\"message_rate\"}`");
+    o.add("--max-message-burst", c.max_message_burst,
+          "client frames a connection may send at once before --max-message-rate applies",
+          "The bucket's size: a connection may send this many frames back to back, then the rate");
+    o.add("--max-join-bytes", c.max_join_bytes,
+          "size of a JOIN's args (user, tove, names); larger closes with 4102",
+          "Real JOINs are under 1 KiB plus the app's `viewData`. `name`, `appId` and `persistentId` are also "
+          "limited to 1024 bytes each, and session ids to 128 URL path characters (4100, "
+          "[protocol.md](protocol.md#31-join)). Metric: `{limit=\"join_args\"}`, `{limit=\"session_id\"}`");
     o.group("Performance");
     o.add("--max-coalesce-us", c.max_coalesce_us,
           "upper bound of adaptive write coalescing under load (0 = off)",
@@ -253,6 +286,8 @@ validate(config& c)
     if (c.log_max == 0 || c.log_requ_threshold == 0 || c.log_requ_threshold > c.log_max) {
         return "--log-requ-threshold must be between 1 and --log-max";
     }
+    if (c.max_sync_bytes != 0 && (c.log_max_bytes == 0 || c.max_sync_bytes < 2 * c.log_max_bytes))
+        return "--max-sync-bytes must be at least twice --log-max-bytes (and needs a --log-max-bytes)";
     if (c.max_frame_bytes < 1024) {
         return "--max-frame-bytes must be at least 1024";
     }
@@ -305,6 +340,8 @@ validate(config& c)
         }
     }
     c.allowed_origins = std::move(origins);
+    if (c.max_message_rate != 0 && c.max_message_burst == 0)
+        return "--max-message-burst must be at least 1 while --max-message-rate is on";
     if (c.max_files_depth == 0)
         return "--max-files-depth must be at least 1";
     if (c.tls_cert.empty() != c.tls_key.empty())

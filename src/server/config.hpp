@@ -27,6 +27,8 @@ struct config {
     std::uint32_t session_linger_ms = 10000;  // session kept after its last client left
     std::uint32_t log_requ_threshold = 60000; // log length from which REQU/INFO are sent
     std::uint32_t log_max = 100000;           // log length at which SENDs are refused
+    std::uint64_t log_max_bytes = 64ull << 20;  // the same in bytes of logged events; 0: count only
+    std::uint64_t max_sync_bytes = 1ull << 30;  // SYNC bytes in flight over all joiners; over: 4008; 0: none
     std::uint32_t default_tick_ms = 200;      // tick of a session whose JOIN had no ticks
     std::uint32_t drain_timeout_ms = 5000;    // SIGTERM: time given to clients to go
     std::uint32_t max_coalesce_us = 20000;    // upper bound of adaptive write coalescing; 0 = off
@@ -63,6 +65,12 @@ struct config {
     std::uint32_t max_uploads = 64;           // PUT /files bodies received at once; 0: none
     std::uint64_t max_disk_bytes = 0;         // blob store size; 0: none
     std::uint32_t max_files_depth = 32;       // segments of a /files path
+    // Session limits (docs/operations.md, "Limits"); 0 turns one off
+    std::uint64_t max_sessions = 100000;      // sessions in memory; a JOIN creating one more: 4006
+    std::uint32_t max_clients_per_session = 5000;  // connected members of one session; one more: 4007
+    std::uint32_t max_message_rate = 100;     // client frames per second per connection (refill rate)
+    std::uint32_t max_message_burst = 200;    // client frames at once per connection; over the rate: 4005
+    std::size_t max_join_bytes = 64u << 10;   // JOIN args (user, tove, names...); more: 4102
     // TLS on this port (wss://, https://); reloaded on SIGHUP
     std::string tls_cert;                     // PEM certificate chain
     std::string tls_key;                      // PEM private key

@@ -9,6 +9,7 @@
 // A connection lives on one worker's thread; every member is used only there.
 #include "server/gated_stream.hpp"
 #include "server/internal.hpp"
+#include "server/output_queue.hpp"
 #include "common/logging.hpp"
 
 
@@ -24,16 +25,6 @@
 namespace lockstep {
 
 using protocol::close_code;
-
-namespace {
-
-// An output buffer whose capacity is above this when it drains is freed, so a burst
-// (a large SYNC) does not stay resident on an idle connection.
-constexpr std::size_t keep_buffer_bytes = 16u << 10;
-// Sent bytes are cut from the front of a blocked buffer once they exceed this.
-constexpr std::size_t compact_bytes = 64u << 10;
-
-}  // namespace
 
 class connection final : public peer, public flushable, public std::enable_shared_from_this<connection> {
 public:
@@ -104,13 +95,14 @@ public:
     {
         if (close_requested_)
             return;
-        auto wire = m->wire();
-        out_.append(wire.data(), wire.size());
-        ++messages_out_;
+        auto size = m->wire().size();
         if (exempt)
-            exempt_bytes_ += wire.size();
-        w_.metrics.add(w_.metrics.queue_bytes, static_cast<std::int64_t>(wire.size()));
-        if (pending() - exempt_bytes_ > st_.cfg.max_queue_bytes) {
+            out_.append_shared(m);  // a SYNC: held, not copied (shared by simultaneous joiners)
+        else
+            out_.append(m->wire());
+        ++messages_out_;
+        w_.metrics.add(w_.metrics.queue_bytes, static_cast<std::int64_t>(size));
+        if (pending() - out_.shared_pending() > st_.cfg.max_queue_bytes) {
             spdlog::warn("{} outbound queue {} bytes over --max-queue-bytes: closing 1013 (client will rejoin)",
                          tag_, pending());
             drop_output();
@@ -314,7 +306,7 @@ private:
     std::size_t
     pending() const noexcept
     {
-        return out_.size() - out_off_;
+        return out_.pending();
     }
 
     /// Writes as much of the output buffer as the socket takes now. When the socket is
@@ -343,17 +335,32 @@ private:
         }
         // Cluster: only what Redis has confirmed may be shown (write before show).
         auto shown = showable_end();
-        if (shown <= out_off_) {
+        if (shown <= sent_total_) {
             if (pending() > 0)
                 w_.cluster->wait(shared_from_this());
             return;
         }
         int fd = gate.next_layer().native_handle();
         std::size_t sent = 0;
-        while (out_off_ < shown) {
-            ssize_t n = ::send(fd, out_.data() + out_off_, shown - out_off_, MSG_NOSIGNAL | MSG_DONTWAIT);
+        while (sent_total_ < shown) {
+            iovec iov[16];
+            msghdr msg{};
+            msg.msg_iov = iov;
+            msg.msg_iovlen = out_.gather(iov, std::size(iov));
+            // Cluster: no further than what may be shown.
+            std::size_t room = shown - sent_total_, total = 0;
+            for (std::size_t i = 0; i < msg.msg_iovlen; ++i) {
+                if (total + iov[i].iov_len >= room) {
+                    iov[i].iov_len = room - total;
+                    msg.msg_iovlen = i + 1;
+                    break;
+                }
+                total += iov[i].iov_len;
+            }
+            ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
             if (n > 0) {
-                out_off_ += static_cast<std::size_t>(n);
+                out_.consume(static_cast<std::size_t>(n));
+                sent_total_ += static_cast<std::uint64_t>(n);
                 sent += static_cast<std::size_t>(n);
                 w_.metrics.add(w_.metrics.writes);
                 continue;
@@ -369,7 +376,7 @@ private:
             return;
         }
         account_sent(sent);
-        if (pending() > 0 && out_off_ < showable_limit()) {
+        if (pending() > 0 && sent_total_ < showable_limit()) {
             blocked_ = true;
             gate.set_raw_busy(true);  // a frame may be half on the wire: Beast waits
             gate.next_layer().async_wait(tcp::socket::wait_write, [self = shared_from_this()](error_code ec) {
@@ -397,40 +404,39 @@ private:
     /// Where the output that may be shown now ends (cluster mode: the records of
     /// everything before it are in Redis). Each stretch of output is marked with the
     /// newest batch it needs; a mark whose batch is confirmed frees its stretch.
-    std::size_t
+    /// Output positions are absolute (bytes since the connection began): sent_total_ is
+    /// where the unsent output starts, output_end() where it ends.
+    std::uint64_t
+    output_end() const noexcept
+    {
+        return sent_total_ + pending();
+    }
+    std::uint64_t
     showable_end()
     {
         if (!w_.cluster)
-            return out_.size();
+            return output_end();
         auto b = w_.cluster->unconfirmed(m_.session_id);
         if (b == 0) {
             marks_.clear();
-            free_end_ = out_.size();
+            free_end_ = output_end();
             return free_end_;
         }
         if (!marks_.empty() && marks_.back().first == b)
-            marks_.back().second = out_.size();
+            marks_.back().second = output_end();
         else
-            marks_.emplace_back(b, out_.size());
+            marks_.emplace_back(b, output_end());
         while (!marks_.empty() && w_.cluster->confirmed(m_.session_id, marks_.front().first)) {
             free_end_ = std::max(free_end_, marks_.front().second);
             marks_.pop_front();
         }
-        return std::max(free_end_, out_off_);
+        return std::max(free_end_, sent_total_);
     }
     /// The last showable_end() without new marks.
-    std::size_t
+    std::uint64_t
     showable_limit() const
     {
-        return w_.cluster ? std::max(free_end_, out_off_) : out_.size();
-    }
-    /// Output offsets move when the buffer is compacted.
-    void
-    shift_marks(std::size_t by)
-    {
-        free_end_ -= std::min(free_end_, by);
-        for (auto& m : marks_)
-            m.second -= std::min(m.second, by);
+        return w_.cluster ? std::max(free_end_, sent_total_) : output_end();
     }
 
     void
@@ -441,22 +447,6 @@ private:
         w_.metrics.add(w_.metrics.bytes_out, sent);
         bytes_out_ += sent;
         w_.metrics.add(w_.metrics.queue_bytes, -static_cast<std::int64_t>(sent));
-        exempt_bytes_ -= std::min(exempt_bytes_, sent);  // a SYNC is ahead of what follows it
-        if (out_off_ == out_.size()) {
-            shift_marks(out_.size());
-            if (out_.capacity() > keep_buffer_bytes)
-                std::string().swap(out_);
-            else
-                out_.clear();
-            out_off_ = 0;
-            frame0_ = 0;
-        } else if (out_off_ - frame0_ > compact_bytes) {
-            frame_end_after(out_off_);  // moves frame0_ up to the frame being written
-            out_.erase(0, frame0_);
-            shift_marks(frame0_);
-            out_off_ -= frame0_;
-            frame0_ = 0;
-        }
     }
 
     void
@@ -473,50 +463,10 @@ private:
     void
     drop_output()
     {
-        std::size_t keep = frame_end_after(out_off_) - out_off_;
-        w_.metrics.add(w_.metrics.queue_bytes, -static_cast<std::int64_t>(pending() - keep));
-        if (keep == 0) {
-            std::string().swap(out_);
-            out_off_ = 0;
-            frame0_ = 0;
-        } else {
-            out_.resize(out_off_ + keep);
-        }
+        w_.metrics.add(w_.metrics.queue_bytes, -static_cast<std::int64_t>(out_.drop_unsent()));
         // What is left is the rest of a frame already begun: it may go.
         marks_.clear();
-        free_end_ = out_.size();
-        exempt_bytes_ = 0;
-    }
-
-    /// The end of the frame that contains byte `off` of the output buffer (`off` itself
-    /// when a frame starts there). Walks the frame headers from frame0_, a known frame
-    /// start; server frames are unmasked and always complete in the buffer.
-    std::size_t
-    frame_end_after(std::size_t off)
-    {
-        auto const* b = reinterpret_cast<unsigned char const*>(out_.data());
-        std::size_t p = frame0_;
-        while (p < off && p + 2 <= out_.size()) {
-            std::uint64_t len = b[p + 1] & 0x7f;
-            std::size_t head = 2;
-            if (len == 126) {
-                len = (std::uint64_t{b[p + 2]} << 8) | b[p + 3];
-                head = 4;
-            } else if (len == 127) {
-                len = 0;
-                for (int i = 0; i < 8; ++i)
-                    len = (len << 8) | b[p + 2 + i];
-                head = 10;
-            }
-            std::size_t next = p + head + static_cast<std::size_t>(len);
-            if (next > off) {
-                frame0_ = p;
-                return next;
-            }
-            p = next;
-        }
-        frame0_ = p;
-        return p;
+        free_end_ = sent_total_ + pending();
     }
 
     void
@@ -574,12 +524,10 @@ private:
     auth::admission adm_;            // what access control admitted (user token, seat)
     limits::ticket ticket_;          // this socket's place in the connection counts
 
-    std::string out_;                // frames not yet taken by the socket, from out_off_
-    std::size_t out_off_ = 0;
-    std::size_t frame0_ = 0;         // a frame boundary at or before out_off_
-    std::size_t exempt_bytes_ = 0;   // the SYNC part of the output (not limited)
-    std::size_t free_end_ = 0;       // cluster: output up to here may be shown
-    std::deque<std::pair<std::uint64_t, std::size_t>> marks_;  // cluster: (batch, end of output it covers)
+    output_queue out_;               // frames not yet taken by the socket; SYNCs shared, not limited
+    std::uint64_t sent_total_ = 0;   // bytes the socket took, ever: output positions count from here
+    std::uint64_t free_end_ = 0;     // cluster: output up to here (absolute) may be shown
+    std::deque<std::pair<std::uint64_t, std::uint64_t>> marks_;  // cluster: (batch, end of output it covers)
 
     bool accepted_ = false;
     bool blocked_ = false;           // the socket is full: waiting until it is writable

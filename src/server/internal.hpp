@@ -52,6 +52,9 @@ struct worker;
 /// Only on the owning worker's thread.
 struct session_slot final : session {
     session_slot(worker& w, std::string const& id);
+    ~session_slot();
+    session_slot(session_slot const&) = delete;
+    session_slot& operator=(session_slot const&) = delete;
     worker& w;
     net::steady_timer timer;
     std::int64_t armed_us = std::numeric_limits<std::int64_t>::max();
@@ -151,6 +154,10 @@ struct worker final : session_host {
     void touched(session& s) override;
     void seat_joined(std::string const& token, std::string const& name, std::string const& conn) override;
     void seat_left(std::string const& token, bool normal, std::string const& conn) override;
+    session_counters* counters() noexcept override { return &metrics; }
+    dispatch_limits const& limits() const noexcept override;
+    std::int64_t now_us() const noexcept override { return clock.now_us(); }
+    bool may_create_session() noexcept override;
 };
 
 /// State shared by all workers, the directory thread, the disk pool and the signal
@@ -162,6 +169,9 @@ struct worker final : session_host {
 struct server_state final : http_routes::service {
     config cfg;
     session_options sopts;
+    dispatch_limits dlimits;                   // per-connection limits the dispatch applies
+    byte_budget sync_budget;                   // --max-sync-bytes: any thread; outlives the workers
+    std::atomic<std::uint64_t> session_slots{0};  // sessions in memory over all workers (--max-sessions)
     store::file_store files;                   // stateless paths: any thread
     store::file_persistence persistence;       // any thread (own mutex)
     // Before the workers, so they outlive them: connections a worker's io_context still

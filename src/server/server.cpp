@@ -28,6 +28,26 @@ namespace lockstep {
 session_slot::session_slot(worker& wk, std::string const& id)
     : session(id, wk.clock, wk.st.sopts, &wk.st.persistence, &wk.metrics, &wk.load), w(wk), timer(wk.ioc)
 {
+    w.st.session_slots.fetch_add(1, std::memory_order_relaxed);
+}
+
+session_slot::~session_slot()
+{
+    w.st.session_slots.fetch_sub(1, std::memory_order_relaxed);
+}
+
+dispatch_limits const&
+worker::limits() const noexcept
+{
+    return st.dlimits;
+}
+
+bool
+worker::may_create_session() noexcept
+{
+    // Over all workers; checked before a JOIN creates one, so concurrent JOINs on other
+    // workers may pass it by at most one each.
+    return st.cfg.max_sessions == 0 || st.session_slots.load(std::memory_order_relaxed) < st.cfg.max_sessions;
 }
 
 worker::worker(server_state& state, unsigned i) : st(state), index(i)
@@ -438,6 +458,13 @@ server_state::server_state(config c)
     sopts.log_max = cfg.log_max;
     sopts.default_tick_ms = cfg.default_tick_ms;
     sopts.reflector_name = cfg.region;
+    sopts.log_max_bytes = cfg.log_max_bytes;
+    sync_budget.set_limit(cfg.max_sync_bytes);
+    sopts.sync_budget = &sync_budget;
+    dlimits.max_join_bytes = cfg.max_join_bytes;
+    dlimits.max_clients_per_session = cfg.max_clients_per_session;
+    dlimits.message_rate = cfg.max_message_rate;
+    dlimits.message_burst = cfg.max_message_burst;
     for (unsigned i = 0; i < cfg.threads; ++i)
         workers.push_back(std::make_unique<worker>(*this, i));
     builtin_web_root_ = find_builtin_web_root();
@@ -484,7 +511,19 @@ server_state::self_info(std::uint16_t port) const
 std::string
 server_state::metrics_text() const
 {
-    return render_metrics(metrics(), closes, http_requests.load(), draining_.load()) + limits_->render();
+    // The core's refusals (membership, message limits) join the edge limits' family.
+    std::vector<std::pair<std::string, std::uint64_t>> core;
+    for (std::size_t i = 0; i < static_cast<std::size_t>(refusal::count_); ++i) {
+        std::uint64_t n = 0;
+        for (auto const* w : metrics())
+            n += w->refusals[i].load(std::memory_order_relaxed);
+        core.emplace_back(refusal_name(static_cast<refusal>(i)), n);
+    }
+    return render_metrics(metrics(), closes, http_requests.load(), draining_.load()) + limits_->render(core) +
+           fmt::format("# HELP lockstep_sync_bytes_in_flight Bytes of SYNC messages queued to joiners and not yet "
+                       "written (counted once when joiners share one; bounded by --max-sync-bytes).\n"
+                       "# TYPE lockstep_sync_bytes_in_flight gauge\nlockstep_sync_bytes_in_flight {}\n",
+                       sync_budget.used());
 }
 
 void

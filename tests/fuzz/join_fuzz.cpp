@@ -6,6 +6,7 @@
 // the same arguments:
 //  - not an object, or `version` falsy (JavaScript truthiness) -> close 4100, nothing sent;
 //  - no `apiKey` -> close 4103, nothing sent;
+//  - a string `name`, `appId` or `persistentId` over 1024 bytes -> close 4102, nothing sent;
 //  - otherwise exactly one SYNC to the joiner at once, for this session, carrying `tove`
 //    as given, and the session keeps working (a SEND is reflected as a RECV).
 // Every byte the session delivers must be valid JSON to nlohmann (the arguments end up
@@ -70,6 +71,10 @@ expected_close(json const& args)
         return 4100;
     if (!args.contains("apiKey"))
         return 4103;
+    lockstep::session_options const defaults;
+    for (char const* key : {"name", "appId", "persistentId"})
+        if (auto v = args.find(key); v != args.end() && v->is_string() && v->get<std::string>().size() > defaults.max_name_bytes)
+            return 4102;
     return 0;
 }
 

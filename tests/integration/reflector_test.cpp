@@ -196,6 +196,7 @@ TEST(reflector, slow_consumer_is_closed_below_4100_and_nothing_is_lost_for_other
 {
     auto cfg = test_config();
     cfg.max_queue_bytes = 256 * 1024;
+    cfg.max_message_rate = 0;  // the fast client sends as fast as the reflector echoes
     running_server srv(cfg);
     ws_client fast(srv.port(), "/Q1");
     ws_client slow(srv.port(), "/Q1");
@@ -381,6 +382,7 @@ TEST(reflector, sync_larger_than_the_queue_limit_still_reaches_a_late_joiner)
 {
     auto cfg = test_config();
     cfg.max_queue_bytes = 64 * 1024;
+    cfg.max_message_rate = 0;  // the log is built at full speed
     running_server srv(cfg);
     ws_client a(srv.port(), "/L1");
     join(a, "va");

@@ -36,6 +36,10 @@ enum class close_code : std::uint16_t {
     client_unresponsive = 4001,
     client_inactive = 4002,
     please_reconnect = 4003,
+    too_many_messages = 4005,   // over the per-connection message rate (--max-message-rate)
+    too_many_sessions = 4006,   // a JOIN would create a session over --max-sessions
+    session_full = 4007,        // the session has --max-clients-per-session members
+    sync_budget = 4008,         // SYNC bytes in flight over --max-sync-bytes
     outdated_protocol = 4100,
     bad_app_id = 4101,
     malformed_message = 4102,

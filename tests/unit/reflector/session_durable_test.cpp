@@ -221,7 +221,7 @@ TEST_F(durable, each_logged_after_gives_what_the_journal_has_not_seen)
     auto before = s->seq();
     s->send(a, send_args("y"), {});
     s->send(a, send_args("z"), {});
-    s->snap(a, R"({"time":900,"seq":)" + std::to_string(before + 1) + R"(,"url":"u"})");
+    s->snap(a, R"({"time":)" + std::to_string(s->current_time_ms()) + R"(,"seq":)" + std::to_string(before + 1) + R"(,"url":"u"})");
     got.clear();
     s->each_logged_after(journaled, collect);
     EXPECT_EQ(got, std::vector<std::uint32_t>{before + 2});

@@ -332,8 +332,9 @@ TEST_F(fixture, snap_trims_the_log_wrap_aware)
         s->send(a, send_args("e"), {});  // 0xFFFFFFF2 ... 0xFFFFFFFF, 0, ..., 4
     auto seqs = recv_seqs(a);
     ASSERT_EQ(seqs.back(), 4u);
-    // Snapshot covering everything up to seq 0xFFFFFFFE (before the wrap).
-    clock.advance_ms(5);
+    // Snapshot covering everything up to seq 0xFFFFFFFE (before the wrap); the session
+    // time is past every snapshot time below.
+    clock.advance_ms(35);
     s->snap(a, R"({"time":310,"seq":4294967294,"hash":"h","url":"http://x/snap1","dissident":null})");
     EXPECT_EQ(s->log_size(), 6u);  // 0xFFFFFFFF, 0, 1, 2, 3, 4
     // An older snapshot is ignored.
@@ -448,7 +449,7 @@ TEST_F(fixture, log_thresholds_request_snapshots_then_refuse)
     ASSERT_FALSE(infos.empty());
     EXPECT_EQ(infos.back()["args"]["code"], "SNAPSHOT_NEEDED");
     // A snapshot frees the log again.
-    s->snap(a, (R"({"time":400,"seq":)" + std::to_string(s->seq()) + R"(,"url":"u"})").c_str());
+    s->snap(a, (R"({"time":)" + std::to_string(s->current_time_ms()) + R"(,"seq":)" + std::to_string(s->seq()) + R"(,"url":"u"})").c_str());
     s->send(a, send_args("accepted"), {});
     EXPECT_EQ(a.of("RECV").back()["args"][2], "accepted");
 }
@@ -621,4 +622,110 @@ TEST_F(fixture, a_user_object_reaches_others_byte_for_byte)
                 seen = true;
             }
     EXPECT_TRUE(seen);
+}
+
+namespace {
+
+/// The SYNC a peer was delivered (the shared message itself).
+lockstep::out_ptr
+sync_of(test_peer const& p)
+{
+    for (auto const& m : p.raw)
+        if (m->wire().find("\"action\":\"SYNC\"") != std::string_view::npos)
+            return m;
+    return nullptr;
+}
+
+}  // namespace
+
+TEST_F(fixture, simultaneous_joiners_share_one_sync_until_the_session_changes)
+{
+    test_peer a, b, c, d;
+    s->join(a, join_args("va", 1000));
+    run_ms(300);
+    for (int i = 0; i < 50; ++i)
+        s->send(a, send_args(std::string(200, 'x')), {});
+    clock.advance_ms(3);
+    s->join(b, join_args("vb", 1000));
+    clock.advance_ms(3);  // later, but nothing was reflected or ticked
+    s->join(c, join_args("vc", 1000));
+    ASSERT_TRUE(sync_of(b) && sync_of(c));
+    EXPECT_EQ(sync_of(b).get(), sync_of(c).get());  // one buffer, not a copy per joiner
+    EXPECT_EQ(b.of("SYNC").at(0), c.of("SYNC").at(0));
+    // An event in between: the next joiner gets a SYNC that has it.
+    s->send(a, send_args("new"), {});
+    s->join(d, join_args("vd", 1000));
+    EXPECT_NE(sync_of(d).get(), sync_of(b).get());
+    auto msgs = d.of("SYNC").at(0)["args"]["messages"];
+    EXPECT_EQ(msgs.back()[2], "new");
+    EXPECT_EQ(msgs.size(), c.of("SYNC").at(0)["args"]["messages"].size() + 1);
+}
+
+TEST_F(fixture, sync_bytes_in_flight_are_bounded_and_given_back_when_written)
+{
+    lockstep::byte_budget budget(20000);
+    opts.sync_budget = &budget;
+    make();
+    test_peer a;
+    ASSERT_TRUE(s->join(a, join_args("va", 1000)));
+    run_ms(300);
+    for (int i = 0; i < 50; ++i)
+        s->send(a, send_args(std::string(200, 'x')), {});  // a log of about 11 KB
+    a.clear();                                             // a's SYNC was written
+    EXPECT_EQ(budget.used(), 0u);
+    test_peer b, c, d;
+    ASSERT_TRUE(s->join(b, join_args("vb", 1000)));
+    auto one = budget.used();
+    EXPECT_GT(one, 11000u);
+    ASSERT_TRUE(s->join(c, join_args("vc", 1000)));  // shares b's: counted once
+    EXPECT_EQ(budget.used(), one);
+    s->send(a, send_args("change"), {});
+    EXPECT_FALSE(s->join(d, join_args("vd", 1000)));  // a second SYNC does not fit
+    EXPECT_EQ(d.closed, 4008);
+    EXPECT_TRUE(d.frames.empty());
+    EXPECT_EQ(s->client_count(), 3u);  // d is not a member
+    b.clear();
+    EXPECT_EQ(budget.used(), one);  // c still holds it
+    c.clear();
+    EXPECT_EQ(budget.used(), 0u);
+    test_peer e;
+    EXPECT_TRUE(s->join(e, join_args("ve", 1000)));
+    auto sync = e.of("SYNC").at(0)["args"];
+    EXPECT_EQ(sync["messages"].back()[2], "change");
+}
+
+TEST_F(fixture, the_log_is_bounded_in_bytes_like_in_count)
+{
+    opts.requ_threshold = 60;
+    opts.log_max = 100;
+    opts.log_max_bytes = 10000;  // 100 bytes count as one event
+    make();
+    test_peer a;
+    s->join(a, join_args("va", 1000));
+    run_ms(300);
+    std::string big(1000, 'b');  // each element is about 1,015 bytes: ~10 "events" of the count
+    int accepted = 0;
+    for (int i = 0; i < 12; ++i) {
+        auto before = s->seq();
+        s->send(a, send_args(big), {});
+        accepted += s->seq() != before;
+    }
+    // Accepted while under 10,000 bytes (like a length under --log-max), then refused.
+    EXPECT_EQ(accepted, 10);
+    EXPECT_GE(s->log_bytes(), 10000u);
+    EXPECT_LE(s->log_bytes(), 10000u + 1100u);
+    EXPECT_FALSE(a.of("REQU").empty());
+    EXPECT_EQ(a.of("INFO").back()["args"]["code"], "SNAPSHOT_NEEDED");
+    // Reflector events still get in, so membership stays exact.
+    test_peer b;
+    s->join(b, join_args("vb", 1000));
+    auto seq = s->seq();
+    run_ms(300);
+    EXPECT_EQ(s->seq(), seq + 1);
+    // A snapshot frees it: small and large events are accepted again.
+    s->snap(a, R"({"time":)" + std::to_string(s->current_time_ms()) + R"(,"seq":)" + std::to_string(s->seq()) +
+                   R"(,"url":"u"})");
+    EXPECT_EQ(s->log_bytes(), 0u);
+    s->send(a, send_args(big), {});
+    EXPECT_EQ(a.of("RECV").back()["args"][2], big);
 }

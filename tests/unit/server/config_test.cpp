@@ -71,6 +71,34 @@ TEST(config, overload_and_polling_flags)
     EXPECT_FALSE(parse({"--max-tick-stretch", "-5"}, msg, help));
 }
 
+TEST(config, session_limit_flags)
+{
+    std::string msg;
+    bool help;
+    auto d = parse({}, msg, help);
+    ASSERT_TRUE(d) << msg;
+    // Defaults far above real clients and `make bench` (10,000 clients, at most 60 events/s).
+    EXPECT_EQ(d->max_message_rate, 100u);
+    EXPECT_EQ(d->max_message_burst, 200u);
+    EXPECT_EQ(d->max_clients_per_session, 5000u);
+    EXPECT_EQ(d->max_sessions, 100000u);
+    EXPECT_EQ(d->max_sync_bytes, 1ull << 30);
+    EXPECT_EQ(d->log_max_bytes, 64ull << 20);
+    auto c = parse({"--max-message-rate", "0", "--max-sessions", "7", "--max-join-bytes", "4096",
+                    "--max-sync-bytes", "2000000", "--log-max-bytes", "1000000"},
+                   msg, help);
+    ASSERT_TRUE(c) << msg;
+    EXPECT_EQ(c->max_message_rate, 0u);
+    EXPECT_EQ(c->max_sessions, 7u);
+    EXPECT_EQ(c->max_join_bytes, 4096u);
+    // A SYNC of a full log must fit the budget with room for another.
+    EXPECT_FALSE(parse({"--max-sync-bytes", "1000000", "--log-max-bytes", "1000000"}, msg, help));
+    EXPECT_NE(msg.find("--max-sync-bytes"), std::string::npos);
+    EXPECT_FALSE(parse({"--log-max-bytes", "0"}, msg, help));  // with the default budget on
+    EXPECT_TRUE(parse({"--log-max-bytes", "0", "--max-sync-bytes", "0"}, msg, help)) << msg;
+    EXPECT_FALSE(parse({"--max-message-burst", "0"}, msg, help));
+}
+
 namespace {
 /// Sets an environment variable for the scope of one test.
 struct scoped_env {

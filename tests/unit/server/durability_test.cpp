@@ -127,7 +127,7 @@ TEST_F(journal_fixture, a_snapshot_compacts_and_release_keeps_the_journal)
     j->barrier();
     auto big = fs::file_size(segments().at(0));
     EXPECT_GT(big, 50u * 200);
-    s.snap(a, R"({"time":300,"seq":)" + std::to_string(s.seq() - 1) + R"(,"url":"http://x/snap"})");
+    s.snap(a, R"({"time":)" + std::to_string(s.current_time_ms()) + R"(,"seq":)" + std::to_string(s.seq() - 1) + R"(,"url":"http://x/snap"})");
     j->capture(s);
     j->barrier();
     auto files = segments();
