@@ -64,6 +64,7 @@ enum class refusal : std::uint8_t {
     snapshot,             // SNAP in the future, after the current seq, or with a long URL: ignored
     url,                  // SAVE with a URL over the limit: ignored
     sync_bytes,           // a JOIN whose SYNC would go over --max-sync-bytes in flight: close 4008
+    sync_timeout,         // a SYNC not written within --sync-timeout-ms (the joiner does not read): connection dropped
     session_id,           // JOIN on a URL whose session id is too long or has other characters: close 4100
     join_args,            // JOIN args over --max-join-bytes, or a name over 1024 bytes: close 4102
     message_rate,         // frames over --max-message-rate: close 4005
@@ -81,6 +82,7 @@ refusal_name(refusal r) noexcept
     case refusal::snapshot: return "snapshot";
     case refusal::url: return "url";
     case refusal::sync_bytes: return "sync_bytes";
+    case refusal::sync_timeout: return "sync_timeout";
     case refusal::session_id: return "session_id";
     case refusal::join_args: return "join_args";
     case refusal::message_rate: return "message_rate";

@@ -85,6 +85,11 @@ define(cli::options& o, config& c)
           "Joiners of a session that arrive while nothing changed share one SYNC buffer, counted once. The "
           "client reconnects with back-off. Must be at least twice `--log-max-bytes`. Metric: "
           "`{limit=\"sync_bytes\"}`, `lockstep_sync_bytes_in_flight`");
+    o.add("--sync-timeout-ms", c.sync_timeout_ms,
+          "a joiner whose SYNC is not all written by then is disconnected (0 = no limit)",
+          "So a joiner that does not read cannot hold `--max-sync-bytes` for long. A 64 MiB SYNC takes about a "
+          "minute at 1 MB/s: lower it only with a smaller `--log-max-bytes`. Its socket is full, so the TCP connection is closed without a close frame: the client sees 1006 and reconnects. Metric: "
+          "`{limit=\"sync_timeout\"}`");
     o.add("--default-tick-ms", c.default_tick_ms, "tick interval for a session whose creating JOIN names none",
           "Real clients always name one. Must be > 0");
     o.add("--drain-timeout-ms", c.drain_timeout_ms, "on SIGTERM/SIGINT, time given to clients to leave before exit",

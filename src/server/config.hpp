@@ -29,6 +29,7 @@ struct config {
     std::uint32_t log_max = 100000;           // log length at which SENDs are refused
     std::uint64_t log_max_bytes = 64ull << 20;  // the same in bytes of logged events; 0: count only
     std::uint64_t max_sync_bytes = 1ull << 30;  // SYNC bytes in flight over all joiners; over: 4008; 0: none
+    std::uint32_t sync_timeout_ms = 120000;   // a SYNC not written by then drops its joiner; 0: none
     std::uint32_t default_tick_ms = 200;      // tick of a session whose JOIN had no ticks
     std::uint32_t drain_timeout_ms = 5000;    // SIGTERM: time given to clients to go
     std::uint32_t max_coalesce_us = 20000;    // upper bound of adaptive write coalescing; 0 = off

@@ -30,7 +30,7 @@ class connection final : public peer, public flushable, public std::enable_share
 public:
     connection(server_state& st, worker& w, tcp::socket sock, std::string session_id, auth::admission adm = {},
                limits::ticket ticket = {})
-        : st_(st), w_(w), ws_(std::move(sock)), join_timer_(w.ioc), adm_(std::move(adm)), ticket_(std::move(ticket))
+        : st_(st), w_(w), ws_(std::move(sock)), join_timer_(w.ioc), sync_timer_(w.ioc), adm_(std::move(adm)), ticket_(std::move(ticket))
     {
         error_code ec;
         auto ep = ws_.next_layer().next_layer().remote_endpoint(ec);
@@ -82,6 +82,13 @@ public:
     deliver_sync(out_ptr const& m) override
     {
         enqueue(m, true);
+        // A SYNC counts against --max-sync-bytes until written: a joiner that does not
+        // read it in time is closed, so it cannot hold the budget.
+        if (close_requested_ || st_.cfg.sync_timeout_ms == 0 || sync_timer_armed_)
+            return;
+        sync_timer_armed_ = true;
+        sync_timer_.expires_after(std::chrono::milliseconds(st_.cfg.sync_timeout_ms));
+        sync_timer_.async_wait([self = shared_from_this()](error_code ec) { self->on_sync_timeout(ec); });
     }
 
     void
@@ -188,6 +195,19 @@ private:
             return;
         spdlog::info("{} sent no JOIN within {} ms: closing 4121", tag_, st_.cfg.join_timeout_ms);
         close(close_code::never_joined, "client never joined");
+    }
+
+    void
+    on_sync_timeout(error_code ec)
+    {
+        if (ec || close_requested_ || out_.shared_pending() == 0)
+            return;
+        spdlog::warn("{} SYNC not read within --sync-timeout-ms {} ({} bytes left): dropping the connection", tag_,
+                     st_.cfg.sync_timeout_ms, out_.shared_pending());
+        w_.metrics.refused_for(refusal::sync_timeout);
+        // Its socket is full, so no close frame could get through: the TCP connection is
+        // closed (the client sees 1006 and reconnects), which frees the SYNC and its budget.
+        write_failed();
     }
 
     void
@@ -490,6 +510,7 @@ private:
             return;
         finished_ = true;
         join_timer_.cancel();
+        sync_timer_.cancel();
         if (m_.joined)
             app_id_ = m_.joined->app_id();  // for the summary line below
         // A normal leave (close 1000 from the client) frees a router seat; a drop keeps
@@ -519,6 +540,8 @@ private:
     std::string tag_;
     beast::flat_buffer rbuf_;
     net::steady_timer join_timer_;
+    net::steady_timer sync_timer_;   // --sync-timeout-ms after the SYNC was queued
+    bool sync_timer_armed_ = false;
     membership m_;                   // the session and seat, as the dispatch keeps them
     bool seat_admitted_ = false;     // access control: the seat was checked for this session
     auth::admission adm_;            // what access control admitted (user token, seat)

@@ -8,6 +8,8 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/socket.h>
+
 using namespace lockstep;
 using namespace lockstep::test;
 using nlohmann::json;
@@ -19,6 +21,12 @@ refusals(std::uint16_t port, std::string const& limit)
 {
     auto m = metrics::parse(http_request(port, "GET", "/metrics").body);
     return m["lockstep_limit_refusals_total{limit=\"" + limit + "\"}"];
+}
+
+double
+sync_in_flight(std::uint16_t port)
+{
+    return metrics::parse(http_request(port, "GET", "/metrics").body)["lockstep_sync_bytes_in_flight"];
 }
 
 /// A legitimate session beside the attack: two members. check() has one send `n`
@@ -309,10 +317,7 @@ TEST(session_limits, sync_bytes_in_flight_are_bounded_and_joiners_share_one_sync
         greedy.push_back(std::make_unique<ws_client>(port, "/MID"));
         greedy.back()->send_json(quiet);
     }
-    auto in_flight = [&] {
-        return metrics::parse(http_request(port, "GET", "/metrics").body)["lockstep_sync_bytes_in_flight"];
-    };
-    EXPECT_LE(in_flight(), 1u << 20);
+    EXPECT_LE(sync_in_flight(port), 1u << 20);
     for (auto& g : greedy) {
         auto sync = g->recv_action("SYNC", 10s);
         ASSERT_TRUE(sync);
@@ -320,9 +325,9 @@ TEST(session_limits, sync_bytes_in_flight_are_bounded_and_joiners_share_one_sync
     }
     EXPECT_EQ(refusals(port, "sync_bytes"), 1);  // none of them was refused
     greedy.clear();
-    for (int i = 0; i < 100 && in_flight() > 0; ++i)
+    for (int i = 0; i < 100 && sync_in_flight(port) > 0; ++i)
         std::this_thread::sleep_for(20ms);
-    EXPECT_EQ(in_flight(), 0);
+    EXPECT_EQ(sync_in_flight(port), 0);
     legit.check(20, "after-syncs-");
 }
 
@@ -373,4 +378,47 @@ TEST(session_limits, the_log_is_bounded_in_bytes_and_the_session_stays_consisten
         events += e[2].is_string();
     EXPECT_EQ(events, 10);
     legit.check(20, "after-log-");
+}
+
+TEST(session_limits, a_joiner_that_does_not_read_its_sync_is_closed_and_gives_the_budget_back)
+{
+    auto cfg = test_config();
+    cfg.max_message_rate = 0;
+    cfg.sync_timeout_ms = 500;
+    running_server srv(cfg);
+    auto port = srv.port();
+    witness legit(port);
+    // A SYNC of 8 MB: more than the kernel buffers of a reader that takes 4 KB.
+    auto big = fill(port, "/HOLD", 500, 16000);
+    ASSERT_TRUE(big);
+    ws_client greedy(port, "/HOLD");
+    int small = 4096;
+    ASSERT_EQ(::setsockopt(greedy.fd(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
+    greedy.send_json(join_msg("greedy"));  // and it keeps sending, but never reads
+    bool held = false;
+    for (int i = 0; i < 20 && !held; ++i) {
+        held = sync_in_flight(port) > 1e6;
+        std::this_thread::sleep_for(10ms);
+    }
+    EXPECT_TRUE(held);
+    bool dropped = false;  // sending keeps it no longer than the timeout
+    for (int i = 0; i < 20 && !dropped; ++i) {
+        try {
+            greedy.send_json({{"action", "PULSE"}});
+        } catch (std::exception const&) {
+            dropped = true;
+        }
+        std::this_thread::sleep_for(100ms);
+    }
+    for (int i = 0; i < 100 && sync_in_flight(port) > 0; ++i)
+        std::this_thread::sleep_for(20ms);
+    EXPECT_EQ(sync_in_flight(port), 0);
+    EXPECT_EQ(refusals(port, "sync_timeout"), 1);
+    // Dropped: what it can still read ends without a close frame.
+    std::optional<json> f;
+    do
+        f = greedy.recv(2000ms);
+    while (f);
+    EXPECT_TRUE(greedy.closed());
+    legit.check(20, "after-hold-");
 }
