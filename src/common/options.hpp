@@ -58,7 +58,7 @@ public:
         if constexpr (std::is_same_v<T, std::vector<std::string>>)
             o->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
         o->envname(env_name(flag))->group(group_);
-        entries_.push_back({o, std::move(notes), [&field] { return toml(field); }});
+        entries_.push_back({o, std::move(notes), [&field] { return toml(field); }, {}});
         return o;
     }
 
