@@ -8,7 +8,8 @@
 //  - no `apiKey` -> close 4103, nothing sent;
 //  - a string `name`, `appId` or `persistentId` over 1024 bytes -> close 4102, nothing sent;
 //  - otherwise exactly one SYNC to the joiner at once, for this session, carrying `tove`
-//    as given, and the session keeps working (a SEND is reflected as a RECV).
+//    as given, and the session keeps working (a SEND is reflected as a RECV, within the
+//    60,000 ms cap on `ticks.delay`).
 // Every byte the session delivers must be valid JSON to nlohmann (the arguments end up
 // inside SYNCs and users events that every client parses).
 #include "support/test_peer.hpp"
@@ -117,7 +118,11 @@ LLVMFuzzerTestOneInput(std::uint8_t const* data, std::size_t size)
         fail("JOIN on an existing session: outcome differs from the rules", args);
 
     s.send(second, R"([0,0,"after",1])", {});
+    // A fuzzed `ticks.delay` may hold events back for up to its 60,000 ms cap
+    // (docs/protocol.md, section 7.4): the session must reflect within that.
     clock.advance_ms(1500);
+    s.on_timer();
+    clock.advance_ms(60'000);
     s.on_timer();
     bool reflected = false;
     for (auto const& f : frames_of(second, args))

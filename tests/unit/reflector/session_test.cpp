@@ -512,6 +512,22 @@ TEST_F(fixture, ticks_delay_holds_events_after_a_tick)
     EXPECT_GT(r[0]["args"][0].get<std::int64_t>(), 130);
 }
 
+// Found by the join fuzzer: a JOIN may ask for any delay; the hold-back is capped at
+// 60,000 ms (docs/protocol.md), so the session reflects again within the cap.
+TEST_F(fixture, a_huge_ticks_delay_is_capped_and_held_events_are_reflected_within_it)
+{
+    test_peer a;
+    s->join(a, R"({"version":1,"apiKey":"x","user":"va","ticks":{"tick":63,"delay":5.08e94}})");
+    run_ms(63);  // the first tick: lastTick = 63
+    s->send(a, send_args("held"), {});
+    run_ms(59'000);
+    EXPECT_TRUE(a.of("RECV").empty()) << "held for less than the capped delay";
+    run_ms(1'200);
+    auto r = a.of("RECV");
+    ASSERT_FALSE(r.empty()) << "not reflected once the 60,000 ms cap had passed";
+    EXPECT_GT(r.back()["args"][0].get<std::int64_t>(), 63 + 60'000);
+}
+
 TEST_F(fixture, ping_answers_pong_without_id)
 {
     test_peer a;
