@@ -158,6 +158,8 @@ struct worker final : session_host {
     dispatch_limits const& limits() const noexcept override;
     std::int64_t now_us() const noexcept override { return clock.now_us(); }
     bool may_create_session() noexcept override;
+    /// may_create_session reserved the session slot that session_for is about to fill.
+    bool slot_reserved = false;
 };
 
 /// State shared by all workers, the directory thread, the disk pool and the signal

@@ -20,6 +20,7 @@
 #include <random>
 #include <ctime>
 #include <functional>
+#include <utility>
 
 namespace lockstep {
 
@@ -28,7 +29,8 @@ namespace lockstep {
 session_slot::session_slot(worker& wk, std::string const& id)
     : session(id, wk.clock, wk.st.sopts, &wk.st.persistence, &wk.metrics, &wk.load), w(wk), timer(wk.ioc)
 {
-    w.st.session_slots.fetch_add(1, std::memory_order_relaxed);
+    if (!std::exchange(w.slot_reserved, false))
+        w.st.session_slots.fetch_add(1, std::memory_order_relaxed);
 }
 
 session_slot::~session_slot()
@@ -45,9 +47,17 @@ worker::limits() const noexcept
 bool
 worker::may_create_session() noexcept
 {
-    // Over all workers; checked before a JOIN creates one, so concurrent JOINs on other
-    // workers may pass it by at most one each.
-    return st.cfg.max_sessions == 0 || st.session_slots.load(std::memory_order_relaxed) < st.cfg.max_sessions;
+    // Over all workers, exactly: the JOIN reserves its slot here, and session_for (called
+    // next, on this thread) fills it, so JOINs on several workers cannot pass together.
+    if (st.cfg.max_sessions == 0)
+        return true;
+    auto n = st.session_slots.load(std::memory_order_relaxed);
+    do {
+        if (n >= st.cfg.max_sessions)
+            return false;
+    } while (!st.session_slots.compare_exchange_weak(n, n + 1, std::memory_order_relaxed));
+    slot_reserved = true;
+    return true;
 }
 
 worker::worker(server_state& state, unsigned i) : st(state), index(i)
