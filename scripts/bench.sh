@@ -6,6 +6,8 @@
 #
 # Environment: BENCH_QUICK=1 for a short smoke run (fewer steps, 3 s each);
 # BENCH_DOCS=1 (make bench-docs) also rewrites the summary table in docs/performance.md.
+# BENCH_COST_ONLY=1 runs only section 6 (paired cost runs); BENCH_COST_CONFIGS picks its
+# configurations (default "journal nojournal auth cluster"; "journal" is the ratios' base).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=build/bin
@@ -28,10 +30,13 @@ words() { echo $#; }
 # Paired cost runs (section 6): configurations x rounds, alternating.
 cost_rates=${BENCH_COST_RATES:-50 75}; cost_rounds=${BENCH_COST_ROUNDS:-3}
 [ "$quick" = 1 ] && cost_rounds=1
-cost_configs=4
-[ -n "${BENCH_BASELINE_BIN:-}" ] && cost_configs=5
+cost_names=${BENCH_COST_CONFIGS:-journal nojournal auth cluster}
+[ -n "${BENCH_BASELINE_BIN:-}" ] && cost_names="$cost_names before"
+cost_only=${BENCH_COST_ONLY:-0}
 total=$(( 2 + $(words $rates_fanout) + 2 * $(words $rates_400c) + 1 + 1 + $(words $counts_ticks) \
-          + $(words $counts_busy) + $(words $rates_threads) + cost_configs * cost_rounds * $(words $cost_rates) + 1 ))
+          + $(words $counts_busy) + $(words $rates_threads) + 1 ))
+[ "$cost_only" = 1 ] && total=0
+total=$(( total + $(words $cost_names) * cost_rounds * $(words $cost_rates) ))
 step_no=0; started=$(date +%s)
 progress() {  # what this step runs
   step_no=$((step_no + 1))
@@ -85,6 +90,7 @@ run() {  # scenario label, then lockstep-bench args
   echo "$line" | tee -a "$res"
 }
 
+if [ "$cost_only" != 1 ]; then
 # 0. The machine: small loopback TCP writes per second from one core (no reflector).
 for n in 1000 9000; do
   progress "loopback-probe $n sockets"
@@ -146,6 +152,7 @@ pin_refl=""
 start_reflector 2
 for r in $rates_threads; do run fanout-threads2 --sessions 50 --clients 1000 --rate "$r" --payload 120 --tps 20 --threads 1; done
 stop_reflector
+fi  # not BENCH_COST_ONLY
 
 # 6. What a feature costs, paired: the same fan-out (400 clients in 20 sessions of 20,
 # each of BENCH_COST_RATES events/s per client) against reflectors started with different flags, one
@@ -179,8 +186,6 @@ redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --d
 redis_pid=$!
 trap 'stop_reflector; kill "$redis_pid" 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.05; done
-cost_names="journal nojournal auth cluster"
-[ -n "${BENCH_BASELINE_BIN:-}" ] && cost_names="$cost_names before"
 for cost_rate in $cost_rates; do
 for round in $(seq 1 "$cost_rounds"); do
   for cfg in $cost_names; do
@@ -194,10 +199,15 @@ for round in $(seq 1 "$cost_rounds"); do
     start_reflector 1 "${flags[@]}"
     extra_fields="\"config\":\"$cfg\",\"round\":$round,"
     rcmds() { redis-cli -p "$redis_port" info stats | awk -F: '/^total_commands_processed/ {print $2+0}'; }
-    c0=$(rcmds); t0=$(date +%s.%N)
+    # redis-server's CPU time (user + system clock ticks): the share of a core it used.
+    rticks() { awk '{print $14 + $15}' "/proc/$redis_pid/stat"; }
+    c0=$(rcmds); k0=$(rticks); t0=$(date +%s.%N)
     run "cost" --sessions 20 --clients 400 --rate "$cost_rate" --payload 120 --tps 20
     if [ "$cfg" = cluster ]; then
-      echo "{\"scenario\":\"cost-redis\",\"config\":\"cluster\",\"rate\":$cost_rate,\"round\":$round,\"redis_commands_per_s\":$(python3 -c "print(round(($(rcmds) - $c0) / ($(date +%s.%N) - $t0)))")}" | tee -a "$res"
+      c1=$(rcmds); k1=$(rticks); t1=$(date +%s.%N)
+      echo "{\"scenario\":\"cost-redis\",\"config\":\"cluster\",\"rate\":$cost_rate,\"round\":$round,$(python3 -c "
+dt = $t1 - $t0
+print('\"redis_commands_per_s\":%d,\"redis_cpu_percent\":%d' % (round(($c1 - $c0) / dt), round(100 * ($k1 - $k0) / $(getconf CLK_TCK) / dt)))")}" | tee -a "$res"
     fi
     stop_reflector
   done
@@ -224,8 +234,12 @@ for (rate, cfg), rs in by.items():
     if cfg == "cluster" and redis:
         o["median_redis_commands_per_s"] = statistics.median(
             r["redis_commands_per_s"] for r in redis if r.get("rate") == rate)
+        o["median_redis_cpu_percent"] = statistics.median(
+            r["redis_cpu_percent"] for r in redis if r.get("rate") == rate)
     print(json.dumps(o))
 PY
+
+[ "$cost_only" = 1 ] && { echo "results: $res"; exit 0; }
 
 # 7. Microbenchmarks (one JSON line each).
 progress "microbenchmarks"

@@ -9,6 +9,9 @@ namespace lockstep {
 
 namespace {
 
+// Batches of one worker sent to Redis and not answered yet; later ones queue and merge.
+constexpr unsigned max_in_flight = 1;
+
 std::int64_t
 steady_us()
 {
@@ -240,6 +243,55 @@ cluster_sessions::barrier()
     staged_index_.clear();
     if (sent.empty())
         return;
+    if (in_flight_ < max_in_flight)
+        return send(batch, std::move(sent));
+    // Queued behind the unanswered batch: merged, one append per session.
+    queued_batch_ = batch;
+    for (auto& a : sent) {
+        auto [it, fresh] = queued_index_.try_emplace(a.id, queued_.size());
+        if (fresh || queued_[it->second].fence != a.fence) {
+            it->second = queued_.size();
+            queued_.push_back(std::move(a));
+            continue;
+        }
+        auto& q = queued_[it->second];
+        if (a.rebase) {  // the whole state: replaces what was queued
+            q = std::move(a);
+            continue;
+        }
+        if (!a.events.empty() || !a.header_json.empty())
+            q.seq = a.seq;
+        if (!a.header_json.empty())
+            q.header_json = std::move(a.header_json);
+        if (a.seen_ms >= 0)
+            q.seen_ms = a.seen_ms;
+        q.events.insert(q.events.end(), std::make_move_iterator(a.events.begin()),
+                        std::make_move_iterator(a.events.end()));
+    }
+}
+
+void
+cluster_sessions::send_queued()
+{
+    if (queued_.empty())
+        return;
+    std::vector<store::session_append> sent;
+    sent.reserve(queued_.size());
+    for (auto& a : queued_) {
+        auto it = owned_.find(a.id);
+        if (it != owned_.end() && it->second.l.fence == a.fence)
+            sent.push_back(std::move(a));  // else given up meanwhile: nothing of it may be written
+    }
+    queued_.clear();
+    queued_index_.clear();
+    if (!sent.empty())
+        send(queued_batch_, std::move(sent));
+}
+
+void
+cluster_sessions::send(std::uint64_t batch, std::vector<store::session_append> sent)
+{
+    ++in_flight_;
     auto& st = w_.st;
     st.directory.run([&st, &wk = w_, batch, sent = std::move(sent)]() mutable {
         auto results = st.cluster->store().append(sent);
@@ -254,11 +306,12 @@ void
 cluster_sessions::on_batch(std::uint64_t batch, std::vector<store::session_append> sent,
                            std::vector<store::append_status> results)
 {
+    --in_flight_;
     for (std::size_t i = 0; i < sent.size(); ++i) {
         auto const& id = sent[i].id;
         auto it = owned_.find(id);
-        if (it == owned_.end())
-            continue;
+        if (it == owned_.end() || it->second.l.fence != sent[i].fence)
+            continue;  // not ours any more, or written under an earlier lease
         auto& o = it->second;
         switch (results[i]) {
         case store::append_status::ok:
@@ -280,6 +333,8 @@ cluster_sessions::on_batch(std::uint64_t batch, std::vector<store::session_appen
             break;
         }
     }
+    if (in_flight_ < max_in_flight)
+        send_queued();
     wake();
 }
 
@@ -288,6 +343,7 @@ cluster_sessions::wake()
 {
     auto list = std::move(waiting_);
     waiting_.clear();
+    waiting_set_.clear();
     for (auto& c : list)
         c->flush();
 }
@@ -320,6 +376,7 @@ cluster_sessions::release(std::string const& id)
     if (it->second.retry_base)
         return false;  // Redis does not have all of it yet: stays in memory
     barrier();
+    send_queued();  // its last records go before the lease is released
     owned_.erase(it);
     tracker_.forget(id);
     auto& st = w_.st;
@@ -332,6 +389,7 @@ void
 cluster_sessions::release_all(unique_function<void()> done)
 {
     barrier();
+    send_queued();
     std::vector<std::string> ids;
     for (auto const& [id, o] : owned_)
         ids.push_back(id);

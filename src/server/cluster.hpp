@@ -20,6 +20,7 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 namespace lockstep {
@@ -81,7 +82,10 @@ public:
 
     /// After any call into `s`: stages its new records.
     void capture(session const& s) { tracker_.capture(s, *this); }
-    /// Sends everything staged to Redis as one batch (one pipelined round trip).
+    /// Makes everything staged a batch: sent to Redis at once (one pipelined round trip)
+    /// when no batch of this worker is waiting for Redis; else merged with the batches
+    /// queued behind it (one append per session), sent when that one completes. Under
+    /// load Redis gets fewer, larger calls instead of more.
     void barrier();
     /// 0 when everything `id` has shown or will show is in Redis; else the newest batch
     /// holding its records, which output must wait for.
@@ -89,7 +93,12 @@ public:
     /// True once `batch` of `id` is in Redis.
     bool confirmed(std::string const& id, std::uint64_t batch) const;
     /// `c` has output waiting for a batch: flushed again when one completes.
-    void wait(std::shared_ptr<flushable> c) { waiting_.push_back(std::move(c)); }
+    void
+    wait(std::shared_ptr<flushable> c)
+    {
+        if (waiting_set_.insert(c.get()).second)  // once per wake, however often it asks
+            waiting_.push_back(std::move(c));
+    }
     /// The session leaves memory (linger over): last records sent, then the lease
     /// released. False (nothing released) while Redis does not have all of it.
     bool release(std::string const& id);
@@ -120,6 +129,11 @@ private:
     void on_acquired(std::string const& id, store::acquire_result r);
     void on_batch(std::uint64_t batch, std::vector<store::session_append> sent,
                   std::vector<store::append_status> results);
+    /// Sends batch `batch` (and everything queued before it) to the directory thread.
+    void send(std::uint64_t batch, std::vector<store::session_append> sent);
+    /// Sends the queued batches now, even behind an unanswered one (before a release:
+    /// the directory thread runs tasks in order).
+    void send_queued();
     void wake();
 
     worker& w_;
@@ -129,7 +143,12 @@ private:
     std::unordered_map<std::string, std::size_t> staged_index_;
     std::vector<store::session_append> staged_;
     std::uint64_t next_batch_ = 0;
+    unsigned in_flight_ = 0;                          // batches sent, not answered yet
+    std::vector<store::session_append> queued_;       // merged batches waiting for them
+    std::unordered_map<std::string, std::size_t> queued_index_;
+    std::uint64_t queued_batch_ = 0;                  // the newest batch in queued_
     std::vector<std::shared_ptr<flushable>> waiting_;
+    std::unordered_set<flushable*> waiting_set_;     // the same connections, for wait()
     bool retry_armed_ = false;
 };
 

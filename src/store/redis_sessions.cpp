@@ -5,7 +5,10 @@
 
 #include <spdlog/spdlog.h>
 
+#include <openssl/evp.h>
+
 #include <charconv>
+#include <stdexcept>
 
 namespace lockstep::store {
 
@@ -19,11 +22,10 @@ parse_number(std::string const& s, T& out)
     return r.ec == std::errc() && r.ptr == s.data() + s.size();
 }
 
-/// The four keys of a session, then the EVAL of `op`.
-redis::command_args
-eval_args(std::string const (&keys)[4], char const* op)
+bool
+is_noscript(redis::value const& v)
 {
-    return {"EVAL", sessions_lua, "4", keys[0], keys[1], keys[2], keys[3], op};
+    return v.is_error() && v.str.rfind("NOSCRIPT", 0) == 0;
 }
 
 struct key_set {
@@ -36,6 +38,65 @@ struct key_set {
 
 }  // namespace
 
+redis_sessions::redis_sessions(redis::link& link, sessions_options opts) : link_(link), opts_(opts)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    if (EVP_Digest(sessions_lua, sizeof(sessions_lua) - 1, md, &len, EVP_sha1(), nullptr) != 1)
+        throw std::runtime_error("cannot compute the SHA-1 of the sessions script");
+    static constexpr char hex[] = "0123456789abcdef";
+    for (unsigned i = 0; i < len; ++i) {
+        sha_.push_back(hex[md[i] >> 4]);
+        sha_.push_back(hex[md[i] & 15]);
+    }
+}
+
+redis::command_args
+redis_sessions::script_args(std::string const (&keys)[4], char const* op) const
+{
+    return {"EVALSHA", sha_, "4", keys[0], keys[1], keys[2], keys[3], op};
+}
+
+std::optional<std::vector<redis::value>>
+redis_sessions::run_scripts(std::vector<redis::command_args> const& cmds)
+{
+    // One call goes alone: link::command re-opens a broken connection and tries again.
+    auto send = [this](std::vector<redis::command_args> const& c) -> std::optional<std::vector<redis::value>> {
+        if (c.size() != 1)
+            return link_.pipeline(c);
+        auto v = link_.command(c.front());
+        if (!v)
+            return std::nullopt;
+        return std::vector<redis::value>{std::move(*v)};
+    };
+    auto r = send(cmds);
+    if (!r)
+        return r;
+    std::vector<std::size_t> again;
+    for (std::size_t i = 0; i < r->size(); ++i)
+        if (is_noscript((*r)[i]))
+            again.push_back(i);
+    if (again.empty())
+        return r;
+    // Not in this Redis' script cache (restarted, failed over, SCRIPT FLUSH): load it
+    // and run what was refused, in the same order. A refused call ran nothing.
+    auto loaded = link_.command({"SCRIPT", "LOAD", sessions_lua});
+    if (!loaded || loaded->is_error()) {
+        spdlog::error("redis: SCRIPT LOAD failed: {}", loaded ? loaded->str : "unreachable");
+        return r;  // the refused calls stay errors
+    }
+    std::vector<redis::command_args> retry;
+    retry.reserve(again.size());
+    for (auto i : again)
+        retry.push_back(cmds[i]);
+    auto r2 = send(retry);
+    if (!r2)
+        return std::nullopt;  // a prefix may have run: the caller treats it all as unknown
+    for (std::size_t j = 0; j < again.size(); ++j)
+        (*r)[again[j]] = std::move((*r2)[j]);
+    return r;
+}
+
 std::string
 session_key(std::string const& id, char const* what)
 {
@@ -47,12 +108,13 @@ acquire_result
 redis_sessions::acquire(std::string const& id, std::string const& holder)
 {
     key_set keys(id);
-    auto args = eval_args(keys.k, "acquire");
+    auto args = script_args(keys.k, "acquire");
     auto lease_ms = std::to_string(opts_.lease_ms);
     args.push_back(holder);
     args.push_back(lease_ms);
     acquire_result out;
-    auto r = link_.command(args);
+    auto rs = run_scripts({args});
+    auto r = rs ? std::optional<redis::value>(std::move(rs->front())) : std::nullopt;
     if (!r || r->type != redis::value::kind::array || r->elements.size() < 2) {
         if (r)
             spdlog::error("redis: acquire {}: unexpected reply {}", id, r->str);
@@ -105,13 +167,13 @@ redis_sessions::renew(std::vector<std::pair<std::string, lease>> const& leases)
     for (auto const& [id, l] : leases) {
         keys.emplace_back(id);
         fences.push_back(std::to_string(l.fence));
-        auto args = eval_args(keys.back().k, "renew");
+        auto args = script_args(keys.back().k, "renew");
         args.push_back(l.token);
         args.push_back(fences.back());
         args.push_back(lease_ms);
         cmds.push_back(std::move(args));
     }
-    auto r = link_.pipeline(cmds);
+    auto r = run_scripts(cmds);
     if (!r)
         return out;
     for (std::size_t i = 0; i < r->size(); ++i)
@@ -124,10 +186,10 @@ bool
 redis_sessions::release(std::string const& id, lease const& l)
 {
     key_set keys(id);
-    auto args = eval_args(keys.k, "release");
+    auto args = script_args(keys.k, "release");
     args.push_back(l.token);
-    auto r = link_.command(args);
-    return r && r->integer == 1;
+    auto r = run_scripts({args});
+    return r && r->front().integer == 1;
 }
 
 std::vector<append_status>
@@ -150,13 +212,13 @@ redis_sessions::append(std::vector<session_append> const& batch)
                         a.seen_ms < 0 ? std::string() : std::to_string(a.seen_ms), std::to_string(opts_.retention_ms),
                         std::move(first)});
         auto const& n = nums.back();
-        auto args = eval_args(keys.back().k, "append");
+        auto args = script_args(keys.back().k, "append");
         args.insert(args.end(), {n[0], a.rebase ? "1" : "0", a.header_json, n[1], n[2], n[3], n[4]});
         for (auto const& e : a.events)
             args.push_back(e);
         cmds.push_back(std::move(args));
     }
-    auto r = link_.pipeline(cmds);
+    auto r = run_scripts(cmds);
     if (!r)
         return out;
     for (std::size_t i = 0; i < r->size(); ++i) {

@@ -62,7 +62,7 @@ struct sessions_options {
 
 class redis_sessions {
 public:
-    redis_sessions(redis::link& link, sessions_options opts) : link_(link), opts_(opts) {}
+    redis_sessions(redis::link& link, sessions_options opts);
 
     /// Takes the session's lease if nobody holds it, and reads its stored state.
     acquire_result acquire(std::string const& id, std::string const& holder);
@@ -83,8 +83,15 @@ public:
     sessions_options const& options() const noexcept { return opts_; }
 
 private:
+    /// EVALSHA of the script with the session's four keys and `op`.
+    redis::command_args script_args(std::string const (&keys)[4], char const* op) const;
+    /// Runs script calls in one round trip; calls refused with NOSCRIPT (a restarted or
+    /// flushed Redis) are run again, in order, after SCRIPT LOAD.
+    std::optional<std::vector<redis::value>> run_scripts(std::vector<redis::command_args> const& cmds);
+
     redis::link& link_;
     sessions_options opts_;
+    std::string sha_;  // the script's SHA-1, hex
 };
 
 /// The Redis key names of a session (tests read them).

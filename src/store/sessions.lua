@@ -1,6 +1,7 @@
 -- lockstep session state in Redis (cluster mode, docs/durability.md): one owner per
--- session (a lease with a fencing number) and the session's journal. Run by EVAL, so
--- every check and write of one call is atomic across the cluster.
+-- session (a lease with a fencing number) and the session's journal. Run by EVALSHA
+-- (loaded again after NOSCRIPT), so every check and write of one call is atomic across
+-- the cluster.
 --
 -- KEYS[1] ls:s:{id}:lease  string "<holder>#<fence>", expires after the lease time
 -- KEYS[2] ls:s:{id}:fence  integer, INCR at each acquisition: the fencing number
@@ -62,13 +63,15 @@ if op == 'append' then
   for i = 9, n, 500 do
     redis.call('RPUSH', KEYS[4], unpack(ARGV, i, math.min(n, i + 499)))
   end
-  if ARGV[4] ~= '' then redis.call('HSET', KEYS[3], 'header', ARGV[4]) end
-  if ARGV[5] ~= '' then redis.call('HSET', KEYS[3], 'seq', ARGV[5]) end
-  redis.call('HSET', KEYS[3], 'fence', ARGV[2])
-  if ARGV[6] ~= '' then redis.call('HSET', KEYS[3], 'seen', ARGV[6]) end
+  -- One HSET for every field that changed (fewer calls: this runs once per session and batch).
+  local h = {'HSET', KEYS[3], 'fence', ARGV[2]}
+  if ARGV[4] ~= '' then h[#h + 1] = 'header'; h[#h + 1] = ARGV[4] end
+  if ARGV[5] ~= '' then h[#h + 1] = 'seq'; h[#h + 1] = ARGV[5] end
+  if ARGV[6] ~= '' then h[#h + 1] = 'seen'; h[#h + 1] = ARGV[6] end
+  redis.call(unpack(h))
   redis.call('PEXPIRE', KEYS[2], ARGV[7])
   redis.call('PEXPIRE', KEYS[3], ARGV[7])
-  if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('PEXPIRE', KEYS[4], ARGV[7]) end
+  redis.call('PEXPIRE', KEYS[4], ARGV[7])  -- no-op while the list is empty (no key)
   return 1
 end
 

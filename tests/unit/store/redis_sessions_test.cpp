@@ -182,4 +182,33 @@ TEST_F(redis_sessions_test, blobs_round_trip_and_expire)
     EXPECT_FALSE(store.get_blob("apps/a/snap/x", reachable).has_value());
 }
 
+TEST_F(redis_sessions_test, calls_go_by_evalsha_and_survive_a_flushed_script_cache)
+{
+    auto a = store.acquire("s1", "refl-a");
+    ASSERT_EQ(a.what, acquire_result::status::acquired);
+    // Redis forgets the script (a restart or failover does the same): every kind of call
+    // still works, the refused ones run again after SCRIPT LOAD, in order.
+    ASSERT_EQ(link.command({"SCRIPT", "FLUSH"})->is_error(), false);
+    auto r = store.append({{"s1", a.granted.fence, true, journal::header_json(header_of("s1", 1)), 1, -1, {element(1)}},
+                           {"s1", a.granted.fence, false, "", 2, 50, {element(2)}}});
+    ASSERT_EQ(r.size(), 2u);
+    EXPECT_EQ(r[0], append_status::ok);
+    EXPECT_EQ(r[1], append_status::ok);
+    ASSERT_EQ(link.command({"SCRIPT", "FLUSH"})->is_error(), false);
+    EXPECT_EQ(store.renew({{"s1", a.granted}})[0], redis_sessions::renew_status::ok);
+    ASSERT_EQ(link.command({"SCRIPT", "FLUSH"})->is_error(), false);
+    EXPECT_TRUE(store.release("s1", a.granted));
+    auto b = store.acquire("s1", "refl-b");
+    ASSERT_EQ(b.what, acquire_result::status::acquired);
+    ASSERT_TRUE(b.state.has_value());
+    EXPECT_EQ(b.state->header.seq, 2u);
+    EXPECT_EQ(b.state->events.size(), 2u);
+    EXPECT_EQ(b.state->seen_ms, 50);
+    // The script is sent once per Redis, not with every call: EVAL never ran.
+    auto stats = link.command({"INFO", "commandstats"});
+    ASSERT_TRUE(stats.has_value());
+    EXPECT_EQ(stats->str.find("cmdstat_eval:"), std::string::npos) << stats->str;
+    EXPECT_NE(stats->str.find("cmdstat_evalsha:"), std::string::npos) << stats->str;
+}
+
 }  // namespace
