@@ -31,7 +31,7 @@ cost_rates=${BENCH_COST_RATES:-50 75}; cost_rounds=${BENCH_COST_ROUNDS:-3}
 cost_configs=4
 [ -n "${BENCH_BASELINE_BIN:-}" ] && cost_configs=5
 total=$(( 2 + $(words $rates_fanout) + 2 * $(words $rates_400c) + 1 + 1 + $(words $counts_ticks) \
-          + $(words $counts_busy) + $(words $rates_threads) + cost_configs * cost_rounds * $(words $cost_rates) + 1 ))
+          + $(words $counts_busy) + $(words $rates_threads) + cost_configs * cost_rounds * $(words $cost_rates) + 2 ))
 step_no=0; started=$(date +%s)
 progress() {  # what this step runs
   step_no=$((step_no + 1))
@@ -226,6 +226,12 @@ for (rate, cfg), rs in by.items():
             r["redis_commands_per_s"] for r in redis if r.get("rate") == rate)
     print(json.dumps(o))
 PY
+
+# 6b. Durable sessions: start-up time with 0 and 10,000 stored sessions (resume is lazy:
+# it must not grow), and a JOIN resuming one session with a 10,000-event journal.
+progress "durable: start-up with 0 and 10,000 stored sessions, resume of a 10,000-event journal"
+python3 scripts/bench_durable.py "$BIN" "$out" "$([ "$quick" = 1 ] && echo 3 || echo 5)" \
+  "${pin_refl#taskset -c }" "${pin_gen#taskset -c }" | tee -a "$res"
 
 # 7. Microbenchmarks (one JSON line each).
 progress "microbenchmarks"
