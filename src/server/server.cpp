@@ -61,6 +61,8 @@ worker::worker(server_state& state, unsigned i) : st(state), index(i)
         o.dir = st.cfg.data_dir + "/journal";
         o.fsync_ms = static_cast<std::int32_t>(std::min<std::uint32_t>(st.cfg.journal_fsync_ms, 3'600'000));
         o.retention_s = st.cfg.session_retention_s;
+        o.files_dir = st.cfg.data_dir + "/files";
+        o.persist_dir = st.cfg.data_dir + "/persist";
         journal = std::make_unique<session_journal>(std::move(o), metrics);
     }
 }
