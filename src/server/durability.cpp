@@ -34,11 +34,19 @@ session_journal::session_journal(durability_options opts, worker_metrics& metric
     tracker_.seen_per_base = opts_.seen_per_base;
 }
 
-bool
-session_journal::resume(session& s)
+session_journal::loaded
+session_journal::load(std::string const& id)
 {
-    std::error_code ec;
-    auto stored = writer_.load(s.id(), ec);
+    loaded l;
+    l.stored = writer_.load(id, l.ec);
+    return l;
+}
+
+bool
+session_journal::apply(session& s, loaded l)
+{
+    auto& ec = l.ec;
+    auto& stored = l.stored;
     mirror_stats();
     if (!ec && !stored)
         return false;  // never stored: a new session

@@ -91,7 +91,18 @@ public:
     /// `s` was just made for an id not in memory: if it has a journal, restores it.
     /// A journal that cannot be read is moved aside (kept for the operator, logged) and
     /// the session starts afresh. True when the session was resumed.
-    bool resume(session& s);
+    bool resume(session& s) { return apply(s, load(s.id())); }
+    /// What load() read: the stored session, none (never stored), or an error.
+    struct loaded {
+        std::optional<journal::stored_session> stored;
+        std::error_code ec;
+    };
+    /// Reads a stored session's journal. Safe on any thread (the disk pool): it reads
+    /// only files and bumps atomic counters.
+    loaded load(std::string const& id);
+    /// resume() with what load() read, on the worker: restores `s` (just made for that
+    /// id), or moves an unreadable journal aside.
+    bool apply(session& s, loaded l);
     /// After any call into `s`: stages what changed since the last capture — the whole
     /// state when the session is new or has a new snapshot (a new segment: compaction),
     /// else its new events and a header that changed, and a seen record when session
