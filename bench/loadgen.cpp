@@ -736,7 +736,7 @@ main(int argc, char** argv)
     auto t0 = clock_type::now();
     while (joined() < o.clients &&
            clock_type::now() - t0 < std::chrono::duration<double>(o.join_timeout))
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));  // join_s to the ms
     double join_s = std::chrono::duration<double>(clock_type::now() - t0).count();
     std::fprintf(stderr, "joined %d/%d clients in %.2f s\n", joined(), o.clients, join_s);
     g_phase = warming;
@@ -770,7 +770,7 @@ main(int argc, char** argv)
     double max_ms = all.latency_us.empty() ? 0 : *std::max_element(all.latency_us.begin(), all.latency_us.end()) / 1000.0;
     std::printf(
         "{\"sessions\":%d,\"clients\":%d,\"rate\":%g,\"payload\":%d,\"tps\":%d,\"seconds\":%.2f,"
-        "\"joined\":%llu,\"join_s\":%.2f,\"errors\":%llu,\"gaps\":%llu,\"deliveries_per_s\":%.0f,\"sent_per_s\":%.0f,"
+        "\"joined\":%llu,\"join_s\":%.3f,\"errors\":%llu,\"gaps\":%llu,\"deliveries_per_s\":%.0f,\"sent_per_s\":%.0f,"
         "\"offered_per_s\":%.0f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"p999_ms\":%.3f,\"max_ms\":%.3f,\"ticks_per_s\":%.0f,"
         "\"tick_late_p99_ms\":%.3f,\"latency_samples\":%zu,\"cpu_s\":%.2f,\"cpu_util\":%.2f}\n",
         o.sessions, o.clients, o.rate, o.payload, o.tps, elapsed, static_cast<unsigned long long>(all.joined), join_s,

@@ -34,7 +34,7 @@ cost_names=${BENCH_COST_CONFIGS:-journal nojournal auth cluster}
 [ -n "${BENCH_BASELINE_BIN:-}" ] && cost_names="$cost_names before"
 cost_only=${BENCH_COST_ONLY:-0}
 total=$(( 2 + $(words $rates_fanout) + 2 * $(words $rates_400c) + 1 + 1 + $(words $counts_ticks) \
-          + $(words $counts_busy) + $(words $rates_threads) + 1 ))
+          + $(words $counts_busy) + $(words $rates_threads) + 2 ))
 [ "$cost_only" = 1 ] && total=0
 total=$(( total + $(words $cost_names) * cost_rounds * $(words $cost_rates) ))
 step_no=0; started=$(date +%s)
@@ -240,6 +240,12 @@ for (rate, cfg), rs in by.items():
 PY
 
 [ "$cost_only" = 1 ] && { echo "results: $res"; exit 0; }
+
+# 6b. Durable sessions: start-up time with 0 and 10,000 stored sessions (resume is lazy:
+# it must not grow), and a JOIN resuming one session with a 10,000-event journal.
+progress "durable: start-up with 0 and 10,000 stored sessions, resume of a 10,000-event journal"
+python3 scripts/bench_durable.py "$BIN" "$out" "$([ "$quick" = 1 ] && echo 3 || echo 5)" \
+  "${pin_refl#taskset -c }" "${pin_gen#taskset -c }" | tee -a "$res"
 
 # 7. Microbenchmarks (one JSON line each).
 progress "microbenchmarks"

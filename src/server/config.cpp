@@ -51,7 +51,8 @@ define(cli::options& o, config& c)
           "Bounds what a machine crash can lose; a process crash loses nothing a client saw");
     o.add("--session-retention", c.session_retention,
           "delete the journal of a session nobody used for this long (seconds, or 90m, 12h, 30d)",
-          "Sessions leave memory after `--session-linger-ms` but stay stored until then")
+          "Sessions leave memory after `--session-linger-ms` but stay stored until then. The blobs only that "
+          "session referenced (its snapshots, its persisted data) are deleted with it")
         ->type_name("D");
     o.group("Limits");
     o.add("--max-frame-bytes", c.max_frame_bytes, "largest client frame; larger closes with 1009 (minimum 1024)",

@@ -252,6 +252,16 @@ private:
                     self->on_owned(ok, text);
                 });
                 return;
+            } else if (w_.journal && !w_.find_session(m_.session_id)) {
+                // A session not in memory may be stored: its journal is read on the disk
+                // pool, not on this loop. Reading pauses meanwhile.
+                auto data = rbuf_.cdata();
+                std::string text(static_cast<char const*>(data.data()), data.size());
+                rbuf_.consume(rbuf_.size());
+                w_.load_session(m_.session_id, [self = shared_from_this(), text = std::move(text)] {
+                    self->on_owned(true, text);
+                });
+                return;
             } else {
                 handle_frame();
             }
@@ -276,7 +286,8 @@ private:
             join_timer_.cancel();
     }
 
-    /// The cluster answered whether this worker owns the session now.
+    /// The cluster answered whether this worker owns the session now, or the session's
+    /// journal was read (`ok`).
     void
     on_owned(bool ok, std::string const& text)
     {

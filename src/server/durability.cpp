@@ -1,9 +1,16 @@
 #include "server/durability.hpp"
 
+#include "store/file_store.hpp"
+
+#include <nlohmann/json.hpp>
+
 #include <spdlog/spdlog.h>
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <set>
 
 namespace lockstep {
 
@@ -27,11 +34,19 @@ session_journal::session_journal(durability_options opts, worker_metrics& metric
     tracker_.seen_per_base = opts_.seen_per_base;
 }
 
-bool
-session_journal::resume(session& s)
+session_journal::loaded
+session_journal::load(std::string const& id)
 {
-    std::error_code ec;
-    auto stored = writer_.load(s.id(), ec);
+    loaded l;
+    l.stored = writer_.load(id, l.ec);
+    return l;
+}
+
+bool
+session_journal::apply(session& s, loaded l)
+{
+    auto& ec = l.ec;
+    auto& stored = l.stored;
     mirror_stats();
     if (!ec && !stored)
         return false;  // never stored: a new session
@@ -175,6 +190,7 @@ session_journal::sweep(std::function<bool(std::string const&)> const& mine,
     auto limit = std::chrono::seconds(static_cast<std::int64_t>(opts_.retention_s));
     std::size_t removed = 0;
     std::uint64_t bytes = 0;
+    std::vector<session_header> expired;
     for (auto const& id : writer_.stored()) {
         if (!mine(id))
             continue;
@@ -188,7 +204,11 @@ session_journal::sweep(std::function<bool(std::string const&)> const& mine,
             newest = std::max(newest, it->last_write_time(e2));
         }
         if (!live(id) && newest != fs::file_time_type::min() && now - newest > limit) {
+            std::error_code lec;
+            auto gone = writer_.load(id, lec);
             if (!writer_.remove(id)) {
+                if (gone)
+                    expired.push_back(std::move(gone->header));
                 ++removed;
                 spdlog::info("session {}: journal deleted after {} s unused (--session-retention)", id,
                              opts_.retention_s);
@@ -198,7 +218,106 @@ session_journal::sweep(std::function<bool(std::string const&)> const& mine,
         bytes += size;
     }
     metrics_.journal_disk_bytes.store(static_cast<std::int64_t>(bytes), std::memory_order_relaxed);
+    if (!expired.empty() && !opts_.files_dir.empty()) {
+        auto n = delete_expired_blobs(opts_.files_dir, expired, referenced_urls(), now - limit);
+        if (n)
+            spdlog::info("retention: {} blob(s) deleted that only expired sessions referenced", n);
+    }
     return removed;
+}
+
+std::vector<std::string>
+session_journal::referenced_urls()
+{
+    std::vector<std::string> urls;
+    for (auto const& id : writer_.stored()) {
+        std::error_code ec;
+        if (auto st = writer_.load(id, ec)) {
+            urls.push_back(st->header.snapshot_url);
+            urls.push_back(st->header.persisted_url);
+        }
+    }
+    std::error_code ec;
+    for (fs::directory_iterator it(opts_.persist_dir, ec), end; !ec && it != end; it.increment(ec)) {
+        if (it->path().extension() != ".json")
+            continue;
+        std::ifstream in(it->path(), std::ios::binary);
+        auto j = nlohmann::json::parse(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>(), nullptr,
+                                       false);
+        if (j.is_object() && j.contains("url") && j["url"].is_string())
+            urls.push_back(j["url"].get<std::string>());
+    }
+    return urls;
+}
+
+std::optional<std::string>
+blob_of_url(std::string_view url)
+{
+    auto at = url.find("/files/");
+    if (at == std::string_view::npos)
+        return std::nullopt;
+    auto rest = url.substr(at + 7);
+    rest = rest.substr(0, rest.find_first_of("?#"));
+    if (rest.rfind("t/", 0) == 0) {  // a t/<token> pair in front of the path
+        auto slash = rest.find('/', 2);
+        if (slash == std::string_view::npos)
+            return std::nullopt;
+        rest = rest.substr(slash + 1);
+    }
+    std::string why;
+    return store::blob_path(rest, why);
+}
+
+std::size_t
+delete_expired_blobs(std::string const& files_dir, std::vector<session_header> const& expired,
+                     std::vector<std::string> const& keep, fs::file_time_type older_than)
+{
+    std::set<std::string> kept;
+    for (auto const& u : keep)
+        if (auto b = blob_of_url(u))
+            kept.insert(*b);
+    std::set<std::string> candidates;
+    for (auto const& h : expired) {
+        for (auto const* u : {&h.snapshot_url, &h.persisted_url})
+            if (auto b = blob_of_url(*u))
+                candidates.insert(*b);
+        // The session's own snapshot directory (`<persistentId>.<sessionId>`): its older
+        // snapshots, which no header names any more.
+        auto b = blob_of_url(h.snapshot_url);
+        auto slash = b ? b->rfind('/') : std::string::npos;
+        if (slash == std::string::npos)
+            continue;
+        auto dir = b->substr(0, slash);
+        auto name = dir.substr(dir.rfind('/') + 1);
+        if (name.size() <= h.id.size() || name.compare(name.size() - h.id.size() - 1, std::string::npos, "." + h.id) != 0)
+            continue;
+        std::error_code ec;
+        for (fs::directory_iterator it(files_dir + "/" + dir, ec), end; !ec && it != end; it.increment(ec))
+            if (it->is_regular_file(ec))
+                candidates.insert(dir + "/" + it->path().filename().string());
+    }
+    std::size_t deleted = 0;
+    std::set<std::string> dirs;
+    for (auto const& rel : candidates) {
+        if (kept.count(rel))
+            continue;
+        std::error_code ec;
+        auto path = files_dir + "/" + rel;
+        auto t = fs::last_write_time(path, ec);
+        if (ec || t > older_than)
+            continue;  // gone already, or written since the session expired: not only theirs
+        if (fs::remove(path, ec) && !ec) {
+            ++deleted;
+            dirs.insert(fs::path(path).parent_path().string());
+        } else if (ec) {
+            spdlog::warn("retention: cannot delete blob {}: {}", rel, ec.message());
+        }
+    }
+    for (auto const& d : dirs) {  // empty snapshot directories go too (fs::remove keeps a non-empty one)
+        std::error_code ec;
+        fs::remove(d, ec);
+    }
+    return deleted;
 }
 
 void

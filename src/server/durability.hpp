@@ -14,7 +14,9 @@
 #include "store/journal.hpp"
 
 #include <cstdint>
+#include <filesystem>
 #include <functional>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -28,7 +30,24 @@ struct durability_options {
     std::uint32_t seen_per_base = 3600; // after this many seen records the session is rewritten
                                         // (an idle session's journal does not grow forever)
     std::uint64_t retention_s = 30ull * 24 * 3600;  // stored sessions unused this long are deleted
+    std::string files_dir;              // <data-dir>/files: blobs of expired sessions go too ("" = keep)
+    std::string persist_dir;            // <data-dir>/persist: SAVE records, whose blobs always stay
 };
+
+/// The blob path (relative to the files dir) a snapshot or persisted-data URL names:
+/// what follows "/files/" (and a "t/<token>/" pair), validated like a PUT path; nullopt
+/// for a URL without one.
+std::optional<std::string>
+blob_of_url(std::string_view url);
+
+/// Deletes the blobs that only expired sessions referenced: each expired header's
+/// snapshot and persisted-data blob, and the other files of its snapshot's directory
+/// when that directory is the session's own (`…/<persistentId>.<sessionId>/`). A blob
+/// named in `keep` (the URLs of every session still stored and of every SAVE record)
+/// or written after `older_than` stays. Returns how many files were deleted.
+std::size_t
+delete_expired_blobs(std::string const& files_dir, std::vector<session_header> const& expired,
+                     std::vector<std::string> const& keep, std::filesystem::file_time_type older_than);
 
 /// What of each session has been handed to a journal sink: the rules that decide, after
 /// any call into a session, which records are new (shared by the file journal and the
@@ -72,7 +91,18 @@ public:
     /// `s` was just made for an id not in memory: if it has a journal, restores it.
     /// A journal that cannot be read is moved aside (kept for the operator, logged) and
     /// the session starts afresh. True when the session was resumed.
-    bool resume(session& s);
+    bool resume(session& s) { return apply(s, load(s.id())); }
+    /// What load() read: the stored session, none (never stored), or an error.
+    struct loaded {
+        std::optional<journal::stored_session> stored;
+        std::error_code ec;
+    };
+    /// Reads a stored session's journal. Safe on any thread (the disk pool): it reads
+    /// only files and bumps atomic counters.
+    loaded load(std::string const& id);
+    /// resume() with what load() read, on the worker: restores `s` (just made for that
+    /// id), or moves an unreadable journal aside.
+    bool apply(session& s, loaded l);
     /// After any call into `s`: stages what changed since the last capture — the whole
     /// state when the session is new or has a new snapshot (a new segment: compaction),
     /// else its new events and a header that changed, and a seen record when session
@@ -109,6 +139,8 @@ public:
 private:
     void flush();
     void mirror_stats();
+    /// The URLs every remaining stored session and SAVE record names.
+    std::vector<std::string> referenced_urls();
 
     durability_options opts_;
     worker_metrics& metrics_;

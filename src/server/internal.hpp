@@ -12,6 +12,7 @@
 #include "server/cluster.hpp"
 #include "server/directory_thread.hpp"
 #include "server/config.hpp"
+#include "common/unique_function.hpp"
 #include "server/durability.hpp"
 #include "server/metrics.hpp"
 #include "server/server.hpp"
@@ -107,6 +108,12 @@ struct worker final : session_host {
     /// Deletes a session from memory now (its lease was lost). Its connections must be
     /// detached from it first (abandon_session_connections).
     void drop_session(std::string const& id);
+    /// Runs `then` on this thread once session `id` is in memory or known not to be
+    /// stored: at once when it is in memory or there is no file journal; else after its
+    /// journal was read on the disk pool, off this loop (one read for every JOIN that
+    /// arrives meanwhile; the first of them restores the session).
+    void load_session(std::string const& id, unique_function<void()> then);
+    std::unordered_map<std::string, std::vector<unique_function<void()>>> loading;
     /// Retention sweep of the stored sessions this worker owns, then every few minutes.
     void start_journal_sweep(std::chrono::milliseconds first);
 

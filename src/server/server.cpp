@@ -71,6 +71,8 @@ worker::worker(server_state& state, unsigned i) : st(state), index(i)
         o.dir = st.cfg.data_dir + "/journal";
         o.fsync_ms = static_cast<std::int32_t>(std::min<std::uint32_t>(st.cfg.journal_fsync_ms, 3'600'000));
         o.retention_s = st.cfg.session_retention_s;
+        o.files_dir = st.cfg.data_dir + "/files";
+        o.persist_dir = st.cfg.data_dir + "/persist";
         journal = std::make_unique<session_journal>(std::move(o), metrics);
     }
 }
@@ -253,12 +255,37 @@ worker::session_for(std::string const& id)
     auto& slot = sessions[id];
     if (!slot) {
         slot = std::make_unique<session_slot>(*this, id);
-        // Lazily, once: the first JOIN for a stored session brings it back, on this
-        // thread, so a second JOIN finds it in memory.
+        // Connections read a stored session on the disk pool first (load_session); a
+        // slot made here without that (no connection) reads it on this thread.
         if (journal)
             journal->resume(*slot);
     }
     return *slot;
+}
+
+void
+worker::load_session(std::string const& id, unique_function<void()> then)
+{
+    if (!journal || sessions.count(id))
+        return then();
+    auto& waiters = loading[id];
+    waiters.push_back(std::move(then));
+    if (waiters.size() > 1)
+        return;  // read once for every JOIN that arrives meanwhile
+    net::post(st.disk, [this, id] {
+        auto l = journal->load(id);
+        defer([this, id, l = std::move(l)]() mutable {
+            auto waiters = std::move(loading[id]);
+            loading.erase(id);
+            if (journal && !sessions.count(id)) {
+                auto& slot = sessions[id];
+                slot = std::make_unique<session_slot>(*this, id);
+                journal->apply(*slot, std::move(l));
+            }
+            for (auto& f : waiters)
+                f();
+        });
+    });
 }
 
 session*

@@ -270,6 +270,33 @@ TEST(durability, sigkill_restart_resumes_every_session_a_client_saw)
     EXPECT_GT(r.metric("lockstep_journal_bytes_total"), 0);
 }
 
+// Resume reads the journal on the disk pool while the JOINs wait: two JOINs racing for a
+// stored session (the second arrives while the first one's read is under way) get one
+// session, resumed once, with the stored timeline and log.
+TEST(durability, racing_joins_for_a_stored_session_get_one_resumed_session)
+{
+    reflector_process r;
+    auto a = play(r.port(), "raceA", 60);
+    ASSERT_EQ(payloads(a, "inc"), 60u);
+    ASSERT_TRUE(r.signal_and_wait(SIGKILL));
+    r.start();
+    ws_client c1(r.port(), "/raceA");
+    ws_client c2(r.port(), "/raceA");
+    c1.send_json(join_msg("alice"));
+    c2.send_json(join_msg("bob"));
+    auto s1 = c1.recv_action("SYNC", 5s);
+    auto s2 = c2.recv_action("SYNC", 5s);
+    ASSERT_TRUE(s1);
+    ASSERT_TRUE(s2);
+    EXPECT_EQ((*s1)["args"]["timeline"], a.timeline);
+    EXPECT_EQ((*s2)["args"]["timeline"], a.timeline);
+    ASSERT_GE((*s1)["args"]["messages"].size(), a.recvs.size());
+    for (std::size_t i = 0; i < a.recvs.size(); ++i)
+        EXPECT_EQ((*s1)["args"]["messages"][i], a.recvs[i]) << i;
+    EXPECT_EQ(r.metric("lockstep_sessions_resumed_total"), 1);
+    EXPECT_EQ(r.metric("lockstep_sessions"), 1);
+}
+
 TEST(durability, sigterm_drain_writes_everything_and_the_restart_continues)
 {
     reflector_process r({"--journal-fsync-ms", "1000"});

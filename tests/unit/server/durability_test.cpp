@@ -221,3 +221,81 @@ TEST_F(journal_fixture, an_idle_sessions_journal_does_not_grow_forever)
     ASSERT_TRUE(j2.resume(r));
     EXPECT_GE(r.time_ms(), last_tick);
 }
+
+// Retention also deletes the blobs only expired sessions referenced: the expired session's
+// snapshot (and its older snapshots in its own directory) and persisted data, but not a
+// blob a retained session's header or a SAVE record names, nor one written since.
+TEST_F(journal_fixture, retention_deletes_the_blobs_only_expired_sessions_referenced)
+{
+    auto files = dir / "files";
+    auto persist = dir / "persist";
+    auto put = [&](std::string const& rel) {
+        fs::create_directories((files / rel).parent_path());
+        std::ofstream(files / rel) << "blob " << rel;
+    };
+    auto stored = [&](std::string const& id, std::string const& snap, std::string const& persisted) {
+        lockstep::session_header h;
+        h.id = id;
+        h.timeline = "t-" + id;
+        h.tick_ms = 50;
+        h.snapshot_url = snap.empty() ? "" : "http://127.0.0.1:9090/files/" + snap;
+        h.snapshot_time = "0";
+        h.persisted_url = persisted.empty() ? "" : "http://127.0.0.1:9090/files/t/tok/" + persisted;
+        auto bytes = lockstep::journal::file_header();
+        lockstep::journal::append_header(bytes, h);
+        lockstep::journal::append_base(bytes);
+        fs::create_directories(dir / "journal" / id);
+        std::ofstream(dir / "journal" / id / "0000000000000001.lsj", std::ios::binary) << bytes;
+    };
+    std::string const gone_dir = "apps/app/snap/v1/pid.gone/", kept_dir = "apps/app/snap/v1/pid.kept/";
+    put(gone_dir + "0000001000_5.a");   // the expired session's current snapshot
+    put(gone_dir + "0000000500_2.b");   // an older one of it, named by no header
+    put(gone_dir + "0000002000_9.new"); // written after it expired: stays
+    put(kept_dir + "0000001000_5.c");   // the retained session's snapshot
+    put("apps/app/pid/save/shared");    // persisted data both name
+    put("apps/app/pid/save/only-gone"); // persisted data only the expired one names
+    put("apps/app/pid/save/saved");     // what a SAVE record names (the expired one too)
+    put("apps/other/unrelated");        // nobody's
+    stored("gone", gone_dir + "0000001000_5.a", "apps/app/pid/save/only-gone");
+    stored("gone2", "", "apps/app/pid/save/saved");
+    stored("kept", kept_dir + "0000001000_5.c", "apps/app/pid/save/shared");
+    stored("gone3", "", "apps/app/pid/save/shared");
+    fs::create_directories(persist);
+    std::ofstream(persist / "x.json") << R"({"appId":"app","key":"[\"app\",\"pid\"]","persistentId":"pid",)"
+                                      << R"("url":"http://127.0.0.1:9090/files/apps/app/pid/save/saved"})";
+    auto old = fs::file_time_type::clock::now() - std::chrono::hours(2);
+    for (auto const& e : fs::recursive_directory_iterator(files))
+        if (e.is_regular_file() && e.path().filename() != "0000002000_9.new")
+            fs::last_write_time(e.path(), old);
+    for (auto id : {"gone", "gone2", "gone3"})
+        for (auto const& e : fs::directory_iterator(dir / "journal" / id))
+            fs::last_write_time(e.path(), old);
+
+    durability_options o;
+    o.dir = (dir / "journal").string();
+    o.fsync_ms = 0;
+    o.retention_s = 3600;
+    o.files_dir = files.string();
+    o.persist_dir = persist.string();
+    session_journal j(o, metrics);
+    EXPECT_EQ(j.sweep([](std::string const&) { return true; }, [](std::string const&) { return false; }), 3u);
+
+    EXPECT_FALSE(fs::exists(files / (gone_dir + "0000001000_5.a")));
+    EXPECT_FALSE(fs::exists(files / (gone_dir + "0000000500_2.b")));
+    EXPECT_FALSE(fs::exists(files / "apps/app/pid/save/only-gone"));
+    EXPECT_TRUE(fs::exists(files / (gone_dir + "0000002000_9.new")));
+    EXPECT_TRUE(fs::exists(files / (kept_dir + "0000001000_5.c")));
+    EXPECT_TRUE(fs::exists(files / "apps/app/pid/save/shared"));
+    EXPECT_TRUE(fs::exists(files / "apps/app/pid/save/saved"));
+    EXPECT_TRUE(fs::exists(files / "apps/other/unrelated"));
+    EXPECT_TRUE(fs::exists(dir / "journal" / "kept"));
+}
+
+TEST(blob_of_url, names_the_path_after_files_and_refuses_the_rest)
+{
+    EXPECT_EQ(lockstep::blob_of_url("http://h:9/files/apps/a/snap/x.y/1_2.h"), "apps/a/snap/x.y/1_2.h");
+    EXPECT_EQ(lockstep::blob_of_url("https://h/p/files/t/jwt/apps/a/s%20p?x=1"), "apps/a/s p");
+    EXPECT_FALSE(lockstep::blob_of_url("").has_value());
+    EXPECT_FALSE(lockstep::blob_of_url("http://h/other/apps/a").has_value());
+    EXPECT_FALSE(lockstep::blob_of_url("http://h/files/apps/../../etc/passwd").has_value());
+}
