@@ -256,3 +256,11 @@ export function assertAgree(results, expected, maxLost) {
     const lost = expected - first.count;
     assert.ok(lost >= 0 && lost <= maxLost, `count ${first.count} of ${expected}`);
 }
+
+/** For each app: ms from `at` (wall clock) to its next reflected event (Infinity: none). */
+export function eventGaps(results, at) {
+    return results.map(r => {
+        const next = r.result.recvAt.find(t => t > at);
+        return next === undefined ? Infinity : next - at;
+    });
+}

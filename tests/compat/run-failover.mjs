@@ -18,7 +18,8 @@
 
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
-import { killAll, sleep, scenarioEnv, startCluster, owner, runClient, tails, assertContinued, assertAgree }
+import { killAll, sleep, scenarioEnv, startCluster, owner, runClient, tails, assertContinued, assertAgree,
+    eventGaps }
     from "./harness.mjs";
 
 const { BIN, SLOW, LOG_DIR } = scenarioEnv("failover");
@@ -52,10 +53,7 @@ async function failover() {
             assertAgree([ra, rb], 2 * SENDS, 2);
             assert.ok(ra.result.snapsSent.length + rb.result.snapsSent.length >= 1, "no snapshot before the kill");
             // How long reflected events stopped: from the kill to each app's next RECV.
-            const gaps = [ra, rb].map(r => {
-                const next = r.result.recvAt.find(t => t > killAt);
-                return next === undefined ? Infinity : next - killAt;
-            });
+            const gaps = eventGaps([ra, rb], killAt);
             const now = await owner(ports, session);
             console.log(`FAILOVER kill -9 of r${victim + 1} -> next reflected event after ${gaps[0]} ms (A), ` +
                 `${gaps[1]} ms (B); session now on r${now + 1}; goal ${GOAL_MS} ms`);
