@@ -1,9 +1,14 @@
-// Shared by the Node scenario tests (run-restart.mjs, run-failover.mjs): free ports,
-// readiness waits, counter-app.mjs processes, and cleanup of every child process.
+// Shared by the Node scenario tests (run-restart.mjs, run-failover.mjs, run-rolling.mjs,
+// run-handoff.mjs): free ports, readiness waits, counter-app.mjs processes, reflectors that
+// can be stopped and started again, a cluster (redis-server, reflectors, HAProxy with an
+// admin socket), the checks every scenario makes on the apps' results, and cleanup of
+// every child process.
 import { spawn } from "node:child_process";
-import { createWriteStream } from "node:fs";
+import { createWriteStream, mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
+import assert from "node:assert/strict";
 import net from "node:net";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -71,4 +76,191 @@ export function runClient(name, env, logDir) {
         const line = out.split("\n").find(l => l.startsWith("RESULT "));
         resolve({ code, logFile, result: line ? JSON.parse(line.slice(7)) : null });
     }));
+}
+
+/** What every scenario reads from its environment: LOCKSTEP_REFLECTOR_BIN (required),
+ *  COMPAT_SLOW (factor >= 1 for the timeouts), COMPAT_LOG_DIR (default: a fresh temp dir). */
+export function scenarioEnv(prefix) {
+    const logDir = process.env.COMPAT_LOG_DIR
+        ? (mkdirSync(process.env.COMPAT_LOG_DIR, { recursive: true }), process.env.COMPAT_LOG_DIR)
+        : mkdtempSync(join(tmpdir(), `lockstep-${prefix}-`));
+    return { BIN: process.env.LOCKSTEP_REFLECTOR_BIN || "", SLOW: Math.max(1, Number(process.env.COMPAT_SLOW) || 1),
+        LOG_DIR: logDir };
+}
+
+/** A lockstep-reflector process on a fixed port and data dir; start() may be called again. */
+export class Reflector {
+    constructor(bin, port, dir, args, logDir, name = String(port)) {
+        Object.assign(this, { bin, port, dir, args, logDir, name, runs: 0 });
+    }
+    async start() {
+        this.p = spawnLogged(this.bin, ["--bind", "127.0.0.1", "--port", String(this.port), "--data-dir", this.dir,
+            ...this.args], join(this.logDir, `reflector-${this.name}-${++this.runs}.log`));
+        await ready(this.port);
+    }
+    stop(signal, ms = 10000) { return stopProcess(this.p, signal, ms); }
+}
+
+async function redisPing(port) {
+    return new Promise(resolve => {
+        const s = net.connect(port, "127.0.0.1", () => s.write("PING\r\n"));
+        s.on("data", d => { s.destroy(); resolve(d.toString().startsWith("+PONG")); });
+        s.on("error", () => resolve(false));
+    });
+}
+
+/** A redis-server on `port` without persistence; resolves once it answers PING (bounded: 10 s). */
+export async function startRedis(port, logDir) {
+    const p = spawnLogged("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "",
+        "--appendonly", "no", "--loglevel", "warning"], join(logDir, "redis.log"));
+    for (let i = 0; i < 200; i++) {
+        if (await redisPing(port)) return p;
+        await sleep(50);
+    }
+    throw new Error("redis-server did not start");
+}
+
+/** deploy/haproxy/haproxy.cfg for loopback: `balance` (uri: hash of the path; first: the
+ *  first server in service), an admin socket, servers listed in `order`, `disabled` ones in
+ *  maintenance until enabled through the socket. */
+function haproxyConfig({ port, ports, balance, socket, order, disabled }) {
+    const hashing = balance === "uri" ? "    balance uri\n    hash-type consistent\n" : `    balance ${balance}\n`;
+    return `global
+    maxconn 2000
+    stats socket ${socket} level admin
+
+defaults
+    mode http
+    timeout connect 500ms
+    timeout client 60s
+    timeout server 60s
+    timeout tunnel 1h
+    timeout http-request 10s
+    option redispatch 1
+    retries 2
+    retry-on conn-failure empty-response
+
+frontend lockstep
+    bind 127.0.0.1:${port}
+    default_backend reflectors
+
+backend reflectors
+${hashing}    option httpchk GET /health/ready
+    http-check expect status 200
+    default-server inter 500ms fall 2 rise 2
+${order.map(i => `    server r${i + 1} 127.0.0.1:${ports[i]} check${disabled.includes(i) ? " disabled" : ""}`).join("\n")}
+`;
+}
+
+/** One command on HAProxy's admin socket; resolves its answer. */
+export function haproxyAdmin(socket, command) {
+    return new Promise((resolve, reject) => {
+        let out = "";
+        const s = net.connect(socket, () => s.end(`${command}\n`));
+        s.on("data", d => { out += d.toString("utf8"); });
+        s.on("end", () => resolve(out));
+        s.on("error", reject);
+    });
+}
+
+/** Waits (bounded: 10 s) until HAProxy reports server r<i+1> `status` (UP, DOWN, MAINT). */
+export async function haproxyStatus(socket, i, status) {
+    let last = "";
+    for (let k = 0; k < 200; k++) {
+        const csv = await haproxyAdmin(socket, "show stat").catch(() => "");
+        const row = csv.split("\n").find(l => l.startsWith(`reflectors,r${i + 1},`));
+        last = row ? row.split(",")[17] : "";
+        if (last === status) return;
+        await sleep(50);
+    }
+    throw new Error(`HAProxy: r${i + 1} is ${last}, not ${status}`);
+}
+
+/** A cluster on loopback: a redis-server, `n` reflectors (ids r1…rn, each with its data
+ *  dir, restartable) and HAProxy in front with an admin socket. stop() ends all of it. */
+export async function startCluster({ bin, logDir, n = 3, args = [], balance = "uri", order, disabled = [] }) {
+    const redisPort = await freePort();
+    const redis = await startRedis(redisPort, logDir);
+    const ports = [];
+    for (let i = 0; i < n; i++) ports.push(await freePort());
+    const reflectors = ports.map((port, i) => new Reflector(bin, port, mkdtempSync(join(tmpdir(), "lockstep-cluster-data-")),
+        ["--redis", `redis://127.0.0.1:${redisPort}`, "--reflector-id", `r${i + 1}`, ...args], logDir, `r${i + 1}`));
+    for (const r of reflectors) await r.start();
+    const hport = await freePort();
+    const socket = join(logDir, `haproxy-${hport}.sock`);
+    const cfg = join(logDir, "haproxy.cfg");
+    writeFileSync(cfg, haproxyConfig({ port: hport, ports, balance, socket, disabled,
+        order: order || ports.map((_, i) => i) }));
+    const haproxy = spawnLogged("haproxy", ["-db", "-f", cfg], join(logDir, "haproxy.log"));
+    await ready(hport);
+    return {
+        redisPort, ports, reflectors, hport, socket,
+        /** counter-app.mjs settings reaching the cluster through HAProxy. */
+        env: { LIB: "multisynq", REFLECTOR: `ws://127.0.0.1:${hport}/reflector`, FILES: `http://127.0.0.1:${hport}/files` },
+        async stop() {
+            await stopProcess(haproxy, "SIGTERM", 5000).catch(() => {});
+            for (const r of reflectors)
+                if (children.has(r.p.proc)) await r.stop("SIGTERM").catch(() => {});
+            await stopProcess(redis, "SIGTERM", 5000).catch(() => {});
+            for (const r of reflectors) rmSync(r.dir, { recursive: true, force: true });
+        },
+    };
+}
+
+/** The reflector (index into `ports`) whose /sessions lists `name` live with clients, or -1. */
+export async function owner(ports, name) {
+    for (let i = 0; i < ports.length; i++) {
+        try {
+            const list = await (await fetch(`http://127.0.0.1:${ports[i]}/sessions`)).json();
+            if (list.some(e => e.state === "live" && e.clients > 0 && String(e.name).endsWith(name))) return i;
+        } catch (e) { /* down */ }
+    }
+    return -1;
+}
+
+/** The last lines of each app's log, for a failure message. */
+export function tails(results, lines = 15) {
+    return results.map(r => `--- ${r.logFile}\n${readFileSync(r.logFile, "utf8").split("\n").slice(-lines).join("\n")}`)
+        .join("\n");
+}
+
+/** The app ran to the end, reconnected, and its session went on across the interruption
+ *  at model time `atMs`: one timeline, a SYNC after it, model time past it. */
+export function assertContinued(r, atMs) {
+    assert.ok(r.result, `no RESULT from ${r.logFile}`);
+    const res = r.result;
+    assert.equal(r.code, 0, `${res.name} exit ${r.code}: ${res.error}`);
+    assert.ok(res.syncs.length >= 2, `${res.name} saw ${res.syncs.length} SYNCs (no reconnect?)`);
+    assert.equal(new Set(res.syncs.map(s => s.timeline)).size, 1, `${res.name}: timeline changed`);
+    const last = res.syncs[res.syncs.length - 1];
+    assert.ok(last.time >= atMs - 1500, `${res.name}: last SYNC at time ${last.time}`);
+    assert.ok(res.modelTime > atMs, `${res.name}: model time ${res.modelTime} restarted`);
+}
+
+/** Every reconnect was a seamless rejoin: model and view kept, init() ran once. */
+export function assertSeamless(res, rejoins = 1) {
+    assert.ok(res.logs.seamless >= rejoins, `${res.name}: ${res.logs.seamless} seamless rejoin(s), want ${rejoins}`);
+    assert.equal(res.logs.cannotRejoin, 0, `${res.name}: could not rejoin seamlessly`);
+    assert.equal(res.viewsCreated, 1, `${res.name}: view rebuilt`);
+    assert.equal(res.viewsDetached, 0, `${res.name}: view torn down`);
+    assert.equal(res.initRan, 1, `${res.name}: model init ran again`);
+}
+
+/** The replicas agree (count, digest) and at most `maxLost` of `expected` increments are missing. */
+export function assertAgree(results, expected, maxLost) {
+    const [first, ...rest] = results.map(r => r.result);
+    for (const res of rest) {
+        assert.equal(res.count, first.count, `${res.name} and ${first.name} differ in count`);
+        assert.equal(res.digest, first.digest, `${res.name} and ${first.name} differ in state`);
+    }
+    const lost = expected - first.count;
+    assert.ok(lost >= 0 && lost <= maxLost, `count ${first.count} of ${expected}`);
+}
+
+/** For each app: ms from `at` (wall clock) to its next reflected event (Infinity: none). */
+export function eventGaps(results, at) {
+    return results.map(r => {
+        const next = r.result.recvAt.find(t => t > at);
+        return next === undefined ? Infinity : next - at;
+    });
 }

@@ -18,31 +18,22 @@
 
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, mkdirSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { killAll, sleep, freePort, ready, spawnLogged, stopProcess, runClient as runApp } from "./harness.mjs";
+import { killAll, sleep, freePort, scenarioEnv, Reflector as ReflectorProcess, runClient as runApp, tails,
+    assertContinued, assertSeamless, assertAgree } from "./harness.mjs";
 
-const BIN = process.env.LOCKSTEP_REFLECTOR_BIN || "";
-const SLOW = Math.max(1, Number(process.env.COMPAT_SLOW) || 1);
-const LOG_DIR = process.env.COMPAT_LOG_DIR
-    ? (mkdirSync(process.env.COMPAT_LOG_DIR, { recursive: true }), process.env.COMPAT_LOG_DIR)
-    : mkdtempSync(join(tmpdir(), "lockstep-restart-"));
-
+const { BIN, SLOW, LOG_DIR } = scenarioEnv("restart");
 const SENDS = 24;        // per client, one every SEND_MS
 const SEND_MS = 250;
 const STOP_AT_MS = 7000; // after the snapshot at model time 5.2 s
 after(killAll);
 
-/** A lockstep-reflector process on a fixed port and data dir; start() may be called again. */
-class Reflector {
-    constructor(port, dir, more = []) { this.port = port; this.dir = dir; this.more = more; this.runs = 0; }
-    async start() {
-        this.p = spawnLogged(BIN, ["--bind", "127.0.0.1", "--port", String(this.port), "--data-dir", this.dir,
-            "--drain-timeout-ms", "3000", ...this.more], join(LOG_DIR, `reflector-${this.port}-${++this.runs}.log`));
-        await ready(this.port);
-    }
-    stop(signal) { return stopProcess(this.p, signal, 10000 * SLOW); }
+/** A standalone reflector on a fixed port and data dir. */
+class Reflector extends ReflectorProcess {
+    constructor(port, dir, more = []) { super(BIN, port, dir, ["--drain-timeout-ms", "3000", ...more], LOG_DIR); }
+    stop(signal) { return super.stop(signal, 10000 * SLOW); }
 }
 
 const runClient = (name, env) => runApp(name, env, LOG_DIR);
@@ -67,34 +58,17 @@ async function scenario(signal) {
     await refl.start();  // at once: within the client's rejoinLimit (1 s)
     const [ra, rb] = await Promise.all([a, b]);
     await refl.stop("SIGTERM");
-    const tails = () => [ra, rb].map(r => `--- ${r.logFile}\n${readFileSync(r.logFile, "utf8").split("\n").slice(-15).join("\n")}`).join("\n");
     try {
         if (signal === "SIGTERM") assert.equal(stopped.code, 0, "drain exits with 0");
         for (const r of [ra, rb]) {
-            assert.ok(r.result, `no RESULT from ${r.logFile}`);
-            const res = r.result;
-            assert.equal(r.code, 0, `${res.name} exit ${r.code}: ${res.error}`);
-            // The session came back, not a new one: one timeline, time went on.
-            const timelines = new Set(res.syncs.map(s => s.timeline));
-            assert.equal(res.syncs.length >= 2, true, `${res.name} saw ${res.syncs.length} SYNCs (no reconnect?)`);
-            assert.equal(timelines.size, 1, `${res.name}: timeline changed across the restart`);
-            const after = res.syncs[res.syncs.length - 1];
-            assert.ok(after.time >= STOP_AT_MS - 1500, `${res.name}: SYNC after the restart at time ${after.time}`);
-            assert.ok(res.modelTime > STOP_AT_MS, `${res.name}: model time ${res.modelTime} restarted`);
-            // Seamless: model and view kept.
-            assert.ok(res.logs.seamless >= 1, `${res.name}: no seamless rejoin`);
-            assert.equal(res.logs.cannotRejoin, 0, `${res.name}: could not rejoin seamlessly`);
-            assert.equal(res.viewsCreated, 1, `${res.name}: view rebuilt`);
-            assert.equal(res.viewsDetached, 0, `${res.name}: view torn down`);
-            assert.equal(res.initRan, 1, `${res.name}: model init ran again`);
+            // The session came back, not a new one, and seamlessly: model and view kept.
+            assertContinued(r, STOP_AT_MS);
+            assertSeamless(r.result);
         }
-        assert.equal(ra.result.count, rb.result.count, "replicas differ in count");
-        assert.equal(ra.result.digest, rb.result.digest, "replicas differ in state");
-        const lost = 2 * SENDS - ra.result.count;
-        assert.ok(lost >= 0 && lost <= (signal === "SIGKILL" ? 2 : 2), `count ${ra.result.count} of ${2 * SENDS}`);
+        assertAgree([ra, rb], 2 * SENDS, 2);
         assert.ok(ra.result.snapsSent.length + rb.result.snapsSent.length >= 1, "no snapshot was taken before the stop");
     } catch (e) {
-        e.message += `\n${tails()}`;
+        e.message += `\n${tails([ra, rb])}`;
         throw e;
     } finally {
         rmSync(dir, { recursive: true, force: true });
