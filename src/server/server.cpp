@@ -277,7 +277,9 @@ worker::load_session(std::string const& id, unique_function<void()> then)
         defer([this, id, l = std::move(l)]() mutable {
             auto waiters = std::move(loading[id]);
             loading.erase(id);
-            if (journal && !sessions.count(id)) {
+            // Only a stored session is made here, and only within --max-sessions; a
+            // new one is made by the JOIN's dispatch, which checks the limit itself.
+            if (journal && !sessions.count(id) && l.stored && may_create_session()) {
                 auto& slot = sessions[id];
                 slot = std::make_unique<session_slot>(*this, id);
                 journal->apply(*slot, std::move(l));
