@@ -264,3 +264,12 @@ export function eventGaps(results, at) {
         return next === undefined ? Infinity : next - at;
     });
 }
+
+/** Logs each app's pause in reflected events after `at` (`label` names the cause) and
+ *  holds it to `goalMs` (x `slow`, + 1 s of slack). Returns the pauses. */
+export function assertEventsResumed(results, at, label, goalMs, slow) {
+    const gaps = eventGaps(results, at);
+    console.log(`${label}: next reflected event after ${gaps[0]} ms (A), ${gaps[1]} ms (B); goal ${goalMs} ms`);
+    for (const g of gaps) assert.ok(g <= goalMs * slow + 1000, `events stopped for ${g} ms`);
+    return gaps;
+}
