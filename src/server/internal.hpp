@@ -113,6 +113,8 @@ struct worker final : session_host {
     /// journal was read on the disk pool, off this loop (one read for every JOIN that
     /// arrives meanwhile; the first of them restores the session).
     void load_session(std::string const& id, unique_function<void()> then);
+    /// While load_session answers its JOINs: the id it read and found nothing stored for.
+    std::string not_stored;
     std::unordered_map<std::string, std::vector<unique_function<void()>>> loading;
     /// Retention sweep of the stored sessions this worker owns, then every few minutes.
     void start_journal_sweep(std::chrono::milliseconds first);

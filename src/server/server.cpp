@@ -257,7 +257,7 @@ worker::session_for(std::string const& id)
         slot = std::make_unique<session_slot>(*this, id);
         // Connections read a stored session on the disk pool first (load_session); a
         // slot made here without that (no connection) reads it on this thread.
-        if (journal)
+        if (journal && id != not_stored)
             journal->resume(*slot);
     }
     return *slot;
@@ -279,13 +279,18 @@ worker::load_session(std::string const& id, unique_function<void()> then)
             loading.erase(id);
             // Only a stored session is made here, and only within --max-sessions; a
             // new one is made by the JOIN's dispatch, which checks the limit itself.
+            bool const nothing_stored = !l.stored && !l.ec;
             if (journal && !sessions.count(id) && l.stored && may_create_session()) {
                 auto& slot = sessions[id];
                 slot = std::make_unique<session_slot>(*this, id);
                 journal->apply(*slot, std::move(l));
             }
+            // Read and found nothing stored: the JOINs below make a new session without
+            // reading the disk again on this loop.
+            not_stored = nothing_stored ? id : std::string();
             for (auto& f : waiters)
                 f();
+            not_stored.clear();
         });
     });
 }
