@@ -120,11 +120,13 @@ export async function startRedis(port, logDir) {
     throw new Error("redis-server did not start");
 }
 
-/** deploy/haproxy/haproxy.cfg for loopback: `balance` (uri: hash of the path; first: the
- *  first server in service), an admin socket, servers listed in `order`, `disabled` ones in
- *  maintenance until enabled through the socket. */
+/** deploy/haproxy/haproxy.cfg for loopback: `balance` (uri: consistent hash of the last
+ *  path segment, the session id, as deploy/ has it; first: the first server in service), an
+ *  admin socket, servers listed in `order`, `disabled` ones in maintenance until enabled
+ *  through the socket. */
 function haproxyConfig({ port, ports, balance, socket, order, disabled }) {
-    const hashing = balance === "uri" ? "    balance uri\n    hash-type consistent\n" : `    balance ${balance}\n`;
+    const hashing = balance === "uri" ? "    balance hash path,field(-1,/)\n    hash-type consistent\n"
+        : `    balance ${balance}\n`;
     return `global
     maxconn 2000
     stats socket ${socket} level admin
@@ -177,16 +179,21 @@ export async function haproxyStatus(socket, i, status) {
 }
 
 /** A cluster on loopback: a redis-server, `n` reflectors (ids r1…rn, each with its data
- *  dir, restartable) and HAProxy in front with an admin socket. stop() ends all of it. */
-export async function startCluster({ bin, logDir, n = 3, args = [], balance = "uri", order, disabled = [] }) {
+ *  dir, restartable) and HAProxy in front with an admin socket. With `publicUrl` every
+ *  reflector's --public-url is HAProxy's, as for a cluster behind a balancer (router seat
+ *  URLs then name the balancer). stop() ends all of it. */
+export async function startCluster({ bin, logDir, n = 3, args = [], balance = "uri", order, disabled = [],
+    publicUrl = false }) {
     const redisPort = await freePort();
     const redis = await startRedis(redisPort, logDir);
     const ports = [];
     for (let i = 0; i < n; i++) ports.push(await freePort());
-    const reflectors = ports.map((port, i) => new Reflector(bin, port, mkdtempSync(join(tmpdir(), "lockstep-cluster-data-")),
-        ["--redis", `redis://127.0.0.1:${redisPort}`, "--reflector-id", `r${i + 1}`, ...args], logDir, `r${i + 1}`));
-    for (const r of reflectors) await r.start();
     const hport = await freePort();
+    const pub = publicUrl ? ["--public-url", `ws://127.0.0.1:${hport}`] : [];
+    const reflectors = ports.map((port, i) => new Reflector(bin, port, mkdtempSync(join(tmpdir(), "lockstep-cluster-data-")),
+        ["--redis", `redis://127.0.0.1:${redisPort}`, "--reflector-id", `r${i + 1}`, ...pub, ...args], logDir,
+        `r${i + 1}`));
+    for (const r of reflectors) await r.start();
     const socket = join(logDir, `haproxy-${hport}.sock`);
     const cfg = join(logDir, "haproxy.cfg");
     writeFileSync(cfg, haproxyConfig({ port: hport, ports, balance, socket, disabled,

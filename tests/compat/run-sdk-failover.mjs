@@ -49,22 +49,47 @@ function runCounter(name, args) {
     }));
 }
 
+async function waitFor(probe, ms, what) {
+    const until = Date.now() + ms;
+    while (Date.now() < until) {
+        const v = await probe().catch(() => null);
+        if (v) return v;
+        await sleep(100);
+    }
+    throw new Error(`timed out waiting for ${what}`);
+}
+
 function tail(r, lines = 20) {
     return `--- ${r.logFile}\n${readFileSync(r.logFile, "utf8").split("\n").slice(-lines).join("\n")}`;
 }
 
-async function sdkFailover() {
+/** Seats: both counters ask the router (through HAProxy) for a seat in one room and
+ *  connect to the seat URL it hands out, which names HAProxy (every reflector's
+ *  --public-url); after the kill they retry that same URL. */
+async function sdkFailover({ seats }) {
     assert.ok(BIN, "LOCKSTEP_REFLECTOR_BIN must name the reflector binary");
     assert.ok(COUNTER, "LOCKSTEP_COUNTER_BIN must name the lockstep-counter binary");
-    const cluster = await startCluster({ bin: BIN, logDir: LOG_DIR, args: ["--drain-timeout-ms", "2000"] });
+    const cluster = await startCluster({ bin: BIN, logDir: LOG_DIR, args: ["--drain-timeout-ms", "2000"],
+        publicUrl: seats });
     const { ports, reflectors, hport } = cluster;
-    const session = `sdk-failover-${Date.now()}`;
-    const common = ["--reflector", `ws://127.0.0.1:${hport}/reflector`, "--files", `http://127.0.0.1:${hport}/files`,
-        "--session", session, "--sends", String(SENDS), "--send-ms", String(SEND_MS), "--snapshot-ms", "2000",
-        "--run-ms", String(16000 * SLOW)];
-    const a = runCounter("A", common);
+    const name = `sdk-failover-${seats ? "seat" : "url"}-${Date.now()}`;
+    const where = seats ? ["--router", `http://127.0.0.1:${hport}`, "--room", name]
+        : ["--reflector", `ws://127.0.0.1:${hport}/reflector`, "--session", name];
+    const common = [...where, "--files", `http://127.0.0.1:${hport}/files`, "--sends", String(SENDS),
+        "--send-ms", String(SEND_MS), "--snapshot-ms", "2000", "--run-ms", String(16000 * SLOW)];
+    const a = runCounter(`${name}-A`, [...common, ...(seats ? ["--user", "ua"] : [])]);
     await sleep(300);
-    const b = runCounter("B", common);
+    const b = runCounter(`${name}-B`, [...common, ...(seats ? ["--user", "ub"] : [])]);
+    // Through the router the session's name is the room's shard, known once a client joined.
+    let session = name;
+    if (seats) {
+        const room = await waitFor(async () => {
+            const r = await fetch(`http://127.0.0.1:${hport}/v1/rooms/${name}`);
+            const j = r.status === 200 ? await r.json() : null;
+            return j && j.shards && j.shards.length ? j : null;
+        }, 10000 * SLOW, "the room's shard");
+        session = room.shards[0].session;
+    }
     let victim = -1;
     try {
         await sleep(KILL_AT_MS);
@@ -85,6 +110,10 @@ async function sdkFailover() {
                 assert.ok(res.model_time > KILL_AT_MS, `${r.name}: model time ${res.model_time} did not go on`);
             }
             const [ra, rb] = results.map(r => r.result);
+            if (seats) {
+                assert.equal(ra.session_name, session, "A's seat is not in the room's shard");
+                assert.equal(rb.session_name, session, "B's seat is not in the room's shard");
+            }
             assert.ok(ra.stats.snapshots_uploaded + rb.stats.snapshots_uploaded >= 1, "no snapshot uploaded");
             assert.equal(ra.session_id, rb.session_id, "the replicas ended in different sessions");
             assert.equal(ra.count, rb.count, "the replicas differ in count");
@@ -97,7 +126,7 @@ async function sdkFailover() {
             const shared = ra.checkpoints.filter(c => byTime.has(c[0]));
             assert.ok(shared.some(c => c[0] > KILL_AT_MS), "no common checkpoint after the kill");
             for (const c of shared) assert.equal(JSON.stringify(c), byTime.get(c[0]), `checkpoint at ${c[0]} differs`);
-            console.log(`SDK FAILOVER kill -9 of r${victim + 1}, session now on r${now + 1}: count ${ra.count} of ` +
+            console.log(`SDK FAILOVER (${seats ? "router seat URLs" : "reflector URL"}) kill -9 of r${victim + 1}, session now on r${now + 1}: count ${ra.count} of ` +
                 `${2 * SENDS}, ${shared.length} common checkpoints, model time ${ra.model_time} ms`);
         } catch (e) {
             e.message += `\n${results.map(r => tail(r)).join("\n")}`;
@@ -109,4 +138,7 @@ async function sdkFailover() {
 }
 
 test("the C++ SDK counter keeps its session across a kill -9 of its reflector (3 reflectors, Redis, HAProxy)",
-    { timeout: 150000 * SLOW }, sdkFailover);
+    { timeout: 150000 * SLOW }, () => sdkFailover({ seats: false }));
+
+test("router seat URLs name the balancer and still work after a kill -9 of the session's reflector",
+    { timeout: 150000 * SLOW }, () => sdkFailover({ seats: true }));

@@ -130,7 +130,7 @@ chk = subprocess.run(["haproxy", "-c", "-f", hcfg], capture_output=True, text=Tr
 if chk.returncode != 0:
     fail(f"haproxy -c {hcfg}: {chk.stdout}{chk.stderr}")
 htext = open(hcfg).read()
-for needed in ("balance uri", "hash-type consistent", "option httpchk GET /health/ready", "timeout tunnel"):
+for needed in ("balance hash path,field(-1,/)", "hash-type consistent", "option httpchk GET /health/ready", "timeout tunnel"):
     if needed not in htext:
         fail(f"{hcfg} lacks '{needed}'")
 servers = set(re.findall(r"^\s*server\s+(\S+)", htext, re.M))
