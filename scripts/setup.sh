@@ -27,6 +27,7 @@ test=(
   util-linux                # taskset for pinned benchmarks
   openssl socat             # test certificates and a TLS terminator for the SDK's wss:// test
   haproxy                   # the cluster failover test: a real balancer hashing the URL path
+  nginx-light               # deploy/nginx/lockstep-cluster.conf run for real (ctest balancers)
 )
 
 case "$set_name" in
@@ -54,4 +55,8 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # Debian starts nginx on port 80 when it is installed; the tests run their own.
+  if [[ " ${missing[*]} " == *" nginx-light "* ]]; then
+    $SUDO service nginx stop >/dev/null 2>&1 || true
+  fi
 fi
