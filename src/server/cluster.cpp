@@ -1,5 +1,6 @@
 #include "server/cluster.hpp"
 
+#include "server/durability.hpp"
 #include "server/internal.hpp"
 #include "store/journal.hpp"
 
@@ -191,6 +192,21 @@ cluster_sessions::staged(std::string const& id)
     return staged_[it->second];
 }
 
+namespace {
+
+/// The blobs a header names, as /files paths (the keys blobs have in Redis).
+std::vector<std::string>
+blobs_of(session_header const& h)
+{
+    std::vector<std::string> out;
+    for (auto const* url : {&h.snapshot_url, &h.persisted_url})
+        if (auto p = blob_of_url(*url))
+            out.push_back(std::move(*p));
+    return out;
+}
+
+}  // namespace
+
 void
 cluster_sessions::begin_base(session_header const& h)
 {
@@ -198,6 +214,7 @@ cluster_sessions::begin_base(session_header const& h)
     a.rebase = true;
     a.events.clear();
     a.header_json = journal::header_json(h);
+    a.blobs = blobs_of(h);
     a.seq = h.seq;
 }
 
@@ -206,6 +223,7 @@ cluster_sessions::header(session_header const& h)
 {
     auto& a = staged(h.id);
     a.header_json = journal::header_json(h);
+    a.blobs = blobs_of(h);
     a.seq = h.seq;
 }
 
@@ -261,8 +279,10 @@ cluster_sessions::barrier()
         }
         if (!a.events.empty() || !a.header_json.empty())
             q.seq = a.seq;
-        if (!a.header_json.empty())
+        if (!a.header_json.empty()) {
             q.header_json = std::move(a.header_json);
+            q.blobs = std::move(a.blobs);
+        }
         if (a.seen_ms >= 0)
             q.seen_ms = a.seen_ms;
         q.events.insert(q.events.end(), std::make_move_iterator(a.events.begin()),

@@ -229,6 +229,19 @@ redis_sessions::append(std::vector<session_append> const& batch)
         }
         out[i] = v.integer == 1 ? append_status::ok : v.integer == 0 ? append_status::fenced : append_status::gap;
     }
+    // Only the owner keeps blobs alive: a fenced writer's header is not the session's.
+    std::vector<std::string> blob_keys;  // owned here: command_args views them
+    for (std::size_t i = 0; i < batch.size(); ++i)
+        if (out[i] == append_status::ok)
+            for (auto const& b : batch[i].blobs)
+                blob_keys.push_back("ls:blob:" + b);
+    auto const ttl = std::to_string(opts_.retention_ms);
+    std::vector<redis::command_args> touch;
+    touch.reserve(blob_keys.size());
+    for (auto const& k : blob_keys)
+        touch.push_back({"PEXPIRE", k, ttl});
+    if (!touch.empty() && !link_.pipeline(touch))
+        spdlog::warn("redis: the time to live of {} blob(s) was not renewed (Redis unreachable)", touch.size());
     return out;
 }
 

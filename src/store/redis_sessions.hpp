@@ -51,6 +51,10 @@ struct session_append {
     std::uint32_t seq = 0;             // last seq after this append (with a base, a header or events)
     std::int64_t seen_ms = -1;         // -1: unchanged
     std::vector<std::string> events;   // log elements, continuing the stored seq
+    /// Blobs the header names (snapshot, persisted data): their time to live is set to the
+    /// retention again when the append is written, so a blob lives as long as a session
+    /// that still needs it (sent with each header, i.e. at every snapshot and rebase).
+    std::vector<std::string> blobs = {};
 };
 
 enum class append_status { ok, fenced, gap, unavailable };
@@ -72,7 +76,9 @@ public:
     /// Gives the lease up (only if still held by `l`). False if not held or unreachable.
     bool release(std::string const& id, lease const& l);
     /// Writes every session's records in one round trip; each is refused unless its
-    /// fence is the session's current one. Results in the same order.
+    /// fence is the session's current one. Results in the same order. The blobs of the
+    /// appends written get the retention as their time to live (a second round trip,
+    /// only when some append names blobs).
     std::vector<append_status> append(std::vector<session_append> const& batch);
 
     /// Blobs, for every reflector: stored for `ttl_s` seconds since the last write.

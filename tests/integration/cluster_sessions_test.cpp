@@ -1,6 +1,7 @@
 // Cluster sessions (docs/durability.md, "Cluster"): reflector processes sharing one real
 // redis-server, started here on free loopback ports, frozen and killed with real signals.
 // The failover with the real client behind HAProxy is tests/compat/run-failover.mjs.
+#include "redis/link.hpp"
 #include "support/frames.hpp"
 #include "support/process.hpp"
 #include "support/redis_server.hpp"
@@ -180,6 +181,47 @@ TEST(cluster_sessions, a_blob_uploaded_through_one_reflector_is_read_through_ano
     EXPECT_EQ(got.body, bytes);
     EXPECT_EQ(http_request(b->port(), "HEAD", "/files/apps/it/snap/abc/0000005200_7.hash").status, 200);
     EXPECT_EQ(http_request(b->port(), "GET", "/files/apps/it/snap/abc/other").status, 404);
+}
+
+TEST(cluster_sessions, a_snapshot_keeps_its_blob_in_redis_as_long_as_the_session)
+{
+    // A blob lives --session-retention after its upload; a session that names it in a
+    // snapshot renews that, so a session in use never loses its snapshot to expiry.
+    redis_server redis;
+    ASSERT_TRUE(redis.ready());
+    auto a = node(redis, {"--session-retention", "1000"});
+    redis::link peek(redis.url());
+    auto pttl = [&] {
+        auto r = peek.command({"PTTL", "ls:blob:apps/it/snap/ret/0000000100_1.hash"});
+        return r ? r->integer : -100;
+    };
+    auto put = http_request(a->port(), "PUT", "/files/apps/it/snap/ret/0000000100_1.hash", "snapshot",
+                            "Content-Type: application/octet-stream\r\n");
+    ASSERT_EQ(put.status, 201);
+    std::this_thread::sleep_for(2500ms);
+    auto before = pttl();
+    ASSERT_GT(before, 0);
+    ASSERT_LT(before, 998'000) << "the upload's time to live is the retention";
+
+    ws_client c(a->port(), "/RETAINED");
+    c.send_json(join_msg("v1"));
+    ASSERT_TRUE(c.recv_action("SYNC"));
+    c.send_json(send_msg("state"));
+    auto ev = c.recv_action("RECV");
+    ASSERT_TRUE(ev);
+    c.send_json({{"id", "x"},
+                 {"action", "SNAP"},
+                 {"args",
+                  {{"time", (*ev)["args"][0]},
+                   {"seq", (*ev)["args"][1]},
+                   {"hash", "h"},
+                   {"url", a->files() + "/apps/it/snap/ret/0000000100_1.hash"}}}});
+    std::int64_t after = before;
+    for (int i = 0; i < 100 && after <= before + 2000; ++i) {  // bounded: 5 s
+        std::this_thread::sleep_for(50ms);
+        after = pttl();
+    }
+    EXPECT_GT(after, 998'000) << "the snapshot's blob was not given the retention again";
 }
 
 }  // namespace

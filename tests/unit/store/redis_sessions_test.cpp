@@ -182,6 +182,34 @@ TEST_F(redis_sessions_test, blobs_round_trip_and_expire)
     EXPECT_FALSE(store.get_blob("apps/a/snap/x", reachable).has_value());
 }
 
+TEST_F(redis_sessions_test, an_owners_header_keeps_its_blobs_for_the_retention_and_a_fenced_one_does_not)
+{
+    // Blobs are stored for a short time here; the store's retention is 60 s.
+    ASSERT_TRUE(store.put_blob("apps/a/s1/snap", "S", 2));
+    ASSERT_TRUE(store.put_blob("apps/a/s1/saved", "P", 2));
+    ASSERT_TRUE(store.put_blob("apps/a/s1/stale", "X", 2));
+    auto pttl = [&](std::string const& path) {
+        auto r = link.command({"PTTL", "ls:blob:" + path});
+        return r ? r->integer : -100;
+    };
+    auto a = store.acquire("s1", "refl-a");
+    session_append base{"s1", a.granted.fence, true, journal::header_json(header_of("s1", 5)), 5, 1500, {element(5)}};
+    base.blobs = {"apps/a/s1/snap", "apps/a/s1/saved"};
+    ASSERT_EQ(store.append({base})[0], append_status::ok);
+    EXPECT_GT(pttl("apps/a/s1/snap"), 50'000) << "a blob the owner's header names lives as long as the session";
+    EXPECT_GT(pttl("apps/a/s1/saved"), 50'000);
+    // A stale writer (its fence is not the session's) renews nothing.
+    std::this_thread::sleep_for(450ms);
+    auto b = store.acquire("s1", "refl-b");
+    ASSERT_EQ(b.what, acquire_result::status::acquired);
+    session_append late{"s1", a.granted.fence, false, journal::header_json(header_of("s1", 6)), 6, -1, {element(6)}};
+    late.blobs = {"apps/a/s1/stale"};
+    EXPECT_EQ(store.append({late})[0], append_status::fenced);
+    auto left = pttl("apps/a/s1/stale");
+    EXPECT_GT(left, 0);
+    EXPECT_LE(left, 2000) << "a fenced append must not keep a blob alive";
+}
+
 TEST_F(redis_sessions_test, calls_go_by_evalsha_and_survive_a_flushed_script_cache)
 {
     auto a = store.acquire("s1", "refl-a");
