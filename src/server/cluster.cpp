@@ -279,10 +279,10 @@ cluster_sessions::barrier()
         }
         if (!a.events.empty() || !a.header_json.empty())
             q.seq = a.seq;
-        if (!a.header_json.empty()) {
+        if (!a.header_json.empty())
             q.header_json = std::move(a.header_json);
+        if (!a.blobs.empty())
             q.blobs = std::move(a.blobs);
-        }
         if (a.seen_ms >= 0)
             q.seen_ms = a.seen_ms;
         q.events.insert(q.events.end(), std::make_move_iterator(a.events.begin()),
@@ -388,13 +388,16 @@ cluster_sessions::confirmed(std::string const& id, std::uint64_t batch) const
 }
 
 bool
-cluster_sessions::release(std::string const& id)
+cluster_sessions::release(session_header const& h)
 {
+    auto const& id = h.id;
     auto it = owned_.find(id);
     if (it == owned_.end())
         return true;
     if (it->second.retry_base)
         return false;  // Redis does not have all of it yet: stays in memory
+    // Its keys get the retention with this last append; so do the blobs it needs.
+    staged(id).blobs = blobs_of(h);
     barrier();
     send_queued();  // its last records go before the lease is released
     owned_.erase(it);

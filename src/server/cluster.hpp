@@ -100,8 +100,9 @@ public:
             waiting_.push_back(std::move(c));
     }
     /// The session leaves memory (linger over): last records sent, then the lease
-    /// released. False (nothing released) while Redis does not have all of it.
-    bool release(std::string const& id);
+    /// released. False (nothing released) while Redis does not have all of it. The last
+    /// append renews the blobs `h` names with the session's own keys.
+    bool release(session_header const& h);
     /// Every session's records sent and leases released, then `done` on this thread (drain).
     void release_all(unique_function<void()> done);
     /// Called from the lease keeper (via defer): renewed until then / lost.

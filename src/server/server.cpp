@@ -359,7 +359,7 @@ worker::touched(session& s)
     if (slot.expired()) {
         if (journal && slot.created() && !journal->release(slot.id()))
             return;  // its journal cannot be written: kept in memory (a JOIN retries)
-        if (cluster && !cluster->release(slot.id()))
+        if (cluster && !cluster->release(slot.header()))
             return;  // Redis does not have all of it yet: kept in memory
         if (slot.created()) {
             log_fields f{.event = "session_end", .session = slot.id(), .app = slot.app_id(), .name = slot.name()};

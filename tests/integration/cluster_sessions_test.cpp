@@ -189,7 +189,7 @@ TEST(cluster_sessions, a_snapshot_keeps_its_blob_in_redis_as_long_as_the_session
     // snapshot renews that, so a session in use never loses its snapshot to expiry.
     redis_server redis;
     ASSERT_TRUE(redis.ready());
-    auto a = node(redis, {"--session-retention", "1000"});
+    auto a = node(redis, {"--session-retention", "1000", "--session-linger-ms", "500"});
     redis::link peek(redis.url());
     auto pttl = [&] {
         auto r = peek.command({"PTTL", "ls:blob:apps/it/snap/ret/0000000100_1.hash"});
@@ -222,6 +222,22 @@ TEST(cluster_sessions, a_snapshot_keeps_its_blob_in_redis_as_long_as_the_session
         after = pttl();
     }
     EXPECT_GT(after, 998'000) << "the snapshot's blob was not given the retention again";
+
+    // The session leaves memory (its last client gone, linger over): its last append
+    // gives the blob the retention once more, with the session's own keys.
+    std::this_thread::sleep_for(2500ms);
+    before = pttl();
+    ASSERT_LT(before, 998'000);
+    c.drop();
+    after = before;
+    for (int i = 0; i < 200 && after <= before + 2000; ++i) {  // bounded: 10 s (linger 500 ms)
+        std::this_thread::sleep_for(50ms);
+        after = pttl();
+    }
+    EXPECT_GT(after, 998'000) << "the session left memory without renewing its snapshot's blob";
+    auto keys = peek.command({"PTTL", "ls:s:{RETAINED}:h"});
+    ASSERT_TRUE(keys);
+    EXPECT_GT(keys->integer, 998'000) << "the session's own keys have the retention too";
 }
 
 }  // namespace
