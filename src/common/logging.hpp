@@ -17,7 +17,7 @@ struct log_fields {
     std::string_view event;    // what happened: session_start, session_end, connection_end, ...
     std::string_view session;  // session id
     std::string_view app;      // appId of the session
-    std::string_view name;     // session name
+    std::string_view name = {};  // session name
     std::int64_t conn = -1;    // connection serial (the c<N> of other lines)
     int code = -1;             // WebSocket close code
     std::int64_t bytes_in = -1, bytes_out = -1, messages_in = -1, messages_out = -1;
