@@ -213,8 +213,9 @@ define(cli::options& o, config& c)
     o.group("Performance");
     o.add("--max-coalesce-us", c.max_coalesce_us,
           "upper bound of adaptive write coalescing under load (0 = off)",
-          "While a worker thread is over 85 % busy its output to each client is gathered for up to this long "
-          "so one system call carries many frames (ticks excepted); below 60 % it writes at once. See "
+          "While a worker thread is over 85 % busy (running, or runnable and waiting for a CPU) its output to "
+          "each client is gathered for up to this long so one system call carries many frames (ticks "
+          "excepted); below 60 % it writes at once. See "
           "docs/performance.md");
     o.add("--max-tick-stretch", c.max_tick_stretch_pct,
           "overload: stretch tick intervals up to this % of the requested one (100 = off)",

@@ -144,7 +144,7 @@ struct worker final : session_host {
     net::steady_timer coalesce_timer{ioc};
     bool coalesce_armed = false;
     net::steady_timer load_timer{ioc};
-    std::int64_t load_cpu_ns = 0, load_wall_ns = 0;
+    std::int64_t load_demand_ns = 0, load_wall_ns = 0;
     std::int64_t spin_ns = 0, load_spin_ns = 0;  // time polled in vain (--busy-poll-us)
     void start_load_sampling();
 
