@@ -31,21 +31,11 @@ import urllib.request
 
 import yaml
 
+from opslib import errors, fail, free_port
+
 src, binary = sys.argv[1], sys.argv[2]
 rules_path = os.path.abspath(os.path.join(src, "deploy/prometheus/lockstep-alerts.yml"))
 rules = {r["alert"]: r for g in yaml.safe_load(open(rules_path))["groups"] for r in g["rules"]}
-errors = []
-
-
-def fail(msg):
-    errors.append(msg)
-    print("FAIL:", msg)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def until(pred, secs, what):

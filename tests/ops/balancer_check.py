@@ -24,19 +24,9 @@ import threading
 import time
 import urllib.request
 
+from opslib import errors, fail, free_port
+
 src = sys.argv[1]
-errors = []
-
-
-def fail(msg):
-    errors.append(msg)
-    print("FAIL:", msg)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Backend:

@@ -25,20 +25,10 @@ import urllib.request
 
 import yaml
 
+from opslib import errors, fail, free_port
+
 src, binary = sys.argv[1], sys.argv[2]
 deploy = os.path.join(src, "deploy")
-errors = []
-
-
-def fail(msg):
-    errors.append(msg)
-    print("FAIL:", msg)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def drain_ms(args, default=5000):
