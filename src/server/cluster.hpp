@@ -43,16 +43,23 @@ public:
     /// Starts the renewal timer (call once, on the directory thread).
     void start();
     /// Tries to take `id` for worker `w` until `wait` has passed (polling while another
-    /// reflector holds it); then calls `done` on the directory thread.
+    /// reflector holds it, which is asked once to hand it over); then calls `done` on the
+    /// directory thread.
     void acquire(std::string id, unsigned w, std::chrono::steady_clock::time_point until,
-                 unique_function<void(store::acquire_result)> done);
+                 unique_function<void(store::acquire_result)> done, bool asked = false);
     /// Stops renewing; releases it in Redis when `release`.
     void drop(std::string const& id, bool release);
+    /// Hand-off on JOIN: asks the holder named in `token` to hand `id` over to this
+    /// reflector (through Redis; --handoff-min-interval-ms 0: never asks).
+    void want(std::string const& token, std::string const& id);
     std::string const& holder() const noexcept { return holder_; }
     std::uint32_t lease_ms() const noexcept { return store_.options().lease_ms; }
 
 private:
     void renew_all();
+    /// The sessions other reflectors asked for: each one Redis allows to move is handed
+    /// off by its worker.
+    void hand_off_wanted();
 
     server_state& st_;
     std::unique_ptr<redis::link> link_;
@@ -73,8 +80,13 @@ class cluster_sessions final : public journal_sink {
 public:
     explicit cluster_sessions(worker& w);
 
-    /// True while this worker owns `id` (it may serve it).
-    bool owns(std::string const& id) const { return owned_.count(id) > 0; }
+    /// True while this worker owns `id` (it may serve it; not while handing it off).
+    bool
+    owns(std::string const& id) const
+    {
+        auto it = owned_.find(id);
+        return it != owned_.end() && !it->second.moving;
+    }
     /// Makes this worker the owner of `id` (restoring it from Redis when stored) and
     /// then calls `done(true)`; `done(false)` when another reflector keeps it or Redis
     /// cannot be reached within --takeover-wait-ms. Concurrent calls share one attempt.
@@ -109,6 +121,11 @@ public:
     void lost(std::string const& id, char const* why);
     /// Sessions whose lease could not be renewed in time are given up.
     void check_leases();
+    /// Hand-off on JOIN (a JOIN for `id` reached another reflector and Redis allowed the
+    /// move): its clients leave now and are closed with 1001 (they reconnect through the
+    /// balancer), its last records go to Redis, and once Redis has all of them the session
+    /// leaves memory and its lease is released. Until then nothing more is served.
+    void hand_off(std::string const& id);
 
     // ---- journal_sink ----
     void begin_base(session_header const& h) override;
@@ -124,6 +141,7 @@ private:
         std::uint64_t last_batch = 0;     // newest batch with its records
         std::uint64_t confirmed = 0;      // newest batch known to be in Redis (all before too)
         bool retry_base = false;          // the last write failed: the whole state goes again
+        bool moving = false;              // handed off: released once Redis has everything
     };
     store::session_append& staged(std::string const& id);
     void on_acquired(std::string const& id, store::acquire_result r);
@@ -135,6 +153,8 @@ private:
     /// the directory thread runs tasks in order).
     void send_queued();
     void wake();
+    /// A moving session whose records are all in Redis leaves memory; its lease is released.
+    void finish_hand_off(std::string const& id);
 
     worker& w_;
     capture_tracker tracker_;
