@@ -46,20 +46,44 @@ lease_keeper::start()
 }
 
 void
-lease_keeper::acquire(std::string id, unsigned w, std::chrono::steady_clock::time_point until,
-                      unique_function<void(store::acquire_result)> done, bool asked)
+lease_keeper::acquire(std::string id, unsigned w, std::chrono::steady_clock::time_point until, acquired_fn done,
+                      bool asked)
 {
     auto r = store_.acquire(id, holder_);
     if (r.what == store::acquire_result::status::acquired) {
         held_[id] = {r.granted, w};
-        return done(std::move(r));
+        return done(std::move(r), {});
     }
     if (r.what == store::acquire_result::status::held && !asked) {
-        want(r.holder, id);  // once per JOIN's wait
-        asked = true;
+        asked = true;  // once per JOIN's wait
+        auto holder = store::holder_of(r.holder);
+        if (holder != holder_) {
+            if (st_.cfg.handoff_min_interval_ms > 0 && !store_.recently_moved(id)) {
+                want(holder, id);  // and wait for the hand-off
+                return retry(std::move(id), w, until, std::move(done), asked);
+            }
+            // It may not move now: the JOIN goes to its owner, if the owner registered a
+            // URL this reflector can reach; else it waits as for a takeover.
+            auto owner_id = holder.substr(0, holder.rfind('/'));
+            return st_.directory.post([this, id = std::move(id), w, until, done = std::move(done), r = std::move(r),
+                                       owner_id](router::directory& d) mutable {
+                for (auto const& e : d.reflectors())
+                    if (e.value("id", "") == owner_id && e.value("live", false) &&
+                        e.value("url", "").rfind("ws://", 0) == 0)
+                        return done(std::move(r), e.value("url", ""));
+                retry(std::move(id), w, until, std::move(done), true);
+            });
+        }
     }
     if (std::chrono::steady_clock::now() >= until)
-        return done(std::move(r));
+        return done(std::move(r), {});
+    retry(std::move(id), w, until, std::move(done), asked);
+}
+
+void
+lease_keeper::retry(std::string id, unsigned w, std::chrono::steady_clock::time_point until, acquired_fn done,
+                    bool asked)
+{
     // Held by another reflector (alive, or dead and its lease not expired yet), or Redis
     // unreachable: try again shortly. A takeover waits; it never splits the session.
     st_.directory.run_after(std::chrono::milliseconds(100),
@@ -167,10 +191,10 @@ cluster_sessions::cluster_sessions(worker& w) : w_(w)
 }
 
 void
-cluster_sessions::acquire(std::string const& id, unique_function<void(bool)> done)
+cluster_sessions::acquire(std::string const& id, unique_function<void(bool, std::string const&)> done)
 {
     if (owns(id))
-        return done(true);
+        return done(true, {});
     auto& waiters = acquiring_[id];
     waiters.push_back(std::move(done));
     if (waiters.size() > 1)
@@ -178,17 +202,17 @@ cluster_sessions::acquire(std::string const& id, unique_function<void(bool)> don
     auto& st = w_.st;
     auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(st.cfg.takeover_wait_ms);
     st.directory.run([&st, &wk = w_, id, until] {
-        st.cluster->acquire(id, wk.index, until, [&wk, id](store::acquire_result r) {
-            wk.defer([&wk, id, r = std::move(r)]() mutable {
+        st.cluster->acquire(id, wk.index, until, [&wk, id](store::acquire_result r, std::string forward) {
+            wk.defer([&wk, id, r = std::move(r), forward = std::move(forward)]() mutable {
                 if (wk.cluster)
-                    wk.cluster->on_acquired(id, std::move(r));
+                    wk.cluster->on_acquired(id, std::move(r), forward);
             });
         });
     });
 }
 
 void
-cluster_sessions::on_acquired(std::string const& id, store::acquire_result r)
+cluster_sessions::on_acquired(std::string const& id, store::acquire_result r, std::string const& forward)
 {
     auto waiters = std::move(acquiring_[id]);
     acquiring_.erase(id);
@@ -215,6 +239,10 @@ cluster_sessions::on_acquired(std::string const& id, store::acquire_result r)
         } else {
             spdlog::debug("session {}: lease taken (fence {}), nothing stored", id, o.l.fence);
         }
+    } else if (!forward.empty()) {
+        spdlog::info("session {}: held by {}, which may not hand it off yet (--handoff-min-interval-ms): "
+                     "forwarding {} JOIN(s) to {}",
+                     id, r.holder, waiters.size(), forward);
     } else {
         spdlog::warn("session {}: {} within --takeover-wait-ms ({} ms); asking {} client(s) to retry", id,
                      r.what == store::acquire_result::status::held ? "held by " + r.holder
@@ -222,7 +250,7 @@ cluster_sessions::on_acquired(std::string const& id, store::acquire_result r)
                      w_.st.cfg.takeover_wait_ms, waiters.size());
     }
     for (auto& f : waiters)
-        f(ok);
+        f(ok, forward);
 }
 
 store::session_append&

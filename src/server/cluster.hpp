@@ -42,11 +42,15 @@ public:
     store::redis_sessions& store() noexcept { return store_; }
     /// Starts the renewal timer (call once, on the directory thread).
     void start();
+    /// What an acquire reports: the result and, when the session is held by a live
+    /// reflector and may not move now, that reflector's registered ws:// URL (forward).
+    using acquired_fn = unique_function<void(store::acquire_result, std::string forward)>;
     /// Tries to take `id` for worker `w` until `wait` has passed (polling while another
     /// reflector holds it, which is asked once to hand it over); then calls `done` on the
-    /// directory thread.
-    void acquire(std::string id, unsigned w, std::chrono::steady_clock::time_point until,
-                 unique_function<void(store::acquire_result)> done, bool asked = false);
+    /// directory thread. A session that may not move is reported at once with its
+    /// owner's URL, if the owner registered one.
+    void acquire(std::string id, unsigned w, std::chrono::steady_clock::time_point until, acquired_fn done,
+                 bool asked = false);
     /// Stops renewing; releases it in Redis when `release`.
     void drop(std::string const& id, bool release);
     /// Hand-off on JOIN: asks the holder named in `token` to hand `id` over to this
@@ -57,6 +61,9 @@ public:
 
 private:
     void renew_all();
+    /// acquire() again in 100 ms.
+    void retry(std::string id, unsigned w, std::chrono::steady_clock::time_point until, acquired_fn done,
+               bool asked);
     /// The sessions other reflectors asked for: each one Redis allows to move is handed
     /// off by its worker.
     void hand_off_wanted();
@@ -90,7 +97,9 @@ public:
     /// Makes this worker the owner of `id` (restoring it from Redis when stored) and
     /// then calls `done(true)`; `done(false)` when another reflector keeps it or Redis
     /// cannot be reached within --takeover-wait-ms. Concurrent calls share one attempt.
-    void acquire(std::string const& id, unique_function<void(bool)> done);
+    /// With `done(false, url)` the session stays with a live owner for now (it moved
+    /// recently): the JOIN may be forwarded to `url`.
+    void acquire(std::string const& id, unique_function<void(bool, std::string const&)> done);
 
     /// After any call into `s`: stages its new records.
     void capture(session const& s) { tracker_.capture(s, *this); }
@@ -144,7 +153,7 @@ private:
         bool moving = false;              // handed off: released once Redis has everything
     };
     store::session_append& staged(std::string const& id);
-    void on_acquired(std::string const& id, store::acquire_result r);
+    void on_acquired(std::string const& id, store::acquire_result r, std::string const& forward);
     void on_batch(std::uint64_t batch, std::vector<store::session_append> sent,
                   std::vector<store::append_status> results);
     /// Sends batch `batch` (and everything queued before it) to the directory thread.
@@ -159,7 +168,7 @@ private:
     worker& w_;
     capture_tracker tracker_;
     std::unordered_map<std::string, owned> owned_;
-    std::unordered_map<std::string, std::vector<unique_function<void(bool)>>> acquiring_;
+    std::unordered_map<std::string, std::vector<unique_function<void(bool, std::string const&)>>> acquiring_;
     std::unordered_map<std::string, std::size_t> staged_index_;
     std::vector<store::session_append> staged_;
     std::uint64_t next_batch_ = 0;

@@ -215,6 +215,13 @@ redis_sessions::want(std::string const& holder, std::string const& id)
     return r && !r->empty() && !r->front().is_error();
 }
 
+bool
+redis_sessions::recently_moved(std::string const& id)
+{
+    auto r = link_.command({"EXISTS", session_key(id, "moved")});
+    return r && !r->is_error() && r->integer == 1;
+}
+
 std::vector<std::string>
 redis_sessions::wanted(std::string const& holder, std::size_t max)
 {

@@ -84,6 +84,8 @@ public:
     /// for it: the id goes into the holder's want set (expires after four leases unless
     /// asked again). False when Redis is unreachable.
     bool want(std::string const& holder, std::string const& id);
+    /// True while `id` may not be handed off again (it moved within the interval).
+    bool recently_moved(std::string const& id);
     /// Takes up to `max` ids out of this holder's want set.
     std::vector<std::string> wanted(std::string const& holder, std::size_t max);
     /// Atomically: still held by `l`, and not handed off within `min_interval_ms`

@@ -227,7 +227,9 @@ TEST_F(redis_sessions_test, a_wanted_session_moves_at_most_once_per_interval_and
     // Only the holder may hand it off, and then not again within the interval.
     lease forged{"refl-b#1", 1};
     EXPECT_EQ(store.may_hand_off("s1", forged, 800), handoff_status::not_held);
+    EXPECT_FALSE(store.recently_moved("s1"));
     EXPECT_EQ(store.may_hand_off("s1", a.granted, 800), handoff_status::allowed);
+    EXPECT_TRUE(store.recently_moved("s1"));  // a JOIN elsewhere is forwarded meanwhile
     ASSERT_TRUE(store.release("s1", a.granted));
     b = store.acquire("s1", "refl-b");
     ASSERT_EQ(b.what, acquire_result::status::acquired);
