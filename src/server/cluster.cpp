@@ -1,5 +1,6 @@
 #include "server/cluster.hpp"
 
+#include "server/forward.hpp"
 #include "server/internal.hpp"
 #include "store/journal.hpp"
 
@@ -67,9 +68,10 @@ lease_keeper::acquire(std::string id, unsigned w, std::chrono::steady_clock::tim
             auto owner_id = holder.substr(0, holder.rfind('/'));
             return st_.directory.post([this, id = std::move(id), w, until, done = std::move(done), r = std::move(r),
                                        owner_id](router::directory& d) mutable {
+                std::string host, port;
                 for (auto const& e : d.reflectors())
                     if (e.value("id", "") == owner_id && e.value("live", false) &&
-                        e.value("url", "").rfind("ws://", 0) == 0)
+                        parse_ws_url(e.value("url", ""), host, port))
                         return done(std::move(r), e.value("url", ""));
                 retry(std::move(id), w, until, std::move(done), true);
             });

@@ -29,6 +29,8 @@ parse_ws_url(std::string_view url, std::string& host, std::string& port)
     }
     if (h.empty() || p.empty() || p.find_first_not_of("0123456789") != std::string_view::npos)
         return false;
+    if (h == "0.0.0.0" || h == "::")
+        return false;  // a bind-all address (no --public-url): not where another machine reaches it
     host.assign(h);
     port.assign(p);
     return true;

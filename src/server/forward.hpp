@@ -24,7 +24,8 @@ namespace lockstep {
 inline constexpr char const* forwarded_header = "X-Lockstep-Forwarded";
 
 /// host and port of a `ws://host[:port][/...]` URL; false for anything else (wss: the
-/// link speaks plain WebSocket only).
+/// link speaks plain WebSocket only) and for the unspecified addresses 0.0.0.0 and ::
+/// (a reflector registered without --public-url).
 bool parse_ws_url(std::string_view url, std::string& host, std::string& port);
 
 class forward_link : public std::enable_shared_from_this<forward_link> {

@@ -18,6 +18,6 @@ TEST(forward, parse_ws_url_takes_host_and_port_of_plain_websocket_urls_only)
     EXPECT_EQ(host, "::1");
     EXPECT_EQ(port, "7000");
     for (auto bad : {"wss://127.0.0.1:9090", "http://127.0.0.1:9090", "ws://", "ws://:9090", "ws://h:", "ws://h:90x",
-                     "ws://[::1", "ws://[::1]x", ""})
+                     "ws://[::1", "ws://[::1]x", "", "ws://0.0.0.0:9090", "ws://[::]:9090"})
         EXPECT_FALSE(parse_ws_url(bad, host, port)) << bad;
 }
