@@ -337,7 +337,9 @@ private:
                     self->close(static_cast<close_code>(code), reason);
                 }
             }};
-        fwd_ = std::make_shared<forward_link>(w_.ioc, st_.cfg.max_queue_bytes, st_.cfg.max_queue_bytes, std::move(cb));
+        // The owner's frames are at most a _CHUNK each (a longer message comes chunked).
+        fwd_ = std::make_shared<forward_link>(w_.ioc, st_.cfg.max_queue_bytes, 2 * protocol::chunk_threshold,
+                                              std::move(cb));
         fwd_->start(std::move(host), std::move(port), target_, st_.self_id, first);
         w_.metrics.add(w_.metrics.connections_forwarded);
         spdlog::info("{} forwarded to the session's owner at {}", tag_, url);
