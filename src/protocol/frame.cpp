@@ -60,11 +60,11 @@ chunk_frames(std::string_view json, std::size_t chunk_bytes)
 }
 
 std::shared_ptr<out_message const>
-out_message::from_json(std::string&& buf, std::size_t elem_off, std::size_t elem_len)
+out_message::from_json(std::string&& buf, std::size_t elem_off, std::size_t elem_len, bool chunk)
 {
     auto m = std::make_shared<out_message>();
     std::size_t json_len = buf.size() - header_room;
-    if (json_len > protocol::chunk_threshold) {
+    if (json_len > protocol::chunk_threshold && chunk) {
         std::string_view json(buf.data() + header_room, json_len);
         m->bytes_ = chunk_frames(json, protocol::chunk_threshold);
         m->wire_end_ = m->bytes_.size();

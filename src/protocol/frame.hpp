@@ -40,9 +40,11 @@ public:
 
     /// Builds a message from its JSON text. `json` must have `header_room` free bytes at
     /// its front (see json_builder). `elem_off/elem_len` locate the element within the
-    /// JSON part (offsets relative to the first JSON byte); pass 0,0 if none.
+    /// JSON part (offsets relative to the first JSON byte); pass 0,0 if none. With
+    /// `chunk` false a text over the _CHUNK threshold stays one frame (a frame relayed as
+    /// it came, already chunked by its sender).
     static std::shared_ptr<out_message const>
-    from_json(std::string&& buf, std::size_t elem_off = 0, std::size_t elem_len = 0);
+    from_json(std::string&& buf, std::size_t elem_off = 0, std::size_t elem_len = 0, bool chunk = true);
 
     /// Bytes reserved in front of the JSON for the frame header.
     static constexpr std::size_t header_room = 10;

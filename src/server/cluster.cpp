@@ -1,6 +1,7 @@
 #include "server/cluster.hpp"
 
 #include "server/durability.hpp"
+#include "server/forward.hpp"
 #include "server/internal.hpp"
 #include "store/journal.hpp"
 
@@ -47,22 +48,91 @@ lease_keeper::start()
 }
 
 void
-lease_keeper::acquire(std::string id, unsigned w, std::chrono::steady_clock::time_point until,
-                      unique_function<void(store::acquire_result)> done)
+lease_keeper::acquire(std::string id, unsigned w, std::chrono::steady_clock::time_point until, acquired_fn done,
+                      bool asked)
 {
     auto r = store_.acquire(id, holder_);
     if (r.what == store::acquire_result::status::acquired) {
         held_[id] = {r.granted, w};
-        return done(std::move(r));
+        return done(std::move(r), {});
+    }
+    if (r.what == store::acquire_result::status::held && !asked) {
+        asked = true;  // once per JOIN's wait
+        auto holder = store::holder_of(r.holder);
+        if (holder != holder_) {
+            if (st_.cfg.handoff_min_interval_ms > 0 && !store_.recently_moved(id)) {
+                want(holder, id);  // and wait for the hand-off
+                return retry(std::move(id), w, until, std::move(done), asked);
+            }
+            // It may not move now: the JOIN goes to its owner, if the owner registered a
+            // URL this reflector can reach; else it waits as for a takeover.
+            auto owner_id = holder.substr(0, holder.rfind('/'));
+            return st_.directory.post([this, id = std::move(id), w, until, done = std::move(done), r = std::move(r),
+                                       owner_id](router::directory& d) mutable {
+                std::string host, port;
+                for (auto const& e : d.reflectors())
+                    if (e.value("id", "") == owner_id && e.value("live", false) &&
+                        parse_ws_url(e.value("url", ""), host, port))
+                        return done(std::move(r), e.value("url", ""));
+                retry(std::move(id), w, until, std::move(done), true);
+            });
+        }
     }
     if (std::chrono::steady_clock::now() >= until)
-        return done(std::move(r));
+        return done(std::move(r), {});
+    retry(std::move(id), w, until, std::move(done), asked);
+}
+
+void
+lease_keeper::retry(std::string id, unsigned w, std::chrono::steady_clock::time_point until, acquired_fn done,
+                    bool asked)
+{
     // Held by another reflector (alive, or dead and its lease not expired yet), or Redis
     // unreachable: try again shortly. A takeover waits; it never splits the session.
     st_.directory.run_after(std::chrono::milliseconds(100),
-                            [this, id = std::move(id), w, until, done = std::move(done)]() mutable {
-                                acquire(std::move(id), w, until, std::move(done));
+                            [this, id = std::move(id), w, until, asked, done = std::move(done)]() mutable {
+                                acquire(std::move(id), w, until, std::move(done), asked);
                             });
+}
+
+void
+lease_keeper::want(std::string const& token, std::string const& id)
+{
+    auto holder = store::holder_of(token);
+    if (st_.cfg.handoff_min_interval_ms == 0 || holder == holder_)
+        return;  // hand-offs off, or this process is the holder (handing it off itself)
+    if (store_.want(holder, id))
+        spdlog::info("session {}: held by {}; asked it to hand the session over", id, holder);
+}
+
+void
+lease_keeper::hand_off_wanted()
+{
+    auto interval = st_.cfg.handoff_min_interval_ms;
+    if (interval == 0)
+        return;
+    for (auto const& id : store_.wanted(holder_, 256)) {
+        auto it = held_.find(id);
+        if (it == held_.end())
+            continue;  // not (or no longer) ours: the asker's acquire gets it or waits
+        switch (store_.may_hand_off(id, it->second.l, interval)) {
+        case store::handoff_status::allowed: {
+            auto& wk = *st_.workers[it->second.worker];
+            wk.defer([&wk, id] {
+                if (wk.cluster)
+                    wk.cluster->hand_off(id);
+            });
+            break;
+        }
+        case store::handoff_status::refused:
+            spdlog::info("session {}: another reflector got a JOIN for it, but it moved less than "
+                         "--handoff-min-interval-ms ({} ms) ago: it stays here",
+                         id, interval);
+            break;
+        case store::handoff_status::not_held:
+        case store::handoff_status::unavailable: break;  // the renewal reports a lost lease
+        }
+    }
 }
 
 void
@@ -112,6 +182,7 @@ lease_keeper::renew_all()
             });
         }
     }
+    hand_off_wanted();
     st_.directory.run_after(std::chrono::milliseconds(lease_ms() / 4), [this] { renew_all(); });
 }
 
@@ -123,10 +194,10 @@ cluster_sessions::cluster_sessions(worker& w) : w_(w)
 }
 
 void
-cluster_sessions::acquire(std::string const& id, unique_function<void(bool)> done)
+cluster_sessions::acquire(std::string const& id, unique_function<void(bool, std::string const&)> done)
 {
     if (owns(id))
-        return done(true);
+        return done(true, {});
     auto& waiters = acquiring_[id];
     waiters.push_back(std::move(done));
     if (waiters.size() > 1)
@@ -134,17 +205,17 @@ cluster_sessions::acquire(std::string const& id, unique_function<void(bool)> don
     auto& st = w_.st;
     auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(st.cfg.takeover_wait_ms);
     st.directory.run([&st, &wk = w_, id, until] {
-        st.cluster->acquire(id, wk.index, until, [&wk, id](store::acquire_result r) {
-            wk.defer([&wk, id, r = std::move(r)]() mutable {
+        st.cluster->acquire(id, wk.index, until, [&wk, id](store::acquire_result r, std::string forward) {
+            wk.defer([&wk, id, r = std::move(r), forward = std::move(forward)]() mutable {
                 if (wk.cluster)
-                    wk.cluster->on_acquired(id, std::move(r));
+                    wk.cluster->on_acquired(id, std::move(r), forward);
             });
         });
     });
 }
 
 void
-cluster_sessions::on_acquired(std::string const& id, store::acquire_result r)
+cluster_sessions::on_acquired(std::string const& id, store::acquire_result r, std::string const& forward)
 {
     auto waiters = std::move(acquiring_[id]);
     acquiring_.erase(id);
@@ -171,6 +242,10 @@ cluster_sessions::on_acquired(std::string const& id, store::acquire_result r)
         } else {
             spdlog::debug("session {}: lease taken (fence {}), nothing stored", id, o.l.fence);
         }
+    } else if (!forward.empty()) {
+        spdlog::info("session {}: held by {}, which may not hand it off yet (--handoff-min-interval-ms): "
+                     "forwarding {} JOIN(s) to {}",
+                     id, r.holder, waiters.size(), forward);
     } else {
         spdlog::warn("session {}: {} within --takeover-wait-ms ({} ms); asking {} client(s) to retry", id,
                      r.what == store::acquire_result::status::held ? "held by " + r.holder
@@ -178,7 +253,7 @@ cluster_sessions::on_acquired(std::string const& id, store::acquire_result r)
                      w_.st.cfg.takeover_wait_ms, waiters.size());
     }
     for (auto& f : waiters)
-        f(ok);
+        f(ok, forward);
 }
 
 store::session_append&
@@ -353,6 +428,9 @@ cluster_sessions::on_batch(std::uint64_t batch, std::vector<store::session_appen
             break;
         }
     }
+    for (auto const& a : sent)
+        if (auto it = owned_.find(a.id); it != owned_.end() && it->second.moving && unconfirmed(a.id) == 0)
+            finish_hand_off(a.id);
     if (in_flight_ < max_in_flight)
         send_queued();
     wake();
@@ -444,6 +522,40 @@ cluster_sessions::lost(std::string const& id, char const* why)
     w_.drop_session(id);
     tracker_.forget(id);  // what is staged for it is never sent: barrier() skips sessions not owned
     auto& st = w_.st;
+    st.directory.run([&st, id] { st.cluster->drop(id, true); });
+}
+
+void
+cluster_sessions::hand_off(std::string const& id)
+{
+    auto it = owned_.find(id);
+    if (it == owned_.end() || it->second.moving)
+        return;
+    it->second.moving = true;
+    // The clients leave first: nothing more is accepted or shown here. Output they were
+    // not shown yet is dropped; their new reflector's SYNC carries it.
+    auto n = abandon_session_connections(w_, id, protocol::close_code::going_away, "session moved to another reflector");
+    spdlog::info("session {}: handed off (a JOIN for it reached another reflector); {} client(s) asked to reconnect "
+                 "(1001)",
+                 id, n);
+    // Its last records go to Redis before the lease.
+    barrier();
+    send_queued();
+    if (unconfirmed(id) == 0)
+        finish_hand_off(id);
+    // else: on_batch() finishes it once Redis has everything; a failed write is retried
+    // with the whole state (check_leases), the lease renewed meanwhile.
+}
+
+void
+cluster_sessions::finish_hand_off(std::string const& id)
+{
+    owned_.erase(id);
+    tracker_.forget(id);
+    w_.drop_session(id);
+    w_.metrics.add(w_.metrics.sessions_handed_off);
+    auto& st = w_.st;
+    // After its last append (the directory thread runs tasks in order).
     st.directory.run([&st, id] { st.cluster->drop(id, true); });
 }
 

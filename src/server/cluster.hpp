@@ -42,17 +42,31 @@ public:
     store::redis_sessions& store() noexcept { return store_; }
     /// Starts the renewal timer (call once, on the directory thread).
     void start();
+    /// What an acquire reports: the result and, when the session is held by a live
+    /// reflector and may not move now, that reflector's registered ws:// URL (forward).
+    using acquired_fn = unique_function<void(store::acquire_result, std::string forward)>;
     /// Tries to take `id` for worker `w` until `wait` has passed (polling while another
-    /// reflector holds it); then calls `done` on the directory thread.
-    void acquire(std::string id, unsigned w, std::chrono::steady_clock::time_point until,
-                 unique_function<void(store::acquire_result)> done);
+    /// reflector holds it, which is asked once to hand it over); then calls `done` on the
+    /// directory thread. A session that may not move is reported at once with its
+    /// owner's URL, if the owner registered one.
+    void acquire(std::string id, unsigned w, std::chrono::steady_clock::time_point until, acquired_fn done,
+                 bool asked = false);
     /// Stops renewing; releases it in Redis when `release`.
     void drop(std::string const& id, bool release);
+    /// Hand-off on JOIN: asks the holder named in `token` to hand `id` over to this
+    /// reflector (through Redis; --handoff-min-interval-ms 0: never asks).
+    void want(std::string const& token, std::string const& id);
     std::string const& holder() const noexcept { return holder_; }
     std::uint32_t lease_ms() const noexcept { return store_.options().lease_ms; }
 
 private:
     void renew_all();
+    /// acquire() again in 100 ms.
+    void retry(std::string id, unsigned w, std::chrono::steady_clock::time_point until, acquired_fn done,
+               bool asked);
+    /// The sessions other reflectors asked for: each one Redis allows to move is handed
+    /// off by its worker.
+    void hand_off_wanted();
 
     server_state& st_;
     std::unique_ptr<redis::link> link_;
@@ -73,12 +87,19 @@ class cluster_sessions final : public journal_sink {
 public:
     explicit cluster_sessions(worker& w);
 
-    /// True while this worker owns `id` (it may serve it).
-    bool owns(std::string const& id) const { return owned_.count(id) > 0; }
+    /// True while this worker owns `id` (it may serve it; not while handing it off).
+    bool
+    owns(std::string const& id) const
+    {
+        auto it = owned_.find(id);
+        return it != owned_.end() && !it->second.moving;
+    }
     /// Makes this worker the owner of `id` (restoring it from Redis when stored) and
     /// then calls `done(true)`; `done(false)` when another reflector keeps it or Redis
     /// cannot be reached within --takeover-wait-ms. Concurrent calls share one attempt.
-    void acquire(std::string const& id, unique_function<void(bool)> done);
+    /// With `done(false, url)` the session stays with a live owner for now (it moved
+    /// recently): the JOIN may be forwarded to `url`.
+    void acquire(std::string const& id, unique_function<void(bool, std::string const&)> done);
 
     /// After any call into `s`: stages its new records.
     void capture(session const& s) { tracker_.capture(s, *this); }
@@ -110,6 +131,11 @@ public:
     void lost(std::string const& id, char const* why);
     /// Sessions whose lease could not be renewed in time are given up.
     void check_leases();
+    /// Hand-off on JOIN (a JOIN for `id` reached another reflector and Redis allowed the
+    /// move): its clients leave now and are closed with 1001 (they reconnect through the
+    /// balancer), its last records go to Redis, and once Redis has all of them the session
+    /// leaves memory and its lease is released. Until then nothing more is served.
+    void hand_off(std::string const& id);
 
     // ---- journal_sink ----
     void begin_base(session_header const& h) override;
@@ -125,9 +151,10 @@ private:
         std::uint64_t last_batch = 0;     // newest batch with its records
         std::uint64_t confirmed = 0;      // newest batch known to be in Redis (all before too)
         bool retry_base = false;          // the last write failed: the whole state goes again
+        bool moving = false;              // handed off: released once Redis has everything
     };
     store::session_append& staged(std::string const& id);
-    void on_acquired(std::string const& id, store::acquire_result r);
+    void on_acquired(std::string const& id, store::acquire_result r, std::string const& forward);
     void on_batch(std::uint64_t batch, std::vector<store::session_append> sent,
                   std::vector<store::append_status> results);
     /// Sends batch `batch` (and everything queued before it) to the directory thread.
@@ -136,11 +163,13 @@ private:
     /// the directory thread runs tasks in order).
     void send_queued();
     void wake();
+    /// A moving session whose records are all in Redis leaves memory; its lease is released.
+    void finish_hand_off(std::string const& id);
 
     worker& w_;
     capture_tracker tracker_;
     std::unordered_map<std::string, owned> owned_;
-    std::unordered_map<std::string, std::vector<unique_function<void(bool)>>> acquiring_;
+    std::unordered_map<std::string, std::vector<unique_function<void(bool, std::string const&)>>> acquiring_;
     std::unordered_map<std::string, std::size_t> staged_index_;
     std::vector<store::session_append> staged_;
     std::uint64_t next_batch_ = 0;

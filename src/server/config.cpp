@@ -135,6 +135,12 @@ define(cli::options& o, config& c)
     o.add("--takeover-wait-ms", c.takeover_wait_ms,
           "cluster mode: how long a JOIN waits for a session held by another reflector before its client is asked to retry",
           "Keep it above `--lease-ms`, so a JOIN for a session whose owner died is served by the takeover");
+    o.add("--handoff-min-interval-ms", c.handoff_min_interval_ms,
+          "cluster mode: a JOIN at a reflector that does not own the session moves the session there, at most once per this interval (0: never)",
+          "The owner journals the last events, releases the lease and closes the session's clients with 1001; "
+          "they reconnect through the balancer and rejoin seamlessly where the JOIN arrived "
+          "([section 2](#2-one-process-per-region), \"Hand-off on JOIN\"). Within the interval (or with 0) such a "
+          "connection is forwarded to the owner's registered ws:// URL instead. Give every reflector the same value");
     o.group("Access control (docs/security.md)");
     o.add("--auth-secret", c.auth_secret,
           "require a JWT signed HS256 with this secret on every WebSocket upgrade, /files and /v1 request",

@@ -47,6 +47,7 @@ struct config {
     std::string journal_sync = "redis";       // cluster mode: redis (journal in Redis, write before show) | none
     std::uint32_t lease_ms = 2000;            // cluster mode: session owner lease
     std::uint32_t takeover_wait_ms = 3000;    // cluster mode: a JOIN waits this long for a held session
+    std::uint32_t handoff_min_interval_ms = 30000;  // cluster mode: a session moves on a JOIN at most this often
     // Durability (docs/durability.md)
     std::string journal = "file";             // file: session journals in <data-dir>/journal; none: off
     std::uint32_t journal_fsync_ms = 100;     // group commit period; 0 = fsync before output is flushed

@@ -7,6 +7,7 @@
 //
 // @par Thread safety
 // A connection lives on one worker's thread; every member is used only there.
+#include "server/forward.hpp"
 #include "server/gated_stream.hpp"
 #include "server/internal.hpp"
 #include "server/output_queue.hpp"
@@ -53,6 +54,8 @@ public:
     start(http::request<http::string_body> req)
     {
         m_.seat_token = router::token_from_path(std::string_view(req.target().data(), req.target().size()));
+        target_ = std::string(req.target());
+        forwarded_in_ = req.find(forwarded_header) != req.end();
         w_.connections[this] = weak_from_this();
         w_.metrics.add(w_.metrics.connections, 1);
         error_code nd;  // a TLS client's plaintext end is a local socket: no TCP options
@@ -149,6 +152,8 @@ public:
         if (close_requested_)
             return;
         close_requested_ = true;
+        if (fwd_)
+            std::exchange(fwd_, nullptr)->close(1001);  // closed here (drain, full queue): the owner sees it go
         close_reason_.code = static_cast<websocket::close_code>(code);
         close_reason_.reason = std::string(reason.substr(0, 120));  // close frames carry at most 123 bytes
         st_.closes.add(static_cast<std::uint16_t>(code));
@@ -241,6 +246,10 @@ private:
             if (!ws_.got_text()) {
                 spdlog::info("{} binary frame: closing 1003", tag_);
                 close(close_code::unsupported_data, "binary frames are not supported");
+            } else if (fwd_) {
+                // Forwarded to the session's owner: the frame goes there as it came.
+                auto data = rbuf_.cdata();
+                fwd_->send(std::string(static_cast<char const*>(data.data()), data.size()));
             } else if (w_.cluster && !w_.cluster->owns(m_.session_id)) {
                 // Cluster: this worker must own the session (its lease, its state from
                 // Redis) before anything is dispatched to it. Reading pauses meanwhile.
@@ -248,8 +257,9 @@ private:
                 std::string text(static_cast<char const*>(data.data()), data.size());
                 rbuf_.consume(rbuf_.size());
                 join_timer_.cancel();  // the wait is bounded by --takeover-wait-ms
-                w_.cluster->acquire(m_.session_id, [self = shared_from_this(), text = std::move(text)](bool ok) {
-                    self->on_owned(ok, text);
+                w_.cluster->acquire(m_.session_id, [self = shared_from_this(), text = std::move(text)](
+                                                       bool ok, std::string const& forward) {
+                    self->on_owned(ok, forward, text);
                 });
                 return;
             } else if (w_.journal && !w_.find_session(m_.session_id)) {
@@ -259,7 +269,7 @@ private:
                 std::string text(static_cast<char const*>(data.data()), data.size());
                 rbuf_.consume(rbuf_.size());
                 w_.load_session(m_.session_id, [self = shared_from_this(), text = std::move(text)] {
-                    self->on_owned(true, text);
+                    self->on_owned(true, {}, text);
                 });
                 return;
             } else {
@@ -287,14 +297,17 @@ private:
     }
 
     /// The cluster answered whether this worker owns the session now, or the session's
-    /// journal was read (`ok`).
+    /// journal was read (`ok`); or that its live owner keeps it for now and can be
+    /// reached at `forward`.
     void
-    on_owned(bool ok, std::string const& text)
+    on_owned(bool ok, std::string const& forward, std::string const& text)
     {
         if (finished_)
             return;
         if (close_requested_)
             return do_read();  // closing meanwhile (drain): read until the close completes
+        if (!ok && !forward.empty() && !forwarded_in_ && start_forward(forward, text))
+            return do_read();
         if (!ok) {
             close(close_code::please_reconnect, "session is held by another reflector; retry");
             do_read();  // reads the client's close reply
@@ -302,6 +315,44 @@ private:
         }
         handle_text(text);
         do_read();
+    }
+
+    /// Relays this connection to the session's owner at `url` (a ws:// URL), starting
+    /// with the client's JOIN `first`. False if the URL is not one the link can reach.
+    bool
+    start_forward(std::string const& url, std::string const& first)
+    {
+        std::string host, port;
+        if (!parse_ws_url(url, host, port))
+            return false;
+        std::weak_ptr<connection> weak = shared_from_this();
+        forward_link::callbacks cb{
+            [weak](std::string&& text) {
+                if (auto self = weak.lock())
+                    self->relay(std::move(text));
+            },
+            [weak](std::uint16_t code, std::string reason) {
+                if (auto self = weak.lock()) {
+                    self->fwd_.reset();
+                    self->close(static_cast<close_code>(code), reason);
+                }
+            }};
+        // The owner's frames are at most a _CHUNK each (a longer message comes chunked).
+        fwd_ = std::make_shared<forward_link>(w_.ioc, st_.cfg.max_queue_bytes, 2 * protocol::chunk_threshold,
+                                              std::move(cb));
+        fwd_->start(std::move(host), std::move(port), target_, st_.self_id, first);
+        w_.metrics.add(w_.metrics.connections_forwarded);
+        spdlog::info("{} forwarded to the session's owner at {}", tag_, url);
+        return true;
+    }
+
+    /// A frame from the owner, to the client as it came (never re-chunked).
+    void
+    relay(std::string&& text)
+    {
+        auto buf = json_builder(text.size());
+        buf += text;
+        enqueue(out_message::from_json(std::move(buf), 0, 0, false), false);
     }
 
     /// With access control on: the token's claims allow this session, and a connection
@@ -522,6 +573,12 @@ private:
         finished_ = true;
         join_timer_.cancel();
         sync_timer_.cancel();
+        if (fwd_) {
+            // The client's close goes on to the owner (a leave is a leave there too).
+            auto code = static_cast<std::uint16_t>(ws_.reason().code);
+            bool sendable = code == 1000 || code == 1001 || (code >= 4000 && code < 5000);
+            std::exchange(fwd_, nullptr)->close(sendable ? code : 1001);
+        }
         if (m_.joined)
             app_id_ = m_.joined->app_id();  // for the summary line below
         // A normal leave (close 1000 from the client) frees a router seat; a drop keeps
@@ -575,6 +632,10 @@ private:
     std::uint64_t messages_in_ = 0, messages_out_ = 0, bytes_in_ = 0, bytes_out_ = 0;
     std::string app_id_;
     websocket::close_reason close_reason_;
+    // Forwarding to the session's owner (server/forward.hpp).
+    std::string target_;                 // the upgrade's path, for the owner
+    bool forwarded_in_ = false;          // came from a forwarding reflector: never forwarded again
+    std::shared_ptr<forward_link> fwd_;  // set while relaying
 
     friend void close_connection(connection& c, close_code code, std::string_view reason);
     friend std::size_t abandon_session_connections(worker& w, std::string const& session_id, close_code code,

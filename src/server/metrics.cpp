@@ -84,6 +84,12 @@ render_metrics(std::vector<worker_metrics const*> const& workers, close_counter 
            sum(&worker_metrics::journal_tails_dropped));
     metric("lockstep_sessions_resumed_total", "counter", "Sessions brought back from their journal by a JOIN.",
            sum(&worker_metrics::sessions_resumed));
+    metric("lockstep_session_handoffs_total", "counter",
+           "Cluster: sessions this reflector handed off because a JOIN for them reached another reflector.",
+           sum(&worker_metrics::sessions_handed_off));
+    metric("lockstep_connections_forwarded_total", "counter",
+           "Cluster: WebSocket connections relayed to their session's owner because the session could not move yet.",
+           sum(&worker_metrics::connections_forwarded));
     metric("lockstep_journal_disk_bytes", "gauge", "Bytes in session journals (as of the last retention sweep).",
            sum(&worker_metrics::journal_disk_bytes));
     auto histogram = [&](char const* name, char const* help, auto const& bounds, auto buckets, auto sum_member,

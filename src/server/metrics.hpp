@@ -40,6 +40,8 @@ struct alignas(64) worker_metrics : session_counters {
     counter journal_write_errors{0};  // failed journal writes (records kept, retried)
     counter journal_tails_dropped{0}; // torn or corrupt journal tails found on resume
     counter sessions_resumed{0};      // sessions brought back from their journal
+    counter sessions_handed_off{0};   // cluster: sessions handed to the reflector a JOIN reached
+    counter connections_forwarded{0}; // cluster: connections relayed to their session's owner
     gauge journal_disk_bytes{0};      // bytes in this worker's journals (at the last sweep)
     std::array<counter, fsync_buckets_s.size() + 1> fsync{};  // last = +Inf
     counter fsync_count{0};

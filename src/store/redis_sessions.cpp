@@ -29,12 +29,19 @@ is_noscript(redis::value const& v)
 }
 
 struct key_set {
-    std::string k[4];
+    std::string k[5];
     explicit key_set(std::string const& id)
-        : k{session_key(id, "lease"), session_key(id, "fence"), session_key(id, "h"), session_key(id, "ev")}
+        : k{session_key(id, "lease"), session_key(id, "fence"), session_key(id, "h"), session_key(id, "ev"),
+            session_key(id, "moved")}
     {
     }
 };
+
+std::string
+want_key(std::string const& holder)
+{
+    return "ls:want:" + holder;
+}
 
 }  // namespace
 
@@ -52,9 +59,9 @@ redis_sessions::redis_sessions(redis::link& link, sessions_options opts) : link_
 }
 
 redis::command_args
-redis_sessions::script_args(std::string const (&keys)[4], char const* op) const
+redis_sessions::script_args(std::string const (&keys)[5], char const* op) const
 {
-    return {"EVALSHA", sha_, "4", keys[0], keys[1], keys[2], keys[3], op};
+    return {"EVALSHA", sha_, "5", keys[0], keys[1], keys[2], keys[3], keys[4], op};
 }
 
 std::optional<std::vector<redis::value>>
@@ -190,6 +197,58 @@ redis_sessions::release(std::string const& id, lease const& l)
     args.push_back(l.token);
     auto r = run_scripts({args});
     return r && r->front().integer == 1;
+}
+
+std::string
+holder_of(std::string const& token)
+{
+    return token.substr(0, token.rfind('#'));
+}
+
+bool
+redis_sessions::want(std::string const& holder, std::string const& id)
+{
+    auto key = want_key(holder);
+    // Expires unless asked again: a dead holder's set does not stay behind.
+    auto ttl = std::to_string(std::uint64_t{opts_.lease_ms} * 4);
+    auto r = link_.pipeline({{"SADD", key, id}, {"PEXPIRE", key, ttl}});
+    return r && !r->empty() && !r->front().is_error();
+}
+
+bool
+redis_sessions::recently_moved(std::string const& id)
+{
+    auto r = link_.command({"EXISTS", session_key(id, "moved")});
+    return r && !r->is_error() && r->integer == 1;
+}
+
+std::vector<std::string>
+redis_sessions::wanted(std::string const& holder, std::size_t max)
+{
+    std::vector<std::string> out;
+    auto count = std::to_string(max);
+    auto r = link_.command({"SPOP", want_key(holder), count});
+    if (!r || r->type != redis::value::kind::array)
+        return out;
+    out.reserve(r->elements.size());
+    for (auto& e : r->elements)
+        out.push_back(std::move(e.str));
+    return out;
+}
+
+handoff_status
+redis_sessions::may_hand_off(std::string const& id, lease const& l, std::uint32_t min_interval_ms)
+{
+    key_set keys(id);
+    auto args = script_args(keys.k, "handoff");
+    auto interval = std::to_string(min_interval_ms);
+    args.push_back(l.token);
+    args.push_back(interval);
+    auto r = run_scripts({args});
+    if (!r || r->front().is_error())
+        return handoff_status::unavailable;
+    auto v = r->front().integer;
+    return v == 1 ? handoff_status::allowed : v == 0 ? handoff_status::not_held : handoff_status::refused;
 }
 
 std::vector<append_status>

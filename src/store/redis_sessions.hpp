@@ -59,6 +59,11 @@ struct session_append {
 
 enum class append_status { ok, fenced, gap, unavailable };
 
+/// May the holder hand a session off to the reflector that wants it (PROTOCOL.md 8,
+/// docs/operations.md "Clusters")? refused: it moved less than the minimum interval ago
+/// (or hand-offs are off); not_held: the lease is not this holder's any more.
+enum class handoff_status { allowed, refused, not_held, unavailable };
+
 struct sessions_options {
     std::uint32_t lease_ms = 2000;
     std::uint64_t retention_ms = 30ull * 24 * 3600 * 1000;  // keys expire after this long unused
@@ -81,6 +86,18 @@ public:
     /// only when some append names blobs).
     std::vector<append_status> append(std::vector<session_append> const& batch);
 
+    /// Hand-off on JOIN. A reflector that got a JOIN for a session `holder` holds asks
+    /// for it: the id goes into the holder's want set (expires after four leases unless
+    /// asked again). False when Redis is unreachable.
+    bool want(std::string const& holder, std::string const& id);
+    /// True while `id` may not be handed off again (it moved within the interval).
+    bool recently_moved(std::string const& id);
+    /// Takes up to `max` ids out of this holder's want set.
+    std::vector<std::string> wanted(std::string const& holder, std::size_t max);
+    /// Atomically: still held by `l`, and not handed off within `min_interval_ms`
+    /// (0: never); if so, no further hand-off of it for that interval.
+    handoff_status may_hand_off(std::string const& id, lease const& l, std::uint32_t min_interval_ms);
+
     /// Blobs, for every reflector: stored for `ttl_s` seconds since the last write.
     bool put_blob(std::string const& path, std::string_view bytes, std::uint64_t ttl_s);
     /// nullopt: not there or unreachable (`reachable` tells which).
@@ -89,8 +106,8 @@ public:
     sessions_options const& options() const noexcept { return opts_; }
 
 private:
-    /// EVALSHA of the script with the session's four keys and `op`.
-    redis::command_args script_args(std::string const (&keys)[4], char const* op) const;
+    /// EVALSHA of the script with the session's five keys and `op`.
+    redis::command_args script_args(std::string const (&keys)[5], char const* op) const;
     /// Runs script calls in one round trip; calls refused with NOSCRIPT (a restarted or
     /// flushed Redis) are run again, in order, after SCRIPT LOAD.
     std::optional<std::vector<redis::value>> run_scripts(std::vector<redis::command_args> const& cmds);
@@ -102,5 +119,7 @@ private:
 
 /// The Redis key names of a session (tests read them).
 std::string session_key(std::string const& id, char const* what);
+/// The holder part of a lease token ("<holder>#<fence>").
+std::string holder_of(std::string const& token);
 
 }  // namespace lockstep::store

@@ -7,6 +7,7 @@
 -- KEYS[2] ls:s:{id}:fence  integer, INCR at each acquisition: the fencing number
 -- KEYS[3] ls:s:{id}:h      hash header (JSON, journal format), seq, seen, fence
 -- KEYS[4] ls:s:{id}:ev     list of the log elements since the snapshot, in seq order
+-- KEYS[5] ls:s:{id}:moved  exists while the session may not be handed off again
 -- ARGV[1] = operation, then its arguments.
 local op = ARGV[1]
 
@@ -43,6 +44,18 @@ if op == 'release' then
     return 1
   end
   return 0
+end
+
+if op == 'handoff' then
+  -- ARGV: token, minimum interval ms between hand-offs. A JOIN for the session reached
+  -- another reflector while this one holds it: may the holder hand it off now? Returns
+  -- 1 (yes; no further hand-off for the interval), 0 (not held by this token), -1 (it
+  -- was handed off less than the interval ago, or hand-offs are off: interval 0).
+  if redis.call('GET', KEYS[1]) ~= ARGV[2] then return 0 end
+  local interval = tonumber(ARGV[3])
+  if interval <= 0 or redis.call('EXISTS', KEYS[5]) == 1 then return -1 end
+  redis.call('SET', KEYS[5], '1', 'PX', interval)
+  return 1
 end
 
 if op == 'append' then

@@ -225,6 +225,17 @@ export async function owner(ports, name) {
     return -1;
 }
 
+/** The value of one Prometheus metric (no labels) at the reflector on `port`; NaN if absent or down. */
+export async function metric(port, name) {
+    try {
+        const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+        const line = text.split("\n").find(l => l.startsWith(`${name} `));
+        return line ? Number(line.slice(name.length + 1)) : NaN;
+    } catch (e) {
+        return NaN;
+    }
+}
+
 /** The last lines of each app's log, for a failure message. */
 export function tails(results, lines = 15) {
     return results.map(r => `--- ${r.logFile}\n${readFileSync(r.logFile, "utf8").split("\n").slice(-lines).join("\n")}`)

@@ -3,6 +3,7 @@
 // The failover with the real client behind HAProxy is tests/compat/run-failover.mjs.
 #include "redis/link.hpp"
 #include "support/frames.hpp"
+#include "support/metrics.hpp"
 #include "support/process.hpp"
 #include "support/redis_server.hpp"
 
@@ -36,6 +37,76 @@ carries(json const& m, std::string const& payload)
     if (m["action"] == "SYNC")
         return m["args"]["messages"].dump().find(payload) != std::string::npos;
     return false;
+}
+
+/// One series of a reflector's /metrics (NaN if absent).
+double
+metric_of(reflector_process const& r, std::string const& name)
+{
+    auto m = metrics::parse(http_request(r.port(), "GET", "/metrics").body);
+    auto it = m.samples.find(name);
+    return it == m.samples.end() ? std::nan("") : it->second;
+}
+
+TEST(cluster_sessions, a_join_at_a_non_owner_is_forwarded_when_the_session_may_not_move_and_closes_go_both_ways)
+{
+    redis_server redis;
+    ASSERT_TRUE(redis.ready());
+    // Hand-offs off: a JOIN at the non-owner is always forwarded.
+    auto a = node(redis, {"--handoff-min-interval-ms", "0"});
+    auto b = node(redis, {"--handoff-min-interval-ms", "0"});
+    ASSERT_TRUE(a->up() && b->up());
+
+    ws_client c1(a->port(), "/FWDSESSION");
+    c1.send_json(join_msg("v1"));
+    auto sync1 = c1.recv_action("SYNC");
+    ASSERT_TRUE(sync1);
+
+    // At b: relayed to a, the owner; same session, events both ways.
+    ws_client c2(b->port(), "/FWDSESSION");
+    auto t0 = std::chrono::steady_clock::now();
+    c2.send_json(join_msg("v2"));
+    auto sync2 = c2.recv_action("SYNC");
+    ASSERT_TRUE(sync2) << "the forwarded JOIN got no SYNC";
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 1500ms) << "forwarded at once, not after --takeover-wait-ms";
+    EXPECT_EQ((*sync2)["args"]["timeline"], (*sync1)["args"]["timeline"]);
+    c2.send_json(send_msg("via-b"));
+    auto r1 = c1.recv_action("RECV");
+    ASSERT_TRUE(r1);
+    EXPECT_TRUE(carries(*r1, "via-b"));
+    c1.send_json(send_msg("via-a"));
+    for (auto deadline = std::chrono::steady_clock::now() + 3s;;) {
+        auto m = c2.recv_action("RECV", 500ms);
+        ASSERT_TRUE(std::chrono::steady_clock::now() < deadline) << "via-a never reached the forwarded client";
+        if (m && carries(*m, "via-a"))
+            break;
+    }
+    EXPECT_EQ(metric_of(*b, "lockstep_connections_forwarded_total"), 1);
+    EXPECT_EQ(metric_of(*a, "lockstep_connections_forwarded_total"), 0);
+    EXPECT_EQ(metric_of(*a, "lockstep_session_handoffs_total"), 0);
+    EXPECT_EQ(metric_of(*a, "lockstep_connections"), 2);  // c1 and b's link
+
+    // A connection that was forwarded once is never forwarded again (no loops).
+    ws_client looped(b->port(), "/FWDSESSION", "X-Lockstep-Forwarded: elsewhere\r\n");
+    looped.send_json(join_msg("v3"));
+    EXPECT_EQ(looped.wait_close(6000ms), 4003);
+    EXPECT_EQ(metric_of(*b, "lockstep_connections_forwarded_total"), 1);
+
+    // The client's close reaches the owner: its link there goes.
+    c2.send_frame(0x8, std::string("\x03\xe8", 2));  // close 1000
+    EXPECT_EQ(c2.wait_close(), 1000);
+    bool gone = false;
+    for (int i = 0; i < 40 && !gone; ++i, std::this_thread::sleep_for(50ms))
+        gone = metric_of(*a, "lockstep_connections") == 1;
+    EXPECT_TRUE(gone) << "the owner kept the forwarded client";
+
+    // The owner's close reaches the client: a drain closes its clients with 1001.
+    ws_client c4(b->port(), "/FWDSESSION");
+    c4.send_json(join_msg("v4"));
+    ASSERT_TRUE(c4.recv_action("SYNC"));
+    a->signal(SIGTERM);
+    EXPECT_EQ(c4.wait_close(), 1001);
+    EXPECT_EQ(c1.wait_close(), 1001);
 }
 
 TEST(cluster_sessions, a_stale_owner_frozen_past_its_lease_shows_and_writes_nothing_after_it_resumes)

@@ -239,4 +239,42 @@ TEST_F(redis_sessions_test, calls_go_by_evalsha_and_survive_a_flushed_script_cac
     EXPECT_NE(stats->str.find("cmdstat_evalsha:"), std::string::npos) << stats->str;
 }
 
+TEST_F(redis_sessions_test, a_wanted_session_moves_at_most_once_per_interval_and_only_from_its_holder)
+{
+    auto a = store.acquire("s1", "refl-a");
+    ASSERT_EQ(a.what, acquire_result::status::acquired);
+    // refl-b got a JOIN for it: it finds the holder in the lease and asks.
+    auto b = store.acquire("s1", "refl-b");
+    ASSERT_EQ(b.what, acquire_result::status::held);
+    EXPECT_EQ(holder_of(b.holder), "refl-a");
+    ASSERT_TRUE(store.want(holder_of(b.holder), "s1"));
+    ASSERT_TRUE(store.want("refl-a", "s1"));  // asked twice: wanted once
+    EXPECT_EQ(store.wanted("refl-b", 10), std::vector<std::string>{});
+    EXPECT_EQ(store.wanted("refl-a", 10), std::vector<std::string>{"s1"});
+    EXPECT_EQ(store.wanted("refl-a", 10), std::vector<std::string>{});  // taken out
+    // Only the holder may hand it off, and then not again within the interval.
+    lease forged{"refl-b#1", 1};
+    EXPECT_EQ(store.may_hand_off("s1", forged, 800), handoff_status::not_held);
+    EXPECT_FALSE(store.recently_moved("s1"));
+    EXPECT_EQ(store.may_hand_off("s1", a.granted, 800), handoff_status::allowed);
+    EXPECT_TRUE(store.recently_moved("s1"));  // a JOIN elsewhere is forwarded meanwhile
+    ASSERT_TRUE(store.release("s1", a.granted));
+    b = store.acquire("s1", "refl-b");
+    ASSERT_EQ(b.what, acquire_result::status::acquired);
+    EXPECT_EQ(store.may_hand_off("s1", b.granted, 800), handoff_status::refused);
+    EXPECT_EQ(store.may_hand_off("s1", a.granted, 800), handoff_status::not_held);  // the old holder
+    // After the interval it may move again; with interval 0 never.
+    std::this_thread::sleep_for(900ms);
+    EXPECT_EQ(store.renew({{"s1", b.granted}})[0], redis_sessions::renew_status::ok);
+    EXPECT_EQ(store.may_hand_off("s1", b.granted, 0), handoff_status::refused);
+    EXPECT_EQ(store.may_hand_off("s1", b.granted, 800), handoff_status::allowed);
+    EXPECT_EQ(store.may_hand_off("s1", b.granted, 800), handoff_status::refused);
+    // A want set of a holder that never reads it expires (four leases: 1.2 s here).
+    ASSERT_TRUE(store.want("refl-gone", "s9"));
+    auto ttl = link.command({"PTTL", "ls:want:refl-gone"});
+    ASSERT_TRUE(ttl.has_value());
+    EXPECT_GT(ttl->integer, 0);
+    EXPECT_LE(ttl->integer, 1200);
+}
+
 }  // namespace

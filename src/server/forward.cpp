@@ -1,0 +1,170 @@
+#include "server/forward.hpp"
+
+#include <spdlog/spdlog.h>
+
+namespace lockstep {
+
+bool
+parse_ws_url(std::string_view url, std::string& host, std::string& port)
+{
+    constexpr std::string_view scheme = "ws://";
+    if (url.substr(0, scheme.size()) != scheme)
+        return false;
+    auto rest = url.substr(scheme.size());
+    rest = rest.substr(0, rest.find('/'));
+    std::string_view h = rest, p = "80";
+    if (!rest.empty() && rest.front() == '[') {  // [v6]:port
+        auto end = rest.find(']');
+        if (end == std::string_view::npos)
+            return false;
+        h = rest.substr(1, end - 1);
+        if (end + 1 < rest.size()) {
+            if (rest[end + 1] != ':')
+                return false;
+            p = rest.substr(end + 2);
+        }
+    } else if (auto colon = rest.rfind(':'); colon != std::string_view::npos) {
+        h = rest.substr(0, colon);
+        p = rest.substr(colon + 1);
+    }
+    if (h.empty() || p.empty() || p.find_first_not_of("0123456789") != std::string_view::npos)
+        return false;
+    if (h == "0.0.0.0" || h == "::")
+        return false;  // a bind-all address (no --public-url): not where another machine reaches it
+    host.assign(h);
+    port.assign(p);
+    return true;
+}
+
+forward_link::forward_link(net::io_context& ioc, std::size_t max_queued, std::size_t max_frame, callbacks cb)
+    : ws_(ioc), resolver_(ioc), max_queued_(max_queued), cb_(std::move(cb))
+{
+    ws_.read_message_max(max_frame);
+    ws_.auto_fragment(false);
+}
+
+void
+forward_link::start(std::string host, std::string port, std::string target, std::string const& self_id,
+                    std::string first)
+{
+    send(std::move(first));
+    host_ = host + ":" + port;
+    beast::get_lowest_layer(ws_).expires_after(std::chrono::seconds(5));  // resolve, connect, upgrade
+    resolver_.async_resolve(
+        host, port,
+        [self = shared_from_this(), target = std::move(target), self_id](error_code ec,
+                                                                         tcp::resolver::results_type r) mutable {
+            if (self->done_)
+                return;
+            if (ec)
+                return self->fail(4003, "session owner unreachable; retry");
+            beast::get_lowest_layer(self->ws_).async_connect(
+                r, [self, target = std::move(target), self_id](error_code ec2, tcp::endpoint const&) mutable {
+                    if (self->done_)
+                        return;
+                    if (ec2)
+                        return self->fail(4003, "session owner unreachable; retry");
+                    self->ws_.set_option(websocket::stream_base::decorator([self_id](websocket::request_type& req) {
+                        req.set(http::field::user_agent, "lockstep-reflector (forwarding)");
+                        req.set(forwarded_header, self_id);
+                    }));
+                    self->ws_.async_handshake(self->host_, target, [self](error_code ec3) {
+                        if (self->done_)
+                            return;
+                        if (ec3)
+                            return self->fail(4003, "session owner refused the forwarded connection; retry");
+                        beast::get_lowest_layer(self->ws_).expires_never();
+                        auto t = websocket::stream_base::timeout::suggested(beast::role_type::client);
+                        t.keep_alive_pings = true;
+                        self->ws_.set_option(t);
+                        self->open_ = true;
+                        self->write_next();
+                        self->read_next();
+                    });
+                });
+        });
+}
+
+void
+forward_link::send(std::string text)
+{
+    if (done_)
+        return;
+    queued_bytes_ += text.size();
+    queue_.push_back(std::move(text));
+    if (queued_bytes_ > max_queued_)
+        return fail(1013, "forwarding queue full");
+    write_next();
+}
+
+void
+forward_link::write_next()
+{
+    if (!open_ || writing_ || done_ || queue_.empty())
+        return;
+    writing_ = true;
+    ws_.text(true);
+    ws_.async_write(net::buffer(queue_.front()), [self = shared_from_this()](error_code ec, std::size_t) {
+        self->writing_ = false;
+        if (self->done_)
+            return;
+        if (ec)
+            return self->fail(4003, "connection to the session owner lost; retry");
+        self->queued_bytes_ -= self->queue_.front().size();
+        self->queue_.pop_front();
+        self->write_next();
+    });
+}
+
+void
+forward_link::read_next()
+{
+    ws_.async_read(rbuf_, [self = shared_from_this()](error_code ec, std::size_t) {
+        if (self->done_)
+            return;
+        if (ec) {
+            auto const& why = self->ws_.reason();
+            if (ec == websocket::error::closed && why.code != websocket::close_code::none)
+                return self->fail(static_cast<std::uint16_t>(why.code), std::string(why.reason.data(), why.reason.size()));
+            return self->fail(4003, "connection to the session owner lost; retry");
+        }
+        auto data = self->rbuf_.cdata();
+        self->cb_.message(std::string(static_cast<char const*>(data.data()), data.size()));
+        self->rbuf_.consume(self->rbuf_.size());
+        if (!self->done_)
+            self->read_next();
+    });
+}
+
+void
+forward_link::fail(std::uint16_t code, std::string reason)
+{
+    if (done_)
+        return;
+    spdlog::info("forwarding to {}: closed {} ({})", host_, code, reason);
+    close(code == 1013 ? 1001 : 1000);
+    auto cb = std::move(cb_.closed);
+    cb(code, std::move(reason));
+}
+
+void
+forward_link::close(std::uint16_t code)
+{
+    if (done_)
+        return;
+    done_ = true;
+    queue_.clear();
+    resolver_.cancel();
+    if (!open_) {
+        error_code ignored;
+        beast::get_lowest_layer(ws_).socket().close(ignored);
+        return;
+    }
+    if (ws_.is_open() && code != 1006)
+        ws_.async_close(websocket::close_reason(static_cast<websocket::close_code>(code)),
+                        [self = shared_from_this()](error_code) {});
+    else
+        beast::get_lowest_layer(ws_).close();
+}
+
+}  // namespace lockstep
