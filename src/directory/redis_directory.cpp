@@ -159,7 +159,7 @@ redis_directory::children(std::string const& parent)
 void
 redis_directory::register_reflector(reflector_info r)
 {
-    json info = {{"region", r.region}, {"url", r.url}, {"files", r.files_url}, {"load", r.load},
+    json info = {{"region", r.region}, {"url", r.url}, {"peer", r.peer_url}, {"files", r.files_url}, {"load", r.load},
                  {"draining", r.draining}, {"instance", r.instance}};
     std::string s;
     long long n = 0;

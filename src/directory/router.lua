@@ -324,7 +324,7 @@ elseif op == 'register' then
 elseif op == 'reflectors' then
   local out = {}
   for _, r in ipairs(all_reflectors()) do
-    out[#out + 1] = {id = r.id, region = r.region, url = r.url, files = r.files, load = r.load,
+    out[#out + 1] = {id = r.id, region = r.region, url = r.url, peer = r.peer, files = r.files, load = r.load,
                      last_heartbeat_ms_ago = now - r.hb, live = r.live, draining = r.draining or false}
   end
   return cjson.encode(out)

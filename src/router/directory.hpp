@@ -43,6 +43,7 @@ struct reflector_info {
     bool draining = false;  // registered but taking no new sessions
     std::int64_t heartbeat_us = 0;
     std::string instance;   // changes when the reflector process restarts
+    std::string peer_url = {};  // how the other reflectors reach this one (forwarding), e.g. ws://10.0.0.1:9090
 };
 
 struct seat_answer {

@@ -308,6 +308,7 @@ memory_directory::reflectors()
         out.push_back({{"id", id},
                        {"region", r.region},
                        {"url", r.url},
+                       {"peer", r.peer_url},
                        {"files", r.files_url},
                        {"load", r.load},
                        {"last_heartbeat_ms_ago", (now - r.heartbeat_us) / 1000},

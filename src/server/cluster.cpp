@@ -70,10 +70,12 @@ lease_keeper::acquire(std::string id, unsigned w, std::chrono::steady_clock::tim
             return st_.directory.post([this, id = std::move(id), w, until, done = std::move(done), r = std::move(r),
                                        owner_id](router::directory& d) mutable {
                 std::string host, port;
-                for (auto const& e : d.reflectors())
-                    if (e.value("id", "") == owner_id && e.value("live", false) &&
-                        parse_ws_url(e.value("url", ""), host, port))
-                        return done(std::move(r), e.value("url", ""));
+                for (auto const& e : d.reflectors()) {
+                    // Its peer URL (its own address); older registrations have only `url`.
+                    auto url = e.value("peer", e.value("url", ""));
+                    if (e.value("id", "") == owner_id && e.value("live", false) && parse_ws_url(url, host, port))
+                        return done(std::move(r), url);
+                }
                 retry(std::move(id), w, until, std::move(done), true);
             });
         }

@@ -26,6 +26,12 @@ define(cli::options& o, config& c)
     o.add("--public-url", c.public_url, "URL clients use to reach this reflector (default ws://BIND:PORT)",
           "The router hands it out (as `<url>/r/<seat>`, and `http(s)://…/files` for files). Set it whenever "
           "clients reach the reflector through another name, port or a TLS proxy");
+    o.add("--peer-url", c.peer_url,
+          "URL the other reflectors of a cluster use to reach this one (default ws://BIND:PORT, or the host "
+          "name for a bind-all address)",
+          "A JOIN that reaches a reflector which may not take the session over is forwarded to the owner at "
+          "this URL. Behind a balancer `--public-url` names the balancer, so set this to the reflector's own "
+          "address on the cluster's network (e.g. `ws://reflector-1:9090`)");
     o.add("--region", c.region, "region name reported to clients",
           "Sent to clients as SYNC `reflector` (they only log it) and shown in the start-up log line. Set it "
           "per deployment");
@@ -140,7 +146,7 @@ define(cli::options& o, config& c)
           "The owner journals the last events, releases the lease and closes the session's clients with 1001; "
           "they reconnect through the balancer and rejoin seamlessly where the JOIN arrived "
           "([section 2](#2-one-process-per-region), \"Hand-off on JOIN\"). Within the interval (or with 0) such a "
-          "connection is forwarded to the owner's registered ws:// URL instead. Give every reflector the same value");
+          "connection is forwarded to the owner's `--peer-url` instead. Give every reflector the same value");
     o.group("Access control (docs/security.md)");
     o.add("--auth-secret", c.auth_secret,
           "require a JWT signed HS256 with this secret on every WebSocket upgrade, /files and /v1 request",

@@ -18,6 +18,7 @@ struct config {
     unsigned threads = 0;                 // worker threads; 0 = number of cores
     std::string region = "local";         // reported in SYNC "reflector" and /sessions
     std::string public_url;               // how clients reach this reflector (router answers)
+    std::string peer_url;                 // how other reflectors reach this one (cluster forwarding)
     std::string log_level = "info";       // trace|debug|info|warn|error|critical|off
     std::string log_format = "text";      // text for people, json (one object per line) for machines
     std::size_t max_frame_bytes = 4u << 20;   // larger client frames close with 1009

@@ -570,6 +570,18 @@ server_state::self_info(std::uint16_t port) const
     if (pub.empty() || (cfg.port == 0 && pub == scheme + cfg.bind + ":0"))
         pub = scheme + cfg.bind + ":" + std::to_string(port);
     r.url = pub;
+    r.peer_url = cfg.peer_url;
+    if (r.peer_url.empty()) {
+        // This reflector's own address: the bind address, or the host name for a bind-all one.
+        auto host = cfg.bind;
+        if (host == "0.0.0.0" || host == "::" || host.empty()) {
+            char name[256] = {};
+            host = ::gethostname(name, sizeof name - 1) == 0 && name[0] ? name : "localhost";
+        } else if (host.find(':') != std::string::npos) {
+            host = "[" + host + "]";
+        }
+        r.peer_url = scheme + host + ":" + std::to_string(port);
+    }
     auto http = pub.rfind("wss://", 0) == 0 ? "https://" + pub.substr(6)
                                              : (pub.rfind("ws://", 0) == 0 ? "http://" + pub.substr(5) : pub);
     while (!http.empty() && http.back() == '/')

@@ -52,9 +52,11 @@ TEST(cluster_sessions, a_join_at_a_non_owner_is_forwarded_when_the_session_may_n
 {
     redis_server redis;
     ASSERT_TRUE(redis.ready());
-    // Hand-offs off: a JOIN at the non-owner is always forwarded.
-    auto a = node(redis, {"--handoff-min-interval-ms", "0"});
-    auto b = node(redis, {"--handoff-min-interval-ms", "0"});
+    // Hand-offs off: a JOIN at the non-owner is always forwarded. Both name a balancer as
+    // their public URL (as in a cluster behind one): forwarding must use the peer URL
+    // (by default the bind address and port), not the public one.
+    auto a = node(redis, {"--handoff-min-interval-ms", "0", "--public-url", "ws://balancer.invalid:1"});
+    auto b = node(redis, {"--handoff-min-interval-ms", "0", "--public-url", "ws://balancer.invalid:1"});
     ASSERT_TRUE(a->up() && b->up());
 
     ws_client c1(a->port(), "/FWDSESSION");
