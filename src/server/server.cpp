@@ -73,6 +73,8 @@ worker::worker(server_state& state, unsigned i) : st(state), index(i)
         o.retention_s = st.cfg.session_retention_s;
         o.files_dir = st.cfg.data_dir + "/files";
         o.persist_dir = st.cfg.data_dir + "/persist";
+        o.wal_name = "w" + std::to_string(index);
+        o.tails_dropped_at_start = index == 0 ? st.journal_tails_recovered : 0;
         journal = std::make_unique<session_journal>(std::move(o), metrics);
     }
 }
@@ -86,6 +88,9 @@ worker::start_journal_sweep(std::chrono::milliseconds first)
     sweep_timer.async_wait([this](error_code ec) {
         if (ec)
             return;
+        // A new WAL file first, so the one before can be retired and the sessions it
+        // names deleted if expired.
+        journal->rotate();
         auto mine = [this](std::string const& id) { return &st.worker_for(id) == this; };
         auto live = [this](std::string const& id) { return find_session(id) != nullptr; };
         journal->sweep(mine, live);
@@ -509,6 +514,16 @@ server_state::server_state(config c)
     dlimits.max_clients_per_session = cfg.max_clients_per_session;
     dlimits.message_rate = cfg.max_message_rate;
     dlimits.message_burst = cfg.max_message_burst;
+    if (!cluster && cfg.journal == "file") {
+        // Before any worker writes: what the last process wrote to its write-ahead logs
+        // but had not yet copied into the session journals (a crash) goes there now.
+        // The cost follows the WAL sizes, not the number of stored sessions.
+        auto r = journal::recover(cfg.data_dir + "/journal");
+        journal_tails_recovered = r.tails_dropped;
+        if (r.files > 0)
+            spdlog::info("journal: recovered {} write-ahead entries from {} file(s) left by the last run", r.entries,
+                         r.files);
+    }
     for (unsigned i = 0; i < cfg.threads; ++i)
         workers.push_back(std::make_unique<worker>(*this, i));
     builtin_web_root_ = find_builtin_web_root();
