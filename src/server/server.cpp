@@ -88,13 +88,16 @@ worker::start_journal_sweep(std::chrono::milliseconds first)
     sweep_timer.async_wait([this](error_code ec) {
         if (ec)
             return;
-        // A new WAL file first, so the one before can be retired and the sessions it
-        // names deleted if expired.
+        // A new WAL file, so the one before can be retired and the sessions it names
+        // deleted if expired. The sweep itself (directory scans, every stored header,
+        // blob deletion) runs on the disk pool; the writer knows which sessions are
+        // open or being resumed, so it needs nothing of this loop.
         journal->rotate();
-        auto mine = [this](std::string const& id) { return &st.worker_for(id) == this; };
-        auto live = [this](std::string const& id) { return find_session(id) != nullptr; };
-        journal->sweep(mine, live);
-        start_journal_sweep(std::chrono::minutes(5));
+        net::post(st.disk, [this] {
+            auto mine = [this](std::string const& id) { return &st.worker_for(id) == this; };
+            journal->sweep(mine, [](std::string const&) { return false; });
+            defer([this] { start_journal_sweep(std::chrono::minutes(5)); });
+        });
     });
 }
 
