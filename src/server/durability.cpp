@@ -338,6 +338,7 @@ session_journal::mirror_stats()
     auto copy = [](auto& to, auto const& from) { to.store(from.load(std::memory_order_relaxed), std::memory_order_relaxed); };
     copy(metrics_.journal_bytes, stats_.bytes_written);
     copy(metrics_.journal_writes, stats_.writes);
+    copy(metrics_.journal_catch_up_writes, stats_.catch_up_writes);
     copy(metrics_.journal_write_errors, stats_.write_errors);
     copy(metrics_.journal_tails_dropped, stats_.tails_dropped);
 }
