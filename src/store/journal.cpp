@@ -104,13 +104,55 @@ get_u32(std::string_view s, std::size_t at)
 
 }  // namespace
 
+namespace {
+
+std::uint32_t
+crc32c_table(std::string_view data, std::uint32_t crc) noexcept
+{
+    for (unsigned char ch : data)
+        crc = crc_table[(crc ^ ch) & 0xFF] ^ (crc >> 8);
+    return crc;
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+// SSE4.2's crc32 instruction computes exactly this polynomial (Castagnoli), 8 bytes at a
+// time: about 20 times the table's speed, which matters for a resume's megabytes.
+__attribute__((target("sse4.2"))) std::uint32_t
+crc32c_sse42(std::string_view data, std::uint32_t crc) noexcept
+{
+    auto const* p = reinterpret_cast<unsigned char const*>(data.data());
+    auto n = data.size();
+    std::uint64_t c = crc;
+    while (n >= 8) {
+        std::uint64_t word;
+        std::memcpy(&word, p, 8);
+        c = __builtin_ia32_crc32di(c, word);
+        p += 8;
+        n -= 8;
+    }
+    auto c32 = static_cast<std::uint32_t>(c);
+    while (n-- > 0)
+        c32 = __builtin_ia32_crc32qi(c32, *p++);
+    return c32;
+}
+
+bool const have_sse42 = [] {
+    __builtin_cpu_init();  // may run before libgcc's own initialisation
+    return __builtin_cpu_supports("sse4.2") != 0;
+}();
+#endif
+
+}  // namespace
+
 std::uint32_t
 crc32c(std::string_view data, std::uint32_t crc) noexcept
 {
     crc = ~crc;
-    for (unsigned char ch : data)
-        crc = crc_table[(crc ^ ch) & 0xFF] ^ (crc >> 8);
-    return ~crc;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    if (have_sse42)
+        return ~crc32c_sse42(data, crc);
+#endif
+    return ~crc32c_table(data, crc);
 }
 
 std::string

@@ -133,6 +133,19 @@ TEST(journal_codec, crc32c_matches_the_standard_check_value)
     EXPECT_EQ(j::crc32c(""), 0u);
     // Continuation equals one pass.
     EXPECT_EQ(j::crc32c("6789", j::crc32c("12345")), j::crc32c("123456789"));
+    // RFC 3720 (iSCSI) vectors: 32 bytes, so the 8-byte hardware path is checked too.
+    std::string ascending;
+    for (int i = 0; i < 32; ++i)
+        ascending.push_back(static_cast<char>(i));
+    EXPECT_EQ(j::crc32c(std::string(32, '\0')), 0x8A9136AAu);
+    EXPECT_EQ(j::crc32c(std::string(32, '\xFF')), 0x62A8AB43u);
+    EXPECT_EQ(j::crc32c(ascending), 0x46DD794Eu);
+    // Split anywhere (unaligned, odd lengths), continued: the same.
+    for (std::size_t cut = 0; cut <= ascending.size(); ++cut)
+        EXPECT_EQ(j::crc32c(std::string_view(ascending).substr(cut),
+                            j::crc32c(std::string_view(ascending).substr(0, cut))),
+                  0x46DD794Eu)
+            << cut;
 }
 
 TEST(journal_codec, ids_encode_to_safe_names_and_back)
