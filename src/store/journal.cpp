@@ -871,7 +871,7 @@ public:
                 ::unlink(file.c_str());  // a partial base is of no use; the WAL still has it
                 return ec;
             }
-            open_[id] = {e.generation, fd, e.data.size(), true};
+            open_[id] = {e.generation, fd, e.data.size(), true, file};
             new_dirs_.insert(path);
             for (auto const& [g, p] : segments_in(path))
                 if (g != e.generation)
@@ -894,7 +894,7 @@ public:
                 ::close(fd);
                 return ec;
             }
-            it = open_.emplace(id, seg{e.generation, fd, static_cast<std::uint64_t>(st.st_size), false}).first;
+            it = open_.emplace(id, seg{e.generation, fd, static_cast<std::uint64_t>(st.st_size), false, file}).first;
         }
         auto& s = it->second;
         if (e.offset > s.size)
@@ -907,7 +907,7 @@ public:
         return {};
     }
 
-    /// The session left memory: its segment is fdatasynced (if written) and closed.
+    /// The session left memory: its segment is closed (and fdatasynced by the next sync()).
     void
     close(std::string const& id)
     {
@@ -923,8 +923,7 @@ public:
     bool
     sync()
     {
-        bool ok = ok_;
-        ok_ = true;
+        bool ok = true;
         for (auto& [id, s] : open_) {
             if (!s.dirty)
                 continue;
@@ -936,6 +935,18 @@ public:
             }
             s.dirty = false;
         }
+        for (auto const& file : closed_unsynced_) {
+            int fd = ::open(file.c_str(), O_WRONLY | O_CLOEXEC);
+            if (fd < 0)
+                continue;  // deleted since (a replaced generation, retention)
+            if (::fdatasync(fd) != 0) {
+                spdlog::error("journal: fdatasync of {} failed: {}", file, last_error().message());
+                stats_.fsync_errors.fetch_add(1, std::memory_order_relaxed);
+                ok = false;
+            }
+            ::close(fd);
+        }
+        closed_unsynced_.clear();
         for (auto const& d : new_dirs_)
             fsync_dir(d);
         new_dirs_.clear();
@@ -959,16 +970,16 @@ private:
         int fd = -1;
         std::uint64_t size = 0;
         bool dirty = false;  // written since its last fdatasync
+        std::string file;
     };
 
+    /// Closes without waiting for the disk (a close must not hold up a resume's load):
+    /// a written segment is fdatasynced by the next sync(), before its WAL goes.
     void
     close_one(seg& s)
     {
-        if (s.dirty && ::fdatasync(s.fd) != 0) {
-            spdlog::error("journal: fdatasync of a segment failed: {}", last_error().message());
-            stats_.fsync_errors.fetch_add(1, std::memory_order_relaxed);
-            ok_ = false;
-        }
+        if (s.dirty)
+            closed_unsynced_.push_back(s.file);
         ::close(s.fd);
     }
 
@@ -983,7 +994,7 @@ private:
     std::unordered_map<std::string, seg> open_;
     std::set<std::string> new_dirs_;
     std::vector<std::string> obsolete_;
-    bool ok_ = true;  // no failed fdatasync since the last sync()
+    std::vector<std::string> closed_unsynced_;  // segments closed since the last sync()
 };
 
 // ---------------------------------------------------------------------------- recovery
@@ -1097,16 +1108,33 @@ struct journal_writer::op {
     std::shared_ptr<wal_file> wal;             // retire
 };
 
-/// One session's segment bytes, gathered from consecutive entries (one pwrite).
+/// One session's segment bytes, gathered from consecutive entries (one pwrite). A single
+/// entry is not copied: `view` points into the flush's bytes, which `owner` keeps alive.
 struct pending_chunk {
     wal_kind kind = wal_kind::append;
     std::string id;
     std::uint64_t generation = 0, offset = 0;
-    std::string data;
+    std::shared_ptr<std::string const> owner;
+    std::string_view view;
+    std::string merged;  // used once a second entry is appended
+    std::string_view
+    data() const
+    {
+        return merged.empty() ? view : std::string_view(merged);
+    }
+    void
+    append(std::string_view more)
+    {
+        if (merged.empty())
+            merged.assign(view);
+        merged.append(more);
+        owner.reset();
+        view = {};
+    }
     wal_entry
     entry() const
     {
-        return {kind, id, generation, offset, data};
+        return {kind, id, generation, offset, data()};
     }
 };
 
@@ -1177,14 +1205,15 @@ journal_writer::hand(op o)
 }
 
 void
-journal_writer::wait_applied(std::unique_lock<std::mutex>& lk)
+journal_writer::wait_applied(std::unique_lock<std::mutex>& lk, bool whole_round)
 {
     auto target = handed_;
-    if (applied_ >= target || crashed_ || !thread_.joinable())
+    auto const& done = whole_round ? finished_ : applied_;
+    if (done >= target || crashed_ || !thread_.joinable())
         return;
     urgent_ = true;
     cv_.notify_all();
-    cv_.wait(lk, [&] { return applied_ >= target || crashed_; });
+    cv_.wait(lk, [&] { return done >= target || crashed_; });
 }
 
 std::optional<stored_session>
@@ -1208,7 +1237,7 @@ journal_writer::read(std::string const& id, std::error_code& ec)
     }
     {
         std::unique_lock lk(mu_);
-        wait_applied(lk);  // what this writer wrote for it is in its segment now
+        wait_applied(lk, false);  // what this writer wrote for it is in its segment now
     }
     auto segments = segments_in(opts_.dir + "/" + name);
     for (auto const& [generation, path] : segments) {
@@ -1560,12 +1589,12 @@ journal_writer::process(std::vector<op>& ops)
                 if (it != last.end()) {
                     auto& c = chunks[it->second];
                     if (e.kind == wal_kind::append && c.generation == e.generation &&
-                        c.offset + c.data.size() == e.offset) {
-                        c.data.append(e.data);
+                        c.offset + c.data().size() == e.offset) {
+                        c.append(e.data);
                         continue;
                     }
                 }
-                chunks.push_back({e.kind, std::string(e.id), e.generation, e.offset, std::string(e.data)});
+                chunks.push_back({e.kind, std::string(e.id), e.generation, e.offset, o.bytes, e.data, {}});
                 last[e.id] = chunks.size() - 1;  // a view into the WAL bytes: stable while `ops` lives
             }
             break;
@@ -1575,17 +1604,11 @@ journal_writer::process(std::vector<op>& ops)
             break;
         case op::retire:
             apply_all();
-            retire(o.wal);
+            cu.retire_later.push_back(o.wal);  // after the round's loads are answered
             break;
         }
     }
     apply_all();
-    if (cu.behind.empty() && !cu.retire_later.empty()) {
-        auto later = std::move(cu.retire_later);
-        cu.retire_later.clear();
-        for (auto const& w : later)
-            retire(w);
-    }
 }
 
 void
@@ -1610,6 +1633,15 @@ journal_writer::catch_up_loop()
         lk.unlock();
         process(ops);
         ops.clear();  // the WAL bytes (and their views) go before the lock is retaken
+        // The segments hold what was handed: loads waiting for that go on now, before
+        // this round's fdatasyncs.
+        lk.lock();
+        applied_ = target;
+        behind_.clear();
+        for (auto const& [id, chunks] : cu_->behind)
+            behind_.insert(id);
+        cv_.notify_all();
+        lk.unlock();
         bool synced = opts_.fsync_ms == 0;  // flush() synced the WAL already
         bool written = target != synced_;   // something handed since the last sync
         if (!synced && (want_sync || stopping || (written && clock::now() - last_sync >= fsync_period))) {
@@ -1619,15 +1651,18 @@ journal_writer::catch_up_loop()
         }
         if (synced)
             cu_->applier.delete_obsolete();  // their successors' bases are in a synced WAL
+        if (cu_->behind.empty() && !cu_->retire_later.empty()) {
+            auto retiring = std::move(cu_->retire_later);
+            cu_->retire_later.clear();
+            for (auto const& w : retiring)
+                retire(w);  // back into retire_later if a segment cannot be synced
+        }
         lk.lock();
-        applied_ = target;
+        finished_ = target;
         if (synced)
             synced_ = target;
-        behind_.clear();
-        for (auto const& [id, chunks] : cu_->behind)
-            behind_.insert(id);
         cv_.notify_all();
-        if (stopping && handed_ == applied_)
+        if (stopping && handed_ == finished_)
             break;
     }
     // Shut down: every segment durable, then the WAL goes (nothing to replay at start-up).
@@ -1701,7 +1736,7 @@ journal_writer::remove(std::string const& id)
     if (name.empty())
         return make_error_code(errc::bad_id);
     std::unique_lock lk(mu_);
-    wait_applied(lk);
+    wait_applied(lk, true);  // with the WAL retirements that were handed
     if (open_.count(id) || behind_.count(id))
         return std::make_error_code(std::errc::device_or_resource_busy);
     // A WAL not yet retired still holds its records: a replay after a crash would bring

@@ -353,7 +353,9 @@ private:
     void mark(session_file& f, std::size_t records);
     std::shared_ptr<wal_file> open_wal();
     void hand(op o);
-    void wait_applied(std::unique_lock<std::mutex>& lk);
+    /// Waits until the catch-up thread applied everything handed so far (`whole_round`:
+    /// and finished that round's syncs and WAL retirements).
+    void wait_applied(std::unique_lock<std::mutex>& lk, bool whole_round);
     void catch_up_loop();
     void process(std::vector<op>& ops);
     void retire(std::shared_ptr<wal_file> const& wal);
@@ -372,7 +374,8 @@ private:
     mutable std::mutex mu_;
     std::condition_variable cv_;
     std::vector<op> queue_;
-    std::uint64_t handed_ = 0, applied_ = 0, synced_ = 0;  // ops handed / applied / covered by a WAL sync
+    std::uint64_t handed_ = 0, applied_ = 0, finished_ = 0, synced_ = 0;  // ops handed / applied /
+                                                                          // round done / covered by a WAL sync
     bool stop_ = false, crashed_ = false;
     bool urgent_ = false;                    // someone waits: do not wait for the period
     bool sync_wanted_ = false;               // sync() waits for a WAL fdatasync
