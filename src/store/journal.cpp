@@ -1644,7 +1644,7 @@ journal_writer::catch_up_loop()
         lk.unlock();
         bool synced = opts_.fsync_ms == 0;  // flush() synced the WAL already
         bool written = target != synced_;   // something handed since the last sync
-        if (!synced && (want_sync || stopping || (written && clock::now() - last_sync >= fsync_period))) {
+        if (!synced && (want_sync || (written && (stopping || clock::now() - last_sync >= fsync_period)))) {
             sync_wal(*wal);
             last_sync = clock::now();
             synced = true;
