@@ -404,6 +404,62 @@ element_prefix(std::string_view e, std::int64_t& time, std::uint32_t& seq)
     return r.ec == std::errc() && r.ptr != end && *r.ptr == ',';
 }
 
+/// Checks the 16-byte file header shared by segments and WAL files. False (with `out`'s
+/// status, tail and dropped bytes set) when there is nothing to scan after it.
+template <class Scan>
+bool
+file_header_ok(std::string_view bytes, std::string_view file_magic, std::uint32_t version, Scan& out)
+{
+    if (bytes.empty())
+        return false;  // status empty
+    if (bytes.size() < file_header_bytes) {
+        out.status = scan_status::no_base;
+        out.tail = tail_problem::torn;
+        out.tail_detail = "file header incomplete";
+        out.dropped_bytes = bytes.size();
+        return false;
+    }
+    if (bytes.substr(0, file_magic.size()) != file_magic || get_u32(bytes, 12) != crc32c(bytes.substr(0, 12))) {
+        out.status = scan_status::bad_magic;
+        out.dropped_bytes = bytes.size();
+        return false;
+    }
+    out.version = get_u32(bytes, 8);
+    if (out.version != version) {
+        out.status = scan_status::bad_version;
+        out.dropped_bytes = bytes.size();
+        return false;
+    }
+    return true;
+}
+
+/// The checksummed body of the frame at `at` — u32 n | u32 crc32c(n, body) | body, the
+/// body `n + extra` bytes — or nullopt with `out.tail` set (torn, length out of
+/// [min_n, max_n], checksum mismatch). Segment records and WAL entries share it.
+template <class Scan>
+std::optional<std::string_view>
+next_frame(std::string_view bytes, std::size_t at, std::size_t extra, std::uint32_t min_n, std::uint32_t max_n,
+           char const* what, Scan& out)
+{
+    auto fail = [&](tail_problem p, std::string why) {
+        out.tail = p;
+        out.tail_detail = what + (" " + why);
+        return std::nullopt;
+    };
+    auto left = bytes.size() - at;
+    if (left < 8 + extra)
+        return fail(tail_problem::torn, "header incomplete");
+    auto n = get_u32(bytes, at);
+    if (n > max_n || n < min_n)
+        return fail(tail_problem::invalid, "length " + std::to_string(n) + " out of range");
+    if (left - 8 - extra < n)
+        return fail(tail_problem::torn, "incomplete");
+    auto body = bytes.substr(at + 8, n + extra);
+    if (crc32c(body, crc32c(bytes.substr(at, 4))) != get_u32(bytes, at + 4))
+        return fail(tail_problem::checksum, "checksum mismatch");
+    return body;
+}
+
 class scanner {
 public:
     explicit scanner(segment_scan& out) : out_(out) {}
@@ -516,52 +572,17 @@ segment_scan
 scan_segment(std::string_view bytes)
 {
     segment_scan out;
-    if (bytes.empty())
-        return out;  // status empty
-    if (bytes.size() < file_header_bytes) {
-        out.status = scan_status::no_base;
-        out.tail = tail_problem::torn;
-        out.tail_detail = "file header incomplete";
-        out.dropped_bytes = bytes.size();
+    if (!file_header_ok(bytes, magic, format_version, out))
         return out;
-    }
-    if (bytes.substr(0, magic.size()) != magic || get_u32(bytes, 12) != crc32c(bytes.substr(0, 12))) {
-        out.status = scan_status::bad_magic;
-        out.dropped_bytes = bytes.size();
-        return out;
-    }
-    out.version = get_u32(bytes, 8);
-    if (out.version != format_version) {
-        out.status = scan_status::bad_version;
-        out.dropped_bytes = bytes.size();
-        return out;
-    }
     scanner sc(out);
     std::size_t at = file_header_bytes;
     while (at < bytes.size()) {
-        auto left = bytes.size() - at;
-        if (left < record_header_bytes) {
-            out.tail = tail_problem::torn;
-            out.tail_detail = "record header incomplete";
+        // The body is the type byte and the payload: n + 1 bytes.
+        auto frame = next_frame(bytes, at, 1, 0, max_record_bytes, "record", out);
+        if (!frame)
             break;
-        }
-        auto n = get_u32(bytes, at);
-        if (n > max_record_bytes) {
-            out.tail = tail_problem::invalid;
-            out.tail_detail = "record length " + std::to_string(n) + " over the limit";
-            break;
-        }
-        if (left < record_header_bytes + n) {
-            out.tail = tail_problem::torn;
-            out.tail_detail = "record incomplete";
-            break;
-        }
-        auto type_and_payload = bytes.substr(at + 8, 1 + n);
-        if (crc32c(type_and_payload, crc32c(bytes.substr(at, 4))) != get_u32(bytes, at + 4)) {
-            out.tail = tail_problem::checksum;
-            out.tail_detail = "record checksum mismatch";
-            break;
-        }
+        auto type_and_payload = *frame;
+        auto n = static_cast<std::uint32_t>(type_and_payload.size() - 1);
         if (!sc.apply(static_cast<record_type>(static_cast<unsigned char>(type_and_payload[0])),
                       type_and_payload.substr(1))) {
             out.tail = tail_problem::invalid;
@@ -625,52 +646,16 @@ wal_scan
 scan_wal(std::string_view bytes)
 {
     wal_scan out;
-    if (bytes.empty())
+    if (!file_header_ok(bytes, wal_magic, wal_format_version, out))
         return out;
-    if (bytes.size() < file_header_bytes) {
-        out.status = scan_status::no_base;
-        out.tail = tail_problem::torn;
-        out.tail_detail = "file header incomplete";
-        out.dropped_bytes = bytes.size();
-        return out;
-    }
-    if (bytes.substr(0, wal_magic.size()) != wal_magic || get_u32(bytes, 12) != crc32c(bytes.substr(0, 12))) {
-        out.status = scan_status::bad_magic;
-        out.dropped_bytes = bytes.size();
-        return out;
-    }
-    out.version = get_u32(bytes, 8);
-    if (out.version != wal_format_version) {
-        out.status = scan_status::bad_version;
-        out.dropped_bytes = bytes.size();
-        return out;
-    }
     out.status = scan_status::ok;
     std::size_t at = file_header_bytes;
     while (at < bytes.size()) {
-        auto left = bytes.size() - at;
-        if (left < wal_entry_header_bytes) {
-            out.tail = tail_problem::torn;
-            out.tail_detail = "entry header incomplete";
+        auto frame = next_frame(bytes, at, 0, wal_body_fixed_bytes, max_wal_entry_bytes, "entry", out);
+        if (!frame)
             break;
-        }
-        auto n = get_u32(bytes, at);
-        if (n > max_wal_entry_bytes || n < wal_body_fixed_bytes) {
-            out.tail = tail_problem::invalid;
-            out.tail_detail = "entry length " + std::to_string(n) + " out of range";
-            break;
-        }
-        if (left - wal_entry_header_bytes < n) {
-            out.tail = tail_problem::torn;
-            out.tail_detail = "entry incomplete";
-            break;
-        }
-        auto body = bytes.substr(at + wal_entry_header_bytes, n);
-        if (crc32c(body, crc32c(bytes.substr(at, 4))) != get_u32(bytes, at + 4)) {
-            out.tail = tail_problem::checksum;
-            out.tail_detail = "entry checksum mismatch";
-            break;
-        }
+        auto body = *frame;
+        auto n = body.size();
         wal_entry e;
         e.kind = static_cast<wal_kind>(static_cast<unsigned char>(body[0]));
         e.generation = get_le<std::uint64_t>(body, 1);
