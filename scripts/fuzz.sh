@@ -7,7 +7,8 @@
 #   codec  JSON scanner vs nlohmann (both directions), client frames, SEND -> RECV
 #   paths  /v1 path segments and /files blob paths vs a reference implementation
 #   join   JOIN arguments vs the documented rules
-#   journal  the session journal reader: raw segment files, after a valid header, framed records
+#   journal  the session journal readers: raw segment files, after a valid header, framed records;
+#            write-ahead log files, raw and as framed entries
 #   token  credential extraction, redaction, the gate, JWT verification (src/auth/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,6 +58,9 @@ mkdir -p build-fuzz/corpus/journal
   record 3 '\x10\x27\x01\x01\x01\x01\x01\x01'
 } > build-fuzz/corpus/journal/seed-framed
 { byte 1; byte 4; byte 0; byte 0; byte 0; byte 0; } > build-fuzz/corpus/journal/seed-after-header
+# Mode 4 frames WAL entries (kind + generation, id length, data length, id, data).
+{ byte 4; byte 6; byte 1; byte 5; printf 'Aabcde'; byte 5; byte 2; byte 3; printf 'B/xyz'; } \
+  > build-fuzz/corpus/journal/seed-wal
 for t in "${targets[@]}"; do
   echo "fuzz: $t for ${secs}s"
   log=build-fuzz/$t.log

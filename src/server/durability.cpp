@@ -28,10 +28,13 @@ snapshot_of(session_header const& h)
 
 session_journal::session_journal(durability_options opts, worker_metrics& metrics)
     : opts_(std::move(opts)), metrics_(metrics),
-      writer_({opts_.dir, opts_.fsync_ms, [&metrics](double secs) { metrics.observe_fsync(secs); }}, &stats_)
+      writer_({opts_.dir, opts_.fsync_ms, [&metrics](double secs) { metrics.observe_fsync(secs); }, opts_.wal_name},
+              &stats_)
 {
     tracker_.lease_ms = opts_.lease_ms;
     tracker_.seen_per_base = opts_.seen_per_base;
+    stats_.tails_dropped.store(opts_.tails_dropped_at_start, std::memory_order_relaxed);
+    mirror_stats();
 }
 
 session_journal::loaded
@@ -51,6 +54,7 @@ session_journal::apply(session& s, loaded l)
     if (!ec && !stored)
         return false;  // never stored: a new session
     if (!ec && s.restore(stored->header, stored->events, stored->resume_time_ms)) {
+        writer_.resumed(s.id(), stored->newest_generation);  // its new base is a newer generation
         metrics_.add(metrics_.sessions_resumed);
         spdlog::info("session {} resumed from {} ({} events, time {}{})", s.id(), stored->file,
                      stored->events.size(), stored->resume_time_ms,
@@ -186,6 +190,7 @@ std::size_t
 session_journal::sweep(std::function<bool(std::string const&)> const& mine,
                        std::function<bool(std::string const&)> const& live)
 {
+    writer_.sync();  // the segments hold everything written so far (their times are right)
     auto now = fs::file_time_type::clock::now();
     auto limit = std::chrono::seconds(static_cast<std::int64_t>(opts_.retention_s));
     std::size_t removed = 0;
@@ -203,9 +208,9 @@ session_journal::sweep(std::function<bool(std::string const&)> const& mine,
             size += it->file_size(e2);
             newest = std::max(newest, it->last_write_time(e2));
         }
-        if (!live(id) && newest != fs::file_time_type::min() && now - newest > limit) {
+        if (!live(id) && !writer_.in_use(id) && newest != fs::file_time_type::min() && now - newest > limit) {
             std::error_code lec;
-            auto gone = writer_.load(id, lec);
+            auto gone = writer_.read(id, lec);
             if (!writer_.remove(id)) {
                 if (gone)
                     expired.push_back(std::move(gone->header));
@@ -232,7 +237,7 @@ session_journal::referenced_urls()
     std::vector<std::string> urls;
     for (auto const& id : writer_.stored()) {
         std::error_code ec;
-        if (auto st = writer_.load(id, ec)) {
+        if (auto st = writer_.read(id, ec)) {
             urls.push_back(st->header.snapshot_url);
             urls.push_back(st->header.persisted_url);
         }
@@ -333,6 +338,7 @@ session_journal::mirror_stats()
     auto copy = [](auto& to, auto const& from) { to.store(from.load(std::memory_order_relaxed), std::memory_order_relaxed); };
     copy(metrics_.journal_bytes, stats_.bytes_written);
     copy(metrics_.journal_writes, stats_.writes);
+    copy(metrics_.journal_catch_up_writes, stats_.catch_up_writes);
     copy(metrics_.journal_write_errors, stats_.write_errors);
     copy(metrics_.journal_tails_dropped, stats_.tails_dropped);
 }

@@ -32,6 +32,8 @@ struct durability_options {
     std::uint64_t retention_s = 30ull * 24 * 3600;  // stored sessions unused this long are deleted
     std::string files_dir;              // <data-dir>/files: blobs of expired sessions go too ("" = keep)
     std::string persist_dir;            // <data-dir>/persist: SAVE records, whose blobs always stay
+    std::string wal_name = "w0";        // this worker's write-ahead log files (unique per worker)
+    std::uint64_t tails_dropped_at_start = 0;  // torn WAL tails journal::recover() dropped (a metric)
 };
 
 /// The blob path (relative to the files dir) a snapshot or persisted-data URL names:
@@ -129,10 +131,17 @@ public:
     /// Ids of the stored sessions for which `mine` is true and `live` is false.
     std::vector<std::string> stored(std::function<bool(std::string const&)> const& mine,
                                     std::function<bool(std::string const&)> const& live) const;
-    /// Deletes the journals of sessions (`mine`, not `live`) unused for the retention
-    /// period and updates the disk-usage gauge. Returns how many were deleted.
+    /// Deletes the journals of sessions (`mine`, not `live`, not open in the writer nor
+    /// read by a JOIN lately) unused for the retention period, and the blobs only they
+    /// referenced, and updates the disk-usage gauge. Returns how many were deleted. Runs
+    /// on the disk pool (any thread but the worker's): it reads every stored header.
+    /// A session whose records may still be in a WAL that is not yet retired waits for
+    /// the next sweep (rotate() first, on the worker).
     std::size_t sweep(std::function<bool(std::string const&)> const& mine,
                       std::function<bool(std::string const&)> const& live);
+    /// Starts a new write-ahead log file so the current one can be retired (the worker,
+    /// before each retention sweep).
+    void rotate() { writer_.rotate(); }
     /// Waits until everything written is on disk (drain).
     void sync();
 

@@ -183,6 +183,7 @@ struct server_state final : http_routes::service {
     dispatch_limits dlimits;                   // per-connection limits the dispatch applies
     byte_budget sync_budget;                   // --max-sync-bytes: any thread; outlives the workers
     std::atomic<std::uint64_t> session_slots{0};  // sessions in memory over all workers (--max-sessions)
+    std::uint64_t journal_tails_recovered = 0; // torn WAL tails start-up dropped (worker 0 counts them)
     store::file_store files;                   // stateless paths: any thread
     store::file_persistence persistence;       // any thread (own mutex)
     // Before the workers, so they outlive them: connections a worker's io_context still

@@ -74,8 +74,12 @@ render_metrics(std::vector<worker_metrics const*> const& workers, close_counter 
 
     metric("lockstep_journal_bytes_total", "counter", "Bytes written to session journals.",
            sum(&worker_metrics::journal_bytes));
-    metric("lockstep_journal_writes_total", "counter", "write(2) calls to session journals (one per session per loop turn with changes).",
+    metric("lockstep_journal_writes_total", "counter",
+           "write(2) calls of the event loops to their journal write-ahead logs (at most one per worker per loop turn).",
            sum(&worker_metrics::journal_writes));
+    metric("lockstep_journal_catch_up_writes_total", "counter",
+           "Writes of the journal threads copying write-ahead records into session journal files (off the loops).",
+           sum(&worker_metrics::journal_catch_up_writes));
     metric("lockstep_journal_write_errors_total", "counter",
            "Journal writes that failed (disk full, I/O error); the records stay staged and are retried.",
            sum(&worker_metrics::journal_write_errors));

@@ -36,7 +36,8 @@ struct alignas(64) worker_metrics : session_counters {
     // Journal (docs/durability.md). Written by the worker; the fsync histogram by the
     // journal's fsync thread (or the worker when --journal-fsync-ms is 0), never both.
     counter journal_bytes{0};         // bytes written to session journals
-    counter journal_writes{0};        // write(2) calls to session journals
+    counter journal_writes{0};        // write(2) calls of the loop to its write-ahead log
+    counter journal_catch_up_writes{0};  // segment writes by the journal thread (off the loop)
     counter journal_write_errors{0};  // failed journal writes (records kept, retried)
     counter journal_tails_dropped{0}; // torn or corrupt journal tails found on resume
     counter sessions_resumed{0};      // sessions brought back from their journal

@@ -75,6 +75,8 @@ worker::worker(server_state& state, unsigned i) : st(state), index(i)
         o.retention_s = st.cfg.session_retention_s;
         o.files_dir = st.cfg.data_dir + "/files";
         o.persist_dir = st.cfg.data_dir + "/persist";
+        o.wal_name = "w" + std::to_string(index);
+        o.tails_dropped_at_start = index == 0 ? st.journal_tails_recovered : 0;
         journal = std::make_unique<session_journal>(std::move(o), metrics);
     }
 }
@@ -88,10 +90,16 @@ worker::start_journal_sweep(std::chrono::milliseconds first)
     sweep_timer.async_wait([this](error_code ec) {
         if (ec)
             return;
-        auto mine = [this](std::string const& id) { return &st.worker_for(id) == this; };
-        auto live = [this](std::string const& id) { return find_session(id) != nullptr; };
-        journal->sweep(mine, live);
-        start_journal_sweep(std::chrono::minutes(5));
+        // A new WAL file, so the one before can be retired and the sessions it names
+        // deleted if expired. The sweep itself (directory scans, every stored header,
+        // blob deletion) runs on the disk pool; the writer knows which sessions are
+        // open or being resumed, so it needs nothing of this loop.
+        journal->rotate();
+        net::post(st.disk, [this] {
+            auto mine = [this](std::string const& id) { return &st.worker_for(id) == this; };
+            journal->sweep(mine, [](std::string const&) { return false; });
+            defer([this] { start_journal_sweep(std::chrono::minutes(5)); });
+        });
     });
 }
 
@@ -539,6 +547,16 @@ server_state::server_state(config c)
     dlimits.max_clients_per_session = cfg.max_clients_per_session;
     dlimits.message_rate = cfg.max_message_rate;
     dlimits.message_burst = cfg.max_message_burst;
+    if (!cluster && cfg.journal == "file") {
+        // Before any worker writes: what the last process wrote to its write-ahead logs
+        // but had not yet copied into the session journals (a crash) goes there now.
+        // The cost follows the WAL sizes, not the number of stored sessions.
+        auto r = journal::recover(cfg.data_dir + "/journal");
+        journal_tails_recovered = r.tails_dropped;
+        if (r.files > 0)
+            spdlog::info("journal: recovered {} write-ahead entries from {} file(s) left by the last run", r.entries,
+                         r.files);
+    }
     for (unsigned i = 0; i < cfg.threads; ++i)
         workers.push_back(std::make_unique<worker>(*this, i));
     builtin_web_root_ = find_builtin_web_root();

@@ -4,7 +4,8 @@
 // Layout: <dir>/<session dir>/<generation>.lsj, one directory per session (its id,
 // percent-encoded), one or two segment files in it. Generation is 16 hex digits and
 // grows by one each time the session's state is rewritten (creation, resume,
-// compaction at a snapshot).
+// compaction at a snapshot). Beside them, <dir>/.wal/<writer>-<generation>.lsw: each
+// writer's (worker's) write-ahead log (a name encode_id never makes, so never a session).
 //
 // Segment file (all integers little-endian):
 //
@@ -27,22 +28,41 @@
 // Reading stops at the first record that is incomplete (torn), fails its checksum, or
 // does not fit the rules above: that tail is dropped and reported, never applied. A
 // segment whose base is incomplete is not used; the previous generation, which is
-// deleted only after its successor's base is on disk, is read instead.
+// deleted only after its successor's base is durable, is read instead.
 //
-// Writing: records of one loop turn are staged in memory and written by flush(), one
-// write(2) per session with new records (a new segment: one write of its whole base).
-// fdatasync runs on the writer's own thread every fsync_ms (group commit), or inside
-// flush() when fsync_ms is 0. A write that fails (disk full) is rolled back with
-// ftruncate and kept staged for the next flush; the session is reported as failing.
+// Write-ahead log file (format wal_format_version; little-endian):
+//
+//     file header  "LSJWALOG" | u32 wal format version | u32 crc32c(previous 12 bytes)
+//     entry*       u32 n | u32 crc32c(n, body) | body (n bytes)
+//     body         u8 kind (1 append, 2 base) | u64 generation | u64 offset |
+//                  u16 id length | session id | segment bytes
+//
+// An entry says "these bytes belong at `offset` of segment `generation` of session `id`"
+// (a base entry: they are the whole new segment). Applying an entry twice changes
+// nothing, so replay needs no record of what was applied.
+//
+// Writing: records of one loop turn are staged in memory per session; flush() frames
+// every session's staged bytes as WAL entries and writes them with ONE write(2) to the
+// writer's WAL (fdatasync of that one file inside flush() when fsync_ms is 0). The
+// writer's catch-up thread then copies the same bytes into the segment files (one
+// pwrite per session per catch-up round, every catch_up_ms), fdatasyncs the WAL every
+// fsync_ms (group commit), and deletes a WAL file once it has been rotated out
+// (rotate_bytes) and every segment it touched is fdatasynced. A write that fails (disk
+// full) is rolled back with ftruncate and everything stays staged for the next flush.
+// load() first waits for the catch-up of everything written before it was called, so a
+// session resumed right after it left memory sees all its records. recover() (start-up,
+// before any writer) replays every WAL left by a crash into the segment files.
 //
 // @par Thread safety
-// scan_segment and the codec functions are pure. A journal_writer belongs to one thread
-// (a worker); only its internal fsync thread runs beside it.
+// scan_segment, scan_wal and the codec functions are pure. A journal_writer belongs to
+// one thread (a worker); load(), remove(), stored(), in_use() and sync() may be called
+// from any thread (the disk pool). Its catch-up thread runs beside it.
 #pragma once
 
 #include "reflector/journal_record.hpp"
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -54,6 +74,7 @@
 #include <system_error>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 namespace lockstep::journal {
@@ -64,6 +85,12 @@ inline constexpr std::size_t file_header_bytes = 16;
 inline constexpr std::size_t record_header_bytes = 9;
 /// A record longer than this is treated as corrupt (a SYNC-sized log entry is far less).
 inline constexpr std::uint32_t max_record_bytes = 64u << 20;
+inline constexpr std::uint32_t wal_format_version = 1;
+inline constexpr std::string_view wal_magic = "LSJWALOG";
+inline constexpr std::size_t wal_entry_header_bytes = 8;  // u32 n | u32 crc
+inline constexpr std::size_t wal_body_fixed_bytes = 19;   // kind | generation | offset | id length
+/// A WAL entry longer than this is treated as corrupt (one session's records of one turn).
+inline constexpr std::uint32_t max_wal_entry_bytes = 1u << 30;
 
 enum class record_type : std::uint8_t { header = 1, event = 2, seen = 3, base = 4 };
 
@@ -72,6 +99,7 @@ enum class errc {
     bad_magic,       // not a journal segment
     bad_version,     // written by another format version
     no_base,         // no segment with a complete base
+    gap,             // a WAL entry starts past the end of its segment
 };
 std::error_category const&
 error_category() noexcept;
@@ -87,9 +115,9 @@ make_error_code(errc e) noexcept
 std::uint32_t
 crc32c(std::string_view data, std::uint32_t crc = 0) noexcept;
 
-/// The 16-byte file header of the given format version.
+/// The 16-byte file header of the given format version (and magic: segment or WAL).
 std::string
-file_header(std::uint32_t version = format_version);
+file_header(std::uint32_t version = format_version, std::string_view file_magic = magic);
 
 /// Appends one framed record to `out`.
 void
@@ -150,30 +178,92 @@ struct stored_session {
     std::int64_t resume_time_ms = 0;   // no client was shown a later session time
     std::string file;                  // the segment it came from
     std::uint64_t generation = 0;
+    std::uint64_t newest_generation = 0;  // highest in its directory: a new base goes above it
     std::size_t dropped_bytes = 0;     // torn/corrupt tail left out
 };
+
+// ---------------------------------------------------------------------------- write-ahead log
+
+enum class wal_kind : std::uint8_t { append = 1, base = 2 };
+
+/// One WAL entry: `data` belongs at `offset` of segment `generation` of session `id`.
+/// The views point into the bytes it was read from (or built from).
+struct wal_entry {
+    wal_kind kind = wal_kind::append;
+    std::string_view id;
+    std::uint64_t generation = 0;
+    std::uint64_t offset = 0;
+    std::string_view data;
+};
+
+/// Appends one framed entry to `out`.
+void
+append_wal_entry(std::string& out, wal_entry const& e);
+
+/// A WAL file's intact entries.
+struct wal_scan {
+    scan_status status = scan_status::empty;  // ok once the file header is valid
+    std::uint32_t version = 0;
+    tail_problem tail = tail_problem::none;
+    std::string tail_detail;
+    std::size_t valid_bytes = 0;
+    std::size_t dropped_bytes = 0;
+    std::vector<wal_entry> entries;           // views into the scanned bytes
+};
+
+/// Parses a WAL file's bytes; stops at the first torn, corrupt or invalid entry. Never
+/// throws; any input is safe.
+wal_scan
+scan_wal(std::string_view bytes);
 
 // ---------------------------------------------------------------------------- writing
 
 struct writer_options {
     std::string dir;               // the journal directory (<data-dir>/journal)
     std::int32_t fsync_ms = 100;   // group commit period; 0 = fdatasync inside flush()
-    /// Called on the fsync thread (or in flush()) with each fdatasync's duration.
+    /// Called on the catch-up thread (or in flush()) with each WAL fdatasync's duration.
     std::function<void(double seconds)> on_fsync;
+    std::string wal_name = "w0";   // this writer's WAL files: <dir>/.wal/<wal_name>-<gen>.lsw
+    std::uint64_t rotate_bytes = 8u << 20;  // a WAL this big is replaced (bounds replay at start-up)
+    std::int32_t catch_up_ms = 10;          // how often the segment files are brought up to date
 };
 
 /// Counters, readable from any thread (metrics).
 struct writer_stats {
     std::atomic<std::uint64_t> bytes_written{0};
     std::atomic<std::uint64_t> records_written{0};
-    std::atomic<std::uint64_t> writes{0};          // write(2) calls that succeeded
+    std::atomic<std::uint64_t> writes{0};          // write(2) calls to the WAL that succeeded (one per flush)
     std::atomic<std::uint64_t> write_errors{0};
     std::atomic<std::uint64_t> fsyncs{0};
     std::atomic<std::uint64_t> fsync_errors{0};
     std::atomic<std::uint64_t> segments_created{0};
     std::atomic<std::uint64_t> tails_dropped{0};   // torn or corrupt tails found by load()
     std::atomic<std::uint64_t> sessions_loaded{0};
+    std::atomic<std::uint64_t> catch_up_writes{0};  // segment writes by the catch-up thread (off the loop)
+    std::atomic<std::uint64_t> catch_up_errors{0};
+    std::atomic<std::uint64_t> wal_rotations{0};
+    std::atomic<std::uint64_t> wal_retired{0};      // WAL files deleted after their catch-up
+    std::atomic<std::uint64_t> wal_replayed{0};     // WAL entries applied by recover()
 };
+
+/// What recover() found.
+struct recover_result {
+    std::size_t files = 0;     // WAL files replayed (and deleted)
+    std::size_t entries = 0;   // entries applied
+    std::size_t skipped = 0;   // entries for segments that are gone (a removed session)
+    std::size_t bytes = 0;     // WAL bytes read
+    std::size_t tails_dropped = 0;
+};
+
+/// Start-up, before any writer on `dir` exists: applies every WAL file left in
+/// <dir>/.wal (a crash) to the segment files, fdatasyncs them and deletes the WAL files.
+/// Its cost follows the WAL sizes (bounded by rotate_bytes per writer), not the number of
+/// stored sessions. Throws std::system_error when a segment cannot be written or a WAL
+/// has another format version (nothing is deleted then).
+recover_result
+recover(std::string const& dir, writer_stats* stats = nullptr);
+
+
 
 struct flush_result {
     std::size_t writes = 0;              // write(2) calls made
@@ -190,8 +280,15 @@ public:
     journal_writer& operator=(journal_writer const&) = delete;
 
     /// Reads a stored session: nullopt with `ec` clear when there is none. Tails that
-    /// are dropped are logged and counted. Does not change the files.
+    /// are dropped are logged and counted. Does not change the files. Waits until the
+    /// segment files hold everything written before the call (catch-up). Any thread.
     std::optional<stored_session> load(std::string const& id, std::error_code& ec);
+    /// load() for a look only (retention, /sessions): does not count as the session being
+    /// resumed (in_use).
+    std::optional<stored_session> read(std::string const& id, std::error_code& ec);
+    /// A session was resumed; `generation` is its stored_session::newest_generation. Its
+    /// next base gets a newer generation, so no file a crash may still need is rewritten.
+    void resumed(std::string const& id, std::uint64_t generation);
 
     // ---- staging (nothing touches the disk until flush) ----
 
@@ -205,10 +302,11 @@ public:
     void event(std::string const& id, std::uint32_t seq, std::string_view element) override;
     void seen(std::string const& id, std::int64_t time_ms) override;
 
-    /// Writes everything staged, one write per session; waits for fdatasync when
-    /// fsync_ms is 0.
+    /// Writes everything staged with one write(2) to the WAL; waits for its fdatasync
+    /// when fsync_ms is 0. On failure every staged session is reported and kept.
     flush_result flush();
-    /// True while records of this session are staged (not yet written).
+    /// True while records of this session are staged (not yet written), or written to
+    /// the WAL but not yet to its segment because that failed (retried).
     bool pending(std::string const& id) const;
     /// True while any records are staged.
     bool dirty() const noexcept { return !dirty_.empty(); }
@@ -217,54 +315,80 @@ public:
     /// journal stays. Staged records are flushed first; if that fails, nothing is
     /// closed and they stay staged (pending() tells).
     void close(std::string const& id);
-    /// Deletes a session's journal (retention). Not for a session this writer has open.
+    /// Deletes a session's journal (retention). Busy while this writer has it open, or
+    /// while a WAL not yet retired holds records of it (a replay would bring them back).
+    /// Any thread.
     std::error_code remove(std::string const& id);
+    /// True while the session is open in this writer, its catch-up failed, or load()
+    /// read it in the last 10 minutes (a JOIN is resuming it). Any thread.
+    bool in_use(std::string const& id);
     /// Ids of every stored session (a directory scan: for retention and /sessions).
     std::vector<std::string> stored() const;
-    /// Blocks until everything written so far is fdatasynced (drain, tests).
+    /// Blocks until everything written so far is in the segment files and the WAL is
+    /// fdatasynced (drain, tests). Any thread.
     void sync();
+    /// Starts a new WAL file if the current one holds anything; the catch-up thread
+    /// deletes the old one once its records are in fdatasynced segments. Writer's thread.
+    void rotate();
+    /// Tests: stops as a killed process would (no flush, no catch-up, WAL left behind).
+    void crash_for_test();
 
     std::string const& dir() const noexcept { return opts_.dir; }
 
 private:
-    struct segment;
+    struct wal_file;
+    struct op;
     struct session_file {
         std::string id;
-        std::string path;                  // the session's directory
-        std::uint64_t generation = 0;      // of `seg`; 0 = none yet
-        std::shared_ptr<segment> seg;
-        std::uint64_t seg_bytes = 0;
+        std::uint64_t generation = 0;      // of its current segment; 0 = none yet
+        std::uint64_t seg_bytes = 0;       // that segment's size once caught up
         std::string staged;
         std::size_t staged_records = 0;
         bool rebase = false;               // `staged` is a whole new segment
         bool queued = false;               // in dirty_
-    };
-    struct sync_batch {
-        std::vector<std::shared_ptr<segment>> segments;
-        std::vector<std::string> obsolete;  // deleted once `segments` are synced
+        std::uint64_t wal = 0;             // generation of the WAL file of its last entry
     };
 
     session_file* file_of(std::string const& id);
     void mark(session_file& f, std::size_t records);
-    std::error_code write_staged(session_file& f, sync_batch& batch);
-    void run_sync(sync_batch& batch);
-    void sync_loop();
-    std::uint64_t latest_generation(std::string const& path) const;
+    std::shared_ptr<wal_file> open_wal();
+    void hand(op o);
+    /// Waits until the catch-up thread applied everything handed so far (`whole_round`:
+    /// and finished that round's syncs and WAL retirements).
+    void wait_applied(std::unique_lock<std::mutex>& lk, bool whole_round);
+    void catch_up_loop();
+    void process(std::vector<op>& ops);
+    void retire(std::shared_ptr<wal_file> const& wal);
+    void sync_wal(wal_file& wal);
 
     writer_options opts_;
     writer_stats* stats_;
     writer_stats own_stats_;
+    std::string wal_dir_;
     std::unordered_map<std::string, session_file> files_;
     std::vector<std::string> dirty_;
+    std::shared_ptr<wal_file> wal_;          // the current WAL (writer's thread)
+    std::uint64_t wal_generation_ = 0;
 
-    // Shared with the fsync thread.
-    std::mutex mu_;
+    // Shared with the catch-up thread (under mu_).
+    mutable std::mutex mu_;
     std::condition_variable cv_;
-    sync_batch to_sync_;
-    std::uint64_t handed_ = 0, synced_ = 0;  // batches handed to / finished by the thread
-    bool stop_ = false;
-    bool urgent_ = false;                    // sync() waits: do not wait for the period
-    std::thread syncer_;
+    std::vector<op> queue_;
+    std::uint64_t handed_ = 0, applied_ = 0, finished_ = 0, synced_ = 0;  // ops handed / applied /
+                                                                          // round done / covered by a WAL sync
+    bool stop_ = false, crashed_ = false;
+    bool urgent_ = false;                    // someone waits: do not wait for the period
+    bool sync_wanted_ = false;               // sync() waits for a WAL fdatasync
+    std::shared_ptr<wal_file> wal_now_;      // the current WAL, for the thread's fdatasync
+    std::unordered_set<std::string> open_;   // sessions with a session_file
+    std::unordered_set<std::string> behind_; // catch-up failed; retried
+    std::unordered_map<std::string, std::uint64_t> last_wal_;  // closed sessions: WAL of their last entry
+    std::uint64_t retired_below_ = 0;        // every WAL file of a lower generation is retired
+    std::unordered_map<std::string, std::chrono::steady_clock::time_point> loaded_;
+
+    struct catch_up_state;                   // the catch-up thread's own
+    std::unique_ptr<catch_up_state> cu_;
+    std::thread thread_;
 };
 
 }  // namespace lockstep::journal

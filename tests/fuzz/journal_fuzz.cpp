@@ -5,11 +5,15 @@
 // checksums into the record rules:
 //   0  the bytes are a whole segment file, as found on disk;
 //   1  a valid file header and session header come first, the bytes follow raw;
-//   2  the bytes are (type, u8 length, payload) triples framed with correct checksums.
+//   2  the bytes are (type, u8 length, payload) triples framed with correct checksums;
+//   3  the bytes are a whole write-ahead log file (scan_wal);
+//   4  a valid WAL file header, then (kind, u8 id length, u8 data length, id, data)
+//      entries framed with correct checksums, generation and offset from the bytes.
 // Checks, besides "no crash, no sanitizer report":
 //  - the accounting adds up (valid + dropped = size) and a problem is always named;
 //  - the events are contiguous in seq and each is a [time,seq,...] element of its seq;
-//  - what was read, written again as a base, reads back identically.
+//  - what was read, written again as a base, reads back identically;
+//  - a WAL's entries, written again, are exactly its valid prefix.
 #include "store/journal.hpp"
 
 #include <spdlog/spdlog.h>
@@ -56,6 +60,42 @@ check(bool ok)
         std::abort();
 }
 
+std::string
+framed_wal(std::string_view in)
+{
+    auto out = j::file_header(j::wal_format_version, j::wal_magic);
+    while (in.size() >= 3) {
+        j::wal_entry e;
+        e.kind = static_cast<j::wal_kind>(static_cast<unsigned char>(in[0]) % 4);
+        std::size_t id_len = std::min<std::size_t>(static_cast<unsigned char>(in[1]) % 8, in.size() - 3);
+        std::size_t n = std::min<std::size_t>(static_cast<unsigned char>(in[2]), in.size() - 3 - id_len);
+        e.id = in.substr(3, id_len);
+        e.data = in.substr(3 + id_len, n);
+        e.generation = static_cast<unsigned char>(in[0]) >> 2;
+        e.offset = e.kind == j::wal_kind::base ? 0 : 16 + n;
+        j::append_wal_entry(out, e);
+        in.remove_prefix(3 + id_len + n);
+    }
+    return out;
+}
+
+int
+check_wal(std::string const& bytes)
+{
+    auto w = j::scan_wal(bytes);
+    check(w.valid_bytes + w.dropped_bytes == bytes.size());
+    check(w.tail == j::tail_problem::none || !w.tail_detail.empty());
+    if (w.status != j::scan_status::ok)
+        return 0;
+    auto again = j::file_header(j::wal_format_version, j::wal_magic);
+    for (auto const& e : w.entries) {
+        check(!e.id.empty() && e.generation > 0 && !e.data.empty());
+        j::append_wal_entry(again, e);
+    }
+    check(again == std::string_view(bytes).substr(0, w.valid_bytes));
+    return 0;
+}
+
 }  // namespace
 
 extern "C" int
@@ -70,10 +110,12 @@ LLVMFuzzerTestOneInput(std::uint8_t const* data, std::size_t size)
         return 0;
     std::string_view in(reinterpret_cast<char const*>(data) + 1, size - 1);
     std::string bytes;
-    switch (data[0] % 3) {
+    switch (data[0] % 5) {
     case 0: bytes = std::string(in); break;
     case 1: bytes = with_header(in); break;
-    default: bytes = framed(in); break;
+    case 2: bytes = framed(in); break;
+    case 3: return check_wal(std::string(in));
+    default: return check_wal(framed_wal(in));
     }
 
     auto s = j::scan_segment(bytes);
