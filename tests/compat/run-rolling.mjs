@@ -71,13 +71,18 @@ async function rolling() {
             for (const r of [ra, rb]) {
                 assertContinued(r, ROLL_AT_MS);
                 assertSeamless(r.result, moves.length);
+                // Nothing reflected is lost. A SEND a client wrote in the instant its reflector
+                // asked it to reconnect was never reflected (nobody saw it) and may be dropped:
+                // at most one per client and move (docs/operations.md, "Rolling deploy").
                 for (const who of ["A", "B"]) {
-                    assert.equal(r.result.perSender[who], SENDS, `${r.result.name}: events of ${who}`);
+                    const got = r.result.perSender[who];
+                    assert.ok(got <= SENDS && got >= SENDS - moves.length,
+                        `${r.result.name}: ${got} events of ${who}, want ${SENDS} (at most ${moves.length} dropped)`);
                     assert.equal(r.result.lastN[who], SENDS, `${r.result.name}: last event of ${who}`);
                 }
                 assert.equal(r.result.dups, 0, `${r.result.name}: an event counted twice`);
             }
-            assertAgree([ra, rb], 2 * SENDS, 0);
+            assertAgree([ra, rb], 2 * SENDS, 2 * moves.length);
             // How long reflected events stopped at each move: from the SIGTERM to the next RECV.
             for (const m of moves)
                 assertEventsResumed([ra, rb], m.at, `ROLLING move off r${m.from + 1}`, GOAL_MS, SLOW);
