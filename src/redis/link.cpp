@@ -3,7 +3,9 @@
 #include <hiredis/hiredis.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <cstdlib>
 #include <stdexcept>
 
@@ -116,16 +118,49 @@ link::link(std::string const& url, std::chrono::milliseconds timeout) : timeout_
     }
     if (host_.empty())
         throw std::runtime_error("--redis has no host");
-    std::lock_guard lock(mu_);
-    if (!connect())
-        throw std::runtime_error("cannot connect to Redis at " + endpoint() +
-                                 (last_error_.empty() ? "" : ": " + last_error_));
+    {
+        std::lock_guard lock(mu_);
+        if (!connect())
+            throw std::runtime_error("cannot connect to Redis at " + endpoint() +
+                                     (last_error_.empty() ? "" : ": " + last_error_));
+    }
+    std::lock_guard all(registry_mu());
+    registry().push_back(this);
 }
 
 link::~link()
 {
+    {
+        std::lock_guard all(registry_mu());
+        auto& r = registry();
+        r.erase(std::remove(r.begin(), r.end(), this), r.end());
+    }
     if (ctx_)
         redisFree(ctx_);
+}
+
+std::mutex&
+link::registry_mu()
+{
+    static std::mutex mu;
+    return mu;
+}
+
+std::vector<link const*>&
+link::registry()
+{
+    static std::vector<link const*> links;
+    return links;
+}
+
+bool
+link::any_hanging(std::chrono::milliseconds longer_than)
+{
+    std::lock_guard all(registry_mu());
+    for (auto const* l : registry())
+        if (l->hanging(longer_than))
+            return true;
+    return false;
 }
 
 bool
@@ -182,6 +217,44 @@ link::connect()
     return true;
 }
 
+namespace {
+
+std::int64_t
+steady_ms()
+{
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+
+/// Marks a call in progress (for hanging()).
+struct busy_guard {
+    std::atomic<std::int64_t>& since;
+    explicit busy_guard(std::atomic<std::int64_t>& s) : since(s) { since = steady_ms(); }
+    ~busy_guard() { since = 0; }
+};
+
+}  // namespace
+
+bool
+link::hanging(std::chrono::milliseconds longer_than) const noexcept
+{
+    auto since = busy_since_.load();
+    return !reachable_.load() || (since != 0 && steady_ms() - since > longer_than.count());
+}
+
+bool
+link::backing_off() const
+{
+    return !reachable_.load() && std::chrono::steady_clock::now() - last_failure_ < retry_after;
+}
+
+void
+link::failed()
+{
+    reachable_ = false;
+    last_failure_ = std::chrono::steady_clock::now();
+}
+
 std::optional<value>
 link::command(command_args const& args)
 {
@@ -189,17 +262,25 @@ link::command(command_args const& args)
     std::vector<std::size_t> lens;
     argv_of(args, argv, lens);
     std::lock_guard lock(mu_);
+    if (!ctx_ && backing_off())
+        return std::nullopt;
+    busy_guard busy(busy_since_);
     for (int attempt = 0; attempt < 2; ++attempt) {
         if (!ctx_ && !connect()) {
-            reachable_ = false;
+            failed();
             return std::nullopt;
         }
         auto* r = static_cast<redisReply*>(
             redisCommandArgv(ctx_, static_cast<int>(argv.size()), argv.data(), lens.data()));
         if (!r) {
-            spdlog::warn("redis {}: {}; reconnecting", endpoint(), ctx_->errstr);
+            // A time-out (Redis hangs: stopped, overloaded, cut off) is not tried again;
+            // a broken connection (Redis restarted) is re-opened once.
+            bool timed_out = ctx_->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK);
+            spdlog::warn("redis {}: {}{}", endpoint(), ctx_->errstr, timed_out ? "" : "; reconnecting");
             redisFree(ctx_);
             ctx_ = nullptr;
+            if (timed_out)
+                break;
             continue;
         }
         auto v = copy_reply(r);
@@ -207,7 +288,7 @@ link::command(command_args const& args)
         reachable_ = true;
         return v;
     }
-    reachable_ = false;
+    failed();
     return std::nullopt;
 }
 
@@ -215,8 +296,11 @@ std::optional<std::vector<value>>
 link::pipeline(std::vector<command_args> const& cmds)
 {
     std::lock_guard lock(mu_);
+    if (!ctx_ && backing_off())
+        return std::nullopt;
+    busy_guard busy(busy_since_);
     if (!ctx_ && !connect()) {
-        reachable_ = false;
+        failed();
         return std::nullopt;
     }
     std::vector<char const*> argv;
@@ -227,7 +311,7 @@ link::pipeline(std::vector<command_args> const& cmds)
             spdlog::error("redis {}: cannot queue a command: {}", endpoint(), ctx_->errstr);
             redisFree(ctx_);
             ctx_ = nullptr;
-            reachable_ = false;
+            failed();
             return std::nullopt;
         }
     }
@@ -241,7 +325,7 @@ link::pipeline(std::vector<command_args> const& cmds)
                 freeReplyObject(raw);
             redisFree(ctx_);
             ctx_ = nullptr;
-            reachable_ = false;
+            failed();
             return std::nullopt;
         }
         out.push_back(copy_reply(static_cast<redisReply*>(raw)));

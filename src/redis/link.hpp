@@ -51,13 +51,27 @@ public:
     /// connection broke before all replies were read (any prefix may have run). Not
     /// retried: the caller decides what is safe to repeat.
     std::optional<std::vector<value>> pipeline(std::vector<command_args> const& cmds);
-    /// False after the last call found Redis unreachable.
+    /// False after the last call found Redis unreachable. For `retry_after` after such a
+    /// call, calls fail at once without trying the network: while Redis hangs (stopped,
+    /// unreachable) one call in each interval waits for the time-out, not every call, so
+    /// the thread making them keeps its cadence (lease renewal, peer checks).
     bool reachable() const noexcept { return reachable_.load(); }
+    static constexpr std::chrono::milliseconds retry_after{200};
+    /// Unreachable, or a call has been waiting for its reply longer than `longer_than`
+    /// (Redis hangs). Any thread; never blocks.
+    bool hanging(std::chrono::milliseconds longer_than) const noexcept;
+    /// hanging() of any link of this process (the router's and the sessions' links share
+    /// one thread, so one of them may hang while the other waits its turn). Any thread.
+    static bool any_hanging(std::chrono::milliseconds longer_than);
     /// "host:port" for log lines (never the password).
     std::string endpoint() const { return host_ + ":" + std::to_string(port_); }
 
 private:
+    static std::mutex& registry_mu();
+    static std::vector<link const*>& registry();  // every constructed link, for any_hanging()
     bool connect();
+    bool backing_off() const;  // with mu_ held
+    void failed();             // with mu_ held
 
     std::string host_;
     int port_ = 6379;
@@ -68,6 +82,8 @@ private:
     std::mutex mu_;
     redisContext* ctx_ = nullptr;
     std::atomic<bool> reachable_{true};
+    std::chrono::steady_clock::time_point last_failure_{};
+    std::atomic<std::int64_t> busy_since_{0};  // steady ms when the call in progress began; 0: none
 };
 
 }  // namespace lockstep::redis
