@@ -29,10 +29,10 @@ is_noscript(redis::value const& v)
 }
 
 struct key_set {
-    std::string k[5];
+    std::string k[7];
     explicit key_set(std::string const& id)
         : k{session_key(id, "lease"), session_key(id, "fence"), session_key(id, "h"), session_key(id, "ev"),
-            session_key(id, "moved")}
+            session_key(id, "moved"), "ls:clock", "ls:outage"}
     {
     }
 };
@@ -59,9 +59,9 @@ redis_sessions::redis_sessions(redis::link& link, sessions_options opts) : link_
 }
 
 redis::command_args
-redis_sessions::script_args(std::string const (&keys)[5], char const* op) const
+redis_sessions::script_args(std::string const (&keys)[7], char const* op) const
 {
-    return {"EVALSHA", sha_, "5", keys[0], keys[1], keys[2], keys[3], keys[4], op};
+    return {"EVALSHA", sha_, "7", keys[0], keys[1], keys[2], keys[3], keys[4], keys[5], keys[6], op};
 }
 
 std::optional<std::vector<redis::value>>
@@ -122,6 +122,10 @@ redis_sessions::acquire(std::string const& id, std::string const& holder)
     acquire_result out;
     auto rs = run_scripts({args});
     auto r = rs ? std::optional<redis::value>(std::move(rs->front())) : std::nullopt;
+    if (r && r->type == redis::value::kind::array && r->elements.size() == 1 && r->elements[0].integer == 2) {
+        out.outage = true;  // Redis was silent: for a lease nobody takes sessions over
+        return out;         // unavailable
+    }
     if (!r || r->type != redis::value::kind::array || r->elements.size() < 2) {
         if (r)
             spdlog::error("redis: acquire {}: unexpected reply {}", id, r->str);
@@ -187,6 +191,19 @@ redis_sessions::renew(std::vector<std::pair<std::string, lease>> const& leases)
         if (!(*r)[i].is_error())
             out[i] = (*r)[i].integer == 1 ? renew_status::ok : renew_status::lost;
     return out;
+}
+
+std::optional<std::int64_t>
+redis_sessions::tick()
+{
+    key_set keys("");
+    auto args = script_args(keys.k, "tick");
+    auto lease_ms = std::to_string(opts_.lease_ms);
+    args.push_back(lease_ms);
+    auto r = run_scripts({args});
+    if (!r || r->front().type != redis::value::kind::integer)
+        return std::nullopt;
+    return r->front().integer;
 }
 
 bool

@@ -40,6 +40,7 @@ struct acquire_result {
     std::string holder;                // held: the current holder's token
     std::optional<cluster_state> state; // acquired: the stored session, if any
     bool unreadable = false;           // acquired, but the stored state does not parse
+    bool outage = false;               // unavailable: Redis was silent for everyone, takeovers wait a lease
 };
 
 /// One session's records of one loop turn.
@@ -78,6 +79,11 @@ public:
     enum class renew_status { ok, lost, unavailable };
     /// Extends each lease (one round trip for all). Results in the same order.
     std::vector<renew_status> renew(std::vector<std::pair<std::string, lease>> const& leases);
+    /// Every reflector's heartbeat in Redis, each quarter of the lease: keeps Redis' clock
+    /// of the cluster, from which it tells an outage (nobody reached it for half a lease)
+    /// and then lets no session be taken over for one lease. Returns the silence (ms)
+    /// being waited out (0: none), or nullopt when Redis cannot be reached.
+    std::optional<std::int64_t> tick();
     /// Gives the lease up (only if still held by `l`). False if not held or unreachable.
     bool release(std::string const& id, lease const& l);
     /// Writes every session's records in one round trip; each is refused unless its
@@ -106,8 +112,8 @@ public:
     sessions_options const& options() const noexcept { return opts_; }
 
 private:
-    /// EVALSHA of the script with the session's five keys and `op`.
-    redis::command_args script_args(std::string const (&keys)[5], char const* op) const;
+    /// EVALSHA of the script with the session's five keys, the cluster clock and outage keys, and `op`.
+    redis::command_args script_args(std::string const (&keys)[7], char const* op) const;
     /// Runs script calls in one round trip; calls refused with NOSCRIPT (a restarted or
     /// flushed Redis) are run again, in order, after SCRIPT LOAD.
     std::optional<std::vector<redis::value>> run_scripts(std::vector<redis::command_args> const& cmds);

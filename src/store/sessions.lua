@@ -8,13 +8,39 @@
 -- KEYS[3] ls:s:{id}:h      hash header (JSON, journal format), seq, seen, fence
 -- KEYS[4] ls:s:{id}:ev     list of the log elements since the snapshot, in seq order
 -- KEYS[5] ls:s:{id}:moved  exists while the session may not be handed off again
+-- KEYS[6] ls:clock          Redis' time (ms) at the last tick or acquire of any reflector
+-- KEYS[7] ls:outage         exists for a lease after Redis was silent: takeovers wait
 -- ARGV[1] = operation, then its arguments.
 local op = ARGV[1]
 
+-- Outages. Every reflector ticks each quarter of its lease. When no tick and no acquire
+-- came for half a lease, nobody could reach Redis (it was stopped, or cut off): leases
+-- ran out meanwhile although their owners are alive and kept their sessions running.
+-- So for one lease from now no session may be taken over; owners renew theirs first
+-- (a lease that ran out while nobody took it is renewed: see 'renew').
+local function clock(lease_ms)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local last = tonumber(redis.call('GET', KEYS[6]) or '')
+  if last and now - last > lease_ms / 2 then
+    redis.call('SET', KEYS[7], tostring(now - last), 'PX', lease_ms)
+  end
+  redis.call('SET', KEYS[6], tostring(now))
+end
+
+if op == 'tick' then
+  -- ARGV: lease ms. Returns the silence (ms) the outage rule is waiting out, or 0.
+  clock(tonumber(ARGV[2]))
+  return tonumber(redis.call('GET', KEYS[7]) or '0')
+end
+
 if op == 'acquire' then
-  -- ARGV: holder, lease ms. Returns {0, current token} or {1, token, fence, header, seq, seen, events}.
+  -- ARGV: holder, lease ms. Returns {0, current token}, {2} (after an outage: wait), or
+  -- {1, token, fence, header, seq, seen, events}.
+  clock(tonumber(ARGV[3]))
   local cur = redis.call('GET', KEYS[1])
   if cur then return {0, cur} end
+  if redis.call('EXISTS', KEYS[7]) == 1 then return {2} end
   local fence = redis.call('INCR', KEYS[2])
   local token = ARGV[2] .. '#' .. fence
   redis.call('SET', KEYS[1], token, 'PX', ARGV[3])

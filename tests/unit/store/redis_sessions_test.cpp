@@ -40,6 +40,18 @@ struct redis_sessions_test : ::testing::Test {
     test::redis_server server;
     redis::link link{server.url()};
     redis_sessions store{link, sessions_options{300, 60'000}};
+
+    /// Time passes in a cluster that is up: some reflector ticks every quarter lease, as
+    /// the lease keeper does, so Redis sees no silence (no outage rule).
+    void
+    live_cluster_waits(std::chrono::milliseconds d)
+    {
+        auto end = std::chrono::steady_clock::now() + d;
+        while (std::chrono::steady_clock::now() < end) {
+            ASSERT_TRUE(store.tick().has_value());
+            std::this_thread::sleep_for(50ms);
+        }
+    }
 };
 
 TEST_F(redis_sessions_test, first_acquisition_gets_fence_one_and_no_state)
@@ -78,7 +90,7 @@ TEST_F(redis_sessions_test, renewal_keeps_the_lease_past_its_time)
 TEST_F(redis_sessions_test, an_expired_lease_goes_to_the_next_with_a_higher_fence_and_the_old_holder_cannot_renew)
 {
     auto a = store.acquire("s1", "refl-a");
-    std::this_thread::sleep_for(450ms);  // past the 300 ms lease
+    live_cluster_waits(450ms);  // past the 300 ms lease
     auto b = store.acquire("s1", "refl-b");
     ASSERT_EQ(b.what, acquire_result::status::acquired);
     EXPECT_EQ(b.granted.fence, 2u);
@@ -90,7 +102,74 @@ TEST_F(redis_sessions_test, an_expired_lease_goes_to_the_next_with_a_higher_fenc
 TEST_F(redis_sessions_test, an_expired_lease_nobody_took_is_renewed_by_its_holder)
 {
     auto a = store.acquire("s1", "refl-a");
+    live_cluster_waits(450ms);
+    EXPECT_EQ(store.renew({{"s1", a.granted}})[0], redis_sessions::renew_status::ok);
+    EXPECT_EQ(store.acquire("s1", "refl-b").what, acquire_result::status::held);
+}
+
+TEST_F(redis_sessions_test, after_a_silence_nobody_takes_over_for_a_lease_and_the_owner_renews_first)
+{
+    ASSERT_EQ(store.tick(), std::optional<std::int64_t>(0));
+    auto a = store.acquire("s1", "refl-a");
+    ASSERT_EQ(a.what, acquire_result::status::acquired);
+    // Nobody reaches Redis for 450 ms (1.5 leases): here nobody calls at all, which is
+    // what Redis sees when it was stopped or cut off. The lease ran out meanwhile.
     std::this_thread::sleep_for(450ms);
+    auto b = store.acquire("s1", "refl-b");
+    EXPECT_EQ(b.what, acquire_result::status::unavailable) << "a takeover right after an outage must wait";
+    EXPECT_TRUE(b.outage);
+    auto silence = store.tick();
+    ASSERT_TRUE(silence.has_value());
+    EXPECT_GE(*silence, 400) << "tick reports the silence being waited out";
+    EXPECT_EQ(store.acquire("s2", "refl-b").what, acquire_result::status::unavailable)
+        << "no session at all is taken during the outage rule, not even a new one";
+    // The owner renews (its lease ran out, nobody took it: fence unchanged) and keeps it.
+    EXPECT_EQ(store.renew({{"s1", a.granted}})[0], redis_sessions::renew_status::ok);
+    b = store.acquire("s1", "refl-b");
+    EXPECT_EQ(b.what, acquire_result::status::held);
+    EXPECT_EQ(b.holder, "refl-a#1");
+}
+
+TEST_F(redis_sessions_test, a_dead_owner_is_taken_over_once_the_outage_lease_has_passed)
+{
+    auto a = store.acquire("s1", "refl-a");
+    ASSERT_EQ(a.what, acquire_result::status::acquired);
+    std::this_thread::sleep_for(450ms);  // silence: the outage rule starts with the next call
+    EXPECT_EQ(store.acquire("s1", "refl-b").what, acquire_result::status::unavailable);
+    live_cluster_waits(400ms);  // one lease (300 ms) with ticks; refl-a never renews: dead
+    auto b = store.acquire("s1", "refl-b");
+    ASSERT_EQ(b.what, acquire_result::status::acquired);
+    EXPECT_EQ(b.granted.fence, 2u);
+    EXPECT_EQ(store.renew({{"s1", a.granted}})[0], redis_sessions::renew_status::lost);
+}
+
+TEST_F(redis_sessions_test, a_redis_frozen_by_sigstop_is_unreachable_then_starts_the_outage_rule)
+{
+    ASSERT_EQ(store.tick(), std::optional<std::int64_t>(0));
+    auto a = store.acquire("s1", "refl-a");
+    ASSERT_EQ(a.what, acquire_result::status::acquired);
+    server.pause();  // SIGSTOP: connections stay open, nothing answers
+    auto t0 = std::chrono::steady_clock::now();
+    EXPECT_EQ(store.tick(), std::nullopt);
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 900ms) << "a hung Redis is one time-out, not two";
+    EXPECT_FALSE(link.reachable());
+    EXPECT_TRUE(link.hanging(100ms));
+    t0 = std::chrono::steady_clock::now();
+    EXPECT_EQ(store.renew({{"s1", a.granted}})[0], redis_sessions::renew_status::unavailable);
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 100ms) << "within the back-off a call fails at once";
+    std::this_thread::sleep_for(400ms);
+    server.resume();  // SIGCONT
+    // Redis' clock ran on: the lease has expired; a contender must still wait.
+    auto deadline = std::chrono::steady_clock::now() + 3s;
+    acquire_result b;
+    do {
+        std::this_thread::sleep_for(50ms);
+        b = store.acquire("s1", "refl-b");
+    } while (b.what == acquire_result::status::unavailable && !b.outage &&
+             std::chrono::steady_clock::now() < deadline);
+    EXPECT_EQ(b.what, acquire_result::status::unavailable);
+    EXPECT_TRUE(b.outage);
+    EXPECT_FALSE(link.hanging(100ms));
     EXPECT_EQ(store.renew({{"s1", a.granted}})[0], redis_sessions::renew_status::ok);
     EXPECT_EQ(store.acquire("s1", "refl-b").what, acquire_result::status::held);
 }
@@ -101,7 +180,7 @@ TEST_F(redis_sessions_test, a_stale_owner_cannot_append_after_a_takeover)
     session_append first{"s1", a.granted.fence, true, journal::header_json(header_of("s1", 5)), 5, 1500,
                          {element(4), element(5)}};
     ASSERT_EQ(store.append({first})[0], append_status::ok);
-    std::this_thread::sleep_for(450ms);
+    live_cluster_waits(450ms);
     auto b = store.acquire("s1", "refl-b");
     ASSERT_EQ(b.what, acquire_result::status::acquired);
     // The old owner's late write is refused; the new owner's goes in.
@@ -110,7 +189,7 @@ TEST_F(redis_sessions_test, a_stale_owner_cannot_append_after_a_takeover)
     auto r = store.append({late, next});
     EXPECT_EQ(r[0], append_status::fenced);
     EXPECT_EQ(r[1], append_status::ok);
-    std::this_thread::sleep_for(450ms);
+    live_cluster_waits(450ms);
     auto c = store.acquire("s1", "refl-c");
     ASSERT_TRUE(c.state.has_value());
     ASSERT_EQ(c.state->events.size(), 3u);  // 4, 5 and the new owner's 6, once
@@ -199,7 +278,7 @@ TEST_F(redis_sessions_test, an_owners_header_keeps_its_blobs_for_the_retention_a
     EXPECT_GT(pttl("apps/a/s1/snap"), 50'000) << "a blob the owner's header names lives as long as the session";
     EXPECT_GT(pttl("apps/a/s1/saved"), 50'000);
     // A stale writer (its fence is not the session's) renews nothing.
-    std::this_thread::sleep_for(450ms);
+    live_cluster_waits(450ms);
     auto b = store.acquire("s1", "refl-b");
     ASSERT_EQ(b.what, acquire_result::status::acquired);
     session_append late{"s1", a.granted.fence, false, journal::header_json(header_of("s1", 6)), 6, -1, {element(6)}};
