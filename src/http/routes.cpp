@@ -503,6 +503,15 @@ handle(service& svc, request&& req, reply_fn reply)
         return reply(text_response(req, draining ? http::status::service_unavailable : http::status::ok,
                                    draining ? "draining\n" : "ready\n"));
     }
+    if (path == "/health/redis") {
+        if (!get)
+            return reply(method_not_allowed(req, "GET, HEAD"));
+        auto up = svc.redis_reachable();
+        if (!up)
+            return reply(text_response(req, http::status::not_found, "not a cluster (no --redis)\n"));
+        return reply(text_response(req, *up ? http::status::ok : http::status::service_unavailable,
+                                   *up ? "redis reachable\n" : "redis unreachable\n"));
+    }
     if (path == "/metrics") {
         if (!get)
             return reply(method_not_allowed(req, "GET, HEAD"));

@@ -27,6 +27,10 @@ public:
 
     /// True while the reflector drains (readiness 503, no new seats).
     virtual bool draining() const = 0;
+    /// Cluster sessions only (nullopt otherwise): false while this reflector cannot reach
+    /// Redis (its last call failed, or one has waited past a short bound). Peers ask it
+    /// before they keep a session running through a Redis outage (/health/redis).
+    virtual std::optional<bool> redis_reachable() const = 0;
     /// Counts one HTTP request (a metric).
     virtual void count_request() = 0;
     /// The Prometheus text exposition.

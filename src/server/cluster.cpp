@@ -38,12 +38,22 @@ lease_keeper::lease_keeper(server_state& st, std::unique_ptr<redis::link> link, 
 {
 }
 
-lease_keeper::~lease_keeper() = default;
+lease_keeper::~lease_keeper()
+{
+    {
+        std::lock_guard lock(watch_mu_);
+        stopping_ = true;
+    }
+    watch_cv_.notify_all();
+    if (watchdog_.joinable())
+        watchdog_.join();
+}
 
 void
 lease_keeper::start()
 {
     holder_ = st_.self_id + "/" + st_.instance;
+    watchdog_ = std::thread([this] { watch(); });
     st_.directory.run_after(std::chrono::milliseconds(lease_ms() / 4), [this] { renew_all(); });
 }
 
@@ -73,8 +83,16 @@ lease_keeper::acquire(std::string id, unsigned w, std::chrono::steady_clock::tim
                 for (auto const& e : d.reflectors()) {
                     // Its peer URL (its own address); older registrations have only `url`.
                     auto url = e.value("peer", e.value("url", ""));
-                    if (e.value("id", "") == owner_id && e.value("live", false) && parse_ws_url(url, host, port))
+                    if (e.value("id", "") != owner_id || !e.value("live", false) || !parse_ws_url(url, host, port))
+                        continue;
+                    // Only to an owner that answers: one that just died is still listed
+                    // live (and holds the lease) for a while; its JOINs wait to take the
+                    // session over instead of bouncing off a refused connection.
+                    if (http_get_status(host, port, "/health/live", std::chrono::milliseconds(300)) == 200)
                         return done(std::move(r), url);
+                    spdlog::info("session {}: its owner {} does not answer at {}: waiting to take it over", id,
+                                 owner_id, url);
+                    break;
                 }
                 retry(std::move(id), w, until, std::move(done), true);
             });
@@ -148,9 +166,162 @@ lease_keeper::drop(std::string const& id, bool release)
     held_.erase(it);
 }
 
+bool
+lease_keeper::redis_unreachable() const noexcept
+{
+    return redis::link::any_hanging(std::chrono::milliseconds(100));
+}
+
+void
+lease_keeper::refresh_peers()
+{
+    st_.directory.post([this](router::directory& d) {
+        auto list = d.reflectors();
+        if (!d.available())
+            return;  // keep the last list (an empty answer from an unreachable Redis)
+        std::vector<peer> out;
+        for (auto const& e : list) {
+            if (!e.is_object() || e.value("id", "") == st_.self_id || !e.value("live", false))
+                continue;
+            peer p;
+            p.id = e.value("id", "");
+            p.url = e.value("peer", e.value("url", ""));
+            if (!parse_ws_url(p.url, p.host, p.port))
+                p.host.clear();
+            out.push_back(std::move(p));
+        }
+        peers_refreshed_us_ = steady_us();
+        std::lock_guard lock(watch_mu_);
+        peers_ = std::move(out);
+    });
+}
+
+void
+lease_keeper::set_outage(bool on)
+{
+    outage_ = on;
+    for (auto& w : st_.workers) {
+        auto& wk = *w;
+        wk.defer([&wk, on] {
+            if (wk.cluster)
+                wk.cluster->set_outage(on);
+        });
+    }
+}
+
+void
+lease_keeper::publish_held()
+{
+    std::vector<std::vector<std::string>> ids(st_.workers.size());
+    for (auto const& [id, h] : held_)
+        ids[h.worker].push_back(id);
+    std::lock_guard lock(watch_mu_);
+    held_ids_ = std::move(ids);
+}
+
+void
+lease_keeper::watch()
+{
+    std::unique_lock lock(watch_mu_);
+    std::int64_t down_since = 0;
+    while (!watch_cv_.wait_for(lock, std::chrono::milliseconds(100), [this] { return stopping_; })) {
+        // What the links saw, without a call: a failed last call, or one hanging.
+        if (!redis_unreachable()) {
+            down_since = 0;
+            last_refusal_.clear();
+            if (outage_) {
+                spdlog::info("redis: reachable again: output of the sessions held here waits for Redis again");
+                set_outage(false);  // their whole state goes to Redis before output again
+            }
+            continue;
+        }
+        auto now = steady_us();
+        if (down_since == 0)
+            down_since = now;
+        auto held = held_ids_;
+        auto peers = peers_;
+        lock.unlock();
+        ride_out_outage(held, peers, now - down_since);
+        lock.lock();
+    }
+}
+
+void
+lease_keeper::ride_out_outage(std::vector<std::vector<std::string>> const& held, std::vector<peer> const& peers,
+                              std::int64_t down_us)
+{
+    std::size_t n = 0;
+    for (auto const& ids : held)
+        n += ids.size();
+    if (n == 0)
+        return;
+    // Every other live reflector must answer that it cannot reach Redis either; one that
+    // reaches it (or does not answer) could take sessions over once their leases run out.
+    std::string why = peers.empty() ? "no other reflector to ask" : "";
+    for (auto const& p : peers) {
+        if (p.host.empty()) {
+            why = "peer " + p.id + " has no plain ws:// URL to ask (" + p.url + ")";
+            break;
+        }
+        auto status = http_get_status(p.host, p.port, "/health/redis", std::chrono::milliseconds(300));
+        if (status != 503) {
+            why = "peer " + p.id + (status == 0 ? " did not answer" : " reaches Redis");
+            break;
+        }
+    }
+    if (!why.empty()) {
+        if (outage_ || why != last_refusal_)
+            spdlog::warn("redis: unreachable, but {}: the {} session(s) held here wait for Redis and are given up "
+                         "when their leases run out",
+                         why, n);
+        last_refusal_ = why;
+        if (outage_)
+            set_outage(false);
+        return;  // the sessions run out at their validity, as without this
+    }
+    last_refusal_.clear();
+    // Nobody can take a session over while nobody reaches Redis: the held sessions stay
+    // valid for another 3/4 lease from now (asked again every 100 ms).
+    auto until = valid_until(steady_us(), lease_ms());
+    for (std::size_t w = 0; w < held.size() && w < st_.workers.size(); ++w) {
+        if (held[w].empty())
+            continue;
+        auto& wk = *st_.workers[w];
+        wk.defer([&wk, list = held[w], until] {
+            if (wk.cluster)
+                wk.cluster->renewed(list, until);
+        });
+    }
+    // Shown without Redis only once it has been unreachable for half a lease: by then
+    // Redis itself sees a silence when it is back and lets nobody take a session over for
+    // a lease, so the owners write their sessions first (sessions.lua, clock()).
+    if (!outage_ && down_us >= static_cast<std::int64_t>(lease_ms()) * 500) {
+        spdlog::warn("redis: unreachable for {} ms from here and from all {} other reflector(s): the {} session(s) "
+                     "held here keep running; their records go to Redis when it is back",
+                     down_us / 1000, peers.size(), n);
+        set_outage(true);
+    }
+}
+
 void
 lease_keeper::renew_all()
 {
+    auto ticked_at = steady_us();
+    auto silence = store_.tick();
+    if (silence) {
+        if (unreachable_since_us_ != 0)
+            spdlog::info("redis: reachable again after {} ms", (ticked_at - unreachable_since_us_) / 1000);
+        unreachable_since_us_ = 0;
+        if (*silence > 0 && !silence_logged_)
+            spdlog::warn("redis: nobody reached it for {} ms (stopped, or cut off): for one lease ({} ms) no session "
+                         "is taken over, so that their owners renew them first",
+                         *silence, lease_ms());
+        silence_logged_ = *silence > 0;
+        if (ticked_at - peers_refreshed_us_ > 2'000'000)
+            refresh_peers();
+    } else if (unreachable_since_us_ == 0) {
+        unreachable_since_us_ = ticked_at;
+    }
     if (!held_.empty()) {
         std::vector<std::pair<std::string, store::lease>> leases;
         leases.reserve(held_.size());
@@ -184,7 +355,9 @@ lease_keeper::renew_all()
             });
         }
     }
-    hand_off_wanted();
+    publish_held();
+    if (silence)
+        hand_off_wanted();
     st_.directory.run_after(std::chrono::milliseconds(lease_ms() / 4), [this] { renew_all(); });
 }
 
@@ -431,7 +604,7 @@ cluster_sessions::on_batch(std::uint64_t batch, std::vector<store::session_appen
         }
     }
     for (auto const& a : sent)
-        if (auto it = owned_.find(a.id); it != owned_.end() && it->second.moving && unconfirmed(a.id) == 0)
+        if (auto it = owned_.find(a.id); it != owned_.end() && it->second.moving && not_in_redis(a.id) == 0)
             finish_hand_off(a.id);
     if (in_flight_ < max_in_flight)
         send_queued();
@@ -448,8 +621,16 @@ cluster_sessions::wake()
         c->flush();
 }
 
+void
+cluster_sessions::set_outage(bool on)
+{
+    outage_ = on;
+    if (on)
+        wake();  // output that waited for Redis may go now
+}
+
 std::uint64_t
-cluster_sessions::unconfirmed(std::string const& id) const
+cluster_sessions::not_in_redis(std::string const& id) const
 {
     auto it = owned_.find(id);
     if (it == owned_.end())
@@ -461,6 +642,8 @@ cluster_sessions::unconfirmed(std::string const& id) const
 bool
 cluster_sessions::confirmed(std::string const& id, std::uint64_t batch) const
 {
+    if (outage_)
+        return true;
     auto it = owned_.find(id);
     if (it == owned_.end())
         return false;
@@ -543,7 +726,7 @@ cluster_sessions::hand_off(std::string const& id)
     // Its last records go to Redis before the lease.
     barrier();
     send_queued();
-    if (unconfirmed(id) == 0)
+    if (not_in_redis(id) == 0)
         finish_hand_off(id);
     // else: on_batch() finishes it once Redis has everything; a failed write is retried
     // with the whole state (check_leases), the lease renewed meanwhile.

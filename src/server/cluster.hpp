@@ -16,9 +16,12 @@
 #include "store/redis_sessions.hpp"
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
@@ -33,7 +36,9 @@ class flushable;
 /// Redis call of the cluster session state.
 ///
 /// @par Thread safety
-/// Only on the directory thread (created before the workers run, then used there).
+/// Only on the directory thread (created before the workers run, then used there),
+/// except redis_unreachable() (any thread) and the outage watchdog's own thread, which
+/// shares only what is under `watch_mu_`.
 class lease_keeper {
 public:
     lease_keeper(server_state& st, std::unique_ptr<redis::link> link, store::sessions_options opts);
@@ -58,6 +63,8 @@ public:
     void want(std::string const& token, std::string const& id);
     std::string const& holder() const noexcept { return holder_; }
     std::uint32_t lease_ms() const noexcept { return store_.options().lease_ms; }
+    /// For /health/redis, from any thread: this reflector cannot reach Redis now.
+    bool redis_unreachable() const noexcept;
 
 private:
     void renew_all();
@@ -67,6 +74,24 @@ private:
     /// The sessions other reflectors asked for: each one Redis allows to move is handed
     /// off by its worker.
     void hand_off_wanted();
+    struct peer {
+        std::string id, url, host, port;  // host and port empty: not a plain ws:// URL
+    };
+    /// The outage watchdog (its own thread, every 100 ms; it makes no Redis call and
+    /// never waits on the directory thread, which Redis' time-outs may hold up): while
+    /// the lease link finds Redis unreachable, ride_out_outage().
+    void watch();
+    /// If every other live reflector says it cannot reach Redis either, nobody can take a
+    /// session over, so the held sessions are kept (their validity extended) and, once
+    /// Redis has been unreachable for half a lease, shown without Redis (set_outage).
+    /// Else they run out as usual. On the watchdog thread.
+    void ride_out_outage(std::vector<std::vector<std::string>> const& held, std::vector<peer> const& peers,
+                         std::int64_t down_us);
+    void set_outage(bool on);
+    /// The held ids per worker, for the watchdog (after each renewal round).
+    void publish_held();
+    /// The other live reflectors (ws:// peer URLs), from the directory, every few seconds.
+    void refresh_peers();
 
     server_state& st_;
     std::unique_ptr<redis::link> link_;
@@ -77,6 +102,19 @@ private:
         unsigned worker = 0;
     };
     std::unordered_map<std::string, held> held_;
+    std::int64_t unreachable_since_us_ = 0;  // the first failed tick (0: Redis reachable), for the log
+    bool silence_logged_ = false;
+    std::int64_t peers_refreshed_us_ = 0;
+    // Shared with the watchdog thread.
+    std::mutex watch_mu_;
+    std::condition_variable watch_cv_;
+    bool stopping_ = false;
+    std::vector<std::vector<std::string>> held_ids_;  // per worker
+    std::vector<peer> peers_;
+    std::thread watchdog_;
+    // The watchdog's own.
+    bool outage_ = false;        // the workers show output without Redis
+    std::string last_refusal_;   // why the last ride_out_outage() kept nothing (logged once)
 };
 
 /// A worker's side.
@@ -108,11 +146,16 @@ public:
     /// queued behind it (one append per session), sent when that one completes. Under
     /// load Redis gets fewer, larger calls instead of more.
     void barrier();
-    /// 0 when everything `id` has shown or will show is in Redis; else the newest batch
-    /// holding its records, which output must wait for.
-    std::uint64_t unconfirmed(std::string const& id) const;
-    /// True once `batch` of `id` is in Redis.
+    /// What output must wait for: 0 when everything `id` has shown or will show is in
+    /// Redis (or during an outage every reflector agrees on: set_outage); else the newest
+    /// batch holding its records.
+    std::uint64_t unconfirmed(std::string const& id) const { return outage_ ? 0 : not_in_redis(id); }
+    /// True once `batch` of `id` is in Redis (or during an agreed outage).
     bool confirmed(std::string const& id, std::uint64_t batch) const;
+    /// Redis is unreachable for every reflector (the lease keeper asked them all): output
+    /// of owned sessions is shown without waiting for Redis; their records are written
+    /// (the whole state) as soon as Redis is back. Off: write before show again.
+    void set_outage(bool on);
     /// `c` has output waiting for a batch: flushed again when one completes.
     void
     wait(std::shared_ptr<flushable> c)
@@ -163,6 +206,8 @@ private:
     /// the directory thread runs tasks in order).
     void send_queued();
     void wake();
+    /// 0 when Redis has every record of `id`; else the newest batch holding its records.
+    std::uint64_t not_in_redis(std::string const& id) const;
     /// A moving session whose records are all in Redis leaves memory; its lease is released.
     void finish_hand_off(std::string const& id);
 
@@ -180,6 +225,7 @@ private:
     std::vector<std::shared_ptr<flushable>> waiting_;
     std::unordered_set<flushable*> waiting_set_;     // the same connections, for wait()
     bool retry_armed_ = false;
+    bool outage_ = false;                             // set_outage()
 };
 
 }  // namespace lockstep

@@ -36,6 +36,40 @@ parse_ws_url(std::string_view url, std::string& host, std::string& port)
     return true;
 }
 
+unsigned
+http_get_status(std::string const& host, std::string const& port, std::string const& target,
+                std::chrono::milliseconds timeout)
+{
+    net::io_context ioc;
+    beast::tcp_stream stream(ioc);
+    tcp::resolver resolver(ioc);
+    http::request<http::empty_body> req{http::verb::get, target, 11};
+    req.set(http::field::host, host);
+    beast::flat_buffer buf;
+    http::response<http::string_body> res;
+    unsigned status = 0;
+    stream.expires_after(timeout);
+    resolver.async_resolve(host, port, [&](error_code ec, tcp::resolver::results_type found) {
+        if (ec)
+            return;
+        stream.async_connect(found, [&](error_code ec, tcp::endpoint const&) {
+            if (ec)
+                return;
+            http::async_write(stream, req, [&](error_code ec, std::size_t) {
+                if (ec)
+                    return;
+                http::async_read(stream, buf, res, [&](error_code ec, std::size_t) {
+                    if (!ec)
+                        status = res.result_int();
+                });
+            });
+        });
+    });
+    // The stream's expiry cancels a hung connect, write or read; resolving is bounded here.
+    ioc.run_for(timeout + std::chrono::milliseconds(50));
+    return status;
+}
+
 forward_link::forward_link(net::io_context& ioc, std::size_t max_queued, std::size_t max_frame, callbacks cb)
     : ws_(ioc), resolver_(ioc), max_queued_(max_queued), cb_(std::move(cb))
 {

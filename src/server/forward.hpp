@@ -12,6 +12,7 @@
 #include "common/unique_function.hpp"
 #include "server/internal.hpp"
 
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -27,6 +28,13 @@ inline constexpr char const* forwarded_header = "X-Lockstep-Forwarded";
 /// link speaks plain WebSocket only) and for the unspecified addresses 0.0.0.0 and ::
 /// (a reflector registered without --public-url).
 bool parse_ws_url(std::string_view url, std::string& host, std::string& port);
+
+/// The status of a plain-HTTP `GET target` to host:port, or 0 when no complete answer
+/// came within `timeout` (connection refused, a hung peer). Blocks the calling thread
+/// for at most about `timeout` (a private io_context): for the directory thread only,
+/// never an event loop. Used to ask peers whether they reach Redis (/health/redis).
+unsigned http_get_status(std::string const& host, std::string const& port, std::string const& target,
+                         std::chrono::milliseconds timeout);
 
 class forward_link : public std::enable_shared_from_this<forward_link> {
 public:

@@ -218,6 +218,7 @@ struct server_state final : http_routes::service {
 
     // ---- http_routes::service ----
     bool draining() const override { return draining_.load(); }
+    std::optional<bool> redis_reachable() const override;
     void count_request() override { http_requests.fetch_add(1, std::memory_order_relaxed); }
     std::string metrics_text() const override;
     void list_sessions(unique_function<void(nlohmann::json)> done) override;

@@ -661,6 +661,14 @@ server_state::with_directory(unique_function<void(router::directory&)> task)
     directory.post(std::move(task));
 }
 
+std::optional<bool>
+server_state::redis_reachable() const
+{
+    if (!cluster)
+        return std::nullopt;
+    return !cluster->redis_unreachable();
+}
+
 bool
 server_state::ask_directory(std::function<bool(router::directory&)> question, std::chrono::milliseconds timeout)
 {

@@ -184,7 +184,7 @@ function summarizeMessage(dir, sock, text, frames) {
     if (dir === "rx" && action === "SYNC") {
         const a = msg.args || {};
         const s = {
-            socket: sock.__idx, t: elapsed(), url: a.url, messages: (a.messages || []).length,
+            socket: sock.__idx, t: elapsed(), at: Date.now(), url: a.url, messages: (a.messages || []).length,
             time: a.time, seq: a.seq, snapshotTime: a.snapshotTime, snapshotSeq: a.snapshotSeq,
             timeline: a.timeline, tove: !!a.tove, reflector: a.reflector, idPresent: !!msg.id,
             bytes: text.length, frames,

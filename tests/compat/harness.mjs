@@ -201,7 +201,7 @@ export async function startCluster({ bin, logDir, n = 3, args = [], balance = "u
     const haproxy = spawnLogged("haproxy", ["-db", "-f", cfg], join(logDir, "haproxy.log"));
     await ready(hport);
     return {
-        redisPort, ports, reflectors, hport, socket,
+        redisPort, redis, ports, reflectors, hport, socket,
         /** counter-app.mjs settings reaching the cluster through HAProxy. */
         env: { LIB: "multisynq", REFLECTOR: `ws://127.0.0.1:${hport}/reflector`, FILES: `http://127.0.0.1:${hport}/files` },
         async stop() {
