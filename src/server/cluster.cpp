@@ -625,6 +625,7 @@ void
 cluster_sessions::set_outage(bool on)
 {
     outage_ = on;
+    w_.metrics.cluster_outage.store(on ? 1 : 0, std::memory_order_relaxed);
     if (on)
         wake();  // output that waited for Redis may go now
 }

@@ -94,6 +94,9 @@ render_metrics(std::vector<worker_metrics const*> const& workers, close_counter 
     metric("lockstep_connections_forwarded_total", "counter",
            "Cluster: WebSocket connections relayed to their session's owner because the session could not move yet.",
            sum(&worker_metrics::connections_forwarded));
+    metric("lockstep_cluster_outage", "gauge",
+           "Cluster: 1 while no reflector reaches Redis and this one shows its sessions' output without it.",
+           max_of(&worker_metrics::cluster_outage));
     metric("lockstep_journal_disk_bytes", "gauge", "Bytes in session journals (as of the last retention sweep).",
            sum(&worker_metrics::journal_disk_bytes));
     auto histogram = [&](char const* name, char const* help, auto const& bounds, auto buckets, auto sum_member,

@@ -44,6 +44,7 @@ struct alignas(64) worker_metrics : session_counters {
     counter sessions_handed_off{0};   // cluster: sessions handed to the reflector a JOIN reached
     counter connections_forwarded{0}; // cluster: connections relayed to their session's owner
     gauge journal_disk_bytes{0};      // bytes in this worker's journals (at the last sweep)
+    gauge cluster_outage{0};          // cluster: 1 while output is shown without Redis (an outage)
     std::array<counter, fsync_buckets_s.size() + 1> fsync{};  // last = +Inf
     counter fsync_count{0};
     std::atomic<double> fsync_sum_s{0};

@@ -26,7 +26,7 @@ import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { killAll, sleep, scenarioEnv, startCluster, owner, runClient, tails, assertAgree }
+import { killAll, sleep, scenarioEnv, startCluster, owner, metric, runClient, tails, assertAgree }
     from "./harness.mjs";
 
 const { BIN, SLOW, LOG_DIR } = scenarioEnv("redis-outage");
@@ -75,7 +75,9 @@ async function outage() {
             ...env, SENDS: String(C_SENDS), SEND_START_MS: "300", RUN_MS: "14000",
             REFLECTOR: `ws://127.0.0.1:${ports[other]}/reflector`, FILES: `http://127.0.0.1:${ports[other]}/files`,
         }, LOG_DIR);
-        await sleep(OUTAGE_MS - 1000);
+        await sleep(OUTAGE_MS - 2000);
+        const outageGauge = await metric(ports[first], "lockstep_cluster_outage");
+        await sleep(1000);
         redis.proc.kill("SIGCONT");
         const contAt = Date.now();
         console.log(`REDIS OUTAGE: redis-server stopped for ${contAt - stopAt} ms; session on r${first + 1}`);
@@ -124,6 +126,8 @@ async function outage() {
             assert.match(logs, /keep running; their records go to Redis when it is back/,
                 "no owner logged that it kept its sessions running");
             assert.match(logs, /nobody reached it for \d+ ms/, "Redis' outage rule did not fire");
+            assert.equal(outageGauge, 1, "lockstep_cluster_outage at the owner during the outage");
+            assert.equal(await metric(ports[1 - victim], "lockstep_cluster_outage"), 0, "lockstep_cluster_outage after it");
         } catch (e) {
             e.message += `\n${tails([ra, rb, rc])}`;
             throw e;
