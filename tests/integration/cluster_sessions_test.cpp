@@ -314,3 +314,35 @@ TEST(cluster_sessions, a_snapshot_keeps_its_blob_in_redis_as_long_as_the_session
 }
 
 }  // namespace
+
+TEST(cluster_sessions, health_redis_answers_whether_this_reflector_reaches_redis)
+{
+    // Peers ask it during a Redis outage (docs/durability.md, "Redis outages").
+    redis_server redis;
+    ASSERT_TRUE(redis.ready()) << "redis-server did not start";
+    auto a = node(redis);
+    auto r = http_request(a->port(), "GET", "/health/redis");
+    EXPECT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.body, "redis reachable\n");
+    EXPECT_EQ(http_request(a->port(), "POST", "/health/redis").status, 405);
+    redis.pause();  // SIGSTOP: calls hang; the lease keeper ticks every quarter lease (250 ms)
+    struct cont_guard {
+        redis_server& r;
+        ~cont_guard() { r.resume(); }
+    } thaw{redis};
+    auto until = [&](int status, std::chrono::milliseconds bound) {
+        auto end = std::chrono::steady_clock::now() + bound;
+        while (std::chrono::steady_clock::now() < end) {
+            if (http_request(a->port(), "GET", "/health/redis").status == status)
+                return true;
+            std::this_thread::sleep_for(50ms);
+        }
+        return false;
+    };
+    EXPECT_TRUE(until(503, 3000ms)) << "still 'reachable' with Redis stopped";
+    redis.resume();
+    EXPECT_TRUE(until(200, 5000ms)) << "still 'unreachable' after Redis came back";
+    // A reflector without --redis has no such state.
+    reflector_process standalone;
+    EXPECT_EQ(http_request(standalone.port(), "GET", "/health/redis").status, 404);
+}
