@@ -398,6 +398,7 @@ cluster_sessions::on_acquired(std::string const& id, store::acquire_result r, st
     if (ok) {
         auto& o = owned_[id];
         o = owned{};
+        owned_count_.store(owned_.size(), std::memory_order_relaxed);
         o.l = r.granted;
         o.valid_until_us = valid_until(steady_us(), w_.st.cfg.lease_ms);
         tracker_.forget(id);
@@ -604,7 +605,8 @@ cluster_sessions::on_batch(std::uint64_t batch, std::vector<store::session_appen
         }
     }
     for (auto const& a : sent)
-        if (auto it = owned_.find(a.id); it != owned_.end() && it->second.moving && not_in_redis(a.id) == 0)
+        if (auto it = owned_.find(a.id);
+            it != owned_.end() && it->second.moving && it->second.closing == 0 && not_in_redis(a.id) == 0)
             finish_hand_off(a.id);
     if (in_flight_ < max_in_flight)
         send_queued();
@@ -665,29 +667,12 @@ cluster_sessions::release(session_header const& h)
     barrier();
     send_queued();  // its last records go before the lease is released
     owned_.erase(it);
+    owned_count_.store(owned_.size(), std::memory_order_relaxed);
     tracker_.forget(id);
     auto& st = w_.st;
     // After the last append (the directory thread runs tasks in order).
     st.directory.run([&st, id] { st.cluster->drop(id, true); });
     return true;
-}
-
-void
-cluster_sessions::release_all(unique_function<void()> done)
-{
-    barrier();
-    send_queued();
-    std::vector<std::string> ids;
-    for (auto const& [id, o] : owned_)
-        ids.push_back(id);
-    auto& st = w_.st;
-    st.directory.run([&st, &wk = w_, ids = std::move(ids), done = std::move(done)]() mutable {
-        for (auto const& id : ids)
-            st.cluster->drop(id, true);
-        if (!ids.empty())
-            spdlog::info("released {} session lease(s): other reflectors may take them over at once", ids.size());
-        wk.defer(std::move(done));
-    });
 }
 
 void
@@ -703,6 +688,7 @@ cluster_sessions::lost(std::string const& id, char const* why)
 {
     if (owned_.erase(id) == 0)
         return;
+    owned_count_.store(owned_.size(), std::memory_order_relaxed);
     spdlog::warn("session {}: no longer served here: {}; its clients are asked to reconnect (4003)", id, why);
     abandon_session_connections(w_, id, protocol::close_code::please_reconnect, "session moved to another reflector");
     w_.drop_session(id);
@@ -712,19 +698,49 @@ cluster_sessions::lost(std::string const& id, char const* why)
 }
 
 void
-cluster_sessions::hand_off(std::string const& id)
+cluster_sessions::hand_off(std::string const& id, bool draining)
 {
     auto it = owned_.find(id);
     if (it == owned_.end() || it->second.moving)
         return;
     it->second.moving = true;
-    // The clients leave first: nothing more is accepted or shown here. Output they were
-    // not shown yet is dropped; their new reflector's SYNC carries it.
-    auto n = abandon_session_connections(w_, id, protocol::close_code::going_away, "session moved to another reflector");
-    spdlog::info("session {}: handed off (a JOIN for it reached another reflector); {} client(s) asked to reconnect "
-                 "(1001)",
-                 id, n);
-    // Its last records go to Redis before the lease.
+    it->second.draining = draining;
+    // The clients are closed first (1001): nothing more is shown here, output not shown
+    // yet is dropped (their new reflector's SYNC carries it), but what they send until
+    // their close reply still goes into the session. Once they all left (or after a
+    // second) its last records go to Redis, then the lease.
+    auto n = close_session_connections_for_move(w_, id, protocol::close_code::going_away,
+                                                draining ? "reflector draining" : "session moved to another reflector");
+    it = owned_.find(id);
+    if (it == owned_.end())
+        return;
+    it->second.closing = n;
+    it->second.move_deadline_us = steady_us() + 1'000'000;
+    if (!draining)
+        spdlog::info("session {}: handed off (a JOIN for it reached another reflector); {} client(s) asked to "
+                     "reconnect (1001)",
+                     id, n);
+    if (n == 0)
+        complete_move(id);
+}
+
+void
+cluster_sessions::client_left(std::string const& id)
+{
+    auto it = owned_.find(id);
+    if (it == owned_.end() || !it->second.moving || it->second.closing == 0)
+        return;
+    if (--it->second.closing == 0)
+        complete_move(id);
+}
+
+void
+cluster_sessions::complete_move(std::string const& id)
+{
+    // Its last records go to Redis before the lease: also those of frames read in this
+    // same turn (the worker stages touched sessions only at the end of the turn).
+    if (auto* s = w_.find_session(id); s && s->created())
+        capture(*s);
     barrier();
     send_queued();
     if (not_in_redis(id) == 0)
@@ -734,12 +750,29 @@ cluster_sessions::hand_off(std::string const& id)
 }
 
 void
+cluster_sessions::drain()
+{
+    std::vector<std::string> ids;
+    for (auto const& [id, o] : owned_)
+        ids.push_back(id);
+    for (auto const& id : ids)
+        hand_off(id, true);
+    if (!ids.empty())
+        spdlog::info("draining: {} session(s) leave once their clients did; then their last records go to Redis and "
+                     "their leases are released, so other reflectors take them over at once",
+                     ids.size());
+}
+
+void
 cluster_sessions::finish_hand_off(std::string const& id)
 {
+    auto it = owned_.find(id);
+    if (it != owned_.end() && !it->second.draining)
+        w_.metrics.add(w_.metrics.sessions_handed_off);
     owned_.erase(id);
+    owned_count_.store(owned_.size(), std::memory_order_relaxed);
     tracker_.forget(id);
     w_.drop_session(id);
-    w_.metrics.add(w_.metrics.sessions_handed_off);
     auto& st = w_.st;
     // After its last append (the directory thread runs tasks in order).
     st.directory.run([&st, id] { st.cluster->drop(id, true); });
@@ -749,15 +782,25 @@ void
 cluster_sessions::check_leases()
 {
     auto now = steady_us();
-    std::vector<std::string> expired, retry;
+    std::vector<std::string> expired, retry, slow;
     for (auto const& [id, o] : owned_) {
         if (now > o.valid_until_us)
             expired.push_back(id);
+        else if (o.moving && o.closing > 0 && now > o.move_deadline_us)
+            slow.push_back(id);
         else if (o.retry_base)
             retry.push_back(id);
     }
     for (auto const& id : expired)
         lost(id, "its lease could not be renewed in time");
+    for (auto const& id : slow) {
+        // Clients that did not answer the close within a second leave now.
+        abandon_session_connections(w_, id, protocol::close_code::going_away, "session moved to another reflector");
+        if (auto it = owned_.find(id); it != owned_.end()) {
+            it->second.closing = 0;
+            complete_move(id);
+        }
+    }
     for (auto const& id : retry)
         if (auto* s = w_.find_session(id); s && s->created())
             capture(*s);

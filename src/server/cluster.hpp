@@ -15,6 +15,7 @@
 #include "server/durability.hpp"
 #include "store/redis_sessions.hpp"
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -167,18 +168,24 @@ public:
     /// released. False (nothing released) while Redis does not have all of it. The last
     /// append renews the blobs `h` names with the session's own keys.
     bool release(session_header const& h);
-    /// Every session's records sent and leases released, then `done` on this thread (drain).
-    void release_all(unique_function<void()> done);
     /// Called from the lease keeper (via defer): renewed until then / lost.
     void renewed(std::vector<std::string> const& ids, std::int64_t valid_until_us);
     void lost(std::string const& id, char const* why);
     /// Sessions whose lease could not be renewed in time are given up.
     void check_leases();
     /// Hand-off on JOIN (a JOIN for `id` reached another reflector and Redis allowed the
-    /// move): its clients leave now and are closed with 1001 (they reconnect through the
-    /// balancer), its last records go to Redis, and once Redis has all of them the session
-    /// leaves memory and its lease is released. Until then nothing more is served.
-    void hand_off(std::string const& id);
+    /// move), and every session at a drain: its clients are closed with 1001 (they
+    /// reconnect through the balancer) and nothing more is shown here, but what they send
+    /// until their close reply still goes into the session. Once they all left (at most a
+    /// second later) its last records go to Redis, and once Redis has all of them the
+    /// session leaves memory and its lease is released.
+    void hand_off(std::string const& id, bool draining = false);
+    /// A client closed for a move is gone (connection finish).
+    void client_left(std::string const& id);
+    /// Drain: hand_off() of every session this worker owns.
+    void drain();
+    /// Sessions this worker owns; any thread (the drain waits for 0).
+    std::size_t owned_count() const noexcept { return owned_count_.load(std::memory_order_relaxed); }
 
     // ---- journal_sink ----
     void begin_base(session_header const& h) override;
@@ -195,6 +202,9 @@ private:
         std::uint64_t confirmed = 0;      // newest batch known to be in Redis (all before too)
         bool retry_base = false;          // the last write failed: the whole state goes again
         bool moving = false;              // handed off: released once Redis has everything
+        bool draining = false;            // moving because this reflector drains
+        std::size_t closing = 0;          // moving: clients not gone yet
+        std::int64_t move_deadline_us = 0;  // moving: clients still there then are dropped
     };
     store::session_append& staged(std::string const& id);
     void on_acquired(std::string const& id, store::acquire_result r, std::string const& forward);
@@ -208,6 +218,8 @@ private:
     void wake();
     /// 0 when Redis has every record of `id`; else the newest batch holding its records.
     std::uint64_t not_in_redis(std::string const& id) const;
+    /// A moving session's clients are gone: its last records go to Redis.
+    void complete_move(std::string const& id);
     /// A moving session whose records are all in Redis leaves memory; its lease is released.
     void finish_hand_off(std::string const& id);
 
@@ -226,6 +238,7 @@ private:
     std::unordered_set<flushable*> waiting_set_;     // the same connections, for wait()
     bool retry_armed_ = false;
     bool outage_ = false;                             // set_outage()
+    std::atomic<std::size_t> owned_count_{0};         // owned_.size(), for other threads
 };
 
 }  // namespace lockstep

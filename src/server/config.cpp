@@ -143,8 +143,8 @@ define(cli::options& o, config& c)
           "Keep it above `--lease-ms`, so a JOIN for a session whose owner died is served by the takeover");
     o.add("--handoff-min-interval-ms", c.handoff_min_interval_ms,
           "cluster mode: a JOIN at a reflector that does not own the session moves the session there, at most once per this interval (0: never)",
-          "The owner journals the last events, releases the lease and closes the session's clients with 1001; "
-          "they reconnect through the balancer and rejoin seamlessly where the JOIN arrived "
+          "The owner closes the session's clients with 1001, journals the last events (also what they sent until "
+          "their close reply) and releases the lease; they reconnect through the balancer and rejoin seamlessly where the JOIN arrived "
           "([section 2](#2-one-process-per-region), \"Hand-off on JOIN\"). Within the interval (or with 0) such a "
           "connection is forwarded to the owner's `--peer-url` instead. Give every reflector the same value");
     o.group("Access control (docs/security.md)");

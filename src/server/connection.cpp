@@ -275,6 +275,12 @@ private:
             } else {
                 handle_frame();
             }
+        } else if (accept_after_close_ && m_.joined && ws_.got_text()) {
+            // Closed for a move (hand-off, drain): what the client sent before it saw the
+            // close still goes into its session, which is written (journal, Redis) only
+            // after its clients left. Nothing is shown here any more (enqueue drops it);
+            // the client gets it in the SYNC of the reflector it rejoins.
+            handle_frame();
         }
         rbuf_.consume(rbuf_.size());
         do_read();
@@ -584,6 +590,8 @@ private:
         // A normal leave (close 1000 from the client) frees a router seat; a drop keeps
         // it reserved for a reconnect.
         hang_up(w_, m_, *this, ws_.reason().code == websocket::close_code::normal);
+        if (accept_after_close_ && w_.cluster)
+            w_.cluster->client_left(m_.session_id);  // a moving session goes once all have left
         w_.connections.erase(this);
         w_.metrics.add(w_.metrics.connections, -1);
         // The connection's summary: who, how it ended, what went through it.
@@ -635,6 +643,7 @@ private:
     // Forwarding to the session's owner (server/forward.hpp).
     std::string target_;                 // the upgrade's path, for the owner
     bool forwarded_in_ = false;          // came from a forwarding reflector: never forwarded again
+    bool accept_after_close_ = false;    // closed for a move: frames read until the close reply still count
     std::shared_ptr<forward_link> fwd_;  // set while relaying
 
     friend void close_connection(connection& c, close_code code, std::string_view reason);
@@ -642,6 +651,9 @@ private:
                                                    std::string_view reason);
     friend std::size_t close_session_connections(worker& w, std::string const& session_id, close_code code,
                                                  std::string_view reason);
+    friend std::size_t close_session_connections_for_move(worker& w, std::string const& session_id,
+                                                          close_code code, std::string_view reason);
+    friend void close_all_connections(worker& w, close_code code, std::string_view reason, bool for_move);
 };
 
 void
@@ -684,14 +696,41 @@ start_websocket(server_state& st, worker& from, tcp::socket sock, http::request<
 }
 
 void
-close_all_connections(worker& w, close_code code, std::string_view reason)
+close_all_connections(worker& w, close_code code, std::string_view reason, bool for_move)
 {
     std::vector<std::shared_ptr<connection>> conns;
     for (auto& [p, weak] : w.connections)
         if (auto c = weak.lock())
             conns.push_back(std::move(c));
-    for (auto& c : conns)
+    for (auto& c : conns) {
+        if (for_move && !c->close_requested_) {
+            c->accept_after_close_ = c->m_.joined != nullptr;
+            c->drop_output();  // the reflector it rejoins sends it all in its SYNC
+        }
         close_connection(*c, code, reason);
+    }
+}
+
+std::size_t
+close_session_connections_for_move(worker& w, std::string const& session_id, close_code code,
+                                   std::string_view reason)
+{
+    std::vector<std::shared_ptr<connection>> conns;
+    for (auto& [p, weak] : w.connections)
+        if (auto c = weak.lock(); c && c->m_.session_id == session_id && !c->finished_)
+            conns.push_back(std::move(c));
+    std::size_t members = 0;
+    for (auto& c : conns) {
+        if (!c->close_requested_ && c->m_.joined) {
+            c->accept_after_close_ = true;
+            ++members;
+        } else {
+            hang_up(w, c->m_, *c, false);  // closing already, or not a member: leaves now
+        }
+        c->drop_output();  // the reflector they rejoin sends it all in its SYNC
+        c->close(code, reason);
+    }
+    return members;
 }
 
 std::size_t

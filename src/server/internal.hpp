@@ -249,13 +249,23 @@ void
 start_websocket(server_state& st, worker& from, tcp::socket sock, http::request<http::string_body> req,
                 std::string session_id, auth::admission adm = {}, limits::ticket ticket = {});
 
-/// Closes every WebSocket connection of the worker (drain). Call on its thread.
+/// Closes every WebSocket connection of the worker (drain). Call on its thread. With
+/// `for_move` output not shown yet is dropped and what joined clients send until their
+/// close reply still goes into their sessions (their next reflector's SYNC has it all).
 void
-close_all_connections(worker& w, protocol::close_code code, std::string_view reason);
+close_all_connections(worker& w, protocol::close_code code, std::string_view reason, bool for_move = false);
 
 /// Closes the worker's connections to one session; returns how many. Call on its thread.
 std::size_t
 close_session_connections(worker& w, std::string const& session_id, protocol::close_code code, std::string_view reason);
+
+/// Closes the worker's connections to one session for a move (hand-off, drain): output
+/// not shown yet is dropped, and what the joined ones send until their close reply still
+/// goes into the session; each of those reports cluster_sessions::client_left() when it
+/// is done. Returns how many will. Call on its thread.
+std::size_t
+close_session_connections_for_move(worker& w, std::string const& session_id, protocol::close_code code,
+                                   std::string_view reason);
 
 /// Detaches the worker's connections from one session (they leave it now) and closes
 /// them, dropping output not shown yet. Call on its thread; returns how many.

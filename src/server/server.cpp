@@ -923,18 +923,18 @@ server::drain()
     // HTTP stays up (readiness answers 503, so load balancers move away); new
     // WebSocket upgrades are refused with 503; the router stops placing sessions here.
     st.directory.post([&st, p = port()](router::directory& d) { d.register_reflector(st.self_info(p)); });
-    // Everything journaled and on disk before clients are asked to reconnect. In a
-    // cluster: everything in Redis and every lease released first, so the reflector the
-    // clients reconnect to takes their sessions over at once.
+    // Clients are asked to reconnect (1001); what they send until their close reply
+    // still goes into their sessions (nothing is shown here any more: the reflector they
+    // rejoin sends it). In a cluster each session, once its clients left, writes its last
+    // records to Redis and releases its lease, so the reflector they reconnect to takes
+    // it over at once; standalone, the journal has it for the restart.
     for (auto& w : st.workers)
         w->defer([wp = w.get()] {
             if (wp->journal)
                 wp->journal->sync();
             if (wp->cluster)
-                return wp->cluster->release_all([wp] {
-                    close_all_connections(*wp, protocol::close_code::going_away, "reflector draining");
-                });
-            close_all_connections(*wp, protocol::close_code::going_away, "reflector draining");
+                wp->cluster->drain();
+            close_all_connections(*wp, protocol::close_code::going_away, "reflector draining", true);
         });
     // Give clients the drain timeout to go, then stop.
     auto timer = std::make_shared<net::steady_timer>(st.workers[0]->ioc);
@@ -944,14 +944,20 @@ server::drain()
     auto check = std::make_shared<std::function<void()>>();
     *check = [this, timer, deadline, weak = std::weak_ptr<std::function<void()>>(check)] {
         long n = 0;
-        for (auto const& w : impl_->st.workers)
+        std::size_t held = 0;  // cluster sessions not written and released yet
+        for (auto const& w : impl_->st.workers) {
             n += w->metrics.connections.load();
+            if (w->cluster)
+                held += w->cluster->owned_count();
+        }
         // Uploads in progress finish too (a client's snapshot arriving as the drain
         // starts is stored and answered): HTTP stays up until then.
         auto uploads = impl_->st.limits_->uploads_in_progress();
-        if ((n == 0 && uploads == 0) || std::chrono::steady_clock::now() >= deadline) {
-            if (n || uploads)
-                spdlog::warn("drain timeout: {} connections still open, {} uploads in progress", n, uploads);
+        if ((n == 0 && uploads == 0 && held == 0) || std::chrono::steady_clock::now() >= deadline) {
+            if (n || uploads || held)
+                spdlog::warn("drain timeout: {} connections still open, {} uploads in progress, {} cluster "
+                             "session(s) not released",
+                             n, uploads, held);
             stop();
             return;
         }

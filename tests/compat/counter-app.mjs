@@ -108,6 +108,7 @@ const obs = {
     logs: { seamless: 0, cannotRejoin: 0, uploadFailed: 0, snapshotRejected: 0, errors: [] },
     drop: null,
     sendsDone: 0,
+    sendsDiscarded: 0,
     recvAt: [],            // wall-clock ms (Date.now()) of each RECV received (the first 5000)
 };
 globalThis.__lockstepObs = obs;
@@ -222,6 +223,10 @@ class TracingWebSocket extends BaseWebSocket {
     }
     send(data, ...rest) {
         try { summarizeFrame("tx", this, data); } catch (e) { /* ignore */ }
+        // A WebSocket that is closing (the server's close arrived, its close event did not
+        // yet) discards what is sent: the library's loss, which no reflector can see.
+        if (this.readyState !== BaseWebSocket.OPEN && String(data).includes('"action":"SEND"'))
+            obs.sendsDiscarded++;
         return super.send(data, ...rest);
     }
 }
@@ -352,6 +357,7 @@ function result(exitCode, error) {
         dups: m && m.dups, perSender: m && m.perSender, lastN: m && m.lastN,
         checkpoints: m ? m.checkpoints : [],
         sendsDone: obs.sendsDone,
+        sendsDiscarded: obs.sendsDiscarded,
         initRan: obs.initRan,
         loadedSnapshot: !!(firstSync && firstSync.url) && obs.initRan === 0,
         firstSync,
