@@ -737,8 +737,8 @@ cluster_sessions::client_left(std::string const& id)
 void
 cluster_sessions::complete_move(std::string const& id)
 {
-    // Its last records go to Redis before the lease: also those of frames read in this
-    // same turn (the worker stages touched sessions only at the end of the turn).
+    // Its last records go to Redis before the lease (captured once more here: staging is
+    // idempotent, and nothing the session holds may be left out of the last batch).
     if (auto* s = w_.find_session(id); s && s->created())
         capture(*s);
     barrier();
