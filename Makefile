@@ -42,17 +42,18 @@ compat-deps: setup
 	@bash scripts/compat-deps.sh
 	@bash scripts/web-deps.sh
 
-# The real-client scenarios (ctest label `scenario`) two at a time, then the rest one at a
-# time; both always run, and either failing fails the target.
+# The tests labelled `parallel` (the real-client scenarios, which mostly wait, and the
+# Dockerfile check at the lowest CPU priority; tests/CMakeLists.txt) three at a time, then
+# the rest one at a time; both always run, and either failing fails the target.
 test: build compat-deps
-	@ctest --preset release -j 2 -L scenario; a=$$?; ctest --preset release -j 1 -LE scenario; b=$$?; \
+	@ctest --preset release -j 3 -L parallel; a=$$?; ctest --preset release -j 1 -LE parallel; b=$$?; \
 	  test $$a -eq 0 -a $$b -eq 0
 
 # Every test against an ASan+UBSan (Debug) build in build-asan/, real clients included.
 test-asan: setup compat-deps
 	@cmake --preset asan >/dev/null
 	@cmake --build --preset asan -j $(JOBS)
-	@ctest --preset asan -j 2 -L scenario; a=$$?; ctest --preset asan -j 1 -LE scenario; b=$$?; \
+	@ctest --preset asan -j 3 -L parallel; a=$$?; ctest --preset asan -j 1 -LE parallel; b=$$?; \
 	  test $$a -eq 0 -a $$b -eq 0
 
 fuzz: setup
