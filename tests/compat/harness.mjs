@@ -4,7 +4,7 @@
 // admin socket), the checks every scenario makes on the apps' results, and cleanup of
 // every child process.
 import { spawn } from "node:child_process";
-import { createWriteStream, mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createWriteStream, mkdtempSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -19,12 +19,52 @@ export function killAll() { for (const c of children) { try { c.kill("SIGKILL");
 
 export const sleep = ms => new Promise(r => setTimeout(r, ms));
 
-export function freePort() {
+function ephemeralPort() {
     return new Promise((resolve, reject) => {
         const s = net.createServer();
         s.on("error", reject);
         s.listen(0, "127.0.0.1", () => { const p = s.address().port; s.close(() => resolve(p)); });
     });
+}
+
+// Ports handed out, so that no two are the same: the kernel may give a port just closed
+// to the next bind(0), in this process (a test allocates several before starting anything)
+// or in another scenario running beside it (make test runs three at once). A marker file
+// per port in a shared directory reserves it across processes; markers older than ten
+// minutes are stale (a killed run) and taken over.
+const handedOut = new Set();
+const PORT_DIR = join(tmpdir(), "lockstep-test-ports");
+
+function reserve(port) {
+    if (handedOut.has(port)) return false;
+    mkdirSync(PORT_DIR, { recursive: true });
+    const marker = join(PORT_DIR, String(port));
+    try {
+        writeFileSync(marker, String(process.pid), { flag: "wx" });
+    } catch (e) {
+        try {
+            if (Date.now() - statSync(marker).mtimeMs < 600000) return false;
+            writeFileSync(marker, String(process.pid));
+        } catch (e2) {
+            return false;
+        }
+    }
+    handedOut.add(port);
+    return true;
+}
+
+process.on("exit", () => {
+    for (const p of handedOut) { try { rmSync(join(PORT_DIR, String(p)), { force: true }); } catch { /* gone */ } }
+});
+
+/** A free loopback port no other caller of this function (here or in a test beside this
+ *  one) got in the last ten minutes (bounded: 200 tries). */
+export async function freePort() {
+    for (let i = 0; i < 200; i++) {
+        const p = await ephemeralPort();
+        if (reserve(p)) return p;
+    }
+    throw new Error("no free port after 200 tries");
 }
 
 /** Waits (bounded: 10 s) until http://127.0.0.1:<port><path> answers 200. */
