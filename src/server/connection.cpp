@@ -644,6 +644,20 @@ private:
     std::string target_;                 // the upgrade's path, for the owner
     bool forwarded_in_ = false;          // came from a forwarding reflector: never forwarded again
     bool accept_after_close_ = false;    // closed for a move: frames read until the close reply still count
+
+    /// Before a close for a move (drain, hand-off) of a connection not closing yet: output
+    /// not shown yet is dropped (the reflector it rejoins sends it all in its SYNC), and a
+    /// joined client's frames until its close reply still count. True for a joined one
+    /// (it reports cluster_sessions::client_left() when it is done).
+    bool
+    begin_move_close()
+    {
+        if (close_requested_)
+            return false;
+        accept_after_close_ = m_.joined != nullptr;
+        drop_output();
+        return accept_after_close_;
+    }
     std::shared_ptr<forward_link> fwd_;  // set while relaying
 
     friend void close_connection(connection& c, close_code code, std::string_view reason);
@@ -703,10 +717,8 @@ close_all_connections(worker& w, close_code code, std::string_view reason, bool 
         if (auto c = weak.lock())
             conns.push_back(std::move(c));
     for (auto& c : conns) {
-        if (for_move && !c->close_requested_) {
-            c->accept_after_close_ = c->m_.joined != nullptr;
-            c->drop_output();  // the reflector it rejoins sends it all in its SYNC
-        }
+        if (for_move)
+            c->begin_move_close();
         close_connection(*c, code, reason);
     }
 }
@@ -721,13 +733,12 @@ close_session_connections_for_move(worker& w, std::string const& session_id, clo
             conns.push_back(std::move(c));
     std::size_t members = 0;
     for (auto& c : conns) {
-        if (!c->close_requested_ && c->m_.joined) {
-            c->accept_after_close_ = true;
+        if (c->begin_move_close()) {
             ++members;
         } else {
             hang_up(w, c->m_, *c, false);  // closing already, or not a member: leaves now
+            c->drop_output();
         }
-        c->drop_output();  // the reflector they rejoin sends it all in its SYNC
         c->close(code, reason);
     }
     return members;
