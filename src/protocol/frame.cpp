@@ -22,6 +22,20 @@ append_frame_header(std::string& out, std::size_t len, bool fin, bool text)
     }
 }
 
+std::string
+close_frame(std::uint16_t code, std::string_view reason)
+{
+    reason = reason.substr(0, 123);
+    std::string out;
+    out.reserve(4 + reason.size());
+    out.push_back(static_cast<char>(0x88));  // FIN, close
+    out.push_back(static_cast<char>(2 + reason.size()));
+    out.push_back(static_cast<char>(code >> 8));
+    out.push_back(static_cast<char>(code & 0xFF));
+    out.append(reason);
+    return out;
+}
+
 namespace {
 
 std::size_t

@@ -76,6 +76,12 @@ json_builder(std::size_t reserve)
 void
 append_frame_header(std::string& out, std::size_t len, bool fin = true, bool text = true);
 
+/// An unmasked close frame with status `code` and `reason` (cut to the 123 bytes a
+/// close frame can carry). The reflector writes it itself for a move's close, so that
+/// the client's frames until its close reply are still read (see server/connection.cpp).
+std::string
+close_frame(std::uint16_t code, std::string_view reason);
+
 /// Splits a JSON text over the _CHUNK threshold into _CHUNK frames on UTF-8 boundaries
 /// and returns the concatenated frames (no byte is dropped or re-encoded).
 std::string

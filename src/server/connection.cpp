@@ -56,6 +56,7 @@ public:
         m_.seat_token = router::token_from_path(std::string_view(req.target().data(), req.target().size()));
         target_ = std::string(req.target());
         forwarded_in_ = req.find(forwarded_header) != req.end();
+        move_notice_ = forwarded_in_ && req[move_notice_header] == "1";
         w_.connections[this] = weak_from_this();
         w_.metrics.add(w_.metrics.connections, 1);
         error_code nd;  // a TLS client's plaintext end is a local socket: no TCP options
@@ -152,8 +153,8 @@ public:
         if (close_requested_)
             return;
         close_requested_ = true;
-        if (fwd_)
-            std::exchange(fwd_, nullptr)->close(1001);  // closed here (drain, full queue): the owner sees it go
+        if (fwd_ && !accept_after_close_)
+            std::exchange(fwd_, nullptr)->close(1001);  // closed here (full queue): the owner sees it go
         close_reason_.code = static_cast<websocket::close_code>(code);
         close_reason_.reason = std::string(reason.substr(0, 120));  // close frames carry at most 123 bytes
         st_.closes.add(static_cast<std::uint16_t>(code));
@@ -275,12 +276,18 @@ private:
             } else {
                 handle_frame();
             }
-        } else if (accept_after_close_ && m_.joined && ws_.got_text()) {
+        } else if (accept_after_close_ && ws_.got_text()) {
             // Closed for a move (hand-off, drain): what the client sent before it saw the
             // close still goes into its session, which is written (journal, Redis) only
             // after its clients left. Nothing is shown here any more (enqueue drops it);
-            // the client gets it in the SYNC of the reflector it rejoins.
-            handle_frame();
+            // the client gets it in the SYNC of the reflector it rejoins. A forwarded
+            // client's frames go on to the owner, which reads until this link closes.
+            if (fwd_) {
+                auto data = rbuf_.cdata();
+                fwd_->send(std::string(static_cast<char const*>(data.data()), data.size()));
+            } else if (m_.joined) {
+                handle_frame();
+            }
         }
         rbuf_.consume(rbuf_.size());
         do_read();
@@ -340,6 +347,14 @@ private:
             [weak](std::uint16_t code, std::string reason) {
                 if (auto self = weak.lock()) {
                     self->fwd_.reset();
+                    self->close(static_cast<close_code>(code), reason);
+                }
+            },
+            [weak](std::uint16_t code, std::string reason) {
+                // The owner moves the session: this client is closed for the move, and
+                // what it sends until its close reply still goes to the owner.
+                if (auto self = weak.lock()) {
+                    self->begin_move_close();
                     self->close(static_cast<close_code>(code), reason);
                 }
             }};
@@ -408,7 +423,7 @@ private:
         // journal cannot be written (disk full), nothing of it is shown: the client is
         // asked to come back later, and the session keeps its events in memory.
         w_.journal_barrier();
-        if (w_.journal && w_.journal->failing(m_.session_id)) {
+        if (w_.journal && !raw_close_queued_ && w_.journal->failing(m_.session_id)) {
             if (!close_requested_)
                 spdlog::warn("{} session journal cannot be written: closing 1013", tag_);
             drop_output();  // keeps only the rest of a frame already begun (journaled before)
@@ -562,10 +577,59 @@ private:
     {
         if (close_started_)
             return;
+        if (accept_after_close_) {
+            close_for_move();
+            return;
+        }
         close_started_ = true;
         ws_.async_close(close_reason_, [self = shared_from_this()](error_code ec) {
             if (ec && ec != net::error::operation_aborted)
                 spdlog::debug("{} close: {}", self->tag_, ec.message());
+        });
+    }
+
+    /// A move's close: the close frame is written here, as output, not by Beast's
+    /// async_close, whose close handshake discards every data frame but one that the
+    /// client sent before it saw the close. Reading goes on, so each frame until the
+    /// client's close reply reaches the session (on_read); Beast's read then sees the
+    /// reply and tears the connection down, its own close frame dropped by the gate.
+    void
+    close_for_move()
+    {
+        if (!raw_close_queued_) {
+            raw_close_queued_ = true;
+            auto code = static_cast<std::uint16_t>(close_reason_.code);
+            std::string_view reason(close_reason_.reason.data(), close_reason_.reason.size());
+            std::string frame;
+            if (move_notice_) {
+                // A forwarding reflector: it gets the notice instead, closes its client
+                // for the move and closes this link after the client's close reply.
+                auto text = move_notice(code, reason);
+                append_frame_header(frame, text.size());
+                frame += text;
+            } else {
+                frame = close_frame(code, reason);
+            }
+            w_.metrics.add(w_.metrics.queue_bytes, static_cast<std::int64_t>(frame.size()));
+            out_.append(frame);
+            marks_.clear();  // nothing before it waits for Redis any more (begin_move_close)
+            free_end_ = output_end();
+            write_now();  // comes back here once all of it is written
+            return;
+        }
+        if (pending() > 0)
+            return;
+        close_started_ = true;
+        if (!move_notice_)
+            ws_.next_layer().swallow_writes();  // Beast's close comes after the forwarder's
+        // The closing handshake's deadline, as Beast's would be: then the socket goes.
+        join_timer_.expires_after(std::chrono::seconds(10));
+        join_timer_.async_wait([self = shared_from_this()](error_code ec) {
+            if (!ec && !self->finished_) {
+                spdlog::debug("{} no close reply within 10 s: closing the socket", self->tag_);
+                error_code ignored;
+                self->ws_.next_layer().next_layer().close(ignored);
+            }
         });
     }
 
@@ -590,7 +654,7 @@ private:
         // A normal leave (close 1000 from the client) frees a router seat; a drop keeps
         // it reserved for a reconnect.
         hang_up(w_, m_, *this, ws_.reason().code == websocket::close_code::normal);
-        if (accept_after_close_ && w_.cluster)
+        if (move_member_ && w_.cluster)
             w_.cluster->client_left(m_.session_id);  // a moving session goes once all have left
         w_.connections.erase(this);
         w_.metrics.add(w_.metrics.connections, -1);
@@ -615,7 +679,7 @@ private:
     websocket::stream<gated_stream> ws_;
     std::string tag_;
     beast::flat_buffer rbuf_;
-    net::steady_timer join_timer_;
+    net::steady_timer join_timer_;   // the JOIN's deadline; for a move's close, the close reply's
     net::steady_timer sync_timer_;   // --sync-timeout-ms after the SYNC was queued
     bool sync_timer_armed_ = false;
     membership m_;                   // the session and seat, as the dispatch keeps them
@@ -644,19 +708,25 @@ private:
     std::string target_;                 // the upgrade's path, for the owner
     bool forwarded_in_ = false;          // came from a forwarding reflector: never forwarded again
     bool accept_after_close_ = false;    // closed for a move: frames read until the close reply still count
+    bool raw_close_queued_ = false;      // a move's close frame (or notice) is in out_ (close_for_move)
+    bool move_member_ = false;           // closed for a move as a member of the session: counted by the cluster
+    bool move_notice_ = false;           // a forwarding reflector that takes a move notice (forward.hpp)
 
     /// Before a close for a move (drain, hand-off) of a connection not closing yet: output
     /// not shown yet is dropped (the reflector it rejoins sends it all in its SYNC), and a
-    /// joined client's frames until its close reply still count. True for a joined one
-    /// (it reports cluster_sessions::client_left() when it is done).
+    /// joined client's frames until its close reply still count; a forwarded client's go
+    /// on to the owner (its output was shown there: it stays). True for a joined one (it
+    /// reports cluster_sessions::client_left() when it is done).
     bool
     begin_move_close()
     {
         if (close_requested_)
             return false;
-        accept_after_close_ = m_.joined != nullptr;
-        drop_output();
-        return accept_after_close_;
+        move_member_ = m_.joined != nullptr;
+        accept_after_close_ = move_member_ || fwd_ != nullptr;
+        if (!fwd_)
+            drop_output();
+        return move_member_;
     }
     std::shared_ptr<forward_link> fwd_;  // set while relaying
 
@@ -754,6 +824,10 @@ abandon_session_connections(worker& w, std::string const& session_id, close_code
     for (auto& c : conns) {
         // Leave the session now (it is deleted next); nothing not shown yet may go out.
         hang_up(w, c->m_, *c, false);
+        if (c->raw_close_queued_ && c->pending() > 0) {
+            c->write_failed();  // a move's close frame still stuck behind a full socket: no waiting
+            continue;
+        }
         c->drop_output();
         c->close(code, reason);
     }

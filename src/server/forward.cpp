@@ -70,6 +70,26 @@ http_get_status(std::string const& host, std::string const& port, std::string co
     return status;
 }
 
+std::string
+move_notice(std::uint16_t code, std::string_view reason)
+{
+    return fmt::format("{}{:04} {}", move_notice_prefix, code % 10000, reason.substr(0, 120));
+}
+
+bool
+parse_move_notice(std::string_view text, std::uint16_t& code, std::string& reason)
+{
+    if (text.substr(0, move_notice_prefix.size()) != move_notice_prefix)
+        return false;
+    auto rest = text.substr(move_notice_prefix.size());
+    if (rest.size() < 5 || rest[4] != ' ' || rest.substr(0, 4).find_first_not_of("0123456789") != std::string_view::npos)
+        return false;
+    code = static_cast<std::uint16_t>((rest[0] - '0') * 1000 + (rest[1] - '0') * 100 + (rest[2] - '0') * 10 +
+                                      (rest[3] - '0'));
+    reason.assign(rest.substr(5));
+    return true;
+}
+
 forward_link::forward_link(net::io_context& ioc, std::size_t max_queued, std::size_t max_frame, callbacks cb)
     : ws_(ioc), resolver_(ioc), max_queued_(max_queued), cb_(std::move(cb))
 {
@@ -101,6 +121,7 @@ forward_link::start(std::string host, std::string port, std::string target, std:
                     self->ws_.set_option(websocket::stream_base::decorator([self_id](websocket::request_type& req) {
                         req.set(http::field::user_agent, "lockstep-reflector (forwarding)");
                         req.set(forwarded_header, self_id);
+                        req.set(move_notice_header, "1");
                     }));
                     self->ws_.async_handshake(self->host_, target, [self](error_code ec3) {
                         if (self->done_)
@@ -134,16 +155,27 @@ forward_link::send(std::string text)
 void
 forward_link::write_next()
 {
-    if (!open_ || writing_ || done_ || queue_.empty())
+    if (!open_ || writing_)
+        return;
+    if (queue_.empty()) {
+        if (close_after_queue_)
+            shut(std::exchange(close_after_queue_, 0));
+        return;
+    }
+    if (done_ && !close_after_queue_)
         return;
     writing_ = true;
     ws_.text(true);
+    // The frame stays at the front of the queue until written: the buffer is its own.
     ws_.async_write(net::buffer(queue_.front()), [self = shared_from_this()](error_code ec, std::size_t) {
         self->writing_ = false;
-        if (self->done_)
+        if (ec) {
+            if (!self->done_)
+                return self->fail(4003, "connection to the session owner lost; retry");
+            self->close_after_queue_ = 0;  // the client left and the owner is gone too
+            self->queue_.clear();
             return;
-        if (ec)
-            return self->fail(4003, "connection to the session owner lost; retry");
+        }
         self->queued_bytes_ -= self->queue_.front().size();
         self->queue_.pop_front();
         self->write_next();
@@ -163,8 +195,18 @@ forward_link::read_next()
             return self->fail(4003, "connection to the session owner lost; retry");
         }
         auto data = self->rbuf_.cdata();
-        self->cb_.message(std::string(static_cast<char const*>(data.data()), data.size()));
+        std::string text(static_cast<char const*>(data.data()), data.size());
         self->rbuf_.consume(self->rbuf_.size());
+        std::uint16_t code = 0;
+        std::string reason;
+        if (parse_move_notice(text, code, reason)) {
+            // The owner moves the session: it reads on until this link closes, which
+            // happens once the client answered its own close (connection.cpp).
+            if (self->cb_.moving)
+                self->cb_.moving(code, std::move(reason));
+        } else {
+            self->cb_.message(std::move(text));
+        }
         if (!self->done_)
             self->read_next();
     });
@@ -176,7 +218,8 @@ forward_link::fail(std::uint16_t code, std::string reason)
     if (done_)
         return;
     spdlog::info("forwarding to {}: closed {} ({})", host_, code, reason);
-    close(code == 1013 ? 1001 : 1000);
+    done_ = true;
+    shut(code == 1013 ? 1001 : 1000);
     auto cb = std::move(cb_.closed);
     cb(code, std::move(reason));
 }
@@ -187,7 +230,22 @@ forward_link::close(std::uint16_t code)
     if (done_)
         return;
     done_ = true;
-    queue_.clear();
+    if (open_ && (writing_ || !queue_.empty())) {
+        // What the client sent before it left (a last SEND, frames that crossed a
+        // move's close) goes to the owner first; write_next() then sends the close.
+        close_after_queue_ = code;
+        return;
+    }
+    shut(code);
+}
+
+void
+forward_link::shut(std::uint16_t code)
+{
+    // The frame being written (the queue's front) is Beast's buffer until its write
+    // completes: it stays.
+    queue_.erase(queue_.begin() + (writing_ && !queue_.empty() ? 1 : 0), queue_.end());
+    queued_bytes_ = queue_.empty() ? 0 : queue_.front().size();
     resolver_.cancel();
     if (!open_) {
         error_code ignored;

@@ -17,12 +17,30 @@
 #include <deque>
 #include <memory>
 #include <string>
+#include <string_view>
 
 namespace lockstep {
 
 /// The request header a forwarding reflector sets: a forwarded connection is never
 /// forwarded again (no loops when registered URLs point at a balancer).
 inline constexpr char const* forwarded_header = "X-Lockstep-Forwarded";
+
+/// The header a forwarding reflector sets to say it understands move_notice_prefix: its
+/// owner then announces a move (hand-off, drain) with that text frame instead of a close
+/// frame, and reads on until the forwarder closes the link.
+inline constexpr char const* move_notice_header = "X-Lockstep-Move-Notice";
+
+/// A move's notice from an owner to a forwarding reflector, in place of its close frame:
+/// this prefix, the close code (4 digits), a space, the reason. Never a client's message
+/// (those are JSON, or _CHUNK frames). The forwarder closes its client for the move, relays
+/// what the client sent until its close reply, then closes the link: so a frame that
+/// crossed the close on either hop still reaches the session.
+inline constexpr std::string_view move_notice_prefix = "_LOCKSTEP_MOVE ";
+
+/// The notice's text for `code` and `reason`.
+std::string move_notice(std::uint16_t code, std::string_view reason);
+/// Reads a notice: false if `text` is not one.
+bool parse_move_notice(std::string_view text, std::uint16_t& code, std::string& reason);
 
 /// host and port of a `ws://host[:port][/...]` URL; false for anything else (wss: the
 /// link speaks plain WebSocket only) and for the unspecified addresses 0.0.0.0 and ::
@@ -41,6 +59,7 @@ public:
     struct callbacks {
         unique_function<void(std::string&&)> message;                 // a text frame from the owner
         unique_function<void(std::uint16_t, std::string)> closed;     // the owner's close (or why none)
+        unique_function<void(std::uint16_t, std::string)> moving;     // the owner's move notice
     };
 
     /// `max_queued`: bytes from the client not yet written to the owner before the link
@@ -52,11 +71,13 @@ public:
                std::string first);
     /// A text frame from the client, relayed in order.
     void send(std::string text);
-    /// The client went away (`code`): the owner gets that close; no callback follows.
+    /// The client went away (`code`): what it sent before still goes to the owner, then
+    /// the owner gets that close; no callback follows.
     void close(std::uint16_t code);
 
 private:
     void fail(std::uint16_t code, std::string reason);
+    void shut(std::uint16_t code);
     void write_next();
     void read_next();
 
@@ -71,6 +92,7 @@ private:
     bool open_ = false;     // handshake done
     bool writing_ = false;
     bool done_ = false;     // closed either way: no more callbacks
+    std::uint16_t close_after_queue_ = 0;  // the client's close, sent once the queue is written
 };
 
 }  // namespace lockstep

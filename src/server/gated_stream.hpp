@@ -7,7 +7,8 @@
 // While the connection's buffer is stuck half-written (set_raw_busy(true)), Beast's
 // writes wait; while a Beast write is in flight (beast_busy()), the connection queues
 // its next write with after_beast(). Each Beast write_some is performed as a complete
-// write, so a frame is never split by a raw write.
+// write, so a frame is never split by a raw write. After a close frame the connection
+// wrote itself, Beast's writes are dropped (swallow_writes()).
 //
 // @par Thread safety
 // Single-threaded: used only from the owning worker's io_context thread.
@@ -47,6 +48,15 @@ public:
                                                     net::buffer_sequence_end(buffers));
                 start_or_defer_beast(
                     [this, bufs = std::move(bufs), h = std::move(handler)]() mutable {
+                        if (swallow_) {
+                            // Nothing may follow the connection's own close frame (RFC
+                            // 6455 5.5.1): Beast's echo of the client's close reply, or a
+                            // ping or pong, counts as written and is not sent.
+                            auto n = net::buffer_size(bufs);
+                            net::post(sock_.get_executor(),
+                                      [h = std::move(h), n]() mutable { h(error_code{}, n); });
+                            return;
+                        }
                         beast_busy_ = true;
                         net::async_write(sock_, bufs, [this, h = std::move(h)](error_code ec, std::size_t n) mutable {
                             beast_busy_ = false;
@@ -86,6 +96,10 @@ public:
         }
     }
 
+    /// The connection wrote its own close frame: Beast's writes from now on are
+    /// reported done and not sent.
+    void swallow_writes() noexcept { swallow_ = true; }
+
 private:
     template <class F>
     void
@@ -100,6 +114,7 @@ private:
     tcp::socket sock_;
     bool raw_busy_ = false;
     bool beast_busy_ = false;
+    bool swallow_ = false;
     unique_function<void()> pending_beast_;
     unique_function<void()> pending_raw_;
 };

@@ -74,8 +74,8 @@ async function rolling() {
                 assert.equal(r.result.dups, 0, `${r.result.name}: an event counted twice`);
             }
             // Also a SEND a client wrote in the instant its reflector asked it to reconnect
-            // goes into the session (read until the close reply), with the limits
-            // assertSendsArrived() names.
+            // goes into the session (read until the close reply); only what its own closing
+            // WebSocket discarded never reached a reflector.
             const missing = assertSendsArrived([ra, rb], [["A", ra], ["B", rb]], SENDS, moves.length, "ROLLING");
             assertAgree([ra, rb], 2 * SENDS, missing);
             // How long reflected events stopped at each move: from the SIGTERM to the next RECV.

@@ -7,6 +7,7 @@
 #include "support/process.hpp"
 #include "support/redis_server.hpp"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <signal.h>
@@ -46,6 +47,37 @@ metric_of(reflector_process const& r, std::string const& name)
     auto m = metrics::parse(http_request(r.port(), "GET", "/metrics").body);
     auto it = m.samples.find(name);
     return it == m.samples.end() ? std::nan("") : it->second;
+}
+
+/// Frames a client sends after its reflector's close frame left, before it reads it.
+constexpr int late_frames = 20;
+
+/// Sends the late frames ("late-00", ...) without reading anything.
+void
+send_late(ws_client& c)
+{
+    for (int i = 0; i < late_frames; ++i)
+        c.send_json(send_msg(fmt::format("late-{:02}", i)));
+}
+
+/// Reads the move's close (1001): nothing follows it, and the reflector ends the connection.
+void
+expect_move_close(ws_client& c)
+{
+    EXPECT_EQ(c.wait_close(3000ms), 1001);
+    auto rest = c.rest_after_close();
+    ASSERT_TRUE(rest) << "the reflector did not end the connection after the close handshake";
+    EXPECT_EQ(rest->size(), 0u) << "bytes after the close frame (a second close?)";
+}
+
+/// How many of the late frames `sync` lacks.
+int
+missing_late(json const& sync)
+{
+    int missing = 0;
+    for (int i = 0; i < late_frames; ++i)
+        missing += !carries(sync, fmt::format("late-{:02}", i));
+    return missing;
 }
 
 TEST(cluster_sessions, a_join_at_a_non_owner_is_forwarded_when_the_session_may_not_move_and_closes_go_both_ways)
@@ -236,6 +268,107 @@ TEST(cluster_sessions, a_drained_owner_releases_its_sessions_for_an_immediate_ta
     EXPECT_LT(std::chrono::steady_clock::now() - t0, 500ms);
     EXPECT_EQ((*sync2)["args"]["timeline"], (*sync1)["args"]["timeline"]);
     EXPECT_TRUE(carries(*sync2, "kept"));
+}
+
+TEST(cluster_sessions, every_frame_a_client_sent_before_it_read_the_moves_close_reaches_the_session)
+{
+    // A drain closes the clients first (1001). What a client sent after that close frame
+    // left, but before it read it, still belongs in the session: the reflector reads on
+    // until the client's close reply. (Beast's own close handshake kept only the first of
+    // those frames and discarded the rest.)
+    redis_server redis;
+    ASSERT_TRUE(redis.ready());
+    auto a = node(redis, {"--drain-timeout-ms", "3000"});
+    auto b = node(redis);
+    ASSERT_TRUE(a->up() && b->up());
+    ws_client c1(a->port(), "/LATESESSION");
+    c1.send_json(join_msg("v1"));
+    ASSERT_TRUE(c1.recv_action("SYNC"));
+    c1.send_json(send_msg("before"));
+    ASSERT_TRUE(c1.recv_action("RECV"));
+    a->signal(SIGTERM);
+    std::this_thread::sleep_for(300ms);  // the close frame is on its way; c1 does not read it yet
+    send_late(c1);
+    expect_move_close(c1);
+
+    ws_client c2(b->port(), "/LATESESSION");
+    c2.send_json(join_msg("v2"));
+    auto sync2 = c2.recv_action("SYNC", 5000ms);
+    ASSERT_TRUE(sync2);
+    EXPECT_TRUE(carries(*sync2, "before"));
+    EXPECT_EQ(missing_late(*sync2), 0) << "of " << late_frames << " frames sent before the close was read";
+}
+
+TEST(cluster_sessions, a_forwarded_clients_frames_that_crossed_the_owners_move_reach_the_session)
+{
+    // Forwarded (b relays c2 to the owner a), then a drains. Two hops for the close: a
+    // tells b with a move notice and reads on; b closes c2 for the move, relays what c2
+    // sent until its close reply, then closes the link. None of c2's late frames is lost.
+    redis_server redis;
+    ASSERT_TRUE(redis.ready());
+    auto a = node(redis, {"--handoff-min-interval-ms", "0", "--drain-timeout-ms", "3000"});
+    auto b = node(redis, {"--handoff-min-interval-ms", "0"});
+    ASSERT_TRUE(a->up() && b->up());
+    ws_client c1(a->port(), "/LATEFWD");
+    c1.send_json(join_msg("v1"));
+    ASSERT_TRUE(c1.recv_action("SYNC"));
+    ws_client c2(b->port(), "/LATEFWD");
+    c2.send_json(join_msg("v2"));
+    ASSERT_TRUE(c2.recv_action("SYNC"));
+    c2.send_json(send_msg("before"));
+    auto r = c1.recv_action("RECV");
+    ASSERT_TRUE(r && carries(*r, "before"));
+    ASSERT_TRUE(c2.recv_action("RECV"));
+    a->signal(SIGTERM);
+    std::this_thread::sleep_for(300ms);  // the move has reached b and c2's close is on its way
+    send_late(c2);
+    expect_move_close(c2);
+    EXPECT_EQ(c1.wait_close(3000ms), 1001);
+
+    // Until a has written the session and released it, b forwards a JOIN to a, which
+    // refuses it (draining): 4003, and the client tries again, as the real one does.
+    std::optional<json> sync3;
+    for (auto deadline = std::chrono::steady_clock::now() + 5s; !sync3 && std::chrono::steady_clock::now() < deadline;) {
+        ws_client c3(b->port(), "/LATEFWD");
+        c3.send_json(join_msg("v3"));
+        sync3 = c3.recv_action("SYNC", 2000ms);
+        if (!sync3)
+            std::this_thread::sleep_for(100ms);
+    }
+    ASSERT_TRUE(sync3);
+    EXPECT_TRUE(carries(*sync3, "before"));
+    EXPECT_EQ(missing_late(*sync3), 0) << "of " << late_frames << " frames c2 sent before it read the close";
+}
+
+TEST(cluster_sessions, a_forwarded_clients_last_frames_before_it_leaves_reach_the_session)
+{
+    // c2 (forwarded by b) sends its last SENDs and its close while the owner a is frozen,
+    // so b's link to a is backed up (more than the sockets between them hold) when c2's
+    // close arrives: the link still writes every frame to a before it closes.
+    redis_server redis;
+    ASSERT_TRUE(redis.ready());
+    auto a = node(redis, {"--handoff-min-interval-ms", "0"});
+    auto b = node(redis, {"--handoff-min-interval-ms", "0"});
+    ASSERT_TRUE(a->up() && b->up());
+    ws_client c1(a->port(), "/LASTFWD");
+    c1.send_json(join_msg("v1"));
+    ASSERT_TRUE(c1.recv_action("SYNC"));
+    ws_client c2(b->port(), "/LASTFWD");
+    c2.send_json(join_msg("v2"));
+    ASSERT_TRUE(c2.recv_action("SYNC"));
+    constexpr int last = 5;  // 7.5 MB in all: under --max-queue-bytes (8 MB), over what the sockets take
+    a->signal(SIGSTOP);
+    for (int i = 0; i < last; ++i)
+        c2.send_json(send_msg(fmt::format("last-{:02}-", i) + std::string(1'500'000, 'x')));
+    c2.send_frame(0x8, std::string("\x03\xe8", 2));  // 1000: a normal leave
+    std::this_thread::sleep_for(200ms);  // b has read the close
+    a->signal(SIGCONT);
+    int seen = 0;
+    for (auto deadline = std::chrono::steady_clock::now() + 5s; seen < last && std::chrono::steady_clock::now() < deadline;)
+        if (auto m = c1.recv_action("RECV", 500ms); m && carries(*m, fmt::format("last-{:02}-", seen)))
+            ++seen;
+    EXPECT_EQ(seen, last) << "RECVs of c2's last SENDs at c1, in order";
+    EXPECT_TRUE(b->running());
 }
 
 TEST(cluster_sessions, a_blob_uploaded_through_one_reflector_is_read_through_another_after_it_died)

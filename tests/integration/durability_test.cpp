@@ -320,6 +320,40 @@ TEST(durability, sigterm_drain_writes_everything_and_the_restart_continues)
     EXPECT_GE(args["time"].get<std::int64_t>(), a.last_time);
 }
 
+TEST(durability, a_drain_keeps_what_a_client_sent_before_it_read_the_close)
+{
+    // The drain asks the client to reconnect (1001), and what it sent after that close
+    // frame left but before it read it still goes into the session and its journal: the
+    // reflector reads on until the client's close reply, then exits.
+    reflector_process r;
+    ws_client c(r.port(), "/termLate");
+    c.send_json(join_msg("alice"));
+    ASSERT_TRUE(c.recv_action("SYNC"));
+    c.send_json(send_msg("before"));
+    ASSERT_TRUE(c.recv_action("RECV"));
+    ::kill(r.pid(), SIGTERM);
+    std::this_thread::sleep_for(300ms);  // the close frame is on its way; not read yet
+    constexpr int late = 20;
+    for (int i = 0; i < late; ++i)
+        c.send_json(send_msg("late-" + std::to_string(100 + i)));
+    EXPECT_EQ(c.wait_close(3s), 1001);
+    auto rest = c.rest_after_close();
+    ASSERT_TRUE(rest) << "the reflector did not end the connection after the close handshake";
+    EXPECT_EQ(rest->size(), 0u) << "bytes after the close frame";
+    ASSERT_TRUE(r.signal_and_wait(0, 5s)) << "the drain did not end once its client left";
+    r.start();
+    ws_client c2(r.port(), "/termLate");
+    c2.send_json(join_msg("bob"));
+    auto sync = c2.recv_action("SYNC", 5s);
+    ASSERT_TRUE(sync);
+    auto const messages = (*sync)["args"]["messages"].dump();
+    EXPECT_NE(messages.find("before"), std::string::npos);
+    int missing = 0;
+    for (int i = 0; i < late; ++i)
+        missing += messages.find("late-" + std::to_string(100 + i)) == std::string::npos;
+    EXPECT_EQ(missing, 0) << "of " << late << " frames sent before the close was read";
+}
+
 TEST(durability, a_session_outlives_its_last_client_and_lists_as_stored)
 {
     reflector_process r({"--session-linger-ms", "300"});

@@ -11,6 +11,7 @@
 
 #include <cstring>
 #include <random>
+#include <utility>
 #include <stdexcept>
 
 namespace lockstep::test {
@@ -209,6 +210,25 @@ ws_client::wait_close(std::chrono::milliseconds timeout)
         recv_text(left);
     }
     return close_code_;
+}
+
+std::optional<std::string>
+ws_client::rest_after_close(std::chrono::milliseconds timeout)
+{
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0 || fd_ < 0)
+            return std::nullopt;
+        pollfd pfd{fd_, POLLIN, 0};
+        if (::poll(&pfd, 1, static_cast<int>(left.count())) <= 0)
+            return std::nullopt;
+        char buf[4096];
+        auto got = ::recv(fd_, buf, sizeof buf, 0);
+        if (got <= 0)
+            return std::exchange(in_, {});
+        in_.append(buf, static_cast<std::size_t>(got));
+    }
 }
 
 void

@@ -35,6 +35,10 @@ public:
     /// Reads until the server's close frame; returns its code, or -1 on timeout, 1006 if
     /// the connection ended without one.
     int wait_close(std::chrono::milliseconds timeout = 5000ms);
+    /// After wait_close(): what the server sent after its close frame (nothing, if it
+    /// keeps RFC 6455 5.5.1), read until it ends the TCP connection; nullopt if it did
+    /// not end it within `timeout`.
+    std::optional<std::string> rest_after_close(std::chrono::milliseconds timeout = 3000ms);
     /// Closes the TCP connection without a closing handshake.
     void drop();
     bool closed() const { return close_code_ != 0; }

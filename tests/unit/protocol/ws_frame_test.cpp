@@ -172,3 +172,20 @@ TEST(ChunkAssembler, MalformedChunksAreRefusedAndDropThePartialMessage)
         EXPECT_EQ(out, "new");
     }
 }
+
+TEST(CloseFrame, IsAnUnmaskedCloseWithItsCodeAndAReasonCutTo123Bytes)
+{
+    frame_view f;
+    auto frame = lockstep::close_frame(1001, "session moved to another reflector");
+    ASSERT_EQ(parse_frame(frame, f), frame.size());
+    EXPECT_TRUE(f.fin);
+    EXPECT_EQ(f.opcode, 0x8);
+    EXPECT_FALSE(f.masked);
+    EXPECT_EQ(lockstep::protocol::close_code_of(f.payload), 1001);
+    EXPECT_EQ(f.payload.substr(2), "session moved to another reflector");
+
+    auto long_one = lockstep::close_frame(4003, std::string(300, 'x'));
+    ASSERT_EQ(parse_frame(long_one, f), long_one.size());
+    EXPECT_EQ(f.payload.size(), 125u);  // the most a control frame may carry
+    EXPECT_EQ(lockstep::protocol::close_code_of(f.payload), 4003);
+}
