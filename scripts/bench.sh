@@ -31,7 +31,10 @@ words() { echo $#; }
 cost_rates=${BENCH_COST_RATES:-50 75}; cost_rounds=${BENCH_COST_ROUNDS:-3}
 [ "$quick" = 1 ] && cost_rounds=1
 cost_names=${BENCH_COST_CONFIGS:-journal nojournal auth cluster}
-[ -n "${BENCH_BASELINE_BIN:-}" ] && cost_names="$cost_names before"
+if [ -n "${BENCH_BASELINE_BIN:-}" ]; then
+  cost_names="$cost_names before"
+  case " $cost_names " in *" cluster "*) cost_names="$cost_names before-cluster" ;; esac
+fi
 cost_only=${BENCH_COST_ONLY:-0}
 total=$(( 2 + $(words $rates_fanout) + 2 * $(words $rates_400c) + 1 + 1 + $(words $counts_ticks) \
           + $(words $counts_busy) + $(words $rates_threads) + 2 ))
@@ -166,6 +169,7 @@ fi  # not BENCH_COST_ONLY
 #   cluster    --redis: a local redis-server holds leases, the session journal and blobs
 #              (--journal-sync redis: output waits for the Redis batch holding its records)
 #   before     BENCH_BASELINE_BIN, another build's reflector with default flags (optional)
+#   before-cluster  the same build with the cluster flags (when "cluster" is measured too)
 threads=1
 pin_refl="taskset -c 0"
 [ "$ncores" -lt 2 ] && pin_refl=""
@@ -195,6 +199,8 @@ for round in $(seq 1 "$cost_rounds"); do
       auth) flags=(--auth-secret "$secret"); url_prefix="/t/$token" ;;
       cluster) redis-cli -p "$redis_port" flushall >/dev/null; flags=(--redis "redis://127.0.0.1:$redis_port") ;;
       before) refl_bin=$BENCH_BASELINE_BIN ;;
+      before-cluster) refl_bin=$BENCH_BASELINE_BIN; redis-cli -p "$redis_port" flushall >/dev/null
+                      flags=(--redis "redis://127.0.0.1:$redis_port") ;;
     esac
     start_reflector 1 "${flags[@]}"
     extra_fields="\"config\":\"$cfg\",\"round\":$round,"
@@ -203,9 +209,9 @@ for round in $(seq 1 "$cost_rounds"); do
     rticks() { awk '{print $14 + $15}' "/proc/$redis_pid/stat"; }
     c0=$(rcmds); k0=$(rticks); t0=$(date +%s.%N)
     run "cost" --sessions 20 --clients 400 --rate "$cost_rate" --payload 120 --tps 20
-    if [ "$cfg" = cluster ]; then
+    if [ "$cfg" = cluster ] || [ "$cfg" = before-cluster ]; then
       c1=$(rcmds); k1=$(rticks); t1=$(date +%s.%N)
-      echo "{\"scenario\":\"cost-redis\",\"config\":\"cluster\",\"rate\":$cost_rate,\"round\":$round,$(python3 -c "
+      echo "{\"scenario\":\"cost-redis\",\"config\":\"$cfg\",\"rate\":$cost_rate,\"round\":$round,$(python3 -c "
 dt = $t1 - $t0
 print('\"redis_commands_per_s\":%d,\"redis_cpu_percent\":%d' % (round(($c1 - $c0) / dt), round(100 * ($k1 - $k0) / $(getconf CLK_TCK) / dt)))")}" | tee -a "$res"
     fi
@@ -231,11 +237,10 @@ for (rate, cfg), rs in by.items():
     o = {"scenario": "cost-summary", "config": cfg, "rounds": len(rs), "rate": rate,
          "median_deliveries_per_s": d, "median_p99_ms": med(rs, "p99_ms"),
          "ratio_to_journal": round(d / base, 3) if d and base else None}
-    if cfg == "cluster" and redis:
-        o["median_redis_commands_per_s"] = statistics.median(
-            r["redis_commands_per_s"] for r in redis if r.get("rate") == rate)
-        o["median_redis_cpu_percent"] = statistics.median(
-            r["redis_cpu_percent"] for r in redis if r.get("rate") == rate)
+    mine = [r for r in redis if r.get("rate") == rate and r.get("config", "cluster") == cfg]
+    if mine:
+        o["median_redis_commands_per_s"] = statistics.median(r["redis_commands_per_s"] for r in mine)
+        o["median_redis_cpu_percent"] = statistics.median(r["redis_cpu_percent"] for r in mine)
     print(json.dumps(o))
 PY
 
