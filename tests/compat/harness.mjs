@@ -118,6 +118,18 @@ export function runClient(name, env, logDir) {
     }));
 }
 
+/** Waits (bounded by `ms`) until the client `name` of `session`, started by runClient()
+ *  with `logDir`, has printed the marker `@@ <marker>`. */
+export async function waitForMarker(logDir, session, name, marker, ms) {
+    const file = join(logDir, `${session}-${name}.log`);
+    for (const end = Date.now() + ms; Date.now() < end; await sleep(100)) {
+        let text = "";
+        try { text = readFileSync(file, "utf8"); } catch { /* not written yet */ }
+        if (text.includes(`@@ ${marker} `)) return;
+    }
+    throw new Error(`${name} did not print ${marker} within ${ms} ms`);
+}
+
 /** What every scenario reads from its environment: LOCKSTEP_REFLECTOR_BIN (required),
  *  COMPAT_SLOW (factor >= 1 for the timeouts), COMPAT_LOG_DIR (default: a fresh temp dir). */
 export function scenarioEnv(prefix) {

@@ -26,16 +26,16 @@ import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { killAll, sleep, scenarioEnv, startCluster, owner, metric, runClient, tails, assertAgree }
+import { killAll, sleep, scenarioEnv, startCluster, owner, metric, runClient, tails, assertAgree, waitForMarker }
     from "./harness.mjs";
 
 const { BIN, SLOW, LOG_DIR } = scenarioEnv("redis-outage");
-const SENDS = 72;          // per client A and B, one every SEND_MS: 18 s
+const SENDS = 56;          // per client A and B, one every SEND_MS: 14 s (past the outage)
 const SEND_MS = 250;
 const C_SENDS = 8;
 const STOP_AT_MS = 7000;   // after A's snapshot at model time 5.2 s
 const OUTAGE_MS = 5000;
-const KILL_AFTER_MS = 2500; // after SIGCONT
+const KILL_AFTER_MS = 2500; // after SIGCONT, and once every app sent all it sends
 // The owner holds output until Redis has been silent for half a lease (1 s with the
 // default --lease-ms 2000) and it asked its peer; then output flows without Redis.
 const MAX_PAUSE_MS = 2500;
@@ -55,7 +55,7 @@ async function outage() {
     const session = `outage-${Date.now()}`;
     const total = 2 * SENDS + C_SENDS;
     const env = {
-        ...cluster.env, SESSION: session, SENDS: String(SENDS), SEND_MS: String(SEND_MS), RUN_MS: "20000",
+        ...cluster.env, SESSION: session, SENDS: String(SENDS), SEND_MS: String(SEND_MS), RUN_MS: "23000",
         EXPECT_COUNT: String(total), SETTLE_MS: "10000", HARD_TIMEOUT_MS: String(90000 * SLOW),
     };
     const a = runClient("A", { ...env, SNAPSHOT_AT: "5200" }, LOG_DIR);
@@ -82,6 +82,13 @@ async function outage() {
         const contAt = Date.now();
         console.log(`REDIS OUTAGE: redis-server stopped for ${contAt - stopAt} ms; session on r${first + 1}`);
         await sleep(KILL_AFTER_MS);
+        // The kill tests what reached Redis of the outage's events, not a SEND in flight
+        // at the kill (that one is lost with the process: the client does not resend
+        // it, and nobody saw it reflected). So every app has sent all it sends, and half
+        // a second later it is reflected and in Redis.
+        for (const who of ["A", "B", "C"])
+            await waitForMarker(LOG_DIR, session, who, "SENDS_DONE", 10000 * SLOW);
+        await sleep(500);
         const victim = await owner(ports, session);
         assert.ok(victim >= 0, "no reflector lists the session live after the outage");
         const killAt = Date.now();

@@ -347,7 +347,9 @@ TEST(cluster_sessions, a_forwarded_clients_last_frames_before_it_leaves_reach_th
     // close arrives: the link still writes every frame to a before it closes.
     redis_server redis;
     ASSERT_TRUE(redis.ready());
-    auto a = node(redis, {"--handoff-min-interval-ms", "0"});
+    // A lease that outlasts the freeze (the sends take seconds under the sanitizers).
+    auto a = std::make_unique<reflector_process>(
+        std::vector<std::string>{"--redis", redis.url(), "--lease-ms", "15000", "--handoff-min-interval-ms", "0"});
     auto b = node(redis, {"--handoff-min-interval-ms", "0"});
     ASSERT_TRUE(a->up() && b->up());
     ws_client c1(a->port(), "/LASTFWD");
@@ -364,10 +366,10 @@ TEST(cluster_sessions, a_forwarded_clients_last_frames_before_it_leaves_reach_th
     std::this_thread::sleep_for(200ms);  // b has read the close
     a->signal(SIGCONT);
     int seen = 0;
-    for (auto deadline = std::chrono::steady_clock::now() + 5s; seen < last && std::chrono::steady_clock::now() < deadline;)
+    for (auto deadline = std::chrono::steady_clock::now() + 10s; seen < last && std::chrono::steady_clock::now() < deadline;)
         if (auto m = c1.recv_action("RECV", 500ms); m && carries(*m, fmt::format("last-{:02}-", seen)))
             ++seen;
-    EXPECT_EQ(seen, last) << "RECVs of c2's last SENDs at c1, in order";
+    EXPECT_EQ(seen, last) << "RECVs of c2's last SENDs at c1, in order\nA:\n" << a->log();
     EXPECT_TRUE(b->running());
 }
 
