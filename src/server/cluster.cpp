@@ -316,7 +316,11 @@ lease_keeper::renew_all()
             spdlog::warn("redis: nobody reached it for {} ms (stopped, or cut off): for one lease ({} ms) no session "
                          "is taken over, so that their owners renew them first",
                          *silence, lease_ms());
-        silence_logged_ = *silence > 0;
+        else if (*silence < 0 && !silence_logged_)
+            spdlog::error("redis: it lost its data (restarted without persistence?): for one lease ({} ms) no session "
+                          "is taken over, so that their owners write them again",
+                          lease_ms());
+        silence_logged_ = *silence != 0;
         if (ticked_at - peers_refreshed_us_ > 2'000'000)
             refresh_peers();
     } else if (unreachable_since_us_ == 0) {
@@ -335,6 +339,13 @@ lease_keeper::renew_all()
             auto w = held_[id].worker;
             if (results[i] == store::redis_sessions::renew_status::ok) {
                 ok[w].push_back(id);
+            } else if (results[i] == store::redis_sessions::renew_status::reseeded) {
+                ok[w].push_back(id);
+                auto& wk = *st_.workers[w];
+                wk.defer([&wk, id] {
+                    if (wk.cluster)
+                        wk.cluster->rewrite(id, "Redis had lost it (restarted empty?)");
+                });
             } else if (results[i] == store::redis_sessions::renew_status::lost) {
                 held_.erase(id);
                 auto& wk = *st_.workers[w];
@@ -595,12 +606,7 @@ cluster_sessions::on_batch(std::uint64_t batch, std::vector<store::session_appen
         case store::append_status::fenced: lost(id, "another reflector took it over (fenced write)"); break;
         case store::append_status::gap:
         case store::append_status::unavailable:
-            if (!o.retry_base)
-                spdlog::warn("session {}: journal write to Redis failed ({}); its output waits, the whole state "
-                             "is written again",
-                             id, results[i] == store::append_status::gap ? "seq gap" : "Redis unreachable");
-            o.retry_base = true;
-            tracker_.force_base(id);
+            rewrite(id, results[i] == store::append_status::gap ? "seq gap, or Redis lost it" : "Redis unreachable");
             break;
         }
     }
@@ -611,6 +617,19 @@ cluster_sessions::on_batch(std::uint64_t batch, std::vector<store::session_appen
     if (in_flight_ < max_in_flight)
         send_queued();
     wake();
+}
+
+void
+cluster_sessions::rewrite(std::string const& id, char const* why)
+{
+    auto it = owned_.find(id);
+    if (it == owned_.end())
+        return;
+    if (!it->second.retry_base)
+        spdlog::warn("session {}: journal in Redis incomplete ({}); its output waits, the whole state is written again",
+                     id, why);
+    it->second.retry_base = true;
+    tracker_.force_base(id);
 }
 
 void

@@ -171,6 +171,9 @@ public:
     /// Called from the lease keeper (via defer): renewed until then / lost.
     void renewed(std::vector<std::string> const& ids, std::int64_t valid_until_us);
     void lost(std::string const& id, char const* why);
+    /// Redis does not have all of the session (a failed or refused append, or Redis lost
+    /// it): its output waits until its whole state is written again.
+    void rewrite(std::string const& id, char const* why);
     /// Sessions whose lease could not be renewed in time are given up.
     void check_leases();
     /// Hand-off on JOIN (a JOIN for `id` reached another reflector and Redis allowed the

@@ -119,9 +119,12 @@ redis_sessions::acquire(std::string const& id, std::string const& holder)
     auto lease_ms = std::to_string(opts_.lease_ms);
     args.push_back(holder);
     args.push_back(lease_ms);
+    args.push_back(seen_clock_.load() ? "1" : "0");
     acquire_result out;
     auto rs = run_scripts({args});
     auto r = rs ? std::optional<redis::value>(std::move(rs->front())) : std::nullopt;
+    if (r && !r->is_error())
+        seen_clock_.store(true);
     if (r && r->type == redis::value::kind::array && r->elements.size() == 1 && r->elements[0].integer == 2) {
         out.outage = true;  // Redis was silent: for a lease nobody takes sessions over
         return out;         // unavailable
@@ -189,7 +192,9 @@ redis_sessions::renew(std::vector<std::pair<std::string, lease>> const& leases)
         return out;
     for (std::size_t i = 0; i < r->size(); ++i)
         if (!(*r)[i].is_error())
-            out[i] = (*r)[i].integer == 1 ? renew_status::ok : renew_status::lost;
+            out[i] = (*r)[i].integer == 1   ? renew_status::ok
+                     : (*r)[i].integer == 2 ? renew_status::reseeded
+                                            : renew_status::lost;
     return out;
 }
 
@@ -200,9 +205,11 @@ redis_sessions::tick()
     auto args = script_args(keys.k, "tick");
     auto lease_ms = std::to_string(opts_.lease_ms);
     args.push_back(lease_ms);
+    args.push_back(seen_clock_.load() ? "1" : "0");
     auto r = run_scripts({args});
     if (!r || r->front().type != redis::value::kind::integer)
         return std::nullopt;
+    seen_clock_.store(true);
     return r->front().integer;
 }
 

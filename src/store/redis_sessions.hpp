@@ -14,6 +14,7 @@
 #include "redis/link.hpp"
 #include "reflector/journal_record.hpp"
 
+#include <atomic>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -24,7 +25,7 @@ namespace lockstep::store {
 /// A held lease: the token names the holder and the fencing number.
 struct lease {
     std::string token;        // "<holder>#<fence>"
-    std::uint64_t fence = 0;  // grows by one at every acquisition of the session
+    std::uint64_t fence = 0;  // grows by one at every acquisition; the first is Redis' time (ms)
 };
 
 /// A session as its last owner journaled it.
@@ -76,13 +77,17 @@ public:
 
     /// Takes the session's lease if nobody holds it, and reads its stored state.
     acquire_result acquire(std::string const& id, std::string const& holder);
-    enum class renew_status { ok, lost, unavailable };
+    /// `reseeded`: Redis had lost the session (restarted empty); the lease is the
+    /// holder's again, and the holder must write its whole state.
+    enum class renew_status { ok, lost, unavailable, reseeded };
     /// Extends each lease (one round trip for all). Results in the same order.
     std::vector<renew_status> renew(std::vector<std::pair<std::string, lease>> const& leases);
     /// Every reflector's heartbeat in Redis, each quarter of the lease: keeps Redis' clock
     /// of the cluster, from which it tells an outage (nobody reached it for half a lease)
-    /// and then lets no session be taken over for one lease. Returns the silence (ms)
-    /// being waited out (0: none), or nullopt when Redis cannot be reached.
+    /// and then lets no session be taken over for one lease; so it does when the clock
+    /// this process saw before is gone (Redis lost its data). Returns the silence (ms)
+    /// being waited out (0: none; -1: Redis lost its data), or nullopt when Redis cannot
+    /// be reached.
     std::optional<std::int64_t> tick();
     /// Gives the lease up (only if still held by `l`). False if not held or unreachable.
     bool release(std::string const& id, lease const& l);
@@ -121,6 +126,7 @@ private:
     redis::link& link_;
     sessions_options opts_;
     std::string sha_;  // the script's SHA-1, hex
+    std::atomic<bool> seen_clock_{false};  // a tick or acquire of this process reached Redis
 };
 
 /// The Redis key names of a session (tests read them).

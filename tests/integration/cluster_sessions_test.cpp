@@ -373,6 +373,51 @@ TEST(cluster_sessions, a_forwarded_clients_last_frames_before_it_leaves_reach_th
     EXPECT_TRUE(b->running());
 }
 
+TEST(cluster_sessions, a_redis_that_lost_its_data_gets_each_session_back_from_its_owner)
+{
+    // Redis restarts without persistence (FLUSHALL: the same empty Redis) mid-session. The
+    // owner writes its session back, so a takeover after the owner's kill -9 still has
+    // every event, before and after the loss.
+    redis_server redis;
+    ASSERT_TRUE(redis.ready());
+    auto a = node(redis);
+    auto b = node(redis);
+    ASSERT_TRUE(a->up() && b->up());
+    ws_client c1(a->port(), "/LOSTDATA");
+    c1.send_json(join_msg("v1"));
+    ASSERT_TRUE(c1.recv_action("SYNC"));
+    auto play = [&](std::string const& prefix) {
+        for (int i = 0; i < 5; ++i) {
+            c1.send_json(send_msg(prefix + std::to_string(i)));
+            auto r = c1.recv_action("RECV", 5000ms);
+            ASSERT_TRUE(r && carries(*r, prefix + std::to_string(i))) << prefix << i;
+        }
+    };
+    play("before-");
+    redis::link admin(redis.url());
+    auto flushed = admin.command({"FLUSHALL"});
+    ASSERT_TRUE(flushed && !flushed->is_error());
+    play("after-");
+    // The owner noticed (its renewal or its next append) and wrote the whole state back.
+    bool back = false;
+    for (int i = 0; i < 100 && !back; ++i, std::this_thread::sleep_for(50ms)) {
+        auto seq = admin.command({"HGET", "ls:s:{LOSTDATA}:h", "seq"});
+        back = seq && !seq->is_error() && !seq->str.empty() && metric_of(*a, "lockstep_sessions") == 1;
+    }
+    ASSERT_TRUE(back) << "the session was not written back to Redis";
+    std::this_thread::sleep_for(300ms);  // its last append and a renewal
+    EXPECT_NE(a->log().find("lost its data"), std::string::npos) << a->log();
+    a->kill();
+
+    ws_client c2(b->port(), "/LOSTDATA");
+    c2.send_json(join_msg("v2"));
+    auto sync = c2.recv_action("SYNC", 8000ms);
+    ASSERT_TRUE(sync) << b->log();
+    for (auto const* prefix : {"before-", "after-"})
+        for (int i = 0; i < 5; ++i)
+            EXPECT_TRUE(carries(*sync, prefix + std::to_string(i))) << prefix << i;
+}
+
 TEST(cluster_sessions, a_blob_uploaded_through_one_reflector_is_read_through_another_after_it_died)
 {
     redis_server redis;

@@ -54,23 +54,30 @@ struct redis_sessions_test : ::testing::Test {
     }
 };
 
-TEST_F(redis_sessions_test, first_acquisition_gets_fence_one_and_no_state)
+TEST_F(redis_sessions_test, first_acquisition_gets_a_fence_from_redis_time_and_no_state)
 {
     ASSERT_TRUE(server.ready());
+    auto time = link.command({"TIME"});
+    ASSERT_TRUE(time && time->elements.size() == 2);
+    auto now_ms = std::stoull(time->elements[0].str) * 1000;
     auto a = store.acquire("s1", "refl-a");
     ASSERT_EQ(a.what, acquire_result::status::acquired);
-    EXPECT_EQ(a.granted.fence, 1u);
-    EXPECT_EQ(a.granted.token, "refl-a#1");
+    // Redis' time in ms, plus one: never a number an earlier owner had, also after
+    // Redis lost its data.
+    EXPECT_GE(a.granted.fence, now_ms);
+    EXPECT_LT(a.granted.fence, now_ms + 10'000);
+    EXPECT_EQ(a.granted.token, "refl-a#" + std::to_string(a.granted.fence));
     EXPECT_FALSE(a.state.has_value());
     EXPECT_FALSE(a.unreadable);
 }
 
 TEST_F(redis_sessions_test, a_held_lease_is_refused_to_others_and_names_its_holder)
 {
-    ASSERT_EQ(store.acquire("s1", "refl-a").what, acquire_result::status::acquired);
+    auto a = store.acquire("s1", "refl-a");
+    ASSERT_EQ(a.what, acquire_result::status::acquired);
     auto b = store.acquire("s1", "refl-b");
     EXPECT_EQ(b.what, acquire_result::status::held);
-    EXPECT_EQ(b.holder, "refl-a#1");
+    EXPECT_EQ(b.holder, a.granted.token);
     // Another session is independent.
     EXPECT_EQ(store.acquire("s2", "refl-b").what, acquire_result::status::acquired);
 }
@@ -93,7 +100,7 @@ TEST_F(redis_sessions_test, an_expired_lease_goes_to_the_next_with_a_higher_fenc
     live_cluster_waits(450ms);  // past the 300 ms lease
     auto b = store.acquire("s1", "refl-b");
     ASSERT_EQ(b.what, acquire_result::status::acquired);
-    EXPECT_EQ(b.granted.fence, 2u);
+    EXPECT_EQ(b.granted.fence, a.granted.fence + 1);
     auto r = store.renew({{"s1", a.granted}, {"s1", b.granted}});
     EXPECT_EQ(r[0], redis_sessions::renew_status::lost);
     EXPECT_EQ(r[1], redis_sessions::renew_status::ok);
@@ -127,7 +134,7 @@ TEST_F(redis_sessions_test, after_a_silence_nobody_takes_over_for_a_lease_and_th
     EXPECT_EQ(store.renew({{"s1", a.granted}})[0], redis_sessions::renew_status::ok);
     b = store.acquire("s1", "refl-b");
     EXPECT_EQ(b.what, acquire_result::status::held);
-    EXPECT_EQ(b.holder, "refl-a#1");
+    EXPECT_EQ(b.holder, a.granted.token);
 }
 
 TEST_F(redis_sessions_test, a_dead_owner_is_taken_over_once_the_outage_lease_has_passed)
@@ -139,7 +146,7 @@ TEST_F(redis_sessions_test, a_dead_owner_is_taken_over_once_the_outage_lease_has
     live_cluster_waits(400ms);  // one lease (300 ms) with ticks; refl-a never renews: dead
     auto b = store.acquire("s1", "refl-b");
     ASSERT_EQ(b.what, acquire_result::status::acquired);
-    EXPECT_EQ(b.granted.fence, 2u);
+    EXPECT_EQ(b.granted.fence, a.granted.fence + 1);
     EXPECT_EQ(store.renew({{"s1", a.granted}})[0], redis_sessions::renew_status::lost);
 }
 
@@ -172,6 +179,65 @@ TEST_F(redis_sessions_test, a_redis_frozen_by_sigstop_is_unreachable_then_starts
     EXPECT_FALSE(link.hanging(100ms));
     EXPECT_EQ(store.renew({{"s1", a.granted}})[0], redis_sessions::renew_status::ok);
     EXPECT_EQ(store.acquire("s1", "refl-b").what, acquire_result::status::held);
+}
+
+TEST_F(redis_sessions_test, when_redis_lost_its_data_the_owner_puts_its_session_back_and_nobody_takes_it_meanwhile)
+{
+    auto a = store.acquire("s1", "refl-a");
+    ASSERT_EQ(a.what, acquire_result::status::acquired);
+    ASSERT_EQ(store.append({{"s1", a.granted.fence, true, journal::header_json(header_of("s1", 5)), 5, 1500,
+                             {element(4), element(5)}}})[0],
+              append_status::ok);
+    // Redis restarts without persistence: everything is gone.
+    ASSERT_FALSE(link.command({"FLUSHALL"})->is_error());
+    // This process saw Redis' clock before: the outage rule starts (-1: lost data), and a
+    // takeover waits although no lease is there.
+    EXPECT_EQ(store.tick(), std::optional<std::int64_t>(-1));
+    redis::link other_link{server.url()};
+    redis_sessions other{other_link, sessions_options{300, 60'000}};
+    auto b = other.acquire("s1", "refl-b");
+    EXPECT_EQ(b.what, acquire_result::status::unavailable);
+    EXPECT_TRUE(b.outage);
+    // The owner's next append is not refused as fenced: it is told to write everything.
+    EXPECT_EQ(store.append({{"s1", a.granted.fence, false, "", 6, -1, {element(6)}}})[0], append_status::gap);
+    // Its renewal takes the lease back and asks for the whole state too.
+    EXPECT_EQ(store.renew({{"s1", a.granted}})[0], redis_sessions::renew_status::reseeded);
+    EXPECT_EQ(store.renew({{"s1", a.granted}})[0], redis_sessions::renew_status::ok);
+    ASSERT_EQ(store.append({{"s1", a.granted.fence, true, journal::header_json(header_of("s1", 6)), 6, 2500,
+                             {element(4), element(5), element(6)}}})[0],
+              append_status::ok);
+    live_cluster_waits(400ms);  // the outage lease passes; the owner keeps renewing
+    ASSERT_EQ(store.renew({{"s1", a.granted}})[0], redis_sessions::renew_status::ok);
+    b = other.acquire("s1", "refl-b");
+    EXPECT_EQ(b.what, acquire_result::status::held);
+    EXPECT_EQ(b.holder, a.granted.token);
+    // Once the owner is gone, the next one gets everything, under a higher fence.
+    ASSERT_TRUE(store.release("s1", a.granted));
+    b = other.acquire("s1", "refl-b");
+    ASSERT_EQ(b.what, acquire_result::status::acquired);
+    EXPECT_GT(b.granted.fence, a.granted.fence);
+    ASSERT_TRUE(b.state.has_value());
+    ASSERT_EQ(b.state->events.size(), 3u);
+    EXPECT_EQ(b.state->events[2].element, element(6));
+}
+
+TEST_F(redis_sessions_test, after_redis_lost_its_data_a_new_owners_fence_is_never_an_old_owners)
+{
+    auto a = store.acquire("s1", "refl-a");
+    ASSERT_EQ(a.what, acquire_result::status::acquired);
+    ASSERT_FALSE(link.command({"FLUSHALL"})->is_error());
+    std::this_thread::sleep_for(5ms);
+    // A reflector that never saw this Redis before takes the session (no outage rule for
+    // it); the old owner, frozen meanwhile, resumes: its writes and renewals are refused.
+    redis::link other_link{server.url()};
+    redis_sessions other{other_link, sessions_options{300, 60'000}};
+    auto b = other.acquire("s1", "refl-b");
+    ASSERT_EQ(b.what, acquire_result::status::acquired);
+    EXPECT_GT(b.granted.fence, a.granted.fence);
+    EXPECT_EQ(store.append({{"s1", a.granted.fence, true, journal::header_json(header_of("s1", 1)), 1, -1,
+                             {element(1)}}})[0],
+              append_status::fenced);
+    EXPECT_EQ(store.renew({{"s1", a.granted}})[0], redis_sessions::renew_status::lost);
 }
 
 TEST_F(redis_sessions_test, a_stale_owner_cannot_append_after_a_takeover)
