@@ -222,6 +222,7 @@ session_journal::sweep(std::function<bool(std::string const&)> const& mine,
         }
         bytes += size;
     }
+    bytes += writer_.wal_bytes();  // this worker's write-ahead logs
     metrics_.journal_disk_bytes.store(static_cast<std::int64_t>(bytes), std::memory_order_relaxed);
     if (!expired.empty() && !opts_.files_dir.empty()) {
         auto n = delete_expired_blobs(opts_.files_dir, expired, referenced_urls(), now - limit);

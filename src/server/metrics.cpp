@@ -97,7 +97,7 @@ render_metrics(std::vector<worker_metrics const*> const& workers, close_counter 
     metric("lockstep_cluster_outage", "gauge",
            "Cluster: 1 while no reflector reaches Redis and this one shows its sessions' output without it.",
            max_of(&worker_metrics::cluster_outage));
-    metric("lockstep_journal_disk_bytes", "gauge", "Bytes in session journals (as of the last retention sweep).",
+    metric("lockstep_journal_disk_bytes", "gauge", "Bytes in session journals and their write-ahead logs (as of the last retention sweep).",
            sum(&worker_metrics::journal_disk_bytes));
     auto histogram = [&](char const* name, char const* help, auto const& bounds, auto buckets, auto sum_member,
                          auto count_member, double scale) {

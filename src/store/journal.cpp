@@ -1747,6 +1747,19 @@ journal_writer::in_use(std::string const& id)
     return loaded_.count(id) > 0;
 }
 
+std::uint64_t
+journal_writer::wal_bytes() const
+{
+    std::uint64_t bytes = 0;
+    for (auto const& [g, path] : numbered_in(wal_dir_, opts_.wal_name + "-", wal_suffix)) {
+        std::error_code ec;
+        auto n = fs::file_size(path, ec);  // a file retired meanwhile counts nothing
+        if (!ec)
+            bytes += n;
+    }
+    return bytes;
+}
+
 std::vector<std::string>
 journal_writer::stored() const
 {

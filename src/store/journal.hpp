@@ -324,6 +324,8 @@ public:
     bool in_use(std::string const& id);
     /// Ids of every stored session (a directory scan: for retention and /sessions).
     std::vector<std::string> stored() const;
+    /// Bytes in this writer's WAL files on disk (a directory scan). Any thread.
+    std::uint64_t wal_bytes() const;
     /// Blocks until everything written so far is in the segment files and the WAL is
     /// fdatasynced (drain, tests). Any thread.
     void sync();

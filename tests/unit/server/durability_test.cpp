@@ -144,6 +144,26 @@ TEST_F(journal_fixture, a_snapshot_compacts_and_release_keeps_the_journal)
     EXPECT_EQ(r.header().snapshot_url, "http://x/snap");
 }
 
+TEST_F(journal_fixture, the_disk_bytes_gauge_counts_the_segment_files_and_the_write_ahead_log)
+{
+    auto j = journal();
+    session s("W", clock, opts, nullptr, &metrics);
+    test_peer a;
+    s.join(a, join_args("va"));
+    j->capture(s);
+    j->sync();
+    auto all = [](std::string const&) { return true; };
+    auto none = [](std::string const&) { return false; };
+    EXPECT_EQ(j->sweep(all, none), 0u);
+    std::uint64_t segments = 0, wal = 0;
+    for (auto const& e : fs::recursive_directory_iterator(dir))
+        if (e.is_regular_file())
+            (e.path().parent_path().filename() == ".wal" ? wal : segments) += e.file_size();
+    ASSERT_GT(wal, 0u) << "the session's records are in the write-ahead log";
+    ASSERT_GT(segments, 0u);
+    EXPECT_EQ(metrics.journal_disk_bytes.load(), static_cast<std::int64_t>(segments + wal));
+}
+
 TEST_F(journal_fixture, retention_deletes_only_unused_stored_sessions)
 {
     auto j = journal();
