@@ -340,6 +340,45 @@ TEST(cluster_sessions, a_forwarded_clients_frames_that_crossed_the_owners_move_r
     EXPECT_EQ(missing_late(*sync3), 0) << "of " << late_frames << " frames c2 sent before it read the close";
 }
 
+TEST(cluster_sessions, a_client_posing_as_a_forwarding_reflector_holds_up_no_move_and_no_other_session)
+{
+    // A client sends the forwarding headers itself: at the drain it gets the move notice
+    // instead of a close and never answers. The drain's move still completes (its
+    // clients get a second), and another session's frames that crossed the close arrive.
+    redis_server redis;
+    ASSERT_TRUE(redis.ready());
+    auto a = node(redis, {"--drain-timeout-ms", "3000"});
+    auto b = node(redis);
+    ASSERT_TRUE(a->up() && b->up());
+    ws_client poser(a->port(), "/POSER", "X-Lockstep-Forwarded: x\r\nX-Lockstep-Move-Notice: 1\r\n");
+    poser.send_json(join_msg("p"));
+    ASSERT_TRUE(poser.recv_action("SYNC"));
+    poser.send_json(send_msg("poser-before"));
+    ASSERT_TRUE(poser.recv_action("RECV"));
+    ws_client honest(a->port(), "/HONEST");
+    honest.send_json(join_msg("h"));
+    ASSERT_TRUE(honest.recv_action("SYNC"));
+    a->signal(SIGTERM);
+    std::this_thread::sleep_for(300ms);
+    send_late(honest);
+    expect_move_close(honest);
+    auto notice = poser.recv_text(3000ms);
+    ASSERT_TRUE(notice);
+    EXPECT_EQ(notice->rfind("_LOCKSTEP_MOVE 1001 ", 0), 0u) << *notice;
+    // Both sessions are released and taken over at b, each with its events.
+    for (auto const* id : {"/HONEST", "/POSER"}) {
+        ws_client c(b->port(), id);
+        c.send_json(join_msg("v2"));
+        auto sync = c.recv_action("SYNC", 5000ms);
+        ASSERT_TRUE(sync) << id;
+        if (std::string(id) == "/HONEST")
+            EXPECT_EQ(missing_late(*sync), 0);
+        else
+            EXPECT_TRUE(carries(*sync, "poser-before"));
+    }
+    EXPECT_EQ(a->wait_exit(5000ms), std::optional<int>(0)) << "the drain ended, the poser's socket notwithstanding";
+}
+
 TEST(cluster_sessions, a_forwarded_clients_last_frames_before_it_leaves_reach_the_session)
 {
     // c2 (forwarded by b) sends its last SENDs and its close while the owner a is frozen,
